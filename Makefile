@@ -1,0 +1,63 @@
+# recmg: two commands for a fresh machine.
+#   make run   - set everything up, then show what recmg does on this host
+#   make test  - set everything up, then run the whole test suite (guest tests included)
+# Other targets: setup, unit (host tests only), vm-test (guest tests only), bench, clean.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Debian packages: the NUMA guest (qemu, a kernel with its modules, busybox, cpio, kmod)
+# and the build of systemd-python (libsystemd-dev, pkg-config) and the shim (gcc).
+DEBS   := qemu-system-x86 linux-image-amd64 busybox-static cpio kmod numactl \
+          libsystemd-dev pkg-config gcc
+HARNESS := $(BIN)/python tests/vm/harness.py
+
+.PHONY: setup debs venv install run test unit vm-test bench clean
+
+setup: debs install
+
+debs:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The virtual environment holds the dependencies; it is rebuilt when pyproject.toml changes.
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check setuptools wheel "cffi>=1.16"
+	$(BIN)/pip install -q --disable-pip-version-check '.[dev]'
+	touch $@
+
+venv: $(VENV)/.deps
+
+# The project itself is reinstalled every time (a few seconds): tests run the installed
+# package, native shim included, exactly as an operator gets it.
+install: venv
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall .
+
+run: setup
+	$(BIN)/recmgctl check
+	@echo
+	@echo "== the same check and a real page move, inside a two-NUMA-node guest (node 1 CPU-less)"
+	$(HARNESS) -- sh -c '$(BIN)/recmgctl check && $(BIN)/recmg pages demo --mib 256'
+
+unit: install
+	$(BIN)/pytest
+
+vm-test: install
+	$(BIN)/pytest -m vm tests/vm
+
+test: install
+	$(BIN)/pytest tests/unit tests/integration tests/vm -m "not guest"
+
+bench: install
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(BIN)/python $$b; done || true
+
+clean:
+	rm -rf $(VENV) build daemon/*.egg-info native/build

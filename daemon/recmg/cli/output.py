@@ -1,0 +1,44 @@
+"""Shared helpers for the command-line tools: units, tables, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# sysexits(3) codes, as os.EX_* (documented in docs/architecture.md).
+EX_OK = os.EX_OK
+EX_USAGE = os.EX_USAGE
+EX_UNAVAILABLE = os.EX_UNAVAILABLE
+EX_SOFTWARE = os.EX_SOFTWARE
+EX_OSERR = os.EX_OSERR
+EX_NOPERM = os.EX_NOPERM
+EX_CONFIG = os.EX_CONFIG
+
+
+def human_bytes(n: int | float) -> str:
+    """1536 -> '1.5 KiB' (binary units, one decimal)."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def table(rows: list[list[str]], indent: str = "  ") -> str:
+    """Left-aligned columns; the first row is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in rows)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def fail(message: str, code: int) -> int:
+    """Print 'prog: message' to stderr and return code (for `return fail(...)`)."""
+    print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr)
+    return code
