@@ -13,7 +13,8 @@ over virtio-9p and the guest chroots into it, so the guest runs the very same
 interpreter, virtual environment and checkout as the host (no copy, no second
 install).  Inside the chroot /proc, /sys, /dev, /dev/shm, /tmp and /run are the
 guest's own; CMD runs in the current directory with RECMG_IN_GUEST=1 and
-PYTHONDONTWRITEBYTECODE=1 (the shared tree is read-only).
+PYTHONDONTWRITEBYTECODE=1 (the shared tree is read-only).  With --out DIR, DIR is
+shared writable and the command finds it at $RECMG_VM_OUT.
 
 Automatic NUMA balancing is switched off in the guest (kernel.numa_balancing=0)
 unless --numa-balancing is given: its hinting faults move pages back to the CPU's
@@ -60,11 +61,17 @@ mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t devtmpfs d
 mkdir -p /host/dev/shm /host/dev/pts
 mount -t tmpfs -o mode=1777 shm /host/dev/shm; mount -t tmpfs -o mode=1777 tmp /host/tmp
 mount -t tmpfs run /host/run
+OUT_ENV=
+if [ -n "$WITH_OUT" ]; then
+    mkdir -p /host/run/recmg-vm-out
+    mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 vmout /host/run/recmg-vm-out \
+        && OUT_ENV=RECMG_VM_OUT=/run/recmg-vm-out
+fi
 [ -d /host/sys/kernel/mm/damon ] && mount -t debugfs none /host/sys/kernel/debug 2>/dev/null
 echo "${NUMA_BALANCING:-0}" > /proc/sys/kernel/numa_balancing
 cp /cmd.sh /host/tmp/recmg-guest-cmd.sh
 chroot /host /usr/bin/env -i PATH="$HOST_PATH" HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 \
-    RECMG_IN_GUEST=1 PYTHONDONTWRITEBYTECODE=1 /bin/sh /tmp/recmg-guest-cmd.sh
+    RECMG_IN_GUEST=1 PYTHONDONTWRITEBYTECODE=1 $OUT_ENV /bin/sh /tmp/recmg-guest-cmd.sh
 rc=$?
 echo "@@GUEST_EXIT=$rc@@"
 poweroff -f
@@ -146,7 +153,7 @@ def pick_accel(requested: str) -> str:
 
 
 def qemu_command(kernel: Path, initrd: Path, accel: str, node_mib: int, hmat: bool,
-                 append: str) -> list[str]:
+                 append: str, out_dir: Path | None = None) -> list[str]:
     cpu = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
     numa = ["-object", f"memory-backend-ram,id=m0,size={node_mib}M",
             "-object", f"memory-backend-ram,id=m1,size={node_mib}M",
@@ -165,14 +172,20 @@ def qemu_command(kernel: Path, initrd: Path, accel: str, node_mib: int, hmat: bo
             "-append", f"console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init {append}",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                        "multidevs=remap",
+            *(["-virtfs", f"local,path={out_dir},mount_tag=vmout,security_model=none"]
+              if out_dir else []),
             "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
             "-nodefaults", "-no-reboot"]
 
 
 def run(command: list[str], *, kernel: str | None = None, hmat: bool = False,
         accel: str = "auto", timeout: float = 900, node_mib: int = 1024,
-        numa_balancing: bool = False, cwd: str | None = None, out=sys.stdout.buffer) -> int:
-    """Boot the guest, run command, stream the console to out; return the exit status."""
+        numa_balancing: bool = False, cwd: str | None = None, out_dir: str | None = None,
+        out=sys.stdout.buffer) -> int:
+    """Boot the guest, run command, stream the console to out; return the exit status.
+
+    out_dir: a host directory the command can write to, as $RECMG_VM_OUT in the guest.
+    """
     if not shutil.which("qemu-system-x86_64"):
         print("harness: qemu-system-x86_64 not found (apt-get install qemu-system-x86)",
               file=sys.stderr)
@@ -183,8 +196,10 @@ def run(command: list[str], *, kernel: str | None = None, hmat: bool = False,
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="recmg-vm-") as tmp:
         initrd = build_initramfs(kver, command, cwd or os.getcwd(), Path(tmp))
-        append = "NUMA_BALANCING=1" if numa_balancing else ""
-        argv = qemu_command(kpath, initrd, acc, node_mib, hmat, append)
+        append = " ".join((["NUMA_BALANCING=1"] if numa_balancing else [])
+                          + (["WITH_OUT=1"] if out_dir else []))
+        argv = qemu_command(kpath, initrd, acc, node_mib, hmat, append,
+                            Path(out_dir).resolve() if out_dir else None)
         print(f"harness: kernel {kver}, accel {acc}, nodes 2 x {node_mib} MiB"
               f"{', HMAT' if hmat else ''}; running: {shlex.join(command)}", file=sys.stderr,
               flush=True)
@@ -232,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node-mib", type=int, default=1024, help="memory per node in MiB")
     p.add_argument("--numa-balancing", action="store_true",
                    help="leave automatic NUMA balancing on in the guest")
+    p.add_argument("--out", help="host directory the guest command may write to "
+                   "($RECMG_VM_OUT inside the guest)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -239,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give a command to run in the guest after --")
     return run(cmd, kernel=args.kernel, hmat=args.hmat, accel=args.accel,
                timeout=args.timeout, node_mib=args.node_mib,
-               numa_balancing=args.numa_balancing)
+               numa_balancing=args.numa_balancing, out_dir=args.out)
 
 
 if __name__ == "__main__":

@@ -205,15 +205,14 @@ class Topology:
     @property
     def verdict(self) -> str:
         conflicts = [f for f in self.findings() if f.level == "conflict"]
+        tail = f"; resolve {len(conflicts)} conflict(s) first" if conflicts else ""
         if self.can_migrate:
-            head = (f"real migration possible: fast nodes {format_list(self.fast_nodes)}, "
-                    f"slow nodes {format_list(self.slow_nodes)}")
-            if conflicts:
-                head += f"; resolve {len(conflicts)} conflict(s) first"
-            return head
+            return (f"real migration possible: fast nodes {format_list(self.fast_nodes)}, "
+                    f"slow nodes {format_list(self.slow_nodes)}{tail}")
         if self.fast_nodes and self.slow_nodes:
-            return "two tiers present but migration not permitted (missing CAP_SYS_NICE)"
-        return "no slow tier: recmgd would run with the simulated tier only"
+            return ("two tiers present but migration not permitted (missing CAP_SYS_NICE)"
+                    + tail)
+        return "no slow tier: recmgd would run with the simulated tier only" + tail
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -224,8 +223,8 @@ class Topology:
         return d
 
 
-def format_list(ids) -> str:
-    """Inverse of parse_cpulist: [0, 1, 2, 5] -> "0-2,5"; empty -> "-"."""
+def format_list(ids, empty: str = "-") -> str:
+    """Inverse of parse_cpulist: [0, 1, 2, 5] -> "0-2,5"; no ids -> empty."""
     ids = sorted(ids)
     parts, i = [], 0
     while i < len(ids):
@@ -234,7 +233,7 @@ def format_list(ids) -> str:
             j += 1
         parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
         i = j + 1
-    return ",".join(parts) or "-"
+    return ",".join(parts) or empty
 
 
 def _meminfo_kb(text: str, key: str) -> int:

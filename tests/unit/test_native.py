@@ -1,0 +1,213 @@
+"""The native shim on this (one-node) host: every call, every error path."""
+
+import errno
+import mmap
+import os
+
+import numpy as np
+import pytest
+
+from recmg import native
+
+PAGE = native.PAGE_SIZE
+
+
+def _mapped(pages: int, touch: bool = True):
+    m = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    arr = np.frombuffer(m, dtype=np.uint8)
+    if touch:
+        arr[::PAGE] = 1
+    addrs = arr.ctypes.data + np.arange(pages, dtype=np.uint64) * np.uint64(PAGE)
+    return m, arr, addrs
+
+
+def _unmapped_range(pages: int) -> np.ndarray:
+    """Addresses that were mapped and then unmapped (nothing else reuses them here)."""
+    m, arr, addrs = _mapped(pages)
+    del arr
+    m.close()
+    return addrs
+
+
+def test_move_to_missing_node_names_call_pid_range_and_node():
+    m, arr, addrs = _mapped(4)
+    status = np.zeros(4, np.int32)
+    with pytest.raises(native.NativeNodeError) as ei:
+        native.move_pages(0, addrs, np.full(4, 7, np.int32), status)
+    e = ei.value
+    assert e.errno == errno.ENODEV and e.node == 7 and e.call == "move_pages"
+    msg = str(e)
+    assert "move_pages" in msg and "node 7" in msg and "pid 0" in msg
+    assert f"{int(addrs[0]):#x}" in msg and "recmgctl check" in msg
+
+
+def test_unknown_pid_is_process_lookup_error():
+    status = np.zeros(1, np.int32)
+    with pytest.raises(ProcessLookupError) as ei:
+        native.move_pages(2**22 + 12345, np.array([PAGE], np.uint64), None, status)
+    assert isinstance(ei.value, native.NativeError)
+    assert ei.value.errno == errno.ESRCH and "pid 4206649" in str(ei.value)
+
+
+def test_unmapped_addresses_give_per_page_faults_not_an_exception():
+    addrs = _unmapped_range(8)
+    status = np.zeros(8, np.int32)
+    native.move_pages(0, addrs, None, status)  # query
+    assert (status == -errno.EFAULT).all()
+    native.move_pages(0, addrs, np.zeros(8, np.int32), status)  # move to node 0
+    assert (status == -errno.EFAULT).all()
+
+
+def test_untouched_pages_are_not_present_and_touched_ones_on_node_0():
+    m, arr, addrs = _mapped(8, touch=False)
+    arr[: 4 * PAGE : PAGE] = 1
+    status = np.zeros(8, np.int32)
+    assert native.move_pages(os.getpid(), addrs, None, status) == 0
+    assert status[:4].tolist() == [0] * 4
+    assert (status[4:] == -errno.ENOENT).all()
+
+
+def test_missing_permission_is_explained():
+    """An unprivileged user (uid 65534, no capabilities) may not move root's pages."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to nobody, then try to move our parent's pages
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            try:
+                native.move_pages(os.getppid(), np.array([PAGE], np.uint64),
+                                  np.zeros(1, np.int32), np.zeros(1, np.int32))
+                os.write(w, b"no error")
+            except native.NativePermissionError as e:
+                os.write(w, f"{e.errno}|{e}".encode())
+            except BaseException as e:  # noqa: BLE001 - report anything to the parent
+                os.write(w, f"other|{type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 4096).decode()
+    os.waitpid(pid, 0)
+    os.close(r)
+    code, _, msg = got.partition("|")
+    assert code == str(errno.EPERM), got
+    assert "CAP_SYS_NICE" in msg and "move_pages" in msg
+
+
+def test_wrong_dtype_or_layout_is_refused_before_the_kernel_sees_it():
+    status = np.zeros(2, np.int32)
+    with pytest.raises(TypeError, match="uint64"):
+        native.move_pages(0, np.array([PAGE, 2 * PAGE], np.int64), None, status)
+    with pytest.raises(ValueError, match="same length"):
+        native.move_pages(0, np.array([PAGE], np.uint64), None, status)
+    with pytest.raises(ValueError, match="contiguous"):
+        strided = (np.arange(4, dtype=np.uint64) * np.uint64(PAGE))[::2]
+        native.move_pages(0, strided, None, status)
+
+
+def test_madvise_and_its_error():
+    m, arr, addrs = _mapped(4)
+    native.madvise(int(addrs[0]), 4 * PAGE, native.MADV_NOHUGEPAGE)
+    native.madvise(int(addrs[0]), 4 * PAGE, native.MADV_COLD)
+    with pytest.raises(native.NativeError) as ei:
+        native.madvise(int(addrs[0]) + 1, PAGE, native.MADV_COLD)
+    assert ei.value.errno == errno.EINVAL and "madvise" in str(ei.value)
+    assert f"{int(addrs[0]) + 1:#x}" in str(ei.value)
+
+
+def test_mbind_and_get_mempolicy_round_trip():
+    m, arr, addrs = _mapped(4, touch=False)
+    native.mbind(int(addrs[0]), 4 * PAGE, native.MPOL_BIND, [0])
+    mode, nodes = native.get_mempolicy(int(addrs[0]))
+    assert mode == native.MPOL_BIND and nodes == [0]
+    arr[0] = 1
+    assert native.node_of_address(int(addrs[0])) == 0
+    with pytest.raises(native.NativeError) as ei:
+        native.mbind(int(addrs[0]), 4 * PAGE, native.MPOL_BIND, [9])
+    assert "mbind" in str(ei.value) and "node 9" in str(ei.value)
+
+
+def test_process_madvise_on_a_live_child(region_child):
+    done = native.process_madvise(region_child.pid, np.array([region_child.addr], np.uint64),
+                                  np.array([1 << 20], np.uint64), native.MADV_COLD)
+    assert done == 1 << 20
+    with pytest.raises(native.NativeProcessLookupError, match="pidfd_open"):
+        native.process_madvise(2**22 + 12345, np.array([PAGE], np.uint64),
+                               np.array([PAGE], np.uint64), native.MADV_COLD)
+
+
+def test_perf_software_counters_count():
+    attr = native.PerfAttr(type=native.lib.PERF_TYPE_SOFTWARE,
+                           config=native.lib.PERF_COUNT_SW_TASK_CLOCK)
+    fd = native.perf_event_open(attr, 0)
+    try:
+        native.perf_reset(fd)
+        native.perf_enable(fd)
+        sum(range(200000))
+        native.perf_disable(fd)
+        assert native.perf_read(fd)[0] > 0  # nanoseconds of task clock
+    finally:
+        native.close(fd)
+
+
+def test_perf_errors_name_the_problem():
+    attr = native.PerfAttr(type=native.lib.PERF_TYPE_SOFTWARE,
+                           config=native.lib.PERF_COUNT_SW_PAGE_FAULTS)
+    with pytest.raises(native.NativeProcessLookupError, match="perf_event_open, pid"):
+        native.perf_event_open(attr, 2**22 + 12345)
+    bogus = native.PerfAttr(type=native.lib.PERF_TYPE_SOFTWARE, config=10**6)
+    with pytest.raises(native.NativeError) as ei:
+        native.perf_event_open(bogus, 0)
+    assert ei.value.errno in (errno.EINVAL, errno.ENOENT, errno.EOPNOTSUPP)
+
+
+def test_hardware_counter_opens_or_says_unsupported():
+    attr = native.PerfAttr(type=native.lib.PERF_TYPE_HARDWARE,
+                           config=native.lib.PERF_COUNT_HW_CACHE_MISSES)
+    try:
+        fd = native.perf_event_open(attr, 0)
+    except native.NativeError as e:  # VMs often have no PMU
+        assert e.errno in (errno.ENOENT, errno.EOPNOTSUPP, errno.ENODEV, errno.EACCES)
+        assert "perf_event_open" in str(e)
+    else:
+        native.close(fd)
+
+
+def test_shared_u64_acquire_release_across_processes():
+    m = mmap.mmap(-1, PAGE, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    words = native.SharedU64(m)
+    pid = os.fork()
+    if pid == 0:
+        words.store_release(8, 0xDEADBEEF)
+        words.store_release(0, 1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert words.load_acquire(0) == 1 and words.load_acquire(8) == 0xDEADBEEF
+    for bad in (4, PAGE, -8):
+        with pytest.raises(ValueError, match="aligned uint64"):
+            words.load_acquire(bad)
+
+
+def test_no_fd_or_memory_leak_over_many_calls():
+    m, arr, addrs = _mapped(16)
+    status = np.zeros(16, np.int32)
+    attr = native.PerfAttr(type=native.lib.PERF_TYPE_SOFTWARE,
+                           config=native.lib.PERF_COUNT_SW_PAGE_FAULTS)
+
+    def cycle(n):
+        for _ in range(n):
+            native.move_pages(0, addrs, None, status)
+            native.close(native.perf_event_open(attr, 0))
+            try:
+                native.pidfd_open(2**22 + 12345)
+            except ProcessLookupError:
+                pass
+
+    cycle(500)  # warm up allocators
+    fds = len(os.listdir("/proc/self/fd"))
+    rss = int(open("/proc/self/statm").read().split()[1])
+    cycle(10000)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert int(open("/proc/self/statm").read().split()[1]) - rss < 256  # pages
