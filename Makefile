@@ -6,9 +6,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages: the NUMA guest (qemu, a kernel with its modules, busybox, cpio, kmod)
+# Debian packages: the NUMA guest (qemu; kernels 6.1 and 6.12 with their modules, 6.12
+# for DAMON and HMAT memory tiers; busybox, cpio, kmod)
 # and the build of systemd-python (libsystemd-dev, pkg-config) and the shim (gcc).
-DEBS   := qemu-system-x86 linux-image-amd64 busybox-static cpio kmod numactl \
+DEBS   := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static cpio kmod numactl \
           libsystemd-dev pkg-config gcc
 HARNESS := $(BIN)/python tests/vm/harness.py
 

@@ -70,7 +70,7 @@ fi
 [ -d /host/sys/kernel/mm/damon ] && mount -t debugfs none /host/sys/kernel/debug 2>/dev/null
 echo "${NUMA_BALANCING:-0}" > /proc/sys/kernel/numa_balancing
 cp /cmd.sh /host/tmp/recmg-guest-cmd.sh
-chroot /host /usr/bin/env -i PATH="$HOST_PATH" HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 \
+chroot /host /usr/bin/env -i PATH=@HOST_PATH@ HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 \
     RECMG_IN_GUEST=1 PYTHONDONTWRITEBYTECODE=1 $OUT_ENV /bin/sh /tmp/recmg-guest-cmd.sh
 rc=$?
 echo "@@GUEST_EXIT=$rc@@"
@@ -132,7 +132,7 @@ def build_initramfs(kver: str, command: list[str], cwd: str, work: Path) -> Path
     (root / "modules.order").write_text("\n".join(order) + "\n")
     for d in ("proc", "sys", "dev", "tmp"):
         (root / d).mkdir()
-    init = INIT.replace("$HOST_PATH", shlex.quote(os.environ.get("PATH", "/usr/bin:/bin")))
+    init = INIT.replace("@HOST_PATH@", shlex.quote(os.environ.get("PATH", "/usr/bin:/bin")))
     (root / "init").write_text(init)
     (root / "init").chmod(0o755)
     (root / "cmd.sh").write_text(f"cd {shlex.quote(cwd)} || exit 2\nexec {shlex.join(command)}\n")

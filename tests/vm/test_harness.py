@@ -1,0 +1,58 @@
+"""Boot the two-node guest from the host (marker `vm`): exit-status propagation, the
+guest test suite, and HMAT memory tiers on a 6.12 kernel."""
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+pytestmark = pytest.mark.vm
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def boot(cmd, timeout=900, **kw):
+    out = io.BytesIO()
+    rc = harness.run(cmd, cwd=str(ROOT), out=out, timeout=timeout, **kw)
+    return rc, out.getvalue().decode(errors="replace")
+
+
+def test_guest_exit_status_reaches_the_host():
+    rc, console = boot(["sh", "-c", "echo inside; exit 3"])
+    assert rc == 3 and "inside" in console
+
+
+def test_guest_suite():
+    rc, console = boot([PY, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                        "--color=no", "-m", "guest", "-v",
+                        "tests/vm/test_guest.py"])
+    print(console)
+    assert rc == 0, console[-6000:]
+    assert " passed" in console and "failed" not in console.split("===")[-2]
+
+
+def test_hmat_makes_node_1_a_lower_memory_tier(tmp_path):
+    k612 = sorted(Path("/boot").glob("vmlinuz-6.12*"))
+    if not k612:
+        pytest.skip("HMAT tiers need a 6.12 kernel (apt-get install linux-image-6.12-amd64)")
+    rc, console = boot(["sh", "-c", f"{Path(PY).parent}/recmgctl check --json "
+                        "> $RECMG_VM_OUT/check.json"],
+                       kernel=str(k612[-1]), hmat=True, out_dir=str(tmp_path))
+    assert rc == 0, console[-4000:]
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert report["tier_basis"] == "memory tiers"
+    assert (report["fast_nodes"], report["slow_nodes"]) == ([0], [1])
+    tiers = {n["id"]: n["tier"] for n in report["nodes"]}
+    assert tiers[1] > tiers[0]
+
+
+def test_missing_command_and_timeout(tmp_path):
+    rc, _ = boot(["/nonexistent/binary"])
+    assert rc == 127
+    rc, console = boot(["sleep", "600"], timeout=25)
+    assert rc == 125
