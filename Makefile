@@ -49,13 +49,13 @@ run: setup
 	$(HARNESS) -- sh -c '$(BIN)/recmgctl check && $(BIN)/recmg pages demo --mib 256'
 
 unit: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not guest and not vm"
 
 vm-test: install
-	$(BIN)/pytest -m vm tests/vm
+	$(BIN)/pytest -m vm
 
 test: install
-	$(BIN)/pytest tests/unit tests/integration tests/vm -m "not guest"
+	$(BIN)/pytest -m "not guest"
 
 bench: install
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(BIN)/python $$b; done || true
