@@ -12,7 +12,8 @@ How the project reaches the guest: the host's root filesystem is shared read-onl
 over virtio-9p and the guest chroots into it, so the guest runs the very same
 interpreter, virtual environment and checkout as the host (no copy, no second
 install).  Inside the chroot /proc, /sys, /dev, /dev/shm, /tmp and /run are the
-guest's own; CMD runs in the current directory with RECMG_IN_GUEST=1 and
+guest's own (a working directory under the host's /tmp or /run is bind-mounted
+back, read-only, so a checkout there works); CMD runs in the current directory with RECMG_IN_GUEST=1 and
 PYTHONDONTWRITEBYTECODE=1 (the shared tree is read-only).  With --out DIR, DIR is
 shared writable and the command finds it at $RECMG_VM_OUT.
 
@@ -58,9 +59,16 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 ho
     echo "guest: cannot mount the host root over 9p"; echo "@@GUEST_EXIT=2@@"; poweroff -f
 fi
 mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t devtmpfs dev /host/dev
-mkdir -p /host/dev/shm /host/dev/pts
+mkdir -p /host/dev/shm /host/dev/pts /hosttmp /hostrun
+# Keep read-only views of the host's /tmp and /run before the guest's own tmpfs hide
+# them: a checkout under /tmp (a CI clone, say) is bind-mounted back below.
+mount --bind /host/tmp /hosttmp; mount --bind /host/run /hostrun
 mount -t tmpfs -o mode=1777 shm /host/dev/shm; mount -t tmpfs -o mode=1777 tmp /host/tmp
 mount -t tmpfs run /host/run
+CWD=@CWD@
+for d in tmp run; do
+    case "$CWD" in /$d/*) mkdir -p "/host$CWD"; mount --bind "/host$d${CWD#/$d}" "/host$CWD";; esac
+done
 OUT_ENV=
 if [ -n "$WITH_OUT" ]; then
     mkdir -p /host/run/recmg-vm-out
@@ -132,7 +140,8 @@ def build_initramfs(kver: str, command: list[str], cwd: str, work: Path) -> Path
     (root / "modules.order").write_text("\n".join(order) + "\n")
     for d in ("proc", "sys", "dev", "tmp"):
         (root / d).mkdir()
-    init = INIT.replace("@HOST_PATH@", shlex.quote(os.environ.get("PATH", "/usr/bin:/bin")))
+    init = (INIT.replace("@HOST_PATH@", shlex.quote(os.environ.get("PATH", "/usr/bin:/bin")))
+            .replace("@CWD@", shlex.quote(cwd)))
     (root / "init").write_text(init)
     (root / "init").chmod(0o755)
     (root / "cmd.sh").write_text(f"cd {shlex.quote(cwd)} || exit 2\nexec {shlex.join(command)}\n")
