@@ -1,0 +1,298 @@
+"""recmgd's side of the capture segment: discover, validate, read batches.
+
+The reader never trusts the client.  Attaching checks the magic, version, geometry,
+that the file's owner is the uid in the header and the uid of the live pid, and that
+every registered table lies inside the process's mappings (/proc/PID/maps).  Every
+read re-checks the file size (a truncated segment is detected before it is touched)
+and the cursors (a cursor beyond the capacity rejects the segment), and drops keys
+that name an unknown table or a row beyond the table (counted as ``invalid_keys``).
+
+A writer that dies mid-batch leaves an unpublished batch behind: the reader never
+sees it, because only published cursors are followed.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recmg import native
+from recmg.capture import segment as seg
+from recmg.trace.format import TableInfo
+
+
+class SegmentError(RuntimeError):
+    """A segment is malformed or untrustworthy; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class TableRegion:
+    """A registered table as validated by the reader."""
+
+    info: TableInfo
+    base: int  # address in the target process
+    length: int  # bytes
+
+    def page_of_rows(self, rows: np.ndarray, page_shift: int = 12) -> np.ndarray:
+        """Page numbers (address >> page_shift) of the first byte of each row."""
+        return (np.uint64(self.base) + rows.astype(np.uint64) * np.uint64(self.info.row_bytes)
+                ) >> np.uint64(page_shift)
+
+
+@dataclass
+class AccessBatch:
+    """Batches read in one call.  keys are vector keys (table << 40 | row)."""
+
+    keys: np.ndarray  # uint64
+    batch_offsets: np.ndarray  # uint64, n + 1
+    batch_ids: np.ndarray  # uint64
+    timestamps_ns: np.ndarray  # uint64
+    dropped_batches: int = 0  # since the previous read (ring full at the client)
+    dropped_keys: int = 0
+    invalid_keys: int = 0  # removed by validation
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.batch_ids)
+
+
+def discover(shm_dir: str = "/dev/shm", name: str | None = None, pid: int | None = None
+             ) -> list[Path]:
+    """Segment files in shm_dir, optionally only those of a name and/or pid."""
+    out = []
+    try:
+        entries = sorted(os.listdir(shm_dir))
+    except FileNotFoundError:
+        return out
+    for fn in entries:
+        parsed = seg.parse_segment_name(fn)
+        if parsed and (name is None or parsed[0] == name) and (pid is None or parsed[1] == pid):
+            out.append(Path(shm_dir) / fn)
+    return out
+
+
+def process_uid(pid: int, proc_root: str = "/proc") -> int:
+    """Real uid of a live process (ProcessLookupError if it is gone)."""
+    try:
+        text = Path(proc_root, str(pid), "status").read_text()
+    except FileNotFoundError:
+        raise ProcessLookupError(f"process {pid} does not exist") from None
+    for line in text.splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise SegmentError(f"{proc_root}/{pid}/status has no Uid line")
+
+
+def process_mappings(pid: int, proc_root: str = "/proc") -> list[tuple[int, int]]:
+    """Merged [start, end) address ranges of a process's mappings."""
+    ranges = []
+    try:
+        with open(Path(proc_root, str(pid), "maps")) as f:
+            for line in f:
+                lo, _, hi = line.split(" ", 1)[0].partition("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    except FileNotFoundError:
+        raise ProcessLookupError(f"process {pid} does not exist") from None
+    ranges.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+class SegmentReader:
+    """Attach to one segment; ``read()`` returns the batches published since the last
+    call and frees their ring space."""
+
+    def __init__(self, path: str | os.PathLike, proc_root: str = "/proc",
+                 allowed_uids: set[int] | None = None):
+        self.path = Path(path)
+        self.proc_root = proc_root
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as e:
+            raise SegmentError(f"{self.path}: cannot open: {e.strerror}") from None
+        try:
+            self._attach(fd, allowed_uids)
+        finally:
+            os.close(fd)
+
+    def _fail(self, why: str):
+        raise SegmentError(f"{self.path}: {why}")
+
+    def _attach(self, fd: int, allowed_uids: set[int] | None) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            self._fail("not a regular file")
+        if st.st_size < seg.REGISTRY_OFFSET:
+            self._fail(f"truncated: {st.st_size} bytes, smaller than the "
+                       f"{seg.REGISTRY_OFFSET}-byte header")
+        head = os.pread(fd, seg.FIXED.size, 0)
+        (magic, version, header, pid, uid, n_tables, entry_bytes, kcap, bcap, keys_off,
+         batches_off, total) = seg.FIXED.unpack(head)
+        if magic != seg.MAGIC:
+            self._fail(f"bad magic {magic!r} (not a recmg capture segment)")
+        if version != seg.VERSION:
+            self._fail(f"unsupported version {version} (this recmgd reads {seg.VERSION})")
+        if entry_bytes != seg.TABLE_ENTRY_BYTES or not 1 <= n_tables <= seg.MAX_TABLES:
+            self._fail(f"bad table registry geometry ({n_tables} tables of {entry_bytes} B)")
+        for cap, limit, label in ((kcap, seg.MAX_KEY_CAPACITY, "key"),
+                                  (bcap, seg.MAX_BATCH_CAPACITY, "batch")):
+            if cap <= 0 or cap & (cap - 1) or cap > limit:
+                self._fail(f"{label} capacity {cap} is not a power of two up to {limit}")
+        want = seg.layout(n_tables, kcap, bcap)
+        if (header, batches_off, total) != want or keys_off != header:
+            self._fail(f"geometry mismatch: header/keys/batches/size "
+                       f"{header}/{keys_off}/{batches_off}/{total}, expected "
+                       f"{want[0]}/{want[0]}/{want[1]}/{want[2]}")
+        if st.st_size != total:
+            self._fail(f"truncated or padded: {st.st_size} bytes, header says {total}")
+        parsed = seg.parse_segment_name(self.path.name)
+        if parsed and parsed[1] != pid:
+            self._fail(f"file name says pid {parsed[1]}, header says {pid}")
+        if st.st_uid != uid:
+            self._fail(f"owner mismatch: file owned by uid {st.st_uid}, header says {uid}")
+        try:
+            puid = process_uid(pid, self.proc_root)
+        except ProcessLookupError:
+            self._fail(f"process {pid} is not running (stale segment)")
+        if puid != uid:
+            self._fail(f"owner mismatch: process {pid} runs as uid {puid}, segment says {uid}")
+        if allowed_uids is not None and uid not in allowed_uids:
+            self._fail(f"uid {uid} is not in the allowed uids {sorted(allowed_uids)}")
+        regs = os.pread(fd, n_tables * seg.TABLE_ENTRY_BYTES, seg.REGISTRY_OFFSET)
+        maps = process_mappings(pid, self.proc_root)
+        tables = []
+        for i in range(n_tables):
+            (name, tid, _r, rows, dim, row_bytes, base, length, dtype) = seg.TABLE_ENTRY.unpack_from(
+                regs, i * seg.TABLE_ENTRY_BYTES)
+            tname = name.rstrip(b"\0").decode("utf-8", "replace")
+            if tid != i or rows == 0 or row_bytes == 0 or length != rows * row_bytes:
+                self._fail(f"table {i} ({tname!r}): inconsistent registry entry "
+                           f"(id {tid}, rows {rows}, row_bytes {row_bytes}, length {length})")
+            if not any(lo <= base and base + length <= hi for lo, hi in maps):
+                self._fail(f"table {i} ({tname!r}): range {base:#x}-{base + length:#x} is "
+                           f"not inside the mappings of process {pid}")
+            tables.append(TableRegion(TableInfo(i, tname, rows, row_bytes, dim,
+                                                dtype.rstrip(b"\0").decode("ascii", "replace")),
+                                      base, length))
+        self.pid, self.uid, self.tables = pid, uid, tables
+        self._kcap, self._bcap, self._total = kcap, bcap, total
+        self._mm = mmap.mmap(fd, total, mmap.MAP_SHARED)
+        self._fd_path_ino = st.st_ino
+        self._words = native.SharedU64(self._mm)
+        self._keys = np.frombuffer(self._mm, dtype=np.uint64, count=kcap, offset=keys_off)
+        self._desc = np.frombuffer(self._mm, dtype=np.uint64, count=bcap * seg.DESC_WORDS,
+                                   offset=batches_off).reshape(bcap, seg.DESC_WORDS)
+        self._rows = np.array([t.info.rows for t in tables], dtype=np.uint64)
+        self._seen_drops = (self._word(seg.OFF_DROPPED_BATCHES), self._word(seg.OFF_DROPPED_KEYS))
+
+    def _word(self, off: int) -> int:
+        return self._words.load_acquire(off)
+
+    def _check_size(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return  # unlinked by a clean close: the mapping stays valid
+        if st.st_ino == self._fd_path_ino and st.st_size < self._total:
+            self._fail(f"truncated to {st.st_size} bytes while attached (expected {self._total})")
+
+    @property
+    def writer_alive(self) -> bool:
+        try:
+            return process_uid(self.pid, self.proc_root) == self.uid
+        except ProcessLookupError:
+            return False
+
+    @property
+    def closed(self) -> bool:
+        return self._word(seg.OFF_CLOSED) == 1
+
+    def set_sampling(self, one_in: int) -> None:
+        """Ask the client to record one batch in ``one_in`` (1: every batch)."""
+        if one_in < 1:
+            raise ValueError("sampling must be >= 1")
+        self._words.store_release(seg.OFF_SAMPLING, one_in)
+
+    def stats(self) -> dict:
+        return {k: self._word(off) for k, off in (
+            ("recorded_batches", seg.OFF_RECORDED_BATCHES),
+            ("recorded_keys", seg.OFF_RECORDED_KEYS),
+            ("dropped_batches", seg.OFF_DROPPED_BATCHES),
+            ("dropped_keys", seg.OFF_DROPPED_KEYS),
+            ("sampled_out_batches", seg.OFF_SAMPLED_OUT),
+            ("sampling", seg.OFF_SAMPLING))}
+
+    def read(self, max_batches: int | None = None) -> AccessBatch:
+        """Published batches since the last read (at most max_batches)."""
+        self._check_size()
+        bh = self._word(seg.OFF_BATCH_HEAD)
+        kh = self._word(seg.OFF_KEY_HEAD)
+        bt = self._word(seg.OFF_BATCH_TAIL)
+        kt = self._word(seg.OFF_KEY_TAIL)
+        if bh < bt or bh - bt > self._bcap:
+            self._fail(f"batch cursor beyond capacity (head {bh}, tail {bt}, "
+                       f"capacity {self._bcap})")
+        if kh < kt or kh - kt > self._kcap:
+            self._fail(f"key cursor beyond capacity (head {kh}, tail {kt}, "
+                       f"capacity {self._kcap})")
+        n = bh - bt if max_batches is None else min(bh - bt, max_batches)
+        idx = (np.arange(bt, bt + n, dtype=np.uint64) & np.uint64(self._bcap - 1)).astype(np.intp)
+        desc = self._desc[idx].copy()  # snapshot before validation
+        starts, counts = desc[:, 2], desc[:, 3]
+        expect = np.zeros(n, dtype=np.uint64)
+        np.cumsum(counts[:-1], out=expect[1:])
+        expect += np.uint64(kt)
+        if n and (np.any(starts != expect) or int(expect[-1] + counts[-1]) > kh):
+            self._fail("batch descriptors do not tile the published key range "
+                       "(corrupt or overrun ring)")
+        total = int(counts.sum()) if n else 0
+        first = kt & (self._kcap - 1)
+        if first + total <= self._kcap:
+            keys = self._keys[first:first + total].copy()
+        else:
+            keys = np.concatenate((self._keys[first:], self._keys[:first + total - self._kcap]))
+        offsets = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum(counts, out=offsets[1:])
+        # Publish the tails only after copying: the client may now reuse the space.
+        self._words.store_release(seg.OFF_KEY_TAIL, kt + total)
+        self._words.store_release(seg.OFF_BATCH_TAIL, bt + n)
+        keys, offsets, invalid = self._validate_keys(keys, offsets)
+        db, dk = self._word(seg.OFF_DROPPED_BATCHES), self._word(seg.OFF_DROPPED_KEYS)
+        drops = (db - self._seen_drops[0], dk - self._seen_drops[1])
+        self._seen_drops = (db, dk)
+        return AccessBatch(keys=keys, batch_offsets=offsets, batch_ids=desc[:, 0],
+                           timestamps_ns=desc[:, 1], dropped_batches=drops[0],
+                           dropped_keys=drops[1], invalid_keys=invalid)
+
+    def _validate_keys(self, keys: np.ndarray, offsets: np.ndarray):
+        tab = keys >> np.uint64(40)
+        ok = tab < np.uint64(len(self._rows))
+        ok[ok] = (keys[ok] & np.uint64((1 << 40) - 1)) < self._rows[tab[ok].astype(np.intp)]
+        if ok.all():
+            return keys, offsets, 0
+        # Keep batch boundaries right after removing bad keys.
+        kept_before = np.zeros(len(keys) + 1, dtype=np.uint64)
+        np.cumsum(ok, out=kept_before[1:])
+        return keys[ok], kept_before[offsets.astype(np.intp)], int((~ok).sum())
+
+    def close(self) -> None:
+        if getattr(self, "_mm", None) is not None:
+            del self._keys, self._desc, self._words
+            self._mm.close()
+            self._mm = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

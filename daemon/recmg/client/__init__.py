@@ -1,0 +1,190 @@
+"""recmg.client: runs inside the DLRM inference process (numpy only).
+
+    from recmg.client import Client
+    client = Client("ranker", tables=[("user", 1_000_000, 64), ("item", 5_000_000, 64)])
+    emb = client.tables["user"]            # (rows, dim) float32, page-aligned mmap
+    ...
+    client.record([user_idx, item_idx])    # one batch: an index array per table
+    client.close()
+
+Guarantees:
+- Tables live in page-aligned anonymous mmap memory (whole pages, no neighbours), so
+  recmgd can migrate their pages with move_pages(2) without touching anything else.
+- ``record`` never blocks and allocates no per-batch buffers: keys are computed by
+  ``np.bitwise_or(..., out=<ring slice>)`` straight into shared memory.  When the
+  ring is full it drops the batch and counts it; it honours the daemon's sampling
+  word (record one batch in N).
+- The segment file is created 0600 (or 0660 with ``group``) and removed by close();
+  the ring layout is in recmg.capture.segment.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from recmg import native
+from recmg.capture import segment as seg
+
+DEFAULT_KEY_CAPACITY = 1 << 22  # 4 Mi keys = 32 MiB
+DEFAULT_BATCH_CAPACITY = 1 << 12
+
+
+def alloc_table(rows: int, dim: int, dtype="float32") -> tuple[np.ndarray, mmap.mmap]:
+    """A zeroed (rows, dim) array in its own page-aligned anonymous mapping.
+    Returns the array and the mmap that owns the memory (keep both alive)."""
+    if rows <= 0 or dim <= 0:
+        raise ValueError(f"table shape must be positive, got rows={rows} dim={dim}")
+    dt = np.dtype(dtype)
+    nbytes = rows * dim * dt.itemsize
+    m = mmap.mmap(-1, nbytes + (-nbytes) % mmap.PAGESIZE,
+                  flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    arr = np.frombuffer(m, dtype=dt, count=rows * dim).reshape(rows, dim)
+    return arr, m
+
+
+class Client:
+    """Registers embedding tables and records each batch's lookups into the ring.
+
+    tables: (name, rows, dim) or (name, rows, dim, dtype) tuples, allocated here;
+    or (name, ndarray) to register an existing C-contiguous 2-D array.
+    """
+
+    def __init__(self, name: str, tables: Sequence[tuple], *,
+                 key_capacity: int = DEFAULT_KEY_CAPACITY,
+                 batch_capacity: int = DEFAULT_BATCH_CAPACITY,
+                 shm_dir: str = "/dev/shm", group: int | None = None):
+        for cap, label in ((key_capacity, "key_capacity"), (batch_capacity, "batch_capacity")):
+            if cap <= 0 or cap & (cap - 1):
+                raise ValueError(f"{label} must be a power of two, got {cap}")
+        if not tables or len(tables) > seg.MAX_TABLES:
+            raise ValueError(f"need 1 to {seg.MAX_TABLES} tables, got {len(tables)}")
+        self.tables: dict[str, np.ndarray] = {}
+        self._maps: list[mmap.mmap] = []
+        for spec in tables:
+            tname = spec[0]
+            if tname in self.tables:
+                raise ValueError(f"table {tname!r} registered twice")
+            if len(spec) == 2:
+                arr = spec[1]
+                if not (isinstance(arr, np.ndarray) and arr.ndim == 2
+                        and arr.flags.c_contiguous):
+                    raise ValueError(f"table {tname!r}: need a C-contiguous 2-D array")
+            else:
+                arr, m = alloc_table(*spec[1:])
+                self._maps.append(m)
+            self.tables[tname] = arr
+        self.name = name
+        self.pid = os.getpid()
+        self.path = os.path.join(shm_dir, seg.segment_name(name, self.pid))
+        self._create(key_capacity, batch_capacity, group)
+        self._counter = 0
+
+    # --- segment creation ----------------------------------------------------------
+    def _create(self, kcap: int, bcap: int, group: int | None) -> None:
+        header, batches, total = seg.layout(len(self.tables), kcap, bcap)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            if group is not None:
+                os.fchown(fd, -1, group)
+                os.fchmod(fd, 0o660)
+            os.ftruncate(fd, total)
+            self._mm = mmap.mmap(fd, total, mmap.MAP_SHARED)
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.path)
+            raise
+        os.close(fd)
+        mm = self._mm
+        mm[0:seg.FIXED.size] = seg.FIXED.pack(
+            seg.MAGIC, seg.VERSION, header, self.pid, os.getuid(), len(self.tables),
+            seg.TABLE_ENTRY_BYTES, kcap, bcap, header, batches, total)
+        for i, (tname, arr) in enumerate(self.tables.items()):
+            off = seg.REGISTRY_OFFSET + i * seg.TABLE_ENTRY_BYTES
+            mm[off:off + seg.TABLE_ENTRY_BYTES] = seg.TABLE_ENTRY.pack(
+                tname.encode()[:64], i, 0, arr.shape[0], arr.shape[1],
+                arr.shape[1] * arr.itemsize, arr.ctypes.data, arr.nbytes,
+                arr.dtype.str.encode())
+        self._words = native.SharedU64(mm)
+        self._hdr = np.frombuffer(mm, dtype=np.uint64, count=header // 8)
+        self._ring = np.frombuffer(mm, dtype=np.int64, count=kcap, offset=header)
+        self._desc = np.frombuffer(mm, dtype=np.uint64, count=bcap * seg.DESC_WORDS,
+                                   offset=batches)
+        self._kcap, self._bcap = kcap, bcap
+        self._tags = [np.int64(i << 40) for i in range(len(self.tables))]
+        self._kh = self._bh = 0
+
+    # --- hot path --------------------------------------------------------------------
+    def record(self, indices: Sequence[np.ndarray], batch_id: int | None = None) -> bool:
+        """Record one batch: indices[t] holds the rows looked up in table t (any
+        integer dtype).  Returns True if recorded, False if sampled out or dropped."""
+        hdr, words = self._hdr, self._words
+        self._counter += 1
+        n_sampling = int(words.load_acquire(seg.OFF_SAMPLING))
+        if n_sampling > 1 and self._counter % n_sampling:
+            hdr[seg.OFF_SAMPLED_OUT // 8] += 1
+            return False
+        n = 0
+        for ix in indices:
+            n += len(ix)
+        kh, bh = self._kh, self._bh
+        if (kh + n - words.load_acquire(seg.OFF_KEY_TAIL) > self._kcap
+                or bh - words.load_acquire(seg.OFF_BATCH_TAIL) >= self._bcap):
+            hdr[seg.OFF_DROPPED_BATCHES // 8] += 1
+            hdr[seg.OFF_DROPPED_KEYS // 8] += n
+            return False
+        ring, cap, pos = self._ring, self._kcap, kh & (self._kcap - 1)
+        for tag, ix in zip(self._tags, indices):
+            if ix.dtype == np.uint64:  # uint64 | int64 would promote to float64
+                ix = ix.view(np.int64)
+            m = len(ix)
+            first = min(m, cap - pos)
+            np.bitwise_or(ix[:first], tag, out=ring[pos:pos + first], casting="unsafe")
+            if m > first:
+                np.bitwise_or(ix[first:], tag, out=ring[:m - first], casting="unsafe")
+            pos = (pos + m) & (cap - 1)
+        d = (bh & (self._bcap - 1)) * seg.DESC_WORDS
+        desc = self._desc
+        desc[d] = self._counter - 1 if batch_id is None else batch_id
+        desc[d + 1] = time.monotonic_ns()
+        desc[d + 2] = kh
+        desc[d + 3] = n
+        self._kh, self._bh = kh + n, bh + 1
+        words.store_release(seg.OFF_KEY_HEAD, kh + n)
+        words.store_release(seg.OFF_BATCH_HEAD, bh + 1)
+        hdr[seg.OFF_RECORDED_BATCHES // 8] += 1
+        hdr[seg.OFF_RECORDED_KEYS // 8] += n
+        return True
+
+    # --- lifecycle -------------------------------------------------------------------
+    def stats(self) -> dict:
+        h = self._hdr
+        return {k: int(h[off // 8]) for k, off in (
+            ("recorded_batches", seg.OFF_RECORDED_BATCHES),
+            ("recorded_keys", seg.OFF_RECORDED_KEYS),
+            ("dropped_batches", seg.OFF_DROPPED_BATCHES),
+            ("dropped_keys", seg.OFF_DROPPED_KEYS),
+            ("sampled_out_batches", seg.OFF_SAMPLED_OUT))}
+
+    def close(self) -> None:
+        """Mark the segment closed and remove its file; tables stay usable."""
+        if getattr(self, "_mm", None) is None:
+            return
+        self._words.store_release(seg.OFF_CLOSED, 1)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        del self._ring, self._desc, self._hdr, self._words
+        self._mm.close()
+        self._mm = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
