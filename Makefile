@@ -32,7 +32,10 @@ debs:
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check setuptools wheel "cffi>=1.16"
-	$(BIN)/pip install -q --disable-pip-version-check '.[dev]'
+	# torch pinned first: this machine kind carries a local CPU build of exactly 2.13.0;
+	# an unpinned torch would download a multi-GB CUDA build.
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check '.[dev,train,plots]'
 	touch $@
 
 venv: $(VENV)/.deps

@@ -13,6 +13,7 @@ sees it, because only published cursors are followed.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import stat
@@ -77,15 +78,19 @@ def discover(shm_dir: str = "/dev/shm", name: str | None = None, pid: int | None
 
 
 def process_uid(pid: int, proc_root: str = "/proc") -> int:
-    """Real uid of a live process (ProcessLookupError if it is gone)."""
+    """Real uid of a live process; ProcessLookupError if it is gone or a zombie
+    (an exited child not yet reaped still has a /proc entry)."""
     try:
         text = Path(proc_root, str(pid), "status").read_text()
     except FileNotFoundError:
         raise ProcessLookupError(f"process {pid} does not exist") from None
-    for line in text.splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    raise SegmentError(f"{proc_root}/{pid}/status has no Uid line")
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    if fields.get("State", "").split()[:1] in (["Z"], ["X"]):
+        raise ProcessLookupError(f"process {pid} has exited")
+    try:
+        return int(fields["Uid"].split()[0])
+    except (KeyError, ValueError, IndexError):
+        raise SegmentError(f"{proc_root}/{pid}/status has no Uid line") from None
 
 
 def process_mappings(pid: int, proc_root: str = "/proc") -> list[tuple[int, int]]:
@@ -121,9 +126,18 @@ class SegmentReader:
         except OSError as e:
             raise SegmentError(f"{self.path}: cannot open: {e.strerror}") from None
         try:
-            self._attach(fd, allowed_uids)
-        finally:
+            # One consumer per ring (SPSC): a second reader would corrupt the tails.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             os.close(fd)
+            raise SegmentError(f"{self.path}: another reader (recmgd or `recmg trace "
+                               f"record`) is attached; one consumer per segment") from None
+        try:
+            self._attach(fd, allowed_uids)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def _fail(self, why: str):
         raise SegmentError(f"{self.path}: {why}")
@@ -290,6 +304,7 @@ class SegmentReader:
             del self._keys, self._desc, self._words
             self._mm.close()
             self._mm = None
+            os.close(self._fd)  # releases the consumer lock
 
     def __enter__(self):
         return self

@@ -1,0 +1,57 @@
+"""`recmg trace record`: drain a live capture ring into an .rtrace file."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+
+from recmg.capture.reader import SegmentReader
+from recmg.trace import format as tf
+
+
+def record(reader: SegmentReader, output: str, *, batches: int | None = None,
+           duration_s: float | None = None, poll_s: float = 0.02,
+           stop_when_writer_exits: bool = True) -> dict:
+    """Read batches until the limit, a signal, or the writer's exit; write the trace.
+    Returns counts: batches, keys, dropped batches/keys, invalid keys."""
+    stop = {"flag": False}
+    old = {s: signal.signal(s, lambda *_: stop.update(flag=True))
+           for s in (signal.SIGTERM, signal.SIGINT)}
+    keys, offs, ids, ts = [], [np.zeros(1, np.uint64)], [], []
+    n = nkeys = dropped_b = dropped_k = invalid = 0
+    t0 = time.monotonic()
+    try:
+        while not stop["flag"]:
+            left = None if batches is None else batches - n
+            got = reader.read(max_batches=left)
+            dropped_b += got.dropped_batches
+            dropped_k += got.dropped_keys
+            invalid += got.invalid_keys
+            if got.n_batches:
+                keys.append(got.keys)
+                offs.append(got.batch_offsets[1:] + np.uint64(nkeys))
+                ids.append(got.batch_ids)
+                ts.append(got.timestamps_ns)
+                n += got.n_batches
+                nkeys += len(got.keys)
+            if (batches is not None and n >= batches) or (
+                    duration_s is not None and time.monotonic() - t0 >= duration_s):
+                break
+            if not got.n_batches:
+                if stop_when_writer_exits and (reader.closed or not reader.writer_alive):
+                    break
+                time.sleep(poll_s)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.uint64))
+    meta = {"source": "recorded", "segment": reader.path.name, "pid": reader.pid,
+            "dropped_batches": dropped_b, "dropped_keys": dropped_k, "invalid_keys": invalid}
+    trace = tf.Trace(tables=[t.info for t in reader.tables], keys=cat(keys),
+                     batch_offsets=np.concatenate(offs), batch_ids=cat(ids),
+                     timestamps_ns=cat(ts), meta=meta)
+    tf.write(output, trace)
+    return {"batches": n, "keys": nkeys, **{k: meta[k] for k in
+                                             ("dropped_batches", "dropped_keys", "invalid_keys")}}

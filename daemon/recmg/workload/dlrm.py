@@ -1,0 +1,113 @@
+"""A DLRM-shaped inference model on numpy, its tables in registered memory.
+
+Shape (Naumov et al., "Deep Learning Recommendation Model", 2019): a bottom MLP over
+dense features; one embedding bag (sum pooling) per sparse feature; a dot
+interaction of all pairs of [bottom output, pooled embeddings]; a top MLP and a
+sigmoid.  Tables are allocated by recmg.client so recmgd can migrate their pages,
+and every batch's lookups are recorded into the capture ring.
+
+Sizes are free: a few MB for tests, tens of GB for a host run (rows x dim x 4 bytes
+per table).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from recmg.client import Client, alloc_table
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    rows: tuple[int, ...]  # rows per table
+    dim: int = 32
+    dense_features: int = 13
+    bottom: tuple[int, ...] = (64, 32)  # last must equal dim
+    top: tuple[int, ...] = (64, 1)
+
+    @property
+    def table_bytes(self) -> int:
+        return sum(self.rows) * self.dim * 4
+
+
+def _mlp(rng, sizes):
+    return [(rng.standard_normal((a, b), dtype=np.float32) * np.float32(1 / np.sqrt(a)),
+             np.zeros(b, np.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def _forward_mlp(x, layers, last_sigmoid=False):
+    for i, (w, b) in enumerate(layers):
+        x = x @ w + b
+        if i < len(layers) - 1:
+            np.maximum(x, 0, out=x)
+    return 1 / (1 + np.exp(-x)) if last_sigmoid else x
+
+
+class DLRM:
+    """Inference only.  ``client`` (a recmg.client.Client) is created when
+    ``segment_name`` is given; otherwise tables are plain registered-layout memory
+    with no recording (the uninstrumented baseline)."""
+
+    def __init__(self, spec: ModelSpec, segment_name: str | None = None, seed: int = 0,
+                 key_capacity: int = 1 << 22):
+        if spec.bottom[-1] != spec.dim:
+            raise ValueError("the bottom MLP must end in the embedding dim")
+        self.spec = spec
+        rng = np.random.default_rng(seed)
+        names = [f"t{i}" for i in range(len(spec.rows))]
+        if segment_name:
+            self.client = Client(segment_name, [(n, r, spec.dim) for n, r in zip(names, spec.rows)],
+                                 key_capacity=key_capacity)
+            self.tables = [self.client.tables[n] for n in names]
+        else:
+            self.client = None
+            self._maps = []
+            self.tables = []
+            for r in spec.rows:
+                arr, m = alloc_table(r, spec.dim)
+                self.tables.append(arr)
+                self._maps.append(m)
+        for t in self.tables:  # deterministic contents, filled in 1M-row chunks
+            for lo in range(0, len(t), 1 << 20):
+                t[lo:lo + (1 << 20)] = rng.standard_normal(
+                    (min(1 << 20, len(t) - lo), spec.dim), dtype=np.float32) * np.float32(0.01)
+        self.bottom = _mlp(rng, (spec.dense_features, *spec.bottom))
+        n = len(spec.rows) + 1
+        self._tri = np.triu_indices(n, k=1)
+        self.top = _mlp(rng, (spec.dim + len(self._tri[0]), *spec.top))
+        self.embedding_seconds = 0.0
+
+    def embed(self, indices: list[np.ndarray], offsets: list[np.ndarray]) -> np.ndarray:
+        """Pooled embeddings (batch, tables, dim): sum over each bag."""
+        t0 = time.perf_counter()
+        if self.client is not None:
+            self.client.record(indices)
+        batch = len(offsets[0])
+        out = np.empty((batch, len(self.tables), self.spec.dim), np.float32)
+        for t, (table, ix, off) in enumerate(zip(self.tables, indices, offsets)):
+            if not len(ix):
+                out[:, t, :] = 0
+                continue
+            out[:, t, :] = np.add.reduceat(table[ix], off, axis=0)
+            empty = np.diff(off, append=len(ix)) == 0  # reduceat copies a row for these
+            if empty.any():
+                out[empty, t, :] = 0
+        self.embedding_seconds += time.perf_counter() - t0
+        return out
+
+    def forward(self, dense: np.ndarray, indices: list[np.ndarray],
+                offsets: list[np.ndarray]) -> np.ndarray:
+        """Click probabilities (batch,).  offsets[t] are the bag starts into indices[t]
+        (non-decreasing; an empty bag pools to zero)."""
+        x = _forward_mlp(dense, self.bottom)
+        emb = self.embed(indices, offsets)
+        feats = np.concatenate([x[:, None, :], emb], axis=1)
+        inter = np.einsum("bid,bjd->bij", feats, feats)[:, self._tri[0], self._tri[1]]
+        return _forward_mlp(np.concatenate([x, inter], axis=1), self.top, True)[:, 0]
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()

@@ -1,0 +1,124 @@
+"""`recmg workload`: run the reference DLRM inference loop and report latencies.
+
+Batches come from the synthetic generator or from a trace file (.rtrace): each trace
+batch's keys are split by table, and each table's lookups are divided evenly into the
+batch's bags (a trace records lookups, not bag boundaries).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from recmg.trace import format as tf
+from recmg.trace import synthetic
+from recmg.workload.dlrm import DLRM, ModelSpec
+
+
+def trace_batches(trace: tf.Trace, n_tables: int, batch_size: int
+                  ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """(indices, offsets) per trace batch for a model with n_tables tables; keys of
+    table t go to model table t % n_tables, rows folded into the model's table size
+    by the caller's table rows (see run())."""
+    for b in range(trace.n_batches):
+        keys = np.asarray(trace.batch(b))
+        tab = tf.key_table(keys) % n_tables
+        rows = tf.key_row(keys)
+        order = np.argsort(tab, kind="stable")
+        bounds = np.searchsorted(tab[order], np.arange(n_tables + 1))
+        idx, offs = [], []
+        for t in range(n_tables):
+            r = rows[order[bounds[t]:bounds[t + 1]]]
+            idx.append(r)
+            offs.append((np.arange(batch_size, dtype=np.int64) * len(r)) // batch_size)
+        yield idx, offs
+
+
+def percentiles(values) -> dict[str, float]:
+    if not len(values):
+        return {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0}
+    p = np.percentile(np.asarray(values) * 1e3, [50, 90, 99])
+    return {"p50_ms": round(float(p[0]), 3), "p90_ms": round(float(p[1]), 3),
+            "p99_ms": round(float(p[2]), 3)}
+
+
+def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None = None,
+        batch_size: int = 256, pooling: int = 8, alpha: float = 1.05,
+        trace_path: str | None = None, segment_name: str | None = "workload",
+        seed: int = 0, report_every_s: float = 5.0, out=print) -> dict:
+    """Run until batches or duration_s (or SIGTERM/SIGINT); returns the summary."""
+    model = DLRM(spec, segment_name=segment_name, seed=seed)
+    stop = {"flag": False}
+
+    def _stop(signum, frame):
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    if trace_path:
+        trace = tf.read(trace_path)
+        source = trace_batches(trace, len(spec.rows), batch_size)
+        limit = trace.n_batches if batches is None else min(batches, trace.n_batches)
+    else:
+        syn = synthetic.SyntheticSpec(rows=spec.rows, pooling=(pooling,) * len(spec.rows),
+                                      batch_size=batch_size, alpha=alpha, seed=seed)
+        limit = batches if batches is not None else (1 << 62)
+        source = synthetic.batches(syn, limit)
+    rng = np.random.default_rng(seed + 1)
+    def say(msg: str) -> None:
+        out(msg)
+        sys.stdout.flush()
+
+    say(f"workload: pid {os.getpid()}, {len(spec.rows)} tables, "
+        f"{spec.table_bytes / 2**20:.1f} MiB of embeddings, "
+        + (f"segment {model.client.path}" if model.client else "not instrumented"))
+    lat, window = [], []
+    t_start = last = time.monotonic()
+    n = accesses = 0
+    try:
+        for idx, offs in source:
+            if stop["flag"] or n >= limit or (
+                    duration_s is not None and time.monotonic() - t_start >= duration_s):
+                break
+            if trace_path:
+                idx = [r % rows for r, rows in zip(idx, spec.rows)]
+            dense = rng.standard_normal((batch_size, spec.dense_features), dtype=np.float32)
+            t0 = time.perf_counter()
+            model.forward(dense, idx, offs)
+            dt = time.perf_counter() - t0
+            lat.append(dt)
+            window.append(dt)
+            n += 1
+            accesses += sum(len(i) for i in idx)
+            if time.monotonic() - last >= report_every_s:
+                pct = percentiles(window)
+                say(f"workload: {n} batches, last {len(window)}: p50 {pct['p50_ms']} ms "
+                    f"p99 {pct['p99_ms']} ms")
+                window, last = [], time.monotonic()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        summary = {"batches": n, "accesses": accesses,
+                   "seconds": round(time.monotonic() - t_start, 3),
+                   "embedding_seconds": round(model.embedding_seconds, 4),
+                   **percentiles(lat)}
+        if model.client is not None:
+            summary["capture"] = model.client.stats()
+        model.close()
+    return summary
+
+
+def main_args(args) -> int:
+    spec = ModelSpec(rows=(args.rows,) * args.tables, dim=args.dim,
+                     bottom=(64, args.dim))
+    summary = run(spec, batches=args.batches, duration_s=args.duration,
+                  batch_size=args.batch_size, pooling=args.pooling, alpha=args.alpha,
+                  trace_path=args.trace, segment_name=None if args.no_instrument else args.name,
+                  seed=args.seed, report_every_s=args.report_every)
+    print("workload summary: " + " ".join(f"{k}={v}" for k, v in summary.items()))
+    sys.stdout.flush()
+    return 0

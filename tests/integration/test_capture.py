@@ -1,0 +1,337 @@
+"""Capture end to end: real client processes, real shared memory, the validating reader."""
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from recmg.capture import segment as seg
+from recmg.capture.reader import SegmentError, SegmentReader, discover
+from recmg.client import Client
+from recmg.trace import format as tf
+from recmg.trace import synthetic
+
+
+def wait_for_segment(name, pid, timeout=30.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        found = discover(name=name, pid=pid)
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError(f"segment {name}.{pid} did not appear")
+
+
+def drain(reader, until_dead=True, timeout=60.0):
+    keys, offs, ids, dropped = [], [0], [], 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = reader.read()
+        dropped += got.dropped_batches
+        for b in range(got.n_batches):
+            keys.append(got.keys[got.batch_offsets[b]:got.batch_offsets[b + 1]])
+        ids += got.batch_ids.tolist()
+        if not got.n_batches:
+            if until_dead and not reader.writer_alive:
+                break
+            time.sleep(0.005)
+    return ids, keys, dropped
+
+
+def test_end_to_end_with_a_live_workload_process(tmp_path):
+    """The recorded keys are exactly what the deterministic generator produced."""
+    args = ["--tables", "3", "--rows", "5000", "--dim", "8", "--pooling", "4",
+            "--batch-size", "32", "--batches", "400", "--name", "e2e", "--seed", "7"]
+    proc = subprocess.Popen([sys.executable, "-m", "recmg.cli.recmg", "workload", *args],
+                            stdout=subprocess.PIPE, text=True)
+    path = wait_for_segment("e2e", proc.pid)
+    with SegmentReader(path) as reader:
+        assert [t.info.rows for t in reader.tables] == [5000] * 3
+        ids, keys, dropped = drain(reader)
+        stats = reader.stats()
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "workload summary: batches=400" in out
+    # every batch either reached us or was counted as dropped by the client
+    assert stats["recorded_batches"] + stats["dropped_batches"] == 400
+    assert len(ids) == stats["recorded_batches"] and len(ids) > 0
+    spec = synthetic.SyntheticSpec(rows=(5000,) * 3, pooling=(4,) * 3, batch_size=32, seed=7)
+    expected = [np.concatenate([tf.make_keys(t, ix) for t, ix in enumerate(idx)])
+                for idx, _ in synthetic.batches(spec, 400)]
+    for bid, k in zip(ids, keys):
+        np.testing.assert_array_equal(k, expected[bid])
+    assert not path.exists()  # the client removed its segment on exit
+
+
+def test_concurrent_writer_and_reader_see_no_torn_batches():
+    """A producer process races the reader on a small ring: every batch that arrives
+    is intact (acquire/release cursors), and arrivals plus drops account for all."""
+    code = textwrap.dedent("""
+        import sys, numpy as np
+        from recmg.client import Client
+        c = Client("race", [("a", 1 << 20, 1), ("b", 1000, 1)], key_capacity=4096,
+                   batch_capacity=64)
+        print(c.path, flush=True); sys.stdin.readline()
+        rng = np.random.default_rng(1)
+        for b in range(3000):
+            n = int(rng.integers(1, 300))
+            c.record([np.full(n, b, np.int64), np.array([b % 1000])], batch_id=b)
+        print("done", flush=True); sys.stdin.readline(); c.close()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    path = proc.stdout.readline().strip()
+    with SegmentReader(path) as reader:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        seen = []
+        while True:
+            got = reader.read()
+            for i, bid in enumerate(got.batch_ids.tolist()):
+                k = got.keys[got.batch_offsets[i]:got.batch_offsets[i + 1]]
+                assert (tf.key_row(k[:-1]) == bid).all() and tf.key_row(k[-1:])[0] == bid % 1000
+                assert (tf.key_table(k[:-1]) == 0).all() and tf.key_table(k[-1:])[0] == 1
+                seen.append(bid)
+            if not got.n_batches and reader.stats()["recorded_batches"] + \
+                    reader.stats()["dropped_batches"] == 3000 and len(seen) == \
+                    reader.stats()["recorded_batches"]:
+                break
+        assert seen == sorted(seen) and len(set(seen)) == len(seen)
+        assert len(seen) + reader.stats()["dropped_batches"] == 3000
+    proc.stdin.write("bye\n")
+    proc.stdin.flush()
+    proc.wait(timeout=10)
+
+
+def test_overrun_is_counted_exactly():
+    with Client("overrun", [("a", 100, 4)], key_capacity=64, batch_capacity=8) as c:
+        with SegmentReader(c.path) as r:
+            results = [c.record([np.arange(10)]) for _ in range(20)]
+            # 6 batches of 10 keys fit in 64 entries; the other 14 are dropped whole
+            assert results == [True] * 6 + [False] * 14
+            got = r.read()
+            assert got.n_batches == 6 and got.dropped_batches == 14
+            assert got.dropped_keys == 140
+            results = [c.record([np.arange(10)]) for _ in range(10)]
+            assert results == [True] * 6 + [False] * 4  # ring space came back
+            got = r.read()
+            assert (got.n_batches, got.dropped_batches, got.dropped_keys) == (6, 4, 40)
+            # the batch-descriptor ring bounds too: 9 tiny batches into 8 slots
+            assert [c.record([np.arange(1)]) for _ in range(9)] == [True] * 8 + [False]
+            assert r.read().dropped_batches == 1
+
+
+def test_sampling_word_records_one_batch_in_n():
+    with Client("sampling", [("a", 100, 4)]) as c, SegmentReader(c.path) as r:
+        r.set_sampling(4)
+        recorded = sum(c.record([np.arange(3)]) for _ in range(40))
+        assert recorded == 10 and r.stats()["sampled_out_batches"] == 30
+        assert r.read().n_batches == 10
+        with pytest.raises(ValueError):
+            r.set_sampling(0)
+
+
+def test_index_dtypes_and_empty_tables():
+    with Client("dtypes", [("a", 100, 4), ("b", 10, 4), ("c", 5, 2)]) as c, \
+            SegmentReader(c.path) as r:
+        c.record([np.array([1, 2], np.int32), np.array([], np.int64),
+                  np.array([4], np.uint64)])
+        got = r.read()
+        assert tf.key_table(got.keys).tolist() == [0, 0, 2]
+        assert tf.key_row(got.keys).tolist() == [1, 2, 4]
+
+
+def test_invalid_keys_from_the_client_are_removed_and_counted():
+    with Client("invalid", [("a", 100, 4), ("b", 10, 4)]) as c, SegmentReader(c.path) as r:
+        c.record([np.array([5, 100, -1]), np.array([9, 10])])
+        c.record([np.array([7]), np.array([1])])
+        got = r.read()
+        assert got.invalid_keys == 3
+        assert tf.key_row(got.keys).tolist() == [5, 9, 7, 1]
+        assert got.batch_offsets.tolist() == [0, 2, 4]
+
+
+def test_writer_killed_mid_batch_leaves_only_published_batches():
+    code = textwrap.dedent("""
+        import os, signal, numpy as np
+        from recmg.client import Client
+        c = Client("killed", [("a", 1000, 4)], key_capacity=1024, batch_capacity=16)
+        for b in range(5):
+            c.record([np.arange(b, b + 10)], batch_id=b)
+        # start a sixth batch by hand: keys and descriptor written, cursors not published
+        c._ring[c._kh:c._kh + 10] = 999
+        c._desc[5 * 4:5 * 4 + 4] = [5, 0, c._kh, 10]
+        print(c.path, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    path = proc.stdout.strip()
+    try:
+        # the process is gone: attaching now is refused as stale ...
+        with pytest.raises(SegmentError, match="not running"):
+            SegmentReader(path)
+    finally:
+        os.unlink(path)
+
+
+def test_writer_killed_while_attached():
+    code = textwrap.dedent("""
+        import sys, numpy as np
+        from recmg.client import Client
+        c = Client("killed2", [("a", 1000, 4)], key_capacity=1024, batch_capacity=16)
+        for b in range(5):
+            c.record([np.arange(b, b + 10)], batch_id=b)
+        c._ring[c._kh:c._kh + 10] = 999   # unpublished partial sixth batch
+        print(c.path, flush=True)
+        sys.stdin.readline()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    path = proc.stdout.readline().strip()
+    try:
+        with SegmentReader(path) as r:
+            proc.kill()
+            proc.wait()
+            assert not r.writer_alive
+            got = r.read()
+            assert got.batch_ids.tolist() == [0, 1, 2, 3, 4]
+            assert 999 not in tf.key_row(got.keys)
+            assert r.read().n_batches == 0
+    finally:
+        os.unlink(path)
+
+
+def _corrupt(c: Client, offset: int, data: bytes) -> None:
+    with open(c.path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+@pytest.mark.parametrize("offset,data,message", [
+    (0, b"NOTRECMG", "bad magic"),
+    (8, struct.pack("<I", 99), "unsupported version 99"),
+    (32, struct.pack("<Q", 1000), "not a power of two"),
+    (24, struct.pack("<I", 0), "bad table registry"),
+    (20, struct.pack("<I", 4242), "owner mismatch"),
+    (seg.REGISTRY_OFFSET + 88, struct.pack("<Q", 0x1000), "not inside the mappings"),
+    (seg.REGISTRY_OFFSET + 72, struct.pack("<Q", 10**9), "inconsistent registry entry"),
+])
+def test_malformed_segments_are_rejected_with_clear_errors(offset, data, message):
+    with Client("bad", [("a", 100, 4), ("b", 10, 4)]) as c:
+        _corrupt(c, offset, data)
+        with pytest.raises(SegmentError, match=message) as ei:
+            SegmentReader(c.path)
+        assert c.path in str(ei.value)
+
+
+def test_truncated_segment_is_rejected_at_attach_and_while_attached():
+    with Client("trunc", [("a", 100, 4)], key_capacity=1024) as c:
+        r = SegmentReader(c.path)
+        c.record([np.arange(3)])
+        os.truncate(c.path, 8192)
+        with pytest.raises(SegmentError, match="truncated"):
+            r.read()
+        r.close()
+        with pytest.raises(SegmentError, match="truncated"):
+            SegmentReader(c.path)
+        os.truncate(c.path, 100)
+        with pytest.raises(SegmentError, match="smaller than the"):
+            SegmentReader(c.path)
+
+
+def test_cursor_beyond_capacity_is_rejected():
+    with Client("cursor", [("a", 100, 4)], key_capacity=64, batch_capacity=8) as c:
+        r = SegmentReader(c.path)
+        _corrupt(c, seg.OFF_BATCH_HEAD, struct.pack("<Q", 1000))
+        with pytest.raises(SegmentError, match="batch cursor beyond capacity"):
+            r.read()
+        _corrupt(c, seg.OFF_BATCH_HEAD, struct.pack("<Q", 1))
+        _corrupt(c, seg.OFF_KEY_HEAD, struct.pack("<Q", 10**6))
+        with pytest.raises(SegmentError, match="key cursor beyond capacity"):
+            r.read()
+        _corrupt(c, seg.OFF_KEY_HEAD, struct.pack("<Q", 5))
+        c._desc[2:4] = [3, 2]  # batch 0 claims keys 3..5, but the unread range starts at 0
+        with pytest.raises(SegmentError, match="do not tile"):
+            r.read()
+        r.close()
+
+
+def test_owner_and_uid_checks(tmp_path):
+    with Client("owner", [("a", 100, 4)]) as c:
+        os.chown(c.path, 65534, -1)
+        with pytest.raises(SegmentError, match="owner mismatch: file owned by uid 65534"):
+            SegmentReader(c.path)
+        os.chown(c.path, 0, -1)
+        with pytest.raises(SegmentError, match="not in the allowed uids"):
+            SegmentReader(c.path, allowed_uids={1000})
+        with SegmentReader(c.path, allowed_uids={os.getuid()}):
+            pass
+
+
+def test_second_reader_is_refused_and_names_stay_honest(tmp_path):
+    with Client("single", [("a", 100, 4)]) as c:
+        with SegmentReader(c.path):
+            with pytest.raises(SegmentError, match="another reader"):
+                SegmentReader(c.path)
+    with Client("single", [("a", 100, 4)], shm_dir=str(tmp_path)) as c:
+        os.link(c.path, tmp_path / f"recmg.single.{os.getpid() + 1}")
+        with pytest.raises(SegmentError, match="file name says pid"):
+            SegmentReader(tmp_path / f"recmg.single.{os.getpid() + 1}")
+    with pytest.raises(SegmentError, match="cannot open"):
+        SegmentReader(tmp_path / "recmg.nothing.1")
+
+
+def test_client_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="power of two"):
+        Client("x", [("a", 10, 4)], key_capacity=1000)
+    with pytest.raises(ValueError, match="registered twice"):
+        Client("x", [("a", 10, 4), ("a", 10, 4)])
+    with pytest.raises(ValueError, match="letters, digits"):
+        Client("bad name", [("a", 10, 4)])
+    with pytest.raises(ValueError, match="C-contiguous 2-D"):
+        Client("x", [("a", np.zeros(10))])
+    assert not discover(name="x")
+
+
+def test_tables_are_page_aligned_and_registered_as_allocated():
+    with Client("layout", [("a", 1000, 16), ("b", 3, 5, "float16")]) as c, \
+            SegmentReader(c.path) as r:
+        for (name, arr), region in zip(c.tables.items(), r.tables):
+            assert arr.ctypes.data % os.sysconf("SC_PAGE_SIZE") == 0
+            assert region.base == arr.ctypes.data and region.length == arr.nbytes
+            assert region.info.row_bytes == arr.shape[1] * arr.itemsize
+        assert r.tables[1].info.dtype == "<f2"
+        pages = r.tables[0].page_of_rows(np.array([0, 63, 64, 999]))
+        base_page = r.tables[0].base >> 12
+        assert (pages - base_page).tolist() == [0, 0, 1, 15]
+
+
+def test_trace_record_cli_round_trip(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "recmg.cli.recmg", "workload",
+                             "--tables", "2", "--rows", "1000", "--dim", "4", "--batch-size",
+                             "16", "--pooling", "2", "--duration", "120", "--name", "rec"],
+                            stdout=subprocess.PIPE, text=True)
+    wait_for_segment("rec", proc.pid)
+    out = tmp_path / "rec.rtrace"
+    res = subprocess.run([sys.executable, "-m", "recmg.cli.recmg", "trace", "record",
+                          "--pid", str(proc.pid), "-o", str(out), "--batches", "50"],
+                         capture_output=True, text=True, timeout=120)
+    proc.terminate()  # the workload stops cleanly on SIGTERM and removes its segment
+    assert "workload summary" in proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and not discover(name="rec")
+    assert res.returncode == 0, res.stderr
+    trace = tf.read(out)
+    assert [t.rows for t in trace.tables] == [1000, 1000]
+    assert trace.n_batches == 50 and len(trace.keys) == 64 * trace.n_batches
+    assert trace.meta["source"] == "recorded" and trace.meta["pid"] == proc.pid
+    assert (np.diff(trace.batch_ids.astype(np.int64)) > 0).all()
+    res = subprocess.run([sys.executable, "-m", "recmg.cli.recmg", "trace", "record",
+                          "--name", "nosuch", "-o", str(out)], capture_output=True, text=True)
+    assert res.returncode == 69 and "0 segments match" in res.stderr
