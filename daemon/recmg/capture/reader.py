@@ -206,7 +206,8 @@ class SegmentReader:
         self._keys = np.frombuffer(self._mm, dtype=np.uint64, count=kcap, offset=keys_off)
         self._desc = np.frombuffer(self._mm, dtype=np.uint64, count=bcap * seg.DESC_WORDS,
                                    offset=batches_off).reshape(bcap, seg.DESC_WORDS)
-        self._rows = np.array([t.info.rows for t in tables], dtype=np.uint64)
+        self._upper = np.array([(i << 40) + t.info.rows for i, t in enumerate(tables)] + [0],
+                               dtype=np.uint64)
         self._seen_drops = (self._word(seg.OFF_DROPPED_BATCHES), self._word(seg.OFF_DROPPED_KEYS))
 
     def _word(self, off: int) -> int:
@@ -289,9 +290,11 @@ class SegmentReader:
                            dropped_keys=drops[1], invalid_keys=invalid)
 
     def _validate_keys(self, keys: np.ndarray, offsets: np.ndarray):
+        # key is valid iff key < (table << 40) + rows[table] for a registered table;
+        # unknown tables map to the sentinel bound 0.  Four vectorized passes.
         tab = keys >> np.uint64(40)
-        ok = tab < np.uint64(len(self._rows))
-        ok[ok] = (keys[ok] & np.uint64((1 << 40) - 1)) < self._rows[tab[ok].astype(np.intp)]
+        np.minimum(tab, np.uint64(len(self.tables)), out=tab)
+        ok = keys < np.take(self._upper, tab.view(np.int64))
         if ok.all():
             return keys, offsets, 0
         # Keep batch boundaries right after removing bad keys.

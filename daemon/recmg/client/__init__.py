@@ -114,6 +114,9 @@ class Client:
         self._ring = np.frombuffer(mm, dtype=np.int64, count=kcap, offset=header)
         self._desc = np.frombuffer(mm, dtype=np.uint64, count=bcap * seg.DESC_WORDS,
                                    offset=batches)
+        # Fault the ring in now, so no batch pays first-touch page faults later.
+        self._ring.fill(0)
+        self._desc.fill(0)
         self._kcap, self._bcap = kcap, bcap
         self._tags = [np.int64(i << 40) for i in range(len(self.tables))]
         self._kh = self._bh = 0
