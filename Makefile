@@ -61,7 +61,7 @@ test: install
 	$(BIN)/pytest -m "not guest"
 
 bench: install
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(BIN)/python $$b; done || true
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build daemon/*.egg-info native/build
