@@ -9,6 +9,7 @@ import sys
 # sysexits(3) codes, as os.EX_* (documented in docs/architecture.md).
 EX_OK = os.EX_OK
 EX_USAGE = os.EX_USAGE
+EX_DATAERR = os.EX_DATAERR
 EX_UNAVAILABLE = os.EX_UNAVAILABLE
 EX_SOFTWARE = os.EX_SOFTWARE
 EX_OSERR = os.EX_OSERR

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recmg.cli.output import (EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE, fail,
-                              print_json)
+import numpy as np
+
+from recmg.cli.output import (EX_DATAERR, EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE,
+                              fail, print_json)
 from recmg.tiering import topology
 
 
@@ -65,6 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
     rec_t.add_argument("--shm-dir", default="/dev/shm")
     info = trsub.add_parser("info", help="registry and size of an .rtrace file")
     info.add_argument("path")
+    conv = trsub.add_parser("convert", help="convert another trace format to .rtrace")
+    conv.add_argument("--from", dest="fmt", required=True,
+                      choices=["criteo", "avazu", "recmg-text", "meta-pt", "rtrace"])
+    conv.add_argument("input")
+    conv.add_argument("-o", "--output", required=True)
+    conv.add_argument("--table-rows", type=int, default=1 << 20,
+                      help="CTR logs: rows per table (hashed value modulo this)")
+    conv.add_argument("--batch-size", type=int, default=256,
+                      help="samples (CTR) or lookups (recmg-text) per batch")
+    conv.add_argument("--row-bytes", type=int, default=256)
+    st = trsub.add_parser("stats", help="per-batch reuse statistics in the layout of "
+                          "Meta's locality_stats.txt")
+    st.add_argument("path", help=".rtrace file, or preset:NAME for a synthetic preset")
+    st.add_argument("--batches", type=int, help="at most this many batches")
+    gen = trsub.add_parser("gen", help="write a synthetic trace from a preset")
+    gen.add_argument("--preset", required=True,
+                     help="meta2021, meta2022, meta2021-small, meta2022-small")
+    gen.add_argument("--scale", type=float, default=1.0,
+                     help="shrink tables, table sizes and batch by this factor")
+    gen.add_argument("--batches", type=int, default=10)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("-o", "--output", required=True)
 
     pages = sub.add_parser("pages", help="page placement of a process")
     psub = pages.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -172,16 +196,15 @@ def cmd_trace(args) -> int:
     from recmg.capture.reader import SegmentError, SegmentReader, discover
     from recmg.trace import format as tf
 
-    if args.action == "info":
+    if args.action != "record":
         try:
-            t = tf.read(args.path)
-        except (tf.TraceError, OSError) as e:
-            return fail(str(e), EX_USAGE if isinstance(e, tf.TraceError) else EX_OSERR)
-        print(f"{args.path}: {t.n_batches} batches, {len(t.keys)} keys, "
-              f"{len(t.tables)} tables, meta {t.meta}")
-        for tab in t.tables:
-            print(f"  table {tab.id} {tab.name!r}: {tab.rows} rows x {tab.row_bytes} B")
-        return EX_OK
+            return _trace_offline(args, tf)
+        except tf.TraceError as e:
+            return fail(str(e), EX_DATAERR)
+        except ValueError as e:
+            return fail(str(e), EX_USAGE)
+        except OSError as e:
+            return fail(f"{e.filename or ''}: {e.strerror}", EX_OSERR)
     if args.name is None and args.pid is None:
         return fail("give --name or --pid of the instrumented process", EX_USAGE)
     found = discover(args.shm_dir, name=args.name, pid=args.pid)
@@ -199,6 +222,54 @@ def cmd_trace(args) -> int:
     print(f"recorded {res['batches']} batches, {res['keys']} keys into {args.output} "
           f"(dropped {res['dropped_batches']} batches at the client, "
           f"{res['invalid_keys']} invalid keys removed)")
+    return EX_OK
+
+
+def _trace_offline(args, tf) -> int:
+    from recmg.trace import readers, stats, synthetic
+
+    if args.action == "info":
+        t = tf.read(args.path)
+        print(f"{args.path}: {t.n_batches} batches, {len(t.keys)} keys, "
+              f"{len(t.tables)} tables, meta {t.meta}")
+        for tab in t.tables:
+            print(f"  table {tab.id} {tab.name!r}: {tab.rows} rows x {tab.row_bytes} B")
+    elif args.action == "convert":
+        if args.table_rows < 1 or args.batch_size < 1:
+            raise ValueError("--table-rows and --batch-size must be at least 1")
+        fmt = args.fmt
+        if fmt == "criteo":
+            t = readers.read_criteo(args.input, args.table_rows, args.batch_size, args.row_bytes)
+        elif fmt == "avazu":
+            t = readers.read_avazu(args.input, args.table_rows, args.batch_size, args.row_bytes)
+        elif fmt == "recmg-text":
+            t = readers.read_recmg_text(args.input, args.batch_size, args.row_bytes)
+        elif fmt == "meta-pt":
+            t = readers.read_meta_pt(args.input, args.row_bytes)
+        else:
+            t = tf.read(args.input)
+        tf.write(args.output, t)
+        print(f"wrote {args.output}: {t.n_batches} batches, {len(t.keys)} keys, "
+              f"{len(t.tables)} tables")
+    elif args.action == "stats":
+        if args.path.startswith("preset:"):
+            spec = synthetic.preset(args.path[len("preset:"):])
+            gen = synthetic.Generator(spec)
+            n = args.batches or 1
+            loc = stats.locality((gen.batch(b) for b in range(n)), spec.batch_size)
+            sys.stdout.write(stats.render(args.path, loc))
+        else:
+            t = tf.read(args.path)
+            n = t.n_batches if args.batches is None else min(args.batches, t.n_batches)
+            loc = stats.locality((t.batch(b) for b in range(n)), t.meta.get("batch_size"))
+            sys.stdout.write(stats.render(args.path, loc))
+    elif args.action == "gen":
+        spec = synthetic.preset(args.preset, args.scale, args.seed)
+        t = synthetic.trace(spec, args.batches)
+        tf.write(args.output, t)
+        print(f"wrote {args.output}: {args.batches} batches of {spec.batch_size} samples, "
+              f"{len(t.keys)} keys, {len(spec.rows)} tables ({args.preset}, scale "
+              f"{args.scale})")
     return EX_OK
 
 

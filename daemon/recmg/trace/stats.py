@@ -48,19 +48,25 @@ def batch_counts(keys: np.ndarray) -> np.ndarray:
     return np.unique(keys, return_counts=True)[1]
 
 
-def locality(batch_keys, batch_size: int | None = None) -> Locality:
-    """Statistics over an iterable of per-batch key arrays (or per-batch lists of
-    per-table count arrays, see locality_from_counts)."""
+def locality(batches, batch_size: int | None = None) -> Locality:
+    """Statistics over an iterable of batches.  A batch is a key array, or a list of
+    arrays whose values never collide across arrays (e.g. one row array per table),
+    which is counted part by part to bound memory."""
     u_sum, a_sum = np.zeros(17), np.zeros(17)
     n = idx = uniq = 0
-    for keys in batch_keys:
-        counts = batch_counts(np.asarray(keys))
-        uh, ah = count_hist(counts)
-        if counts.sum():
+    for batch in batches:
+        parts = batch if isinstance(batch, list) else [batch]
+        uh, ah = np.zeros(17), np.zeros(17)
+        for part in parts:
+            counts = batch_counts(np.asarray(part))
+            pu, pa = count_hist(counts)
+            uh += pu
+            ah += pa
+            idx += int(counts.sum())
+            uniq += len(counts)
+        if ah.sum():
             u_sum += uh / uh.sum()
             a_sum += ah / ah.sum()
-        idx += int(counts.sum())
-        uniq += len(counts)
         n += 1
     n = max(n, 1)
     return Locality(n, batch_size, idx / n, uniq / n, u_sum / n, a_sum / n)

@@ -161,7 +161,8 @@ def trace(spec: SyntheticSpec, n_batches: int) -> Trace:
     offsets = np.arange(n_batches + 1, dtype=np.uint64) * np.uint64(spec.batch_size * per_sample)
     tables = [TableInfo(t, f"t{t}", r, spec.row_bytes) for t, r in enumerate(spec.rows)]
     return Trace(tables=tables, keys=keys, batch_offsets=offsets,
-                 meta={"source": "synthetic", "preset": spec.name, "seed": spec.seed})
+                 meta={"source": "synthetic", "preset": spec.name, "seed": spec.seed,
+                       "batch_size": spec.batch_size})
 
 
 # ------------------------------------------------------------------------ presets
