@@ -29,7 +29,7 @@ debs:
 	fi
 
 # The virtual environment holds the dependencies; it is rebuilt when pyproject.toml changes.
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check setuptools wheel "cffi>=1.16"
 	# torch pinned first: this machine kind carries a local CPU build of exactly 2.13.0;

@@ -55,18 +55,21 @@ CONSTANTS = """
 """
 
 
-def _header_declarations() -> str:
+def header_declarations(name: str, keep_prefix: str) -> str:
+    """cdef text from a header: preprocessor lines dropped except numeric #defines
+    whose names start with keep_prefix."""
     keep = []
-    for line in (HERE / "recmg_shim.h").read_text().splitlines():
+    for line in (HERE / name).read_text().splitlines():
         stripped = line.strip()
-        if stripped.startswith("#") and not stripped.startswith("#define RECMG_PERF_"):
+        if stripped.startswith("#") and not (stripped.startswith("#define " + keep_prefix)
+                                             and len(stripped.split()) == 3):
             continue
         keep.append(line)
     return "\n".join(keep)
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(_header_declarations() + CONSTANTS)
+ffibuilder.cdef(header_declarations("recmg_shim.h", "RECMG_PERF_") + CONSTANTS)
 ffibuilder.set_source(
     "recmg._shim",
     '#include "recmg_shim.h"\n#include <linux/mempolicy.h>\n#include <sys/mman.h>\n'

@@ -90,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.add_argument("-o", "--output", required=True)
 
+    sim = sub.add_parser("sim", help="simulate caching and prefetch policies on traces")
+    sim.add_argument("traces", nargs="+",
+                     help=".rtrace files, or preset:NAME[:SCALE] (e.g. preset:meta2021-small)")
+    sim.add_argument("--mode", default="batch",
+                     help="comma list of access, batch, page (default batch)")
+    sim.add_argument("--sizes", default="0.05,0.1,0.2",
+                     help="fast tier as shares of distinct vectors (pages in page mode)")
+    sim.add_argument("--policies", default="lru,lfu,s3fifo,belady")
+    sim.add_argument("--prefetchers", default="none")
+    sim.add_argument("--budget", type=int, default=1024,
+                     help="prefetches per window (batch), vectors or pages")
+    sim.add_argument("--lead", type=int, default=1, help="batches until a prefetch arrives")
+    sim.add_argument("--batches", type=int, help="at most this many batches per trace")
+    sim.add_argument("--csv")
+    sim.add_argument("--json")
+    sim.add_argument("--plot", help="PNG: on-demand fetches against fast-tier size")
+    sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
     pages = sub.add_parser("pages", help="page placement of a process")
     psub = pages.add_subparsers(dest="action", required=True, metavar="ACTION")
     where = psub.add_parser("where", help="pages per node of an address range of PID")
@@ -273,10 +291,53 @@ def _trace_offline(args, tf) -> int:
     return EX_OK
 
 
+def cmd_sim(args) -> int:
+    from recmg.policy.cache import POLICIES
+    from recmg.policy.prefetch import PREFETCHERS
+    from recmg.sim import matrix
+    from recmg.trace.format import TraceError
+
+    def csv_list(text, known, what):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [x for x in items if known is not None and x not in known]
+        if bad or not items:
+            raise ValueError(f"unknown {what} {', '.join(bad) or '(none given)'}; "
+                             f"known: {', '.join(known)}")
+        return items
+
+    try:
+        modes = csv_list(args.mode, ["access", "batch", "page"], "mode")
+        policies = csv_list(args.policies, list(POLICIES), "policy")
+        prefetchers = csv_list(args.prefetchers, list(PREFETCHERS), "prefetcher")
+        sizes = [float(x) for x in args.sizes.split(",")]
+        if any(not 0 < x <= 1 for x in sizes):
+            raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
+        rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
+                                 args.budget, args.lead, args.batches,
+                                 None if args.quiet else matrix.progress_printer)
+    except TraceError as e:
+        return fail(str(e), EX_DATAERR)
+    except ValueError as e:
+        return fail(str(e), EX_USAGE)
+    except OSError as e:
+        return fail(f"{e.filename or ''}: {e.strerror}", EX_OSERR)
+    sys.stdout.write(matrix.render_table(rows))
+    if args.csv:
+        matrix.write_csv(rows, args.csv)
+    if args.json:
+        matrix.write_json(rows, args.json)
+    if args.plot:
+        try:
+            matrix.plot(rows, args.plot)
+        except ImportError:
+            return fail("--plot needs matplotlib: pip install 'recmg[plots]'", EX_UNAVAILABLE)
+    return EX_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return {"topology": cmd_topology, "pages": cmd_pages, "workload": cmd_workload,
-            "capture": cmd_capture, "trace": cmd_trace}[args.command](args)
+            "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,124 @@
+"""Caching policies over the C cache core (native/recmg_sim.c, recmg._simcore).
+
+Names: ``lru``, ``lfu`` (with aging: frequencies halve every ``aging`` accesses),
+``s3fifo`` (Yang et al., SOSP'23), ``belady`` (MIN, offline: needs next-use times).
+Each holds at most ``capacity`` vector keys, with at most 64 bytes of state per key.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recmg._simcore import ffi, lib
+
+POLICIES = {"lru": lib.RECMG_LRU, "lfu": lib.RECMG_LFU, "s3fifo": lib.RECMG_S3FIFO,
+            "belady": lib.RECMG_BELADY}
+MISS, HIT, PREFETCH_HIT = lib.RECMG_MISS, lib.RECMG_HIT, lib.RECMG_PREFETCH_HIT
+NEVER = np.iinfo(np.uint64).max
+
+
+def _u64(a) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.uint64)
+    return a
+
+
+def _ptr(a: np.ndarray, ctype: str):
+    return ffi.cast(ctype, ffi.from_buffer(a))
+
+
+class Cache:
+    """A caching policy holding up to ``capacity`` keys."""
+
+    def __init__(self, policy: str, capacity: int, aging: int = 0):
+        if policy not in POLICIES:
+            raise ValueError(f"unknown caching policy {policy!r}; known: {', '.join(POLICIES)}")
+        if capacity < 1:
+            raise ValueError(f"cache capacity must be at least 1, got {capacity}")
+        self.policy, self.capacity = policy, int(capacity)
+        if policy == "lfu" and aging == 0:
+            aging = 8 * self.capacity  # halve counts after 8 capacity-worths of accesses
+        ptr = lib.recmg_cache_new(POLICIES[policy], self.capacity, aging)
+        if ptr == ffi.NULL:
+            raise MemoryError(f"cannot allocate a {policy} cache of {capacity} keys")
+        self._c = ffi.gc(ptr, lib.recmg_cache_free)
+
+    @property
+    def offline(self) -> bool:
+        return self.policy == "belady"
+
+    def __len__(self) -> int:
+        return int(lib.recmg_cache_len(self._c))
+
+    def _nu(self, keys, next_use):
+        if self.offline:
+            if next_use is None:
+                raise ValueError("belady needs next-use times (offline policy)")
+            nu = _u64(next_use)
+            if len(nu) != len(keys):
+                raise ValueError("next_use must match keys")
+            return _ptr(nu, "uint64_t *"), nu
+        return ffi.NULL, None
+
+    def access(self, keys, next_use=None) -> np.ndarray:
+        """Access keys in order; returns a bool array of hits."""
+        keys = _u64(keys)
+        hits = np.zeros(len(keys), np.uint8)
+        nu, keep = self._nu(keys, next_use)
+        lib.recmg_cache_access(self._c, _ptr(keys, "uint64_t *"), len(keys), nu,
+                               _ptr(hits, "uint8_t *"))
+        return hits.view(bool)
+
+    def access_two(self, pf: "Cache | None", keys, next_use=None) -> np.ndarray:
+        """The paper's buffer step: per key HIT, PREFETCH_HIT or MISS (uint8)."""
+        keys = _u64(keys)
+        out = np.zeros(len(keys), np.uint8)
+        nu, keep = self._nu(keys, next_use)
+        lib.recmg_cache_access_two(self._c, pf._c if pf is not None else ffi.NULL,
+                                   _ptr(keys, "uint64_t *"), len(keys), nu,
+                                   _ptr(out, "uint8_t *"))
+        return out
+
+    def insert(self, keys, next_use=None) -> int:
+        keys = _u64(keys)
+        nu, keep = self._nu(keys, next_use)
+        return int(lib.recmg_cache_insert(self._c, _ptr(keys, "uint64_t *"), len(keys), nu))
+
+    def remove(self, keys) -> int:
+        keys = _u64(keys)
+        return int(lib.recmg_cache_remove(self._c, _ptr(keys, "uint64_t *"), len(keys)))
+
+    def contains(self, keys) -> np.ndarray:
+        keys = _u64(keys)
+        out = np.zeros(len(keys), np.uint8)
+        lib.recmg_cache_contains(self._c, _ptr(keys, "uint64_t *"), len(keys),
+                                 _ptr(out, "uint8_t *"))
+        return out.view(bool)
+
+    def resident(self) -> np.ndarray:
+        out = np.zeros(max(len(self), 1), np.uint64)
+        n = lib.recmg_cache_resident(self._c, _ptr(out, "uint64_t *"), len(out))
+        return out[:n]
+
+
+def unique_ordered(keys, with_counts: bool = False):
+    """Distinct keys in first-occurrence order (hash-based, one pass)."""
+    keys = _u64(keys)
+    out = np.empty(len(keys), np.uint64)
+    counts = np.empty(len(keys), np.uint32) if with_counts else None
+    n = lib.recmg_unique_ordered(_ptr(keys, "uint64_t *"), len(keys), _ptr(out, "uint64_t *"),
+                                 _ptr(counts, "uint32_t *") if with_counts else ffi.NULL)
+    if n == NEVER:
+        raise MemoryError("unique_ordered: out of memory")
+    return (out[:n], counts[:n]) if with_counts else out[:n]
+
+
+def next_use(keys) -> np.ndarray:
+    """For each position i, the position of the next occurrence of keys[i] (NEVER if
+    none): what Belady needs.  Vectorized: a stable sort groups equal keys."""
+    keys = np.asarray(keys)
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    nxt = np.full(len(keys), NEVER, np.uint64)
+    same = sk[1:] == sk[:-1]
+    nxt[order[:-1][same]] = order[1:][same].astype(np.uint64)
+    return nxt

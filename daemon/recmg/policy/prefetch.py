@@ -1,0 +1,325 @@
+"""Prefetchers: after each window (an inference batch, or a fixed run of accesses),
+``observe(keys, misses)`` sees the window's accesses in order and the ones that were
+on-demand fetches.  It returns distinct candidate keys, best first; the caller drops
+those already in fast memory and issues at most ``budget``.
+
+How CPU prefetcher concepts map onto embedding lookups (docs/policies.md):
+- a CPU *address* is a vector key (table, row);
+- the *PC* that issued a load is the table: each table is read by its own
+  embedding-bag operator;
+- a *spatial region* is a block of ``REGION_ROWS`` consecutive rows of one table,
+  which is a few pages;
+- a *cache miss* is an on-demand fetch.
+
+Post-hash row ids have little spatial locality, so the spatial prefetchers (next-N,
+stride, Best-Offset, SMS, Bingo) are expected to do poorly on production-like traces.
+The temporal ones (STMS, Domino, ISB) replay miss sequences.
+
+Candidates always lie inside their table: each prefetcher is built with the table
+sizes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+
+import numpy as np
+
+from recmg.trace.format import ROW_MASK, TABLE_SHIFT
+
+REGION_ROWS = 64
+
+
+def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (keys >> np.uint64(TABLE_SHIFT)).astype(np.int64), \
+        (keys & np.uint64(ROW_MASK)).astype(np.int64)
+
+
+class Prefetcher:
+    """Base: holds table sizes and the budget; subclasses implement _candidates."""
+
+    name = "none"
+    needs_future = False
+
+    def __init__(self, table_rows, budget: int = 1024, degree: int = 4):
+        self.rows = np.asarray(table_rows, dtype=np.int64)
+        self.budget, self.degree = int(budget), int(degree)
+
+    def _valid(self, tables: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        ok = (tables >= 0) & (tables < len(self.rows)) & (rows >= 0)
+        ok[ok] &= rows[ok] < self.rows[tables[ok]]
+        return ((tables[ok].astype(np.uint64) << np.uint64(TABLE_SHIFT))
+                | rows[ok].astype(np.uint64))
+
+    def observe(self, keys: np.ndarray, misses: np.ndarray, future: np.ndarray | None = None
+                ) -> np.ndarray:
+        cand = self._candidates(np.asarray(keys, np.uint64), np.asarray(misses, np.uint64),
+                                future)
+        if not len(cand):
+            return np.zeros(0, np.uint64)
+        # drop duplicates (first wins); the simulator or the daemon drops resident
+        # keys and then applies the budget
+        _, first = np.unique(cand, return_index=True)
+        return cand[np.sort(first)]
+
+    def _candidates(self, keys, misses, future) -> np.ndarray:
+        return np.zeros(0, np.uint64)
+
+
+class NoPrefetch(Prefetcher):
+    name = "none"
+
+
+class NextN(Prefetcher):
+    """Next-N-line: after a miss on row r, fetch rows r+1 .. r+degree of its table."""
+
+    name = "nextn"
+
+    def _candidates(self, keys, misses, future):
+        t, r = _split(misses)
+        k = np.arange(1, self.degree + 1)
+        return self._valid(np.repeat(t, self.degree), (r[:, None] + k).ravel())
+
+
+class Stride(Prefetcher):
+    """Per-table stride detection (Chen & Baer): when two successive misses of a table
+    have the same row distance d != 0, fetch r + d, r + 2d, ... r + degree*d."""
+
+    name = "stride"
+
+    def __init__(self, table_rows, budget=1024, degree=4):
+        super().__init__(table_rows, budget, degree)
+        self.last = {}  # table -> (row, stride)
+
+    def _candidates(self, keys, misses, future):
+        t, r = _split(misses)
+        out_t, out_r = [], []
+        order = np.argsort(t, kind="stable")
+        t, r = t[order], r[order]
+        bounds = np.flatnonzero(np.diff(t)) + 1
+        for seg_t, seg_r in zip(np.split(t, bounds), np.split(r, bounds)):
+            if not len(seg_t):
+                continue
+            table = int(seg_t[0])
+            prev = self.last.get(table)
+            rows = seg_r if prev is None else np.concatenate(([prev[0]], seg_r))
+            d = np.diff(rows)
+            same = np.flatnonzero((d[1:] == d[:-1]) & (d[1:] != 0)) + 2 if len(d) > 1 else []
+            for i in same[-self.budget:]:
+                out_t += [table] * self.degree
+                out_r += [int(rows[i]) + int(d[i - 1]) * k for k in range(1, self.degree + 1)]
+            self.last[table] = (int(rows[-1]), int(d[-1]) if len(d) else 0)
+        return self._valid(np.array(out_t, np.int64), np.array(out_r, np.int64))
+
+
+class BestOffset(Prefetcher):
+    """Best-Offset (Michaud, HPCA'16): score candidate offsets d by how often X - d was
+    a recent miss when X misses; prefetch X + best d.  Scores reset each round."""
+
+    name = "bestoffset"
+    OFFSETS = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64,
+                        -1, -2, -3, -4, -6, -8, -16, -32, -64])
+
+    def __init__(self, table_rows, budget=1024, degree=1, recent: int = 4096):
+        super().__init__(table_rows, budget, degree)
+        self.recent = np.zeros(0, np.uint64)
+        self.recent_cap = recent
+        self.best = 1
+
+    def _candidates(self, keys, misses, future):
+        if len(self.recent) and len(misses):
+            t, r = _split(misses)
+            scores = [np.count_nonzero(np.isin(
+                self._valid(t, r - d), self.recent)) for d in self.OFFSETS]
+            if max(scores) > 0:
+                self.best = int(self.OFFSETS[int(np.argmax(scores))])
+        self.recent = np.concatenate((self.recent, misses))[-self.recent_cap:]
+        t, r = _split(misses)
+        return self._valid(t, r + self.best)
+
+
+class SMS(Prefetcher):
+    """Spatial Memory Streaming (Somogyi, ISCA'06): a region's footprint (which rows of
+    a REGION_ROWS block were read) is learned per (table, trigger offset) and replayed
+    when a later window's first access to a region has the same trigger."""
+
+    name = "sms"
+
+    def __init__(self, table_rows, budget=1024, degree=0, entries: int = 65536):
+        super().__init__(table_rows, budget, degree)
+        self.pht: OrderedDict = OrderedDict()
+        self.entries = entries
+
+    @staticmethod
+    def _regions(keys):
+        t, r = _split(keys)
+        region = (t << 40) | (r // REGION_ROWS)
+        _, first, inv = np.unique(region, return_index=True, return_inverse=True)
+        bits = np.zeros(len(first), np.uint64)
+        np.bitwise_or.at(bits, inv, np.uint64(1) << (r % REGION_ROWS).astype(np.uint64))
+        return t, r, first, bits
+
+    def _key(self, table, row):
+        return (int(table), int(row % REGION_ROWS))
+
+    def _learn(self, k, bits):
+        self.pht[k] = bits
+        self.pht.move_to_end(k)
+        if len(self.pht) > self.entries:
+            self.pht.popitem(last=False)
+
+    def _predict(self, table, row, trigger_key):
+        return self.pht.get(trigger_key)
+
+    def _candidates(self, keys, misses, future):
+        if not len(keys):
+            return np.zeros(0, np.uint64)
+        t, r, first, bits = self._regions(keys)
+        missed = np.isin(keys[first], misses)
+        out_t, out_r = [], []
+        for i, f in enumerate(first):
+            table, row = t[f], r[f]
+            k = self._key(table, row)
+            if missed[i]:
+                pattern = self._predict(table, row, k)
+                if pattern is not None:
+                    base = (row // REGION_ROWS) * REGION_ROWS
+                    offs = [b for b in range(REGION_ROWS) if int(pattern) >> b & 1]
+                    out_t += [table] * len(offs)
+                    out_r += [base + b for b in offs]
+            self._learn_region(table, row, k, int(bits[i]))
+        return self._valid(np.array(out_t, np.int64), np.array(out_r, np.int64))
+
+    def _learn_region(self, table, row, k, bits):
+        self._learn(k, bits)
+
+
+class Bingo(SMS):
+    """Bingo (Bakhshalipour, HPCA'19): footprints keyed first by the long event
+    (table, exact trigger row), falling back to the short event (table, offset)."""
+
+    name = "bingo"
+
+    def _predict(self, table, row, trigger_key):
+        long = self.pht.get(("long", int(table), int(row)))
+        return long if long is not None else self.pht.get(trigger_key)
+
+    def _learn_region(self, table, row, k, bits):
+        self._learn(k, bits)
+        self._learn(("long", int(table), int(row)), bits)
+
+
+class STMS(Prefetcher):
+    """Sampled Temporal Memory Streaming (Wenisch, HPCA'09): a global history of misses
+    and an index of each miss's last position; on a miss, replay the ``degree`` misses
+    that followed its previous occurrence."""
+
+    name = "stms"
+
+    def __init__(self, table_rows, budget=1024, degree=4, history: int = 1 << 20):
+        super().__init__(table_rows, budget, degree)
+        self.hist: list[int] = []
+        self.index: dict[int, int] = {}
+        self.cap = history
+        self.base = 0  # absolute position of hist[0]
+
+    def _replay(self, pos: int) -> list[int]:
+        i = pos - self.base + 1
+        return self.hist[i:i + self.degree] if i >= 0 else []
+
+    def _candidates(self, keys, misses, future):
+        out: list[int] = []
+        for m in misses.tolist():
+            pos = self.index.get(m)
+            if pos is not None:
+                out += self._replay(pos)
+            self.index[m] = self.base + len(self.hist)
+            self.hist.append(m)
+        if len(self.hist) > self.cap:
+            drop = len(self.hist) - self.cap
+            del self.hist[:drop]
+            self.base += drop
+        return np.array(out, np.uint64)
+
+
+class Domino(STMS):
+    """Domino (Bakhshalipour, HPCA'18): look the last two misses up together; fall back
+    to the last one alone (as STMS) when the pair was never seen."""
+
+    name = "domino"
+
+    def __init__(self, table_rows, budget=1024, degree=4, history: int = 1 << 20):
+        super().__init__(table_rows, budget, degree, history)
+        self.pairs: dict[tuple[int, int], int] = {}
+        self.prev: int | None = None
+
+    def _candidates(self, keys, misses, future):
+        out: list[int] = []
+        for m in misses.tolist():
+            pos = self.pairs.get((self.prev, m)) if self.prev is not None else None
+            if pos is None:
+                pos = self.index.get(m)
+            if pos is not None:
+                out += self._replay(pos)
+            here = self.base + len(self.hist)
+            self.index[m] = here
+            if self.prev is not None:
+                self.pairs[(self.prev, m)] = here
+            self.hist.append(m)
+            self.prev = m
+        if len(self.hist) > self.cap:
+            drop = len(self.hist) - self.cap
+            del self.hist[:drop]
+            self.base += drop
+            self.pairs = {k: v for k, v in self.pairs.items() if v >= self.base}
+        return np.array(out, np.uint64)
+
+
+class ISB(Prefetcher):
+    """Irregular Stream Buffer (Jain & Lin, MICRO'13): misses of each table (the PC
+    analogue) get consecutive structural addresses in order of first occurrence;
+    a miss prefetches the keys at the next ``degree`` structural addresses."""
+
+    name = "isb"
+
+    def __init__(self, table_rows, budget=1024, degree=4):
+        super().__init__(table_rows, budget, degree)
+        self.ps: dict[int, int] = {}  # key -> structural address
+        self.sp: dict[int, int] = {}  # structural address -> key
+        self.next_saddr: dict[int, int] = defaultdict(int)  # table -> next free
+
+    def _candidates(self, keys, misses, future):
+        out: list[int] = []
+        tables = (misses >> np.uint64(TABLE_SHIFT)).tolist()
+        for m, t in zip(misses.tolist(), tables):
+            s = self.ps.get(m)
+            if s is None:
+                s = (t << 32) | self.next_saddr[t]
+                self.next_saddr[t] += 1
+                self.ps[m], self.sp[s] = s, m
+            for k in range(1, self.degree + 1):
+                nxt = self.sp.get(s + k)
+                if nxt is not None:
+                    out.append(nxt)
+        return np.array(out, np.uint64)
+
+
+class Oracle(Prefetcher):
+    """Perfect future, same budget: prefetches the next window's keys (given by the
+    simulator as ``future``), in order of first use."""
+
+    name = "oracle"
+    needs_future = True
+
+    def _candidates(self, keys, misses, future):
+        return np.zeros(0, np.uint64) if future is None else np.asarray(future, np.uint64)
+
+
+PREFETCHERS: dict[str, type[Prefetcher]] = {c.name: c for c in (
+    NoPrefetch, NextN, Stride, BestOffset, SMS, Bingo, STMS, Domino, ISB, Oracle)}
+
+
+def make(name: str, table_rows, budget: int = 1024, **kw) -> Prefetcher:
+    if name not in PREFETCHERS:
+        raise ValueError(f"unknown prefetcher {name!r}; known: {', '.join(PREFETCHERS)}")
+    return PREFETCHERS[name](table_rows, budget=budget, **kw)

@@ -1,0 +1,566 @@
+/* recmg cache core; see recmg_sim.h for the contract. */
+#include "recmg_sim.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NONE UINT32_MAX
+#define EMPTY_KEY UINT64_MAX
+
+typedef struct {
+    uint64_t key;
+    uint64_t score; /* LFU: freq << 40 | tick; Belady: next use; S3-FIFO: freq */
+    uint32_t prev, next;
+    uint32_t heap_pos;
+    uint8_t queue; /* S3-FIFO: 0 small, 1 main */
+    uint8_t pad[3];
+} node;
+
+typedef struct {
+    uint32_t head, tail; /* node indices, NONE when empty */
+    uint64_t len;
+} list;
+
+struct recmg_cache {
+    int policy;
+    uint64_t capacity, len, aging, tick;
+    node *nodes;
+    uint32_t *free_stack;
+    uint64_t n_free;
+    uint32_t *slots; /* hash: node index or NONE */
+    uint64_t mask;
+    uint32_t *heap; /* LFU (min) and Belady (max) */
+    list lru;       /* LRU; S3-FIFO main */
+    list small;     /* S3-FIFO small */
+    uint64_t small_cap;
+    /* S3-FIFO ghost: FIFO ring of (key, seq) and a key -> seq hash */
+    uint64_t *ghost_keys, *ghost_seq, ghost_cap, ghost_head, ghost_len, ghost_next_seq;
+    uint64_t *gh_keys, *gh_vals, gh_mask;
+};
+
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+static uint64_t pow2_at_least(uint64_t n)
+{
+    uint64_t p = 16;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+/* ---- hash of resident keys (linear probing, backward-shift deletion) ---- */
+static uint64_t h_find_slot(const recmg_cache *c, uint64_t key)
+{
+    uint64_t i = mix(key) & c->mask;
+    while (c->slots[i] != NONE && c->nodes[c->slots[i]].key != key)
+        i = (i + 1) & c->mask;
+    return i;
+}
+
+static inline uint32_t h_get(const recmg_cache *c, uint64_t key)
+{
+    return c->slots[h_find_slot(c, key)];
+}
+
+static void h_del(recmg_cache *c, uint64_t key)
+{
+    uint64_t i = h_find_slot(c, key), j = i;
+    if (c->slots[i] == NONE)
+        return;
+    for (;;) {
+        j = (j + 1) & c->mask;
+        if (c->slots[j] == NONE)
+            break;
+        uint64_t home = mix(c->nodes[c->slots[j]].key) & c->mask;
+        /* can the entry at j move to i? yes if home is not in (i, j] cyclically */
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            c->slots[i] = c->slots[j];
+            i = j;
+        }
+    }
+    c->slots[i] = NONE;
+}
+
+/* ---- doubly linked lists (head = most recent) ---- */
+static void l_push_front(recmg_cache *c, list *l, uint32_t n)
+{
+    c->nodes[n].prev = NONE;
+    c->nodes[n].next = l->head;
+    if (l->head != NONE)
+        c->nodes[l->head].prev = n;
+    l->head = n;
+    if (l->tail == NONE)
+        l->tail = n;
+    l->len++;
+}
+
+static void l_unlink(recmg_cache *c, list *l, uint32_t n)
+{
+    node *x = &c->nodes[n];
+    if (x->prev != NONE)
+        c->nodes[x->prev].next = x->next;
+    else
+        l->head = x->next;
+    if (x->next != NONE)
+        c->nodes[x->next].prev = x->prev;
+    else
+        l->tail = x->prev;
+    l->len--;
+}
+
+/* ---- binary heap over node indices; max_heap for Belady ---- */
+static inline int h_before(const recmg_cache *c, uint32_t a, uint32_t b)
+{
+    if (c->policy == RECMG_BELADY)
+        return c->nodes[a].score > c->nodes[b].score;
+    return c->nodes[a].score < c->nodes[b].score;
+}
+
+static void heap_set(recmg_cache *c, uint64_t pos, uint32_t n)
+{
+    c->heap[pos] = n;
+    c->nodes[n].heap_pos = (uint32_t)pos;
+}
+
+static void sift_up(recmg_cache *c, uint64_t pos)
+{
+    uint32_t n = c->heap[pos];
+    while (pos > 0) {
+        uint64_t parent = (pos - 1) / 2;
+        if (!h_before(c, n, c->heap[parent]))
+            break;
+        heap_set(c, pos, c->heap[parent]);
+        pos = parent;
+    }
+    heap_set(c, pos, n);
+}
+
+static void sift_down(recmg_cache *c, uint64_t pos)
+{
+    uint32_t n = c->heap[pos];
+    for (;;) {
+        uint64_t l = 2 * pos + 1, r = l + 1, best = pos;
+        uint32_t bn = n;
+        if (l < c->len && h_before(c, c->heap[l], bn)) {
+            best = l;
+            bn = c->heap[l];
+        }
+        if (r < c->len && h_before(c, c->heap[r], bn)) {
+            best = r;
+            bn = c->heap[r];
+        }
+        if (best == pos)
+            break;
+        heap_set(c, pos, bn);
+        pos = best;
+    }
+    heap_set(c, pos, n);
+}
+
+static void heap_remove(recmg_cache *c, uint32_t n)
+{
+    uint64_t pos = c->nodes[n].heap_pos;
+    uint32_t last = c->heap[c->len - 1];
+    c->len--; /* caller keeps len in sync: len counts heap entries for heap policies */
+    if (pos < c->len) {
+        heap_set(c, pos, last);
+        sift_down(c, pos);
+        sift_up(c, c->nodes[last].heap_pos);
+    }
+    c->len++;
+}
+
+/* ---- S3-FIFO ghost ---- */
+static uint64_t g_find(const recmg_cache *c, uint64_t key)
+{
+    uint64_t i = mix(key) & c->gh_mask;
+    while (c->gh_keys[i] != EMPTY_KEY && c->gh_keys[i] != key)
+        i = (i + 1) & c->gh_mask;
+    return i;
+}
+
+static void g_del_at(recmg_cache *c, uint64_t i)
+{
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & c->gh_mask;
+        if (c->gh_keys[j] == EMPTY_KEY)
+            break;
+        uint64_t home = mix(c->gh_keys[j]) & c->gh_mask;
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            c->gh_keys[i] = c->gh_keys[j];
+            c->gh_vals[i] = c->gh_vals[j];
+            i = j;
+        }
+    }
+    c->gh_keys[i] = EMPTY_KEY;
+}
+
+static void ghost_add(recmg_cache *c, uint64_t key)
+{
+    if (c->ghost_cap == 0)
+        return;
+    if (c->ghost_len == c->ghost_cap) { /* drop the oldest, if still current */
+        uint64_t k = c->ghost_keys[c->ghost_head], s = c->ghost_seq[c->ghost_head];
+        uint64_t i = g_find(c, k);
+        if (c->gh_keys[i] == k && c->gh_vals[i] == s)
+            g_del_at(c, i);
+        c->ghost_head = (c->ghost_head + 1) % c->ghost_cap;
+        c->ghost_len--;
+    }
+    uint64_t pos = (c->ghost_head + c->ghost_len) % c->ghost_cap, seq = c->ghost_next_seq++;
+    c->ghost_keys[pos] = key;
+    c->ghost_seq[pos] = seq;
+    c->ghost_len++;
+    uint64_t i = g_find(c, key);
+    c->gh_keys[i] = key;
+    c->gh_vals[i] = seq;
+}
+
+static int ghost_take(recmg_cache *c, uint64_t key)
+{
+    if (c->ghost_cap == 0)
+        return 0;
+    uint64_t i = g_find(c, key);
+    if (c->gh_keys[i] != key)
+        return 0;
+    g_del_at(c, i);
+    return 1;
+}
+
+/* ---- construction ---- */
+recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
+{
+    if (policy < RECMG_LRU || policy > RECMG_BELADY || capacity == 0 ||
+        capacity >= (uint64_t)NONE)
+        return NULL;
+    recmg_cache *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->policy = policy;
+    c->capacity = capacity;
+    c->aging = aging;
+    c->mask = pow2_at_least(2 * capacity) - 1;
+    c->nodes = malloc(capacity * sizeof(node));
+    c->free_stack = malloc(capacity * sizeof(uint32_t));
+    c->slots = malloc((c->mask + 1) * sizeof(uint32_t));
+    if (policy == RECMG_LFU || policy == RECMG_BELADY)
+        c->heap = malloc(capacity * sizeof(uint32_t));
+    c->lru.head = c->lru.tail = c->small.head = c->small.tail = NONE;
+    if (policy == RECMG_S3FIFO) {
+        c->small_cap = capacity / 10 > 0 ? capacity / 10 : 1;
+        c->ghost_cap = capacity - c->small_cap;
+        if (c->ghost_cap) {
+            c->ghost_keys = malloc(c->ghost_cap * sizeof(uint64_t));
+            c->ghost_seq = malloc(c->ghost_cap * sizeof(uint64_t));
+            c->gh_mask = pow2_at_least(2 * c->ghost_cap) - 1;
+            c->gh_keys = malloc((c->gh_mask + 1) * sizeof(uint64_t));
+            c->gh_vals = malloc((c->gh_mask + 1) * sizeof(uint64_t));
+        }
+    }
+    if (!c->nodes || !c->free_stack || !c->slots ||
+        ((policy == RECMG_LFU || policy == RECMG_BELADY) && !c->heap) ||
+        (c->ghost_cap && (!c->ghost_keys || !c->ghost_seq || !c->gh_keys || !c->gh_vals))) {
+        recmg_cache_free(c);
+        return NULL;
+    }
+    memset(c->slots, 0xff, (c->mask + 1) * sizeof(uint32_t));
+    if (c->gh_keys)
+        memset(c->gh_keys, 0xff, (c->gh_mask + 1) * sizeof(uint64_t));
+    for (uint64_t i = 0; i < capacity; i++)
+        c->free_stack[i] = (uint32_t)(capacity - 1 - i);
+    c->n_free = capacity;
+    return c;
+}
+
+void recmg_cache_free(recmg_cache *c)
+{
+    if (!c)
+        return;
+    free(c->nodes);
+    free(c->free_stack);
+    free(c->slots);
+    free(c->heap);
+    free(c->ghost_keys);
+    free(c->ghost_seq);
+    free(c->gh_keys);
+    free(c->gh_vals);
+    free(c);
+}
+
+uint64_t recmg_cache_len(const recmg_cache *c) { return c->len; }
+uint64_t recmg_cache_capacity(const recmg_cache *c) { return c->capacity; }
+
+static uint32_t alloc_node(recmg_cache *c, uint64_t key)
+{
+    uint32_t n = c->free_stack[--c->n_free];
+    memset(&c->nodes[n], 0, sizeof(node));
+    c->nodes[n].key = key;
+    c->slots[h_find_slot(c, key)] = n;
+    return n;
+}
+
+static void release_node(recmg_cache *c, uint32_t n)
+{
+    h_del(c, c->nodes[n].key);
+    c->free_stack[c->n_free++] = n;
+}
+
+/* ---- eviction ---- */
+static void evict_one(recmg_cache *c)
+{
+    uint32_t v;
+    switch (c->policy) {
+    case RECMG_LRU:
+        v = c->lru.tail;
+        l_unlink(c, &c->lru, v);
+        break;
+    case RECMG_LFU:
+    case RECMG_BELADY:
+        v = c->heap[0];
+        heap_remove(c, v);
+        break;
+    default: /* S3-FIFO */
+        for (;;) {
+            if (c->small.len >= c->small_cap || c->lru.len == 0) {
+                v = c->small.tail;
+                l_unlink(c, &c->small, v);
+                if (c->nodes[v].score > 0) { /* re-accessed while small: promote */
+                    c->nodes[v].score = 0;
+                    c->nodes[v].queue = 1;
+                    l_push_front(c, &c->lru, v);
+                    continue;
+                }
+                ghost_add(c, c->nodes[v].key);
+                break;
+            }
+            v = c->lru.tail;
+            l_unlink(c, &c->lru, v);
+            if (c->nodes[v].score > 0) { /* second chance in main */
+                c->nodes[v].score--;
+                l_push_front(c, &c->lru, v);
+                continue;
+            }
+            break;
+        }
+    }
+    release_node(c, v);
+    c->len--;
+}
+
+static void age_all(recmg_cache *c)
+{
+    for (uint64_t i = 0; i < c->len; i++) {
+        node *x = &c->nodes[c->heap[i]];
+        uint64_t freq = x->score >> 40;
+        x->score = ((freq >> 1) << 40) | (x->score & ((1ULL << 40) - 1));
+    }
+    for (uint64_t i = c->len / 2 + 1; i-- > 0;)
+        if (i < c->len)
+            sift_down(c, i);
+}
+
+/* Touch a resident key (hit). */
+static void touch(recmg_cache *c, uint32_t n, uint64_t nu)
+{
+    node *x = &c->nodes[n];
+    switch (c->policy) {
+    case RECMG_LRU:
+        l_unlink(c, &c->lru, n);
+        l_push_front(c, &c->lru, n);
+        break;
+    case RECMG_LFU: {
+        uint64_t freq = (x->score >> 40) + 1;
+        if (freq >= (1ULL << 23))
+            freq = (1ULL << 23) - 1;
+        x->score = (freq << 40) | (c->tick & ((1ULL << 40) - 1));
+        sift_down(c, x->heap_pos);
+        break;
+    }
+    case RECMG_BELADY:
+        x->score = nu;
+        sift_up(c, x->heap_pos);
+        sift_down(c, x->heap_pos);
+        break;
+    default:
+        if (x->score < 3)
+            x->score++;
+    }
+}
+
+/* Admit a missing key; returns 0 if Belady bypasses it. */
+static int admit(recmg_cache *c, uint64_t key, uint64_t nu)
+{
+    if (c->policy == RECMG_BELADY && c->len == c->capacity &&
+        nu >= c->nodes[c->heap[0]].score)
+        return 0; /* used later than everything resident: MIN does not keep it */
+    int from_ghost = c->policy == RECMG_S3FIFO && ghost_take(c, key);
+    if (c->len == c->capacity)
+        evict_one(c);
+    uint32_t n = alloc_node(c, key);
+    c->len++;
+    switch (c->policy) {
+    case RECMG_LRU:
+        l_push_front(c, &c->lru, n);
+        break;
+    case RECMG_LFU:
+        c->nodes[n].score = (1ULL << 40) | (c->tick & ((1ULL << 40) - 1));
+        heap_set(c, c->len - 1, n);
+        sift_up(c, c->len - 1);
+        break;
+    case RECMG_BELADY:
+        c->nodes[n].score = nu;
+        heap_set(c, c->len - 1, n);
+        sift_up(c, c->len - 1);
+        break;
+    default:
+        c->nodes[n].queue = from_ghost ? 1 : 0;
+        l_push_front(c, from_ghost ? &c->lru : &c->small, n);
+    }
+    return 1;
+}
+
+static inline int access_one(recmg_cache *c, uint64_t key, uint64_t nu)
+{
+    c->tick++;
+    if (c->policy == RECMG_LFU && c->aging && c->tick % c->aging == 0)
+        age_all(c);
+    uint32_t n = h_get(c, key);
+    if (n != NONE) {
+        touch(c, n, nu);
+        return 1;
+    }
+    admit(c, key, nu);
+    return 0;
+}
+
+uint64_t recmg_cache_access(recmg_cache *c, const uint64_t *keys, uint64_t n,
+                            const uint64_t *next_use, uint8_t *hit_out)
+{
+    uint64_t hits = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        int h = access_one(c, keys[i], next_use ? next_use[i] : 0);
+        hits += (uint64_t)h;
+        if (hit_out)
+            hit_out[i] = (uint8_t)h;
+    }
+    return hits;
+}
+
+uint64_t recmg_cache_access_two(recmg_cache *c, recmg_cache *pf, const uint64_t *keys,
+                                uint64_t n, const uint64_t *next_use, uint8_t *result_out)
+{
+    uint64_t misses = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t key = keys[i], nu = next_use ? next_use[i] : 0;
+        uint8_t r;
+        if (access_one(c, key, nu)) {
+            r = RECMG_HIT;
+        } else {
+            uint32_t p = pf ? h_get(pf, key) : NONE;
+            if (p != NONE) {
+                l_unlink(pf, &pf->lru, p);
+                release_node(pf, p);
+                pf->len--;
+                r = RECMG_PREFETCH_HIT;
+            } else {
+                r = RECMG_MISS;
+                misses++;
+            }
+        }
+        if (result_out)
+            result_out[i] = r;
+    }
+    return misses;
+}
+
+uint64_t recmg_cache_insert(recmg_cache *c, const uint64_t *keys, uint64_t n,
+                            const uint64_t *next_use)
+{
+    uint64_t added = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t nu = next_use ? next_use[i] : 0;
+        uint32_t x = h_get(c, keys[i]);
+        if (x != NONE) {
+            touch(c, x, nu);
+            continue;
+        }
+        added += (uint64_t)admit(c, keys[i], nu);
+    }
+    return added;
+}
+
+uint64_t recmg_cache_remove(recmg_cache *c, const uint64_t *keys, uint64_t n)
+{
+    uint64_t removed = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t x = h_get(c, keys[i]);
+        if (x == NONE)
+            continue;
+        switch (c->policy) {
+        case RECMG_LRU:
+            l_unlink(c, &c->lru, x);
+            break;
+        case RECMG_LFU:
+        case RECMG_BELADY:
+            heap_remove(c, x);
+            break;
+        default:
+            l_unlink(c, c->nodes[x].queue ? &c->lru : &c->small, x);
+        }
+        release_node(c, x);
+        c->len--;
+        removed++;
+    }
+    return removed;
+}
+
+void recmg_cache_contains(const recmg_cache *c, const uint64_t *keys, uint64_t n,
+                          uint8_t *out)
+{
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = h_get(c, keys[i]) != NONE;
+}
+
+uint64_t recmg_cache_resident(const recmg_cache *c, uint64_t *out, uint64_t max)
+{
+    uint64_t k = 0;
+    for (uint64_t i = 0; i <= c->mask && k < max; i++)
+        if (c->slots[i] != NONE)
+            out[k++] = c->nodes[c->slots[i]].key;
+    return k;
+}
+
+uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
+                              uint32_t *counts)
+{
+    uint64_t mask = pow2_at_least(2 * n) - 1, k = 0;
+    uint32_t *slot = malloc((mask + 1) * sizeof(uint32_t));
+    if (!slot)
+        return UINT64_MAX;
+    memset(slot, 0xff, (mask + 1) * sizeof(uint32_t));
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t h = mix(keys[i]) & mask;
+        while (slot[h] != NONE && out[slot[h]] != keys[i])
+            h = (h + 1) & mask;
+        if (slot[h] == NONE) {
+            slot[h] = (uint32_t)k;
+            out[k] = keys[i];
+            if (counts)
+                counts[k] = 0;
+            k++;
+        }
+        if (counts)
+            counts[slot[h]]++;
+    }
+    free(slot);
+    return k;
+}

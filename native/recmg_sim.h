@@ -1,0 +1,68 @@
+/*
+ * recmg cache core: the caching policies' per-access state machines, in C so that
+ * the simulator and the daemon run millions of accesses per second on one core.
+ *
+ * A cache holds up to `capacity` vector keys (uint64; UINT64_MAX is reserved).
+ * Policies: LRU, LFU with aging (frequencies halve every `aging` accesses), S3-FIFO
+ * (Yang et al., SOSP'23: small FIFO 10%, main FIFO, ghost FIFO, 2-bit frequency),
+ * Belady MIN (offline: the caller passes each access's next use; a miss whose next
+ * use is later than every resident key's is not admitted).
+ * State: one node per resident key (32 bytes) plus a hash slot array of twice the
+ * capacity (16 bytes each), so at most 64 bytes per resident key.
+ */
+#ifndef RECMG_SIM_H
+#define RECMG_SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RECMG_LRU 0
+#define RECMG_LFU 1
+#define RECMG_S3FIFO 2
+#define RECMG_BELADY 3
+
+/* access result codes written by recmg_cache_access_two */
+#define RECMG_MISS 0
+#define RECMG_HIT 1
+#define RECMG_PREFETCH_HIT 2
+
+typedef struct recmg_cache recmg_cache;
+
+recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging);
+void recmg_cache_free(recmg_cache *c);
+uint64_t recmg_cache_len(const recmg_cache *c);
+uint64_t recmg_cache_capacity(const recmg_cache *c);
+
+/* Access n keys in order (next_use: Belady only, else NULL).  hit_out may be NULL.
+ * Returns the number of hits. */
+uint64_t recmg_cache_access(recmg_cache *c, const uint64_t *keys, uint64_t n,
+                            const uint64_t *next_use, uint8_t *hit_out);
+
+/* The paper's buffer simulator step: each key is looked up in the cache, then in the
+ * prefetch buffer pf (an LRU cache); a key found in neither is an on-demand fetch.
+ * A prefetch hit moves the key from pf into the cache.  result_out: RECMG_MISS,
+ * RECMG_HIT or RECMG_PREFETCH_HIT per key.  Returns the number of misses. */
+uint64_t recmg_cache_access_two(recmg_cache *c, recmg_cache *pf, const uint64_t *keys,
+                                uint64_t n, const uint64_t *next_use, uint8_t *result_out);
+
+/* Insert keys without counting an access (prefetch into an LRU buffer). Keys already
+ * present are refreshed.  Returns the number newly inserted. */
+uint64_t recmg_cache_insert(recmg_cache *c, const uint64_t *keys, uint64_t n,
+                            const uint64_t *next_use);
+
+/* Remove keys if present; returns how many were removed. */
+uint64_t recmg_cache_remove(recmg_cache *c, const uint64_t *keys, uint64_t n);
+
+/* out[i] = 1 if keys[i] is resident. */
+void recmg_cache_contains(const recmg_cache *c, const uint64_t *keys, uint64_t n,
+                          uint8_t *out);
+
+/* Copy up to max resident keys into out; returns the count. */
+uint64_t recmg_cache_resident(const recmg_cache *c, uint64_t *out, uint64_t max);
+
+/* Distinct keys of keys[0..n) in first-occurrence order into out; counts[i] = how
+ * often out[i] occurs (counts may be NULL).  Returns the number of distinct keys. */
+uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
+                              uint32_t *counts);
+
+#endif
