@@ -102,13 +102,17 @@ class Stride(Prefetcher):
                 continue
             table = int(seg_t[0])
             prev = self.last.get(table)
+            # strides[j] is the step that arrived at row ends[j]; the previous window's
+            # last (row, stride) comes first, so a stride carries across windows
             rows = seg_r if prev is None else np.concatenate(([prev[0]], seg_r))
+            ends = rows[1:] if prev is None else rows
             d = np.diff(rows)
-            same = np.flatnonzero((d[1:] == d[:-1]) & (d[1:] != 0)) + 2 if len(d) > 1 else []
-            for i in same[-self.budget:]:
+            strides = d if prev is None else np.concatenate(([prev[1]], d))
+            ok = np.flatnonzero((strides[1:] == strides[:-1]) & (strides[1:] != 0)) + 1
+            for j in ok[-self.budget:]:
                 out_t += [table] * self.degree
-                out_r += [int(rows[i]) + int(d[i - 1]) * k for k in range(1, self.degree + 1)]
-            self.last[table] = (int(rows[-1]), int(d[-1]) if len(d) else 0)
+                out_r += [int(ends[j]) + int(strides[j]) * k for k in range(1, self.degree + 1)]
+            self.last[table] = (int(rows[-1]), int(strides[-1]) if len(strides) else 0)
         return self._valid(np.array(out_t, np.int64), np.array(out_r, np.int64))
 
 
