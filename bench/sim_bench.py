@@ -1,0 +1,63 @@
+"""Simulator throughput on one core, against the goals (issue: simulator).  Prints a
+table; never passes or fails.
+
+Goals: batch mode >= 20 M accesses/s; access mode >= 2 M/s for LRU and LFU and
+>= 1 M/s for Belady; at most 64 bytes of policy state per distinct vector.
+
+    python bench/sim_bench.py [--batches N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+
+import numpy as np
+
+from recmg.sim import engine
+from recmg.trace import synthetic
+
+GOALS = {("access", "lru"): 2e6, ("access", "lfu"): 2e6, ("access", "s3fifo"): 2e6,
+         ("access", "belady"): 1e6, ("batch", "lru"): 20e6, ("batch", "lfu"): 20e6,
+         ("batch", "s3fifo"): 20e6, ("batch", "belady"): 20e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=100)
+    a = ap.parse_args()
+    spec = synthetic.preset("meta2021-small")
+    trace = synthetic.trace(spec, a.batches)
+    distinct = engine.distinct_keys(trace)
+    cap = distinct // 10
+    print(f"trace: meta2021-small, {a.batches} batches, {len(trace.keys) / 1e6:.1f} M accesses, "
+          f"{distinct} distinct vectors; fast tier 10% = {cap}")
+    print(f"{'mode':<7}{'policy':<8}{'M acc/s':>9}{'goal':>7}{'ratio':>7}")
+    for (mode, pol), goal in GOALS.items():
+        f = engine.simulate_access if mode == "access" else engine.simulate_batch
+        best = 0.0
+        for _ in range(3):
+            m = f(trace, pol, cap)
+            best = max(best, m.accesses / m.seconds)
+        print(f"{mode:<7}{pol:<8}{best / 1e6:9.1f}{goal / 1e6:7.0f}{best / goal:7.1f}")
+    # memory: C core state per resident key, measured as RSS growth for a big cache
+    from recmg.policy.cache import Cache
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    n = 4_000_000
+    keys = np.arange(n, dtype=np.uint64)
+    for pol in ("lru", "lfu", "s3fifo", "belady"):
+        before = rss()
+        c = Cache(pol, n)
+        c.insert(keys, keys if pol == "belady" else None)
+        grew = rss() - before
+        del c
+        print(f"state: {grew / n:.1f} bytes per resident vector ({pol}, {n} keys; "
+              f"goal <= 64)")
+
+
+if __name__ == "__main__":
+    main()
