@@ -1,4 +1,10 @@
 # setuptools has no pyproject key for cffi_modules; everything else is in pyproject.toml.
+from glob import glob
+
 from setuptools import setup
 
-setup(cffi_modules=["native/build_shim.py:ffibuilder", "native/build_sim.py:ffibuilder"])
+setup(
+    cffi_modules=["native/build_shim.py:ffibuilder", "native/build_sim.py:ffibuilder"],
+    # policy profiles land in <prefix>/share/recmg/policies (recmg.service.config finds them)
+    data_files=[("share/recmg/policies", sorted(glob("policies/*.toml")))],
+)

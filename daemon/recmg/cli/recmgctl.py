@@ -1,29 +1,57 @@
-"""recmgctl: inspect the host and (with the daemon) control a running recmgd.
+"""recmgctl: inspect the host and control a running recmgd.
 
-Exit codes (sysexits): 0 ok, 64 usage, 69 unavailable (with --strict: no real
-migration possible on this host), 71 OS error reading sysfs/procfs.
+Exit codes (sysexits): 0 ok, 1 recmgd answered with an error, 64 usage,
+69 recmgd not reachable (or, for `check --strict`, no real migration possible),
+71 OS error reading sysfs/procfs, 77 permission denied by recmgd.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from recmg.cli import check
-from recmg.cli.output import EX_OK, EX_OSERR, EX_UNAVAILABLE, fail, print_json
+from recmg.cli.output import (EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, fail, human_bytes,
+                              print_json, table)
+from recmg.service.config import Control
 from recmg.tiering import topology
+
+DEFAULT_SOCKET = Control().socket
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recmgctl", description=__doc__.split("\n")[0])
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket ({DEFAULT_SOCKET})")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check", help="what recmg can do on this host (topology, tiers, "
-                       "conflicts, permissions)")
+                       "conflicts, permissions); needs no daemon")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--strict", action="store_true",
                    help="exit 69 unless real page migration is possible")
     c.add_argument("--sys-root", default="/sys", help="sysfs root (default /sys)")
     c.add_argument("--proc-root", default="/proc", help="procfs root (default /proc)")
+    st = sub.add_parser("status", help="targets, tiers, policy, hit ratio, moves, errors")
+    st.add_argument("--json", action="store_true")
+    sub.add_parser("stats", help="status plus every metric, as JSON")
+    sub.add_parser("metrics", help="Prometheus text exposition")
+    sub.add_parser("reload", help="re-read the config and policy (as SIGHUP)")
+    sub.add_parser("pause", help="stop migrating (capture and policy keep running)")
+    sub.add_parser("resume", help="migrate again")
+    sub.add_parser("version", help="recmgd's version")
+    pol = sub.add_parser("policy", help="policy profiles")
+    psub = pol.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pl = psub.add_parser("list", help="available profiles")
+    pl.add_argument("--names", action="store_true", help="names only (for completion)")
+    ps = psub.add_parser("show", help="a profile's settings")
+    ps.add_argument("name", nargs="?")
+    pset = psub.add_parser("set", help="switch profile (a reload with that profile)")
+    pset.add_argument("name")
+    rec = sub.add_parser("record", help="record a target's accesses into an .rtrace file")
+    rec.add_argument("--segment", help="target segment (default: the only one)")
+    rec.add_argument("--batches", type=int, default=100)
+    rec.add_argument("-o", "--output", help="absolute path written by recmgd")
+    rec.add_argument("--status", action="store_true", help="show recordings")
     return p
 
 
@@ -41,9 +69,106 @@ def cmd_check(args) -> int:
     return EX_OK
 
 
+def render_status(st: dict) -> str:
+    tot = st["totals"]
+    lines = [f"recmgd {st['version']}, up {st['uptime_s']:.0f} s, tick {st['tick']} "
+             f"({st['last_tick_ms']} ms), {'PAUSED' if st['paused'] else 'running'}"
+             + (f", brake: {st['brake']}" if st["brake"] else ""),
+             f"migration: {st['backend']}"
+             + ("" if st["real_migration"] else " (modelled placement, no page moves)")
+             + f"; fast nodes {st['fast_nodes']}, slow nodes {st['slow_nodes']} "
+             f"({st['tier_basis']})",
+             f"policy: {st['profile']} ({st['caching']} + {st['prefetcher']}); "
+             f"config {st['config']}",
+             f"totals: {tot['accesses']} accesses, fast-tier hit ratio "
+             f"{100 * tot['hit_ratio']:.1f}%, {tot['ondemand']} on-demand fetches, "
+             f"{tot['promoted']} pages promoted, {tot['demoted']} demoted, "
+             f"{tot['pingpong']} ping-pong",
+             "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(tot["errors"].items()))
+                           or "none")]
+    if st["targets"]:
+        rows = [["segment", "pid", "pages", "fast", "budget", "hit%", "on-demand", "promoted",
+                 "demoted", "dropped"]]
+        for t in st["targets"]:
+            rows.append([t["segment"], str(t["pid"]), str(t["pages"]), str(t["fast_pages"]),
+                         str(t["budget_pages"]), f"{100 * t['hit_ratio']:.1f}",
+                         str(t["ondemand"]), str(t["promoted"]), str(t["demoted"]),
+                         str(t["dropped_batches"])])
+        lines += ["targets:", table(rows)]
+        size = sum(t["fast_pages"] for t in st["targets"]) * 4096
+        lines.append(f"  fast-tier use: {human_bytes(size)}")
+    else:
+        lines.append("targets: none attached")
+    for name, why in sorted(st["rejected"].items()):
+        lines.append(f"rejected {name}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def call(args, req: dict):
+    from recmg.service.control import request
+
+    try:
+        reply = request(args.socket, req)
+    except FileNotFoundError:
+        raise SystemExit(fail(f"recmgd is not running (no socket {args.socket})",
+                              EX_UNAVAILABLE)) from None
+    except PermissionError:
+        raise SystemExit(fail(f"permission denied on {args.socket}: run as root or as a "
+                              "member of control.read_group", EX_NOPERM)) from None
+    except (ConnectionError, OSError) as e:
+        raise SystemExit(fail(f"cannot talk to recmgd at {args.socket}: {e}",
+                              EX_UNAVAILABLE)) from None
+    if not reply.get("ok"):
+        code = EX_NOPERM if reply.get("code") == "EPERM" else 1
+        raise SystemExit(fail(reply.get("error", "error"), code))
+    return reply["result"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"check": cmd_check}[args.command](args)
+    if args.command == "check":
+        return cmd_check(args)
+    try:
+        return _daemon_command(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def _daemon_command(args) -> int:
+    cmd = args.command
+    if cmd == "status":
+        st = call(args, {"cmd": "status"})
+        print_json(st) if args.json else sys.stdout.write(render_status(st))
+    elif cmd == "stats":
+        print_json(call(args, {"cmd": "stats"}))
+    elif cmd == "metrics":
+        sys.stdout.write(call(args, {"cmd": "metrics"}))
+    elif cmd in ("reload", "pause", "resume", "version"):
+        print(json.dumps(call(args, {"cmd": cmd})))
+    elif cmd == "policy":
+        res = call(args, {"cmd": "policy", "action": args.action,
+                          **({"name": args.name} if getattr(args, "name", None) else {})})
+        if args.action == "list":
+            for p in res:
+                if args.names:
+                    print(p["name"])
+                else:
+                    print(f"{'*' if p.get('active') else ' '} {p['name']:<12} "
+                          f"{p.get('description') or p.get('error', '')}")
+        else:
+            print_json(res)
+    elif cmd == "record":
+        if args.status:
+            print_json(call(args, {"cmd": "record", "action": "status"}))
+        else:
+            if not args.output:
+                return fail("record needs -o/--output (an absolute path)", 64)
+            req = {"cmd": "record", "action": "start", "output": args.output,
+                   "batches": args.batches}
+            if args.segment:
+                req["segment"] = args.segment
+            print_json(call(args, req))
+    return EX_OK
 
 
 if __name__ == "__main__":

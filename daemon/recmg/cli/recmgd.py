@@ -1,25 +1,75 @@
-"""recmgd: the recmg tiering daemon (service entry point).
+"""recmgd: the recmg tiering daemon (run by systemd: packaging/systemd/recmgd.service).
 
-The tick pipeline (capture -> policy -> planner -> migrator) and the service
-lifecycle are not built yet; until then recmgd reports that plainly and exits 69
-(EX_UNAVAILABLE), which the systemd unit lists in RestartPreventExitStatus.
+Exit codes (sysexits): 0 clean stop, 64 usage, 69 unavailable (no slow tier for real
+migration, or a conflict with safety.on_conflict = "refuse"), 70 internal error,
+73 cannot create the control socket, 78 configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from recmg import __version__
-from recmg.cli.output import EX_UNAVAILABLE, fail
+from recmg.cli.output import EX_CONFIG, EX_OK, fail
+from recmg.service import config as cfgmod
+
+
+def setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        try:
+            from systemd.journal import JournalHandler
+
+            root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="recmgd"))
+            return
+        except ImportError:
+            pass
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("%(asctime)s recmgd %(levelname)s %(message)s"))
+    root.addHandler(h)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recmgd", description="recmg tiering daemon")
     p.add_argument("--version", action="version", version=f"recmgd {__version__}")
-    p.parse_args(argv)
-    return fail("the daemon pipeline is not available in this version; "
-                "`recmgctl check` and `recmg pages` work", EX_UNAVAILABLE)
+    p.add_argument("-c", "--config", help=f"config file (default {cfgmod.DEFAULT_PATH}; "
+                   "built-in defaults when that file is absent)")
+    p.add_argument("--check-config", nargs="?", const="", metavar="PATH",
+                   help="validate the config (and its policy profile), print problems, "
+                   "exit 0 or 78")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    if args.check_config is not None:
+        path = args.check_config or args.config
+        try:
+            cfg = cfgmod.load(path)
+            cfgmod.load_profile(cfg.policy.profile)
+        except cfgmod.ConfigError as e:
+            for key, msg in e.problems:
+                print(f"{e.source}: {key}: {msg}", file=sys.stderr)
+            return EX_CONFIG
+        print(f"{path or cfgmod.DEFAULT_PATH}: ok (profile {cfg.policy.profile}, backend "
+              f"{cfg.migration.backend})")
+        return EX_OK
+    setup_logging(args.log_level)
+    try:
+        cfg = cfgmod.load(args.config)
+    except cfgmod.ConfigError as e:
+        return fail(str(e), EX_CONFIG)
+    from recmg.service.daemon import Daemon, StartupError
+
+    try:
+        daemon = Daemon(cfg, args.config)
+        return daemon.serve()
+    except cfgmod.ConfigError as e:
+        return fail(str(e), EX_CONFIG)
+    except StartupError as e:
+        return fail(str(e), e.code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,263 @@
+"""recmgd configuration: /etc/recmg/recmgd.toml parsed into frozen dataclasses.
+
+Every key has a default (packaging/recmgd.toml documents each one).  Unknown keys,
+wrong types and out-of-range values are errors naming their dotted key path; all of
+them are collected so an operator fixes everything in one pass.  Units are in key
+names (``tick_ms``, ``rate_mib_s``).
+
+Policy profiles (``[policy] profile = "default"``) are TOML files: the package's
+``policies/`` (installed under <prefix>/share/recmg/policies and, by packaging,
+/usr/share/recmg/policies), overridden by files of the same name in
+/etc/recmg/policies.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from recmg.policy.cache import POLICIES
+from recmg.policy.prefetch import PREFETCHERS
+
+DEFAULT_PATH = "/etc/recmg/recmgd.toml"
+ADMIN_POLICY_DIR = "/etc/recmg/policies"
+MIGRATORS = ("move_pages", "simulated", "dryrun")
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems; ``problems`` lists (key path, message)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source, self.problems = source, problems
+        super().__init__(f"{source}: " + "; ".join(f"{k}: {m}" for k, m in problems))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which processes recmgd manages: segment names, pids, executable names."""
+
+    segments: tuple[str, ...] = ()  # segment names (recmg.<name>.<pid>); "*" = any
+    pids: tuple[int, ...] = ()
+    exe: tuple[str, ...] = ()  # process names (psutil name) whose segments to attach
+    allowed_uids: tuple[int, ...] = ()  # empty: any uid that owns its segment
+
+
+@dataclass(frozen=True)
+class Tiers:
+    fast_nodes: tuple[int, ...] = ()  # empty: from topology
+    slow_nodes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Budget:
+    fast_mib_per_target: int = 1024  # DRAM each target's tables may occupy
+    max_fast_node_share: float = 0.8  # never fill more of a fast node than this
+
+
+@dataclass(frozen=True)
+class Migration:
+    backend: str = "move_pages"  # move_pages | simulated | dryrun
+    rate_mib_s: float = 256.0  # cap on pages moved per second, both directions
+    batch_pages: int = 1024  # pages per move_pages call
+    tick_deadline_ms: int = 200  # migration stops for this tick when it runs out
+    min_residency_ticks: int = 5  # hysteresis: a moved page stays put this long
+    simulated_slow_ns: float = 300.0  # simulated backend: modelled latencies
+    simulated_fast_ns: float = 100.0
+
+
+@dataclass(frozen=True)
+class Safety:
+    free_floor_mib: int = 512  # no promotion when a fast node has less free memory
+    psi_some_avg10_max: float = 20.0  # memory PSI "some avg10" (%) above which moves pause
+    on_conflict: str = "warn"  # warn | refuse (NUMA balancing tiering, DAMON migrate)
+
+
+@dataclass(frozen=True)
+class Control:
+    socket: str = "/run/recmg/control.sock"
+    read_group: str = ""  # group allowed read commands (changes are root only)
+    max_request_bytes: int = 65536
+    max_requests_per_s: float = 50.0
+
+
+@dataclass(frozen=True)
+class Metrics:
+    textfile: str = ""  # atomically rewritten Prometheus textfile; "" = off
+    http_port: int = 0  # opt-in loopback HTTP exposition; 0 = off
+
+
+@dataclass(frozen=True)
+class Policy:
+    profile: str = "default"
+
+
+@dataclass(frozen=True)
+class Config:
+    tick_ms: int = 500
+    shm_dir: str = "/dev/shm"
+    target: Target = field(default_factory=Target)
+    tiers: Tiers = field(default_factory=Tiers)
+    budget: Budget = field(default_factory=Budget)
+    migration: Migration = field(default_factory=Migration)
+    safety: Safety = field(default_factory=Safety)
+    control: Control = field(default_factory=Control)
+    metrics: Metrics = field(default_factory=Metrics)
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A policy profile: what caches and what prefetches."""
+
+    name: str
+    caching: str = "s3fifo"
+    prefetcher: str = "none"
+    prefetch_budget_pages: int = 256
+    description: str = ""
+
+
+# ----------------------------------------------------------------------- validation
+_CHECKS = {
+    "tick_ms": lambda v: 10 <= v <= 60000 or "must be between 10 and 60000",
+    "budget.fast_mib_per_target": lambda v: v > 0 or "must be > 0",
+    "budget.max_fast_node_share": lambda v: 0 < v <= 1 or "must be in (0, 1]",
+    "migration.backend": lambda v: v in MIGRATORS or f"must be one of {', '.join(MIGRATORS)}",
+    "migration.rate_mib_s": lambda v: v > 0 or "must be > 0",
+    "migration.batch_pages": lambda v: 1 <= v <= 1 << 20 or "must be in 1..1048576",
+    "migration.tick_deadline_ms": lambda v: v > 0 or "must be > 0",
+    "migration.min_residency_ticks": lambda v: v >= 0 or "must be >= 0",
+    "safety.free_floor_mib": lambda v: v >= 0 or "must be >= 0",
+    "safety.psi_some_avg10_max": lambda v: 0 <= v <= 100 or "must be in 0..100",
+    "safety.on_conflict": lambda v: v in ("warn", "refuse") or "must be warn or refuse",
+    "control.max_request_bytes": lambda v: 256 <= v <= 1 << 24 or "must be in 256..16777216",
+    "control.max_requests_per_s": lambda v: v > 0 or "must be > 0",
+    "metrics.http_port": lambda v: 0 <= v <= 65535 or "must be a port number (0 = off)",
+}
+
+
+def _type_ok(value, typ) -> bool:
+    if typ in ("int", int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typ in ("float", float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ in ("str", str):
+        return isinstance(value, str)
+    if typ in ("bool", bool):
+        return isinstance(value, bool)
+    return True
+
+
+def _build(cls, data: dict, path: str, problems: list) -> object:
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        kp = f"{path}{key}"
+        if key not in known:
+            problems.append((kp, f"unknown key (known: {', '.join(sorted(known))})"))
+            continue
+        typ = known[key].type
+        if isinstance(typ, str) and typ.startswith("tuple"):
+            inner = typ[typ.index("[") + 1:typ.index(",")]
+            if not isinstance(value, list) or not all(_type_ok(v, inner) for v in value):
+                problems.append((kp, f"must be a list of {inner}"))
+                continue
+            value = tuple(value)
+        elif isinstance(typ, str) and typ[0].isupper():  # a nested section
+            if not isinstance(value, dict):
+                problems.append((kp, "must be a table (section)"))
+                continue
+            value = _build(_SECTIONS[typ], value, kp + ".", problems)
+        elif not _type_ok(value, typ):
+            problems.append((kp, f"must be of type {typ}, got {type(value).__name__}"))
+            continue
+        check = _CHECKS.get(kp)
+        if check is not None:
+            res = check(value)
+            if res is not True:
+                problems.append((kp, res))
+                continue
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+_SECTIONS = {c.__name__: c for c in (Target, Tiers, Budget, Migration, Safety, Control,
+                                     Metrics, Policy)}
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, [("(syntax)", str(e))]) from None
+    problems: list[tuple[str, str]] = []
+    cfg = _build(Config, data, "", problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load(path: str | None) -> Config:
+    """Load a config file.  The default path may be missing (built-in defaults); an
+    explicitly given path must exist."""
+    p = Path(path or DEFAULT_PATH)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        if path is None:
+            return Config()
+        raise ConfigError(str(p), [("(file)", "does not exist")]) from None
+    except OSError as e:
+        raise ConfigError(str(p), [("(file)", e.strerror)]) from None
+    return parse(text, str(p))
+
+
+# ------------------------------------------------------------------------ profiles
+def policy_dirs() -> list[Path]:
+    """Vendor directories first, the admin directory last (it overrides)."""
+    dirs = [Path(sys.prefix) / "share/recmg/policies", Path("/usr/share/recmg/policies")]
+    here = Path(__file__).resolve().parents[3] / "policies"  # a source checkout
+    if here.is_dir():
+        dirs.insert(0, here)
+    return dirs + [Path(ADMIN_POLICY_DIR)]
+
+
+def list_profiles(dirs: list[Path] | None = None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in dirs or policy_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("*.toml")):
+                found[f.stem] = f  # later directories override earlier ones
+    return found
+
+
+def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
+    files = list_profiles(dirs)
+    if name not in files:
+        raise ConfigError("policy.profile", [("policy.profile", f"unknown profile {name!r} "
+                                             f"(found: {', '.join(sorted(files)) or 'none'})")])
+    path = files[name]
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(str(path), [("(file)", str(e))]) from None
+    problems = []
+    if data.pop("schema", None) != 1:
+        problems.append(("schema", "must be 1"))
+    prof = _build(Profile, {"name": name, **data}, "", problems)
+    if prof.caching not in POLICIES or prof.caching == "belady":
+        problems.append(("caching", f"must be one of {', '.join(p for p in POLICIES if p != 'belady')}"
+                         " (belady is offline)"))
+    if prof.prefetcher not in PREFETCHERS or prof.prefetcher == "oracle":
+        problems.append(("prefetcher", "must be one of "
+                         + ", ".join(p for p in PREFETCHERS if p != "oracle")))
+    if prof.prefetch_budget_pages < 0:
+        problems.append(("prefetch_budget_pages", "must be >= 0"))
+    if problems:
+        raise ConfigError(str(path), problems)
+    return prof
+
+
+def with_profile(cfg: Config, name: str) -> Config:
+    return replace(cfg, policy=Policy(profile=name))

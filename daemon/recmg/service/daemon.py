@@ -1,0 +1,340 @@
+"""recmgd's lifecycle: two threads, signals, sd_notify, reload, shutdown.
+
+- The main thread serves the control socket, handles signals and talks to systemd.
+  sd_notify goes through systemd-python: READY=1 after the first tick;
+  RELOADING=1 with MONOTONIC_USEC during a reload; STOPPING=1; and STATUS= lines.
+- WATCHDOG=1 is sent only while the worker makes progress: a tick finished within the
+  last half watchdog interval (WATCHDOG_USEC).
+- The worker thread runs the pipeline once per ``tick_ms`` while holding the pipeline
+  lock. The main thread takes the same lock for status, pause and reload, so a reload
+  swaps between ticks.
+- SIGHUP and ``recmgctl reload`` share one path, ``reload()``. It validates
+  everything, then swaps. Any error keeps the old config and policy and is reported.
+- SIGTERM or SIGINT: the worker finishes the current batch of moves (bounded by the
+  tick deadline), then every target is detached cleanly, and recmgd exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from recmg import __version__
+from recmg.capture import segment as seg
+from recmg.capture.watcher import ProcessWatcher
+from recmg.service import config as cfgmod
+from recmg.service import metrics as m
+from recmg.service.control import ControlError, ControlServer
+from recmg.service.pipeline import Pipeline
+from recmg.tiering import topology
+from recmg.trace import format as tf
+
+log = logging.getLogger("recmgd")
+
+
+class StartupError(Exception):
+    def __init__(self, code: int, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+def notify(state: str) -> None:
+    """sd_notify(3); a no-op outside systemd (no NOTIFY_SOCKET)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    from systemd import daemon as sd
+
+    sd.notify(state)
+
+
+def resolve_tiers(cfg: cfgmod.Config, topo: topology.Topology) -> tuple[list[int], list[int], str]:
+    """(fast, slow, how).  The simulated and dryrun backends on a host without a slow
+    tier model one: a virtual node numbered after the last real one."""
+    fast = list(cfg.tiers.fast_nodes) or topo.fast_nodes or [0]
+    slow = list(cfg.tiers.slow_nodes) or topo.slow_nodes
+    if slow:
+        return fast, slow, "configured" if cfg.tiers.slow_nodes else topo.tier_basis
+    if cfg.migration.backend == "move_pages":
+        raise StartupError(os.EX_UNAVAILABLE, "no slow memory tier on this host: set "
+                           "[migration] backend = \"simulated\" (or \"dryrun\"), or configure "
+                           "[tiers] slow_nodes; `recmgctl check` explains")
+    virtual = max([n.id for n in topo.nodes] + fast) + 1
+    return fast, [virtual], f"simulated slow node {virtual}"
+
+
+class Daemon:
+    def __init__(self, cfg: cfgmod.Config, config_path: str | None, *,
+                 sys_root: str = "/sys", proc_root: str = "/proc",
+                 policy_dirs: list[Path] | None = None):
+        self.cfg, self.config_path = cfg, config_path
+        self.sys_root, self.proc_root = sys_root, proc_root
+        self.policy_dirs = policy_dirs
+        self.profile = cfgmod.load_profile(cfg.policy.profile, policy_dirs)
+        self.topo = topology.probe(sys_root, proc_root)
+        conflicts = [f for f in self.topo.findings() if f.level == "conflict"]
+        for f in conflicts:
+            log.warning("conflict: %s (fix: %s)", f.what, f.fix)
+        if conflicts and cfg.safety.on_conflict == "refuse" and cfg.migration.backend == "move_pages":
+            raise StartupError(os.EX_UNAVAILABLE, "refusing to start: " + "; ".join(
+                f.what for f in conflicts) + " (safety.on_conflict = \"refuse\")")
+        self.fast, self.slow, self.tier_basis = resolve_tiers(cfg, self.topo)
+        self.pipeline = Pipeline(cfg, self.profile, self.fast, self.slow, proc_root, sys_root)
+        if cfg.migration.backend != "move_pages":
+            log.warning("migration backend is %r: placement is modelled, no page moves "
+                        "(slow nodes %s)", cfg.migration.backend, self.slow)
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.last_progress = time.monotonic()
+        self.started = time.monotonic()
+        self.first_tick = threading.Event()
+        self.worker_error: BaseException | None = None
+        self.watcher = ProcessWatcher(poll_interval_s=cfg.tick_ms / 1000)
+        self.recordings: dict[str, dict] = {}
+        self.server: ControlServer | None = None
+
+    # -------------------------------------------------------------- target matching
+    def _wanted(self, name: str, pid: int) -> bool:
+        t = self.cfg.target
+        if "*" in t.segments or name in t.segments or pid in t.pids:
+            return True
+        if t.exe:
+            try:
+                return psutil.Process(pid).name() in t.exe
+            except psutil.Error:
+                return False
+        return False
+
+    def discover(self) -> None:
+        try:
+            entries = os.listdir(self.cfg.shm_dir)
+        except FileNotFoundError:
+            return
+        for fn in entries:
+            parsed = seg.parse_segment_name(fn)
+            if parsed and fn not in self.pipeline.targets and self._wanted(*parsed):
+                if fn in self.pipeline.rejected and not psutil.pid_exists(parsed[1]):
+                    continue  # a stale segment: rejected once, not re-logged
+                self.pipeline.attach(Path(self.cfg.shm_dir) / fn)
+
+    # ------------------------------------------------------------------- the worker
+    def _worker(self) -> None:
+        period = self.cfg.tick_ms / 1000
+        next_tick = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                events = self.watcher.poll(0)
+                with self.lock:
+                    for kind, pid in events:
+                        if kind == "exit":
+                            for name, t in list(self.pipeline.targets.items()):
+                                if t.pid == pid:
+                                    self.pipeline.detach(name, "process exited")
+                    self.discover()
+                    self.pipeline.tick()
+                    self._record_step()
+                    self._update_gauges()
+                self.last_progress = time.monotonic()
+                self.first_tick.set()
+                if self.cfg.metrics.textfile:
+                    try:
+                        m.write_textfile(self.cfg.metrics.textfile)
+                    except OSError as e:
+                        log.warning("cannot write metrics textfile %s: %s",
+                                    self.cfg.metrics.textfile, e)
+                period = self.cfg.tick_ms / 1000
+                next_tick = max(next_tick + period, time.monotonic())
+                self.stop_event.wait(max(0.0, next_tick - time.monotonic()))
+        except BaseException as e:  # a bug: report and stop (systemd restarts us)
+            log.exception("worker failed")
+            self.worker_error = e
+            self.stop_event.set()
+            self.first_tick.set()
+
+    def _update_gauges(self) -> None:
+        tot = self.pipeline.status()["totals"]
+        m.HIT_RATIO.set(tot["hit_ratio"])
+        m.PAUSED.set(1 if self.pipeline.paused else 0)
+
+    # --------------------------------------------------------------- recording
+    def _record_step(self) -> None:
+        """Recordings tee what targets read: the pipeline's reader already consumed
+        the batches, so a recording asks the pipeline for them via a hook."""
+        for name, rec in list(self.recordings.items()):
+            t = self.pipeline.targets.get(name)
+            if t is None or rec["done"]:
+                continue
+            if len(rec["batches"]) >= rec["want"]:
+                self._finish_recording(name, rec, t)
+
+    def _finish_recording(self, name: str, rec: dict, t) -> None:
+        parts = rec["batches"][: rec["want"]]
+        keys = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
+        offs = np.zeros(len(parts) + 1, np.uint64)
+        np.cumsum([len(p[0]) for p in parts], out=offs[1:])
+        trace = tf.Trace(tables=[r.info for r in t.reader.tables], keys=keys, batch_offsets=offs,
+                         batch_ids=np.array([p[1] for p in parts], np.uint64),
+                         timestamps_ns=np.array([p[2] for p in parts], np.uint64),
+                         meta={"source": "recmgd", "segment": name, "pid": t.pid})
+        try:
+            tf.write(rec["output"], trace)
+            rec["result"] = f"wrote {len(parts)} batches to {rec['output']}"
+        except OSError as e:
+            rec["result"] = f"failed: {e}"
+        rec["done"] = True
+        t.recorder = None
+
+    # ------------------------------------------------------------------- commands
+    def reload(self, new_profile: str | None = None) -> dict:
+        """The one reload path (SIGHUP, `recmgctl reload`, `policy set`)."""
+        notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            cfg = cfgmod.load(self.config_path) if self.config_path or new_profile is None \
+                else self.cfg
+            if new_profile is not None:
+                cfg = cfgmod.with_profile(cfg, new_profile)
+            profile = cfgmod.load_profile(cfg.policy.profile, self.policy_dirs)
+            with self.lock:
+                self.pipeline.reconfigure(cfg, profile)
+                self.cfg, self.profile = cfg, profile
+        except (cfgmod.ConfigError, ValueError) as e:
+            m.RELOADS.labels(result="failed").inc()
+            log.error("reload failed, keeping the running config: %s", e)
+            notify(f"READY=1\nSTATUS=reload failed: {e}")
+            raise ControlError("EINVAL", f"reload failed, old config kept: {e}") from None
+        m.RELOADS.labels(result="ok").inc()
+        log.info("reloaded: profile %s (%s + %s)", profile.name, profile.caching,
+                 profile.prefetcher)
+        notify(f"READY=1\nSTATUS=profile {profile.name}")
+        return {"profile": profile.name, "caching": profile.caching,
+                "prefetcher": profile.prefetcher}
+
+    def handle(self, key: str, req: dict, creds) -> object:
+        if key == "version":
+            return {"version": __version__}
+        if key in ("status", "stats"):
+            with self.lock:
+                st = self.pipeline.status()
+            st.update(uptime_s=round(time.monotonic() - self.started, 1),
+                      version=__version__, tier_basis=self.tier_basis,
+                      config=self.config_path or "(built-in defaults)")
+            if key == "stats":
+                st["metrics"] = m.exposition()
+            return st
+        if key == "metrics":
+            return m.exposition()
+        if key == "check":
+            return topology.probe(self.sys_root, self.proc_root).to_dict()
+        if key == "policy:list":
+            out = []
+            for name, path in sorted(cfgmod.list_profiles(self.policy_dirs).items()):
+                try:
+                    p = cfgmod.load_profile(name, self.policy_dirs)
+                    out.append({"name": name, "path": str(path), "description": p.description,
+                                "active": name == self.profile.name})
+                except cfgmod.ConfigError as e:
+                    out.append({"name": name, "path": str(path), "error": str(e)})
+            return out
+        if key == "policy:show":
+            name = req.get("name") or self.profile.name
+            try:
+                return cfgmod.load_profile(name, self.policy_dirs).__dict__
+            except cfgmod.ConfigError as e:
+                raise ControlError("ENOENT", str(e)) from None
+        if key == "policy:set":
+            name = req.get("name")
+            if not isinstance(name, str):
+                raise ControlError("EINVAL", "policy set needs a profile name")
+            return self.reload(new_profile=name)
+        if key == "reload":
+            return self.reload()
+        if key in ("pause", "resume"):
+            with self.lock:
+                self.pipeline.paused = key == "pause"
+            m.PAUSED.set(1 if key == "pause" else 0)
+            notify(f"STATUS={'paused' if key == 'pause' else 'running'}")
+            return {"paused": key == "pause"}
+        if key == "record:start":
+            return self._start_recording(req)
+        if key == "record:status":
+            return {n: {k: v for k, v in r.items() if k != "batches"} | {"have": len(r["batches"])}
+                    for n, r in self.recordings.items()}
+        raise ControlError("EINVAL", f"unknown command {key!r}")
+
+    def _start_recording(self, req: dict) -> dict:
+        name, out, want = req.get("segment"), req.get("output"), req.get("batches", 100)
+        if not isinstance(out, str) or not out.startswith("/"):
+            raise ControlError("EINVAL", "record needs an absolute 'output' path")
+        if not isinstance(want, int) or not 1 <= want <= 1_000_000:
+            raise ControlError("EINVAL", "'batches' must be an integer in 1..1000000")
+        with self.lock:
+            names = list(self.pipeline.targets)
+            if name is None and len(names) == 1:
+                name = names[0]
+            if name not in self.pipeline.targets:
+                raise ControlError("ENOENT", f"no attached target {name!r} "
+                                   f"(attached: {', '.join(names) or 'none'})")
+            rec = {"output": out, "want": want, "batches": [], "done": False, "result": None}
+            self.recordings[name] = rec
+            target = self.pipeline.targets[name]
+            target.recorder = rec["batches"]
+        return {"segment": name, "output": out, "batches": want}
+
+    # ----------------------------------------------------------------- main loop
+    def serve(self) -> int:
+        c = self.cfg.control
+        try:
+            self.server = ControlServer(c.socket, self.handle, c.read_group,
+                                        c.max_request_bytes, c.max_requests_per_s)
+        except (OSError, KeyError) as e:
+            raise StartupError(os.EX_CANTCREAT, f"cannot create control socket {c.socket}: "
+                               f"{e}") from None
+        if self.cfg.metrics.http_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.cfg.metrics.http_port, addr="127.0.0.1", registry=m.REGISTRY)
+        reload_flag = threading.Event()
+        signal.signal(signal.SIGHUP, lambda *_: reload_flag.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        worker = threading.Thread(target=self._worker, name="recmgd-worker", daemon=True)
+        worker.start()
+        self.first_tick.wait(timeout=60)
+        notify(f"READY=1\nSTATUS=running: backend {self.pipeline.migrator.name}, profile "
+               f"{self.profile.name}, fast {self.fast}, slow {self.slow}")
+        log.info("recmgd %s ready: backend %s, fast nodes %s, slow nodes %s (%s), profile %s, "
+                 "control %s", __version__, self.pipeline.migrator.name, self.fast, self.slow,
+                 self.tier_basis, self.profile.name, c.socket)
+        wd_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        last_wd = 0.0
+        try:
+            while not self.stop_event.is_set():
+                self.server.poll(0.2)
+                if reload_flag.is_set():
+                    reload_flag.clear()
+                    try:
+                        self.reload()
+                    except ControlError:
+                        pass  # logged and reported to systemd by reload()
+                if wd_usec:
+                    now = time.monotonic()
+                    half = wd_usec / 2e6
+                    if now - last_wd >= half / 2 and now - self.last_progress < half:
+                        notify("WATCHDOG=1")
+                        last_wd = now
+        finally:
+            notify("STOPPING=1")
+            self.stop_event.set()
+            worker.join(timeout=self.cfg.migration.tick_deadline_ms / 1000 + 5)
+            with self.lock:
+                self.pipeline.close()
+            self.server.close()
+            self.watcher.close()
+            log.info("recmgd stopped")
+        return 70 if self.worker_error else 0

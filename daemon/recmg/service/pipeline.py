@@ -1,0 +1,295 @@
+"""One tick of recmgd: capture -> policy -> planner -> migrator -> metrics.
+
+A ``TargetState`` is one attached process: its validated segment reader, the page
+map of its tables, where each page is, and its policy objects.  ``Pipeline.tick()``
+runs every target once; it owns time and error policy, so the stages stay pure.
+
+Units: the policies see *pages* (global page index within a target), since pages are
+what moves.  Hit ratio and on-demand fetches are measured on what the workload read
+this tick: an access is a hit when its page was on a fast node at the time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recmg.capture.reader import SegmentError, SegmentReader
+from recmg.policy import prefetch as pf_mod
+from recmg.policy.cache import Cache, unique_ordered
+from recmg.service import metrics as m
+from recmg.service import safety
+from recmg.service.config import Config, Profile
+from recmg.tiering import migrators, planner
+
+log = logging.getLogger("recmgd")
+
+
+@dataclass
+class TargetStats:
+    batches: int = 0
+    accesses: int = 0
+    fast_accesses: int = 0
+    ondemand: int = 0
+    promoted: int = 0
+    demoted: int = 0
+    pingpong: int = 0
+    dropped_batches: int = 0
+    invalid_keys: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.fast_accesses / self.accesses if self.accesses else 0.0
+
+
+def _add_stats(into: TargetStats, s: TargetStats) -> None:
+    for f in ("batches", "accesses", "fast_accesses", "ondemand", "promoted", "demoted",
+              "pingpong", "dropped_batches", "invalid_keys"):
+        setattr(into, f, getattr(into, f) + getattr(s, f))
+    into.errors.update(s.errors)
+
+
+class TargetState:
+    def __init__(self, reader: SegmentReader, cfg: Config, profile: Profile,
+                 migrator: migrators.Migrator, fast: list[int], slow: list[int]):
+        self.reader = reader
+        self.pid = reader.pid
+        self.name = reader.path.name
+        self.pages = migrators.PageMap(reader.tables)
+        self.fast, self.slow = fast, slow
+        self.placement = migrator.initial_placement(self.pid, self.pages, fast[0], slow[0])
+        self.last_moved = np.full(self.pages.n_pages, -(1 << 30), np.int64)
+        self.last_promoted = np.full(self.pages.n_pages, -(1 << 30), np.int64)
+        self.stats = TargetStats()
+        self.recorder: list | None = None  # `recmgctl record`: (keys, batch id, ts) per batch
+        self.set_policy(cfg, profile)
+
+    def set_policy(self, cfg: Config, profile: Profile) -> None:
+        """(Re)build policy objects; learned state is kept when the policy and the
+        budget are unchanged (reload keeps what still fits)."""
+        budget = max(1, cfg.budget.fast_mib_per_target * (1 << 20) // self.pages.page_size)
+        budget = min(budget, self.pages.n_pages)
+        same = (getattr(self, "profile", None) is not None
+                and self.profile.caching == profile.caching and self.budget_pages == budget)
+        if not same:
+            self.cache = Cache(profile.caching, budget)
+        if getattr(self, "profile", None) is None or self.profile.prefetcher != profile.prefetcher:
+            # the prefetcher sees page indices as one "table" of n_pages rows
+            self.prefetcher = pf_mod.make(profile.prefetcher, [self.pages.n_pages],
+                                          budget=profile.prefetch_budget_pages)
+        self.prefetcher.budget = profile.prefetch_budget_pages
+        self.profile, self.budget_pages = profile, budget
+
+    def fast_pages(self) -> int:
+        return int(np.count_nonzero(np.isin(self.placement, self.fast)))
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class Pipeline:
+    """Ticks over attached targets.  Not thread-safe: the worker thread owns it."""
+
+    def __init__(self, cfg: Config, profile: Profile, fast: list[int], slow: list[int],
+                 proc_root: str = "/proc", sys_root: str = "/sys"):
+        self.cfg, self.profile = cfg, profile
+        self.fast, self.slow = fast, slow
+        self.proc_root, self.sys_root = proc_root, sys_root
+        self.migrator = migrators.make(cfg.migration.backend, cfg.migration.batch_pages,
+                                       cfg.migration.rate_mib_s)
+        self.targets: dict[str, TargetState] = {}
+        self.retired = TargetStats()  # totals of targets that were detached
+        self.rejected: dict[str, str] = {}
+        self.tick_no = 0
+        self.paused = False
+        self.last_tick_s = 0.0
+        self.brake: str | None = None
+
+    # ------------------------------------------------------------------ attachment
+    def attach(self, path: Path) -> TargetState | None:
+        allowed = set(self.cfg.target.allowed_uids) or None
+        try:
+            reader = SegmentReader(path, self.proc_root, allowed)
+        except SegmentError as e:
+            if self.rejected.get(path.name) != str(e):
+                log.warning("rejected segment: %s", e)
+            self.rejected[path.name] = str(e)
+            m.SEGMENTS_REJECTED.inc()
+            return None
+        try:
+            state = TargetState(reader, self.cfg, self.profile, self.migrator, self.fast,
+                                self.slow)
+        except (OSError, ValueError) as e:
+            reader.close()
+            log.warning("cannot manage %s: %s", path.name, e)
+            self.rejected[path.name] = str(e)
+            return None
+        self.rejected.pop(path.name, None)
+        self.targets[path.name] = state
+        log.info("attached %s: pid %d, %d tables, %d pages, budget %d pages, backend %s",
+                 path.name, state.pid, len(reader.tables), state.pages.n_pages,
+                 state.budget_pages, self.migrator.name)
+        return state
+
+    def detach(self, name: str, why: str) -> None:
+        state = self.targets.pop(name, None)
+        if state is not None:
+            _add_stats(self.retired, state.stats)
+            state.close()
+            log.info("detached %s (pid %d): %s", name, state.pid, why)
+
+    def reconfigure(self, cfg: Config, profile: Profile) -> None:
+        """Swap config and policy between ticks; targets keep what still fits."""
+        if cfg.migration.backend != self.cfg.migration.backend:
+            raise ValueError("migration.backend cannot change on reload; restart recmgd")
+        self.migrator = migrators.make(cfg.migration.backend, cfg.migration.batch_pages,
+                                       cfg.migration.rate_mib_s)
+        self.cfg, self.profile = cfg, profile
+        for t in self.targets.values():
+            t.set_policy(cfg, profile)
+
+    # ------------------------------------------------------------------------ tick
+    def tick(self) -> None:
+        t0 = time.monotonic()
+        self.tick_no += 1
+        deadline = t0 + self.cfg.migration.tick_deadline_ms / 1000
+        self.brake = safety.brake_reason(self.cfg.safety, self.fast, self.sys_root,
+                                         self.proc_root)
+        for name in list(self.targets):
+            state = self.targets[name]
+            try:
+                self._tick_target(state, deadline)
+            except SegmentError as e:
+                m.SEGMENTS_REJECTED.inc()
+                self.rejected[name] = str(e)
+                self.detach(name, f"segment became invalid: {e}")
+            except ProcessLookupError:
+                self.detach(name, "process exited")
+            if name in self.targets and (not state.reader.writer_alive or state.reader.closed):
+                state.reader.read()  # drain what the writer published last
+                self.detach(name, "process exited" if not state.reader.writer_alive
+                            else "client closed its segment")
+        self.last_tick_s = time.monotonic() - t0
+        m.TICK_SECONDS.observe(self.last_tick_s)
+        m.TICKS.inc()
+        m.TARGETS.set(len(self.targets))
+
+    def _tick_target(self, st: TargetState, deadline: float) -> None:
+        batch = st.reader.read()
+        s = st.stats
+        s.dropped_batches += batch.dropped_batches
+        s.invalid_keys += batch.invalid_keys
+        m.CAPTURE_DROPPED.inc(batch.dropped_batches)
+        if st.recorder is not None:
+            offs = batch.batch_offsets.astype(np.int64)
+            st.recorder.extend((batch.keys[offs[b]:offs[b + 1]], int(batch.batch_ids[b]),
+                                int(batch.timestamps_ns[b])) for b in range(batch.n_batches))
+        if batch.n_batches:
+            pages = st.pages.pages_of_keys(batch.keys)
+            on_fast = np.isin(st.placement[pages], st.fast)
+            s.accesses += len(pages)
+            s.fast_accesses += int(np.count_nonzero(on_fast))
+            s.batches += batch.n_batches
+            m.ACCESSES.inc(len(pages))
+            # on-demand fetches: distinct vectors per batch whose page is slow
+            ondemand = 0
+            offs = batch.batch_offsets.astype(np.int64)
+            for b in range(batch.n_batches):
+                lo, hi = offs[b], offs[b + 1]
+                k = unique_ordered(batch.keys[lo:hi])
+                ondemand += int(np.count_nonzero(~np.isin(
+                    st.placement[st.pages.pages_of_keys(k)], st.fast)))
+            s.ondemand += ondemand
+            m.ONDEMAND.inc(ondemand)
+            # the policy sees every page access in order (as the simulator's access
+            # mode): recency and frequency both count, which a per-tick distinct set
+            # would flatten when a tick touches most pages
+            st.cache.access(pages.astype(np.uint64))
+            up = unique_ordered(pages.astype(np.uint64))
+            missed = up[~np.isin(st.placement[up.astype(np.int64)], st.fast)]
+            cand = st.prefetcher.observe(up, missed) if st.profile.prefetcher != "none" \
+                else np.zeros(0, np.uint64)
+        else:
+            cand = np.zeros(0, np.uint64)
+        if self.paused:
+            return
+        want = np.zeros(st.pages.n_pages, bool)
+        want[st.cache.resident().astype(np.int64)] = True
+        if len(cand):
+            cand = cand[~want[cand.astype(np.int64)]][: st.profile.prefetch_budget_pages]
+            want[cand.astype(np.int64)] = True
+        rate_pages = int(self.cfg.migration.rate_mib_s * (1 << 20) * self.cfg.tick_ms / 1000
+                         // st.pages.page_size)
+        p = planner.plan(st.placement, want, st.fast, st.slow, budget_pages=st.budget_pages,
+                         rate_pages=max(rate_pages, 1), last_moved=st.last_moved,
+                         tick=self.tick_no,
+                         min_residency_ticks=self.cfg.migration.min_residency_ticks,
+                         allow_promote=self.brake is None)
+        if self.brake == "psi":
+            return  # memory pressure: no moves at all this tick
+        if p.cut_by_rate:
+            m.RATE_LIMITED.inc(p.cut_by_rate)
+        for idx, node, kind in ((p.demote, p.slow_node, "demote"),
+                                (p.promote, p.fast_node, "promote")):
+            if not len(idx):
+                continue
+            out = self.migrator.apply(st.pid, st.pages, idx, node, st.placement, deadline)
+            moved_now = idx[np.isin(st.placement[idx], [node])]
+            st.last_moved[moved_now] = self.tick_no
+            if kind == "promote":
+                st.last_promoted[moved_now] = self.tick_no
+                s.promoted += len(moved_now)
+                m.PAGES_PROMOTED.inc(len(moved_now))
+            else:
+                # ping-pong: demoted within 4 hysteresis windows of its promotion
+                window = 4 * max(self.cfg.migration.min_residency_ticks, 1)
+                pp = int(np.count_nonzero(self.tick_no - st.last_promoted[moved_now] < window))
+                s.pingpong += pp
+                m.PINGPONG.inc(pp)
+                s.demoted += len(moved_now)
+                m.PAGES_DEMOTED.inc(len(moved_now))
+            m.BYTES_MOVED.inc(len(moved_now) * st.pages.page_size)
+            for err, n in out.errors.items():
+                s.errors[err] += n
+                m.MOVE_ERRORS.labels(errno=err).inc(n)
+            if out.deadline_hit:
+                m.DEADLINE_HIT.inc()
+                break
+
+    # ---------------------------------------------------------------------- status
+    def status(self) -> dict:
+        totals = TargetStats()
+        _add_stats(totals, self.retired)
+        targets = []
+        for name, t in sorted(self.targets.items()):
+            s = t.stats
+            _add_stats(totals, s)
+            targets.append({"segment": name, "pid": t.pid, "tables": len(t.reader.tables),
+                            "pages": t.pages.n_pages, "fast_pages": t.fast_pages(),
+                            "budget_pages": t.budget_pages, "batches": s.batches,
+                            "accesses": s.accesses, "hit_ratio": round(s.hit_ratio, 4),
+                            "ondemand": s.ondemand, "promoted": s.promoted,
+                            "demoted": s.demoted, "pingpong": s.pingpong,
+                            "dropped_batches": s.dropped_batches,
+                            "errors": dict(s.errors)})
+        return {"targets": targets, "rejected": dict(self.rejected),
+                "totals": {"accesses": totals.accesses, "hit_ratio": round(totals.hit_ratio, 4),
+                           "ondemand": totals.ondemand, "promoted": totals.promoted,
+                           "demoted": totals.demoted, "pingpong": totals.pingpong,
+                           "errors": dict(totals.errors)},
+                "tick": self.tick_no, "last_tick_ms": round(self.last_tick_s * 1000, 3),
+                "paused": self.paused, "brake": self.brake,
+                "backend": self.migrator.name, "real_migration": self.migrator.real,
+                "profile": self.profile.name, "caching": self.profile.caching,
+                "prefetcher": self.profile.prefetcher,
+                "fast_nodes": self.fast, "slow_nodes": self.slow}
+
+    def close(self) -> None:
+        for name in list(self.targets):
+            self.detach(name, "recmgd stopping")

@@ -1,0 +1,85 @@
+"""The planner: a pure function from desired placement to page moves.
+
+Inputs are arrays over a target's pages (global page index = position): where each
+page is now, which pages the policy wants in fast memory, and when each page last
+moved.  Output is which pages to demote and which to promote this tick, within:
+
+- the target's fast-memory budget (pages), demoting pages the policy no longer wants
+  to make room, and never keeping more promotions than the room left;
+- the rate cap (pages this tick, demotions first: they free the room);
+- hysteresis: a page that moved fewer than ``min_residency_ticks`` ago stays put,
+  which damps ping-pong;
+- safety: ``allow_promote=False`` (free-memory floor or pressure) plans demotions only.
+
+No clock, no syscalls: golden tests pin its output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+UNKNOWN = -1  # page not present yet (never touched) or not queried
+
+
+@dataclass(frozen=True)
+class Plan:
+    promote: np.ndarray  # page indices, to ``fast_node``
+    demote: np.ndarray  # page indices, to ``slow_node``
+    fast_node: int
+    slow_node: int
+    held_by_hysteresis: int = 0
+    cut_by_budget: int = 0
+    cut_by_rate: int = 0
+    blocked_promotions: int = 0  # safety said no promotions
+    notes: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"promote": self.promote.tolist(), "demote": self.demote.tolist(),
+                "fast_node": self.fast_node, "slow_node": self.slow_node,
+                "held_by_hysteresis": self.held_by_hysteresis,
+                "cut_by_budget": self.cut_by_budget, "cut_by_rate": self.cut_by_rate,
+                "blocked_promotions": self.blocked_promotions}
+
+
+def plan(placement: np.ndarray, want_fast: np.ndarray, fast_nodes: list[int],
+         slow_nodes: list[int], *, budget_pages: int, rate_pages: int,
+         last_moved: np.ndarray, tick: int, min_residency_ticks: int,
+         allow_promote: bool = True) -> Plan:
+    """placement: int node per page (UNKNOWN allowed); want_fast: bool per page, in
+    priority order given by ``want_fast`` being a bool mask (ties broken by index)."""
+    fast_node, slow_node = fast_nodes[0], slow_nodes[0]
+    is_fast = np.isin(placement, fast_nodes)
+    eligible = (tick - last_moved) >= min_residency_ticks
+    promote = np.flatnonzero(want_fast & ~is_fast & eligible)
+    want_but_held = int(np.count_nonzero(want_fast & ~is_fast & ~eligible))
+    candidates = np.flatnonzero(is_fast & ~want_fast & eligible)
+    held = want_but_held + int(np.count_nonzero(is_fast & ~want_fast & ~eligible))
+    blocked = 0
+    if not allow_promote:
+        blocked, promote = len(promote), promote[:0]
+    n_fast = int(np.count_nonzero(is_fast))
+    # room: demote unwanted fast pages only as far as the budget needs
+    need = max(0, n_fast + len(promote) - budget_pages)
+    demote = candidates[:need]
+    cut_budget = 0
+    room = budget_pages - (n_fast - len(demote))
+    if len(promote) > room:
+        cut_budget = len(promote) - max(room, 0)
+        promote = promote[:max(room, 0)]
+    # over budget already (e.g. budget lowered): demote the rest of the unwanted pages
+    if n_fast - len(demote) > budget_pages:
+        demote = candidates[:n_fast - budget_pages]
+    # rate: demotions first, then promotions
+    cut_rate = 0
+    if len(demote) > rate_pages:
+        cut_rate += len(demote) - rate_pages
+        demote = demote[:rate_pages]
+    left = rate_pages - len(demote)
+    if len(promote) > left:
+        cut_rate += len(promote) - left
+        promote = promote[:left]
+    return Plan(promote=promote, demote=demote, fast_node=fast_node, slow_node=slow_node,
+                held_by_hysteresis=held, cut_by_budget=cut_budget, cut_by_rate=cut_rate,
+                blocked_promotions=blocked)
