@@ -1,0 +1,26 @@
+# bash completion for recmgctl (tests/integration/test_daemon.py checks it against
+# recmgctl's argument parser).
+_recmgctl() {
+    local cur prev words cword
+    _init_completion || return
+    local commands="check status stats metrics reload pause resume version policy record"
+    case "${words[1]}" in
+        policy)
+            if [[ $cword -eq 2 ]]; then
+                COMPREPLY=($(compgen -W "list show set" -- "$cur"))
+            elif [[ $cword -eq 3 && ( "${words[2]}" == set || "${words[2]}" == show ) ]]; then
+                COMPREPLY=($(compgen -W "$(recmgctl policy list --names 2>/dev/null)" -- "$cur"))
+            fi
+            return ;;
+        check)
+            COMPREPLY=($(compgen -W "--json --strict --sys-root --proc-root" -- "$cur")); return ;;
+        status)
+            COMPREPLY=($(compgen -W "--json" -- "$cur")); return ;;
+        record)
+            COMPREPLY=($(compgen -W "--segment --batches --output --status" -- "$cur")); return ;;
+    esac
+    if [[ $cword -eq 1 ]]; then
+        COMPREPLY=($(compgen -W "$commands --socket" -- "$cur"))
+    fi
+}
+complete -F _recmgctl recmgctl

@@ -1,0 +1,57 @@
+"""The planner's golden cases: budget, hysteresis, rate cap, safety."""
+
+import numpy as np
+import pytest
+
+from recmg.tiering.planner import UNKNOWN, plan
+
+FAST, SLOW = [0], [1]
+
+
+def run(placement, want, budget=4, rate=100, last=None, tick=10, residency=0, promote=True):
+    placement = np.array(placement)
+    return plan(placement, np.array(want, bool), FAST, SLOW, budget_pages=budget,
+                rate_pages=rate, last_moved=np.zeros(len(placement), np.int64)
+                if last is None else np.array(last), tick=tick,
+                min_residency_ticks=residency, allow_promote=promote)
+
+
+@pytest.mark.parametrize("case", [
+    # placement, want, budget, rate -> promote, demote
+    dict(p=[1, 1, 1, 1], w=[1, 1, 0, 0], b=4, r=100, promote=[0, 1], demote=[]),
+    # full fast tier: demote only as many unwanted pages as the budget needs
+    dict(p=[0, 0, 0, 1, 1], w=[0, 1, 1, 1, 0], b=3, r=100, promote=[3], demote=[0]),
+    # unwanted fast pages stay while there is room (no needless moves)
+    dict(p=[0, 0, 1], w=[0, 0, 1], b=3, r=100, promote=[2], demote=[]),
+    # rate cap: demotions first, then promotions
+    dict(p=[0, 0, 1, 1], w=[0, 0, 1, 1], b=2, r=3, promote=[2], demote=[0, 1]),
+    # over budget (budget lowered): demote down to it
+    dict(p=[0, 0, 0, 0], w=[1, 0, 0, 0], b=1, r=100, promote=[], demote=[1, 2, 3]),
+    # pages never touched (UNKNOWN) can be promoted
+    dict(p=[UNKNOWN, 1], w=[1, 0], b=2, r=100, promote=[0], demote=[]),
+])
+def test_golden_plans(case):
+    p = run(case["p"], case["w"], case["b"], case["r"])
+    assert p.promote.tolist() == case["promote"] and p.demote.tolist() == case["demote"]
+    assert (p.fast_node, p.slow_node) == (0, 1)
+
+
+def test_cut_counts():
+    p = run([1] * 6, [1] * 6, budget=4, rate=2)
+    assert p.cut_by_budget == 2 and p.cut_by_rate == 2 and len(p.promote) == 2
+
+
+def test_hysteresis_holds_recently_moved_pages():
+    p = run([0, 1, 1], [0, 1, 1], budget=2, last=[9, 9, 0], tick=10, residency=5)
+    # page 0 (fast, unwanted) and page 1 (slow, wanted) moved 1 tick ago: held
+    assert p.promote.tolist() == [2] and p.demote.tolist() == [] and p.held_by_hysteresis == 2
+
+
+def test_safety_blocks_promotions_but_not_demotions():
+    p = run([0, 0, 1], [0, 0, 1], budget=1, promote=False)
+    assert p.promote.tolist() == [] and p.demote.tolist() == [0] and p.blocked_promotions == 1
+
+
+def test_plan_to_dict_is_json_ready():
+    d = run([1], [1]).to_dict()
+    assert d["promote"] == [0] and d["cut_by_rate"] == 0
