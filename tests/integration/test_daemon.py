@@ -1,0 +1,360 @@
+"""recmgd in-process and as a process, against live workloads: pipeline, control
+socket, reload, re-attach, sd_notify, metrics, packaging checks."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recmg.capture.reader import discover
+from recmg.cli import recmgctl
+from recmg.client import Client
+from recmg.service import config as cfgmod
+from recmg.service import control, safety
+from recmg.service.daemon import Daemon, StartupError
+from recmg.service.pipeline import Pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests/data/topology"
+PY = sys.executable
+
+
+def wait(pred, timeout=30.0, step=0.05):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def write_config(tmp_path, **sections) -> Path:
+    lines = [f"tick_ms = {sections.pop('tick_ms', 100)}"]
+    base = {"target": {"segments": ["*"]}, "migration": {"backend": "simulated"},
+            "budget": {"fast_mib_per_target": 1},
+            "control": {"socket": str(tmp_path / "ctl.sock")}}
+    for k, v in sections.items():
+        base.setdefault(k, {}).update(v)
+    for sec, kv in base.items():
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in kv.items()]
+    p = tmp_path / "recmgd.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def start_workload(name, seconds=60, tables=2, rows=20000, dim=16):
+    return subprocess.Popen([PY, "-m", "recmg.cli.recmg", "workload", "--tables", str(tables),
+                             "--rows", str(rows), "--dim", str(dim), "--batch-size", "64",
+                             "--pooling", "4", "--duration", str(seconds), "--name", name,
+                             "--report-every", "1000"], stdout=subprocess.PIPE, text=True)
+
+
+def start_daemon(cfg_path, env=None):
+    return subprocess.Popen([PY, "-m", "recmg.cli.recmgd", "-c", str(cfg_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def ctl(sock, req):
+    return control.request(str(sock), req)
+
+
+# ------------------------------------------------------------------- in-process pipeline
+def test_pipeline_in_process_promotes_hot_pages_within_budget(tmp_path):
+    cfg = cfgmod.parse(f'[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       f'[budget]\nfast_mib_per_target = 1\n')
+    profile = cfgmod.load_profile("frequency")
+    with Client("inproc", [("a", 100_000, 64)], shm_dir=str(tmp_path)) as c:  # 25 MB
+        pipe = Pipeline(cfg, profile, [0], [1])
+        state = pipe.attach(Path(c.path))
+        assert state is not None and state.pages.n_pages == 6250
+        assert state.fast_pages() == 0  # simulated: everything starts slow
+        hot = np.arange(0, 100_000, 400)[:200]  # 200 rows on 200 pages
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            for _ in range(10):
+                c.record([np.concatenate([hot, rng.integers(0, 100_000, 50)])])
+            pipe.tick()
+        st = pipe.status()["targets"][0]
+        assert st["fast_pages"] <= st["budget_pages"] == 256
+        hot_pages = state.pages.pages_of_keys(hot.astype(np.uint64))
+        assert np.isin(state.placement[hot_pages], [0]).mean() > 0.95
+        assert st["promoted"] > 0 and st["hit_ratio"] > 0
+        pipe.paused = True
+        before = st["promoted"]
+        c.record([rng.integers(0, 100_000, 500)])
+        pipe.tick()
+        assert pipe.status()["targets"][0]["promoted"] == before
+        pipe.close()
+
+
+def test_psi_and_free_floor_brakes(tmp_path):
+    proc = tmp_path / "proc/pressure"
+    proc.mkdir(parents=True)
+    (proc / "memory").write_text("some avg10=55.00 avg60=1.00 avg300=0.00 total=1\n"
+                                 "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    node = tmp_path / "sys/devices/system/node/node0"
+    node.mkdir(parents=True)
+    (node / "meminfo").write_text("Node 0 MemTotal: 1000000 kB\nNode 0 MemFree: 100 kB\n")
+    s = cfgmod.Safety()
+    assert safety.brake_reason(s, [0], str(tmp_path / "sys"), str(tmp_path / "proc")) == "psi"
+    (proc / "memory").write_text("some avg10=1.00 avg60=1.00 avg300=0.00 total=1\n")
+    assert safety.brake_reason(s, [0], str(tmp_path / "sys"),
+                               str(tmp_path / "proc")) == "free_floor"
+    (node / "meminfo").write_text("Node 0 MemFree: 9000000 kB\n")
+    assert safety.brake_reason(s, [0], str(tmp_path / "sys"), str(tmp_path / "proc")) is None
+
+
+def test_conflicts_refuse_or_warn_and_missing_slow_tier():
+    t = FIXTURES / "two-socket-cxl"
+    refuse = cfgmod.parse('[safety]\non_conflict = "refuse"\n')
+    with pytest.raises(StartupError) as ei:
+        Daemon(refuse, None, sys_root=str(t / "sys"), proc_root=str(t / "proc"))
+    assert ei.value.code == 69 and "tiering mode" in str(ei.value)
+    d = Daemon(cfgmod.parse(""), None, sys_root=str(t / "sys"), proc_root=str(t / "proc"))
+    assert (d.fast, d.slow) == ([0, 1], [2, 3])
+    d.watcher.close()
+    one = FIXTURES / "one-node"
+    with pytest.raises(StartupError, match="no slow memory tier") as ei:
+        Daemon(cfgmod.parse(""), None, sys_root=str(one / "sys"), proc_root=str(one / "proc"))
+    assert ei.value.code == 69
+
+
+# --------------------------------------------------------------------- recmgd as process
+def test_daemon_process_against_live_workload(tmp_path):
+    cfgp = write_config(tmp_path, metrics={"textfile": str(tmp_path / "m.prom")})
+    sock = tmp_path / "ctl.sock"
+    wl = start_workload("live")
+    d = start_daemon(cfgp)
+    try:
+        wait(lambda: sock.exists() and ctl(sock, {"cmd": "status"})["result"]["targets"])
+        st = wait(lambda: (lambda r: r if r["totals"]["promoted"] > 0 else None)(
+            ctl(sock, {"cmd": "status"})["result"]))
+        assert st["backend"] == "simulated" and not st["real_migration"]
+        assert st["targets"][0]["segment"].startswith("recmg.live.")
+        assert st["totals"]["accesses"] > 0
+        assert recmgctl.main(["--socket", str(sock), "status"]) == 0
+        assert recmgctl.main(["--socket", str(sock), "pause"]) == 0
+        assert ctl(sock, {"cmd": "status"})["result"]["paused"] is True
+        assert recmgctl.main(["--socket", str(sock), "resume"]) == 0
+        text = ctl(sock, {"cmd": "metrics"})["result"]
+        assert re.search(r"^recmgd_pages_promoted_total \d", text, re.M)
+        assert "pid" not in text  # no pid labels
+        wait(lambda: (tmp_path / "m.prom").exists())
+        assert "recmgd_ticks_total" in (tmp_path / "m.prom").read_text()
+        out = tmp_path / "rec.rtrace"
+        assert ctl(sock, {"cmd": "record", "action": "start", "output": str(out),
+                          "batches": 5})["ok"]
+        wait(lambda: out.exists())
+        from recmg.trace import format as tf
+        assert tf.read(out).n_batches == 5
+    finally:
+        wl.kill()
+        d.send_signal(signal.SIGTERM)
+        out = d.communicate(timeout=30)[0]
+    assert d.returncode == 0, out
+    assert "recmgd stopped" in out and not sock.exists()
+
+
+def test_reload_with_bad_config_or_policy_keeps_the_old_one(tmp_path):
+    cfgp = write_config(tmp_path)
+    sock = tmp_path / "ctl.sock"
+    d = start_daemon(cfgp)
+    try:
+        wait(sock.exists)
+        good = cfgp.read_text()
+        cfgp.write_text(good + "[bogus]\nx = 1\n")
+        r = ctl(sock, {"cmd": "reload"})
+        assert not r["ok"] and "bogus" in r["error"] and "old config kept" in r["error"]
+        d.send_signal(signal.SIGHUP)  # the same path by signal: still alive, still default
+        time.sleep(0.5)
+        st = ctl(sock, {"cmd": "status"})["result"]
+        assert st["profile"] == "default" and d.poll() is None
+        cfgp.write_text(good)
+        r = ctl(sock, {"cmd": "policy", "action": "set", "name": "nonexistent"})
+        assert not r["ok"] and "unknown profile" in r["error"]
+        assert ctl(sock, {"cmd": "status"})["result"]["profile"] == "default"
+        r = ctl(sock, {"cmd": "policy", "action": "set", "name": "lru"})
+        assert r["ok"] and r["result"]["caching"] == "lru"
+        assert ctl(sock, {"cmd": "status"})["result"]["profile"] == "lru"
+        names = [p["name"] for p in ctl(sock, {"cmd": "policy", "action": "list"})["result"]]
+        assert {"default", "lru", "frequency"} <= set(names)
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.communicate(timeout=30)
+
+
+def test_target_that_exits_and_restarts_is_reattached(tmp_path):
+    cfgp = write_config(tmp_path)
+    sock = tmp_path / "ctl.sock"
+    d = start_daemon(cfgp)
+    first = start_workload("again")
+    try:
+        wait(lambda: sock.exists() and [t for t in ctl(sock, {"cmd": "status"})["result"]
+                                        ["targets"] if t["pid"] == first.pid])
+        first.kill()
+        first.wait()
+        wait(lambda: not ctl(sock, {"cmd": "status"})["result"]["targets"])
+        second = start_workload("again")
+        try:
+            wait(lambda: [t for t in ctl(sock, {"cmd": "status"})["result"]["targets"]
+                          if t["pid"] == second.pid])
+        finally:
+            second.kill()
+            second.wait()
+        for stale in discover(name="again"):
+            stale.unlink()  # killed clients leave their segment behind
+    finally:
+        d.send_signal(signal.SIGTERM)
+        out = d.communicate(timeout=30)[0]
+    assert "detached" in out and "process exited" in out
+
+
+def test_malformed_oversized_and_unauthorized_requests(tmp_path):
+    sockdir = Path(f"/tmp/recmg-ctl-test-{os.getpid()}")  # reachable by uid 65534
+    shutil.rmtree(sockdir, ignore_errors=True)
+    sock = sockdir / "ctl.sock"
+    cfgp = write_config(tmp_path, control={"max_request_bytes": 1024,
+                                           "max_requests_per_s": 5.0, "socket": str(sock)})
+    d = start_daemon(cfgp)
+    try:
+        wait(sock.exists)
+        for payload, code in ((b"not json\n", "EINVAL"), (b"[1, 2]\n", "EINVAL"),
+                              (b'{"cmd": "format-disk"}\n', "EINVAL"),
+                              (b'{"nocmd": 1}\n', "EINVAL")):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+                s.sendall(payload)
+                assert json.loads(s.makefile().readline())["code"] == code
+        with socket.socket(socket.AF_UNIX) as s:  # oversized: error, then closed
+            s.connect(str(sock))
+            s.sendall(b'{"cmd": "status", "pad": "' + b"x" * 4000 + b'"}\n')
+            f = s.makefile()
+            assert json.loads(f.readline())["code"] == "E2BIG"
+            assert f.readline() == ""
+        with socket.socket(socket.AF_UNIX) as s:  # rate limit
+            s.connect(str(sock))
+            s.sendall(b'{"cmd": "version"}\n' * 12)
+            replies = [json.loads(x) for x in s.makefile().read().splitlines()]
+            assert replies[-1]["code"] == "EAGAIN" and len(replies) <= 7
+        os.chmod(sockdir, 0o755)
+        os.chmod(sock, 0o666)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # an unprivileged peer: SO_PEERCRED says uid 65534
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                res = [control.request(str(sock), {"cmd": c})["code"] for c in ("status",
+                                                                                  "pause")]
+                os.write(w, json.dumps(res).encode())
+            except BaseException as e:  # noqa: BLE001 - report to the parent
+                os.write(w, json.dumps([repr(e)]).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        got = json.loads(os.read(r, 1000))
+        os.waitpid(pid, 0)
+        assert got == ["EPERM", "EPERM"]
+        assert d.poll() is None  # the daemon kept running through all of it
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.communicate(timeout=30)
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_sd_notify_sequence(tmp_path):
+    ns = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(ns))
+    listener.settimeout(20)
+    cfgp = write_config(tmp_path)
+    d = start_daemon(cfgp, env={"NOTIFY_SOCKET": str(ns), "WATCHDOG_USEC": "1000000"})
+    msgs = []
+
+    def until(pred):
+        while not any(pred(m) for m in msgs):
+            msgs.append(listener.recv(4096).decode())
+
+    try:
+        until(lambda m: "READY=1" in m)
+        until(lambda m: m == "WATCHDOG=1")
+        d.send_signal(signal.SIGHUP)
+        until(lambda m: "RELOADING=1" in m)
+        until(lambda m: "READY=1" in m and "STATUS=profile" in m)
+        d.send_signal(signal.SIGTERM)
+        until(lambda m: "STOPPING=1" in m)
+    finally:
+        d.wait(timeout=30)
+        listener.close()
+    assert d.returncode == 0
+    reloading = next(m for m in msgs if "RELOADING=1" in m)
+    assert re.search(r"MONOTONIC_USEC=\d+", reloading)
+    order = [i for i, m in enumerate(msgs) if "READY=1" in m or "RELOADING=1" in m
+             or "STOPPING=1" in m]
+    kinds = [("READY" if "READY=1" in msgs[i] else "RELOADING" if "RELOADING" in msgs[i]
+              else "STOPPING") for i in order]
+    assert kinds[:1] == ["READY"] and kinds[-1] == "STOPPING"
+    assert kinds.index("RELOADING") < len(kinds) - 1 and kinds[kinds.index("RELOADING") + 1] == "READY"
+
+
+def test_http_metrics_are_opt_in_and_loopback(tmp_path):
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfgp = write_config(tmp_path, metrics={"http_port": port})
+    d = start_daemon(cfgp)
+    try:
+        wait(lambda: (tmp_path / "ctl.sock").exists())
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b"recmgd_ticks_total" in body
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.communicate(timeout=30)
+
+
+def test_recmgctl_without_daemon_and_exit_codes(tmp_path, capsys):
+    assert recmgctl.main(["--socket", str(tmp_path / "none.sock"), "status"]) == 69
+    assert "recmgd is not running" in capsys.readouterr().err
+
+
+def test_bash_completion_matches_the_argument_parser():
+    text = (ROOT / "packaging/completion/recmgctl.bash").read_text()
+    parser = recmgctl.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    words = re.search(r'local commands="([^"]+)"', text).group(1).split()
+    assert sorted(words) == sorted(sub.choices)
+    policy = next(a for a in sub.choices["policy"]._actions if a.dest == "action")
+    assert all(w in text for w in policy.choices)
+    for name, p in sub.choices.items():
+        for a in p._actions:
+            for opt in a.option_strings:
+                if opt.startswith("--") and opt != "--help" and name in ("check", "status",
+                                                                           "record"):
+                    assert opt in text, (name, opt)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
+def test_systemd_unit_verifies(tmp_path):
+    unit = (ROOT / "packaging/systemd/recmgd.service").read_text()
+    recmgd = shutil.which("recmgd") or str(Path(PY).parent / "recmgd")
+    unit = unit.replace("/usr/bin/recmgd", recmgd)
+    unit = "\n".join(ln for ln in unit.splitlines() if not ln.startswith("Documentation="))
+    p = tmp_path / "recmgd.service"
+    p.write_text(unit + "\n")
+    res = subprocess.run(["systemd-analyze", "verify", str(p)], capture_output=True, text=True)
+    problems = [ln for ln in (res.stdout + res.stderr).splitlines()
+                if "recmgd.service" in ln]
+    assert not problems, problems
