@@ -1,5 +1,5 @@
 # recmg: two commands for a fresh machine.
-#   make run   - set everything up, then show what recmg does on this host
+#   make run   - set everything up, then the daemon demo here and in a two-node guest
 #   make test  - set everything up, then run the whole test suite (guest tests included)
 # Other targets: setup, unit (host tests only), vm-test (guest tests only), bench, clean.
 
@@ -48,8 +48,12 @@ install: venv
 run: setup
 	$(BIN)/recmgctl check
 	@echo
-	@echo "== the same check and a real page move, inside a two-NUMA-node guest (node 1 CPU-less)"
-	$(HARNESS) -- sh -c '$(BIN)/recmgctl check && $(BIN)/recmg pages demo --mib 256'
+	@echo "== the daemon managing the bundled DLRM workload on this host"
+	$(BIN)/recmg demo --seconds 15
+	@echo
+	@echo "== inside a two-NUMA-node guest (node 1 CPU-less): the check, a page move, and the"
+	@echo "== same demo with real move_pages migration"
+	$(HARNESS) -- sh -c '$(BIN)/recmgctl check && $(BIN)/recmg pages demo --mib 256 && $(BIN)/recmg demo --seconds 15'
 
 unit: install
 	$(BIN)/pytest -m "not guest and not vm"

@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no capture segment (the uninstrumented baseline)")
     wl.add_argument("--seed", type=int, default=0)
     wl.add_argument("--report-every", type=float, default=5.0, help="seconds")
+    wl.add_argument("--prefer-node", type=int,
+                    help="place the tables on this NUMA node at first touch")
+    wl.add_argument("--checksum", action="store_true",
+                    help="report whether table contents are unchanged at the end")
+    demo = sub.add_parser("demo", help="the newcomer's demo: the workload under recmgd, "
+                          "beside the same run with tiering off")
+    demo.add_argument("--seconds", type=float, default=20.0)
+    demo.add_argument("--backend", choices=["auto", "move_pages", "simulated"], default="auto")
+    demo.add_argument("--budget-mib", type=int, default=8)
 
     cap = sub.add_parser("capture", help="capture segments of instrumented processes")
     csub = cap.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -334,10 +343,17 @@ def cmd_sim(args) -> int:
     return EX_OK
 
 
+def cmd_demo(args) -> int:
+    from recmg.service import demo
+
+    return demo.run(args.seconds, args.backend, args.budget_mib)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return {"topology": cmd_topology, "pages": cmd_pages, "workload": cmd_workload,
-            "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim}[args.command](args)
+            "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim,
+            "demo": cmd_demo}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ class DLRM:
     with no recording (the uninstrumented baseline)."""
 
     def __init__(self, spec: ModelSpec, segment_name: str | None = None, seed: int = 0,
-                 key_capacity: int = 1 << 22):
+                 key_capacity: int = 1 << 22, prefer_node: int | None = None):
         if spec.bottom[-1] != spec.dim:
             raise ValueError("the bottom MLP must end in the embedding dim")
         self.spec = spec
@@ -70,6 +70,12 @@ class DLRM:
                 arr, m = alloc_table(r, spec.dim)
                 self.tables.append(arr)
                 self._maps.append(m)
+        if prefer_node is not None:  # place the tables' pages there on first touch
+            from recmg import native
+
+            for t in self.tables:
+                native.mbind(t.ctypes.data, t.nbytes + (-t.nbytes) % 4096,
+                             native.MPOL_PREFERRED, [prefer_node])
         for t in self.tables:  # deterministic contents, filled in 1M-row chunks
             for lo in range(0, len(t), 1 << 20):
                 t[lo:lo + (1 << 20)] = rng.standard_normal(
@@ -107,6 +113,15 @@ class DLRM:
         feats = np.concatenate([x[:, None, :], emb], axis=1)
         inter = np.einsum("bid,bjd->bij", feats, feats)[:, self._tri[0], self._tri[1]]
         return _forward_mlp(np.concatenate([x, inter], axis=1), self.top, True)[:, 0]
+
+    def checksum(self) -> str:
+        """sha256 over every table's bytes (contents must survive page moves)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for t in self.tables:
+            h.update(memoryview(t).cast("B"))
+        return h.hexdigest()
 
     def close(self) -> None:
         if self.client is not None:

@@ -50,9 +50,11 @@ def percentiles(values) -> dict[str, float]:
 def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None = None,
         batch_size: int = 256, pooling: int = 8, alpha: float = 1.05,
         trace_path: str | None = None, segment_name: str | None = "workload",
-        seed: int = 0, report_every_s: float = 5.0, out=print) -> dict:
+        seed: int = 0, report_every_s: float = 5.0, prefer_node: int | None = None,
+        checksum: bool = False, out=print) -> dict:
     """Run until batches or duration_s (or SIGTERM/SIGINT); returns the summary."""
-    model = DLRM(spec, segment_name=segment_name, seed=seed)
+    model = DLRM(spec, segment_name=segment_name, seed=seed, prefer_node=prefer_node)
+    start_sum = model.checksum() if checksum else None
     stop = {"flag": False}
 
     def _stop(signum, frame):
@@ -108,6 +110,8 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
                    **percentiles(lat)}
         if model.client is not None:
             summary["capture"] = model.client.stats()
+        if checksum:  # the tables are read-only during inference: moves must keep them
+            summary["tables_intact"] = model.checksum() == start_sum
         model.close()
     return summary
 
@@ -118,7 +122,8 @@ def main_args(args) -> int:
     summary = run(spec, batches=args.batches, duration_s=args.duration,
                   batch_size=args.batch_size, pooling=args.pooling, alpha=args.alpha,
                   trace_path=args.trace, segment_name=None if args.no_instrument else args.name,
-                  seed=args.seed, report_every_s=args.report_every)
+                  seed=args.seed, report_every_s=args.report_every,
+                  prefer_node=args.prefer_node, checksum=args.checksum)
     print("workload summary: " + " ".join(f"{k}={v}" for k, v in summary.items()))
     sys.stdout.flush()
     return 0
