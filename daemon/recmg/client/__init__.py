@@ -9,7 +9,8 @@
 
 Guarantees:
 - Tables live in page-aligned anonymous mmap memory (whole pages, no neighbours), so
-  recmgd can migrate their pages with move_pages(2) without touching anything else.
+  recmgd can migrate their pages with move_pages(2) without touching anything else;
+  they use base pages (MADV_NOHUGEPAGE), so moving a page moves 4 KiB, not 2 MiB.
 - ``record`` never blocks and allocates no per-batch buffers: keys are computed by
   ``np.bitwise_or(..., out=<ring slice>)`` straight into shared memory.  When the
   ring is full it drops the batch and counts it; it honours the daemon's sampling
@@ -34,16 +35,23 @@ DEFAULT_KEY_CAPACITY = 1 << 22  # 4 Mi keys = 32 MiB
 DEFAULT_BATCH_CAPACITY = 1 << 12
 
 
-def alloc_table(rows: int, dim: int, dtype="float32") -> tuple[np.ndarray, mmap.mmap]:
+def alloc_table(rows: int, dim: int, dtype="float32", huge_pages: bool = False
+                ) -> tuple[np.ndarray, mmap.mmap]:
     """A zeroed (rows, dim) array in its own page-aligned anonymous mapping.
-    Returns the array and the mmap that owns the memory (keep both alive)."""
+    Returns the array and the mmap that owns the memory (keep both alive).
+
+    Transparent huge pages are refused (MADV_NOHUGEPAGE) unless huge_pages=True:
+    moving one 4 KiB page of a THP migrates all 2 MiB of it, dragging hot rows along
+    with a cold page, so recmgd's page-granular placement needs base pages."""
     if rows <= 0 or dim <= 0:
         raise ValueError(f"table shape must be positive, got rows={rows} dim={dim}")
     dt = np.dtype(dtype)
     nbytes = rows * dim * dt.itemsize
-    m = mmap.mmap(-1, nbytes + (-nbytes) % mmap.PAGESIZE,
-                  flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    size = nbytes + (-nbytes) % mmap.PAGESIZE
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     arr = np.frombuffer(m, dtype=dt, count=rows * dim).reshape(rows, dim)
+    native.madvise(arr.ctypes.data, size,
+                   native.MADV_HUGEPAGE if huge_pages else native.MADV_NOHUGEPAGE)
     return arr, m
 
 
