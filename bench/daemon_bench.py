@@ -1,0 +1,109 @@
+"""recmgd benchmarks (issue: daemon).  Prints a table; never passes or fails.
+
+1. Tick latency p50/p99 while ingesting 1 M and 10 M accesses/s: an in-process
+   pipeline (simulated backend, default profile) fed by a real client ring; each tick
+   ingests rate x tick_ms worth of accesses.
+2. Daemon CPU seconds per million accesses (process CPU time of those ticks).
+3. Control-socket `status` latency while a recmgd process manages a live workload.
+
+    python bench/daemon_bench.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recmg.client import Client
+from recmg.service import config as cfgmod
+from recmg.service import control
+from recmg.service.pipeline import Pipeline
+from recmg.trace import synthetic
+
+
+def tick_latency(rate: float, tick_ms: int = 100, ticks: int = 40) -> dict:
+    tables, rows, dim = 8, 500_000, 32  # 512 MB of tables
+    per_tick = int(rate * tick_ms / 1000)
+    spec = synthetic.SyntheticSpec(rows=(rows,) * tables, pooling=(8,) * tables,
+                                   batch_size=1024, alpha=1.1, seed=1)
+    batch_keys = spec.lookups_per_batch
+    batches_per_tick = max(1, per_tick // batch_keys)
+    gen = synthetic.Generator(spec)
+    data = [gen.batch(b) for b in range(16)]
+    cfg = cfgmod.parse(f'tick_ms = {tick_ms}\n[migration]\nbackend = "simulated"\n'
+                       f'[budget]\nfast_mib_per_target = 64\n')
+    prof = cfgmod.load_profile("default")
+    d = tempfile.mkdtemp()
+    lat, cpu, n = [], 0.0, 0
+    with Client("bench", [(f"t{i}", rows, dim) for i in range(tables)], shm_dir=d,
+                key_capacity=1 << 24, batch_capacity=1 << 12) as c:
+        p = Pipeline(cfg, prof, [0], [1])
+        p.attach(Path(c.path))
+        for t in range(ticks):
+            for b in range(batches_per_tick):
+                c.record(data[(t * batches_per_tick + b) % len(data)])
+            c0, w0 = time.process_time(), time.perf_counter()
+            p.tick()
+            lat.append(time.perf_counter() - w0)
+            cpu += time.process_time() - c0
+            n += batches_per_tick * batch_keys
+        p.close()
+    lat = np.array(lat[3:]) * 1e3  # skip warm-up ticks
+    return {"rate": rate, "accesses_per_tick": batches_per_tick * batch_keys,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "cpu_s_per_M": cpu / n * 1e6, "budget_ms": tick_ms}
+
+
+def status_latency(n: int = 50) -> dict:
+    tmp = Path(tempfile.mkdtemp())
+    sock = tmp / "ctl.sock"
+    cfg = tmp / "recmgd.toml"
+    cfg.write_text(f'tick_ms = 100\n[target]\nsegments = ["benchwl"]\n[migration]\n'
+                   f'backend = "simulated"\n[budget]\nfast_mib_per_target = 8\n'
+                   f'[control]\nsocket = "{sock}"\n')
+    bindir = Path(sys.executable).parent
+    wl = subprocess.Popen([str(bindir / "recmg"), "workload", "--name", "benchwl",
+                           "--duration", "60", "--report-every", "1000"],
+                          stdout=subprocess.DEVNULL)
+    d = subprocess.Popen([str(bindir / "recmgd"), "-c", str(cfg), "--log-level", "error"])
+    try:
+        while not (sock.exists() and control.request(str(sock), {"cmd": "status"})
+                   ["result"]["totals"]["promoted"]):
+            time.sleep(0.1)
+        lat = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            control.request(str(sock), {"cmd": "status"})
+            lat.append((time.perf_counter() - t0) * 1e3)
+            time.sleep(0.02)
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.wait()
+        wl.kill()
+        wl.wait()
+    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+def main() -> None:
+    print("recmgd benchmarks (one run, one process per part)")
+    for rate in (1e6, 10e6):
+        r = tick_latency(rate)
+        print(f"  ingest {rate / 1e6:>4.0f} M accesses/s: tick p50 {r['p50_ms']:.1f} ms, p99 "
+              f"{r['p99_ms']:.1f} ms (tick period {r['budget_ms']} ms, "
+              f"{r['accesses_per_tick']} accesses/tick); "
+              f"{r['cpu_s_per_M']:.3f} CPU s per million accesses")
+    s = status_latency()
+    print(f"  control socket `status` while migrating: p50 {s['p50_ms']:.2f} ms, "
+          f"p99 {s['p99_ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
