@@ -115,6 +115,9 @@ class Profile:
     caching: str = "s3fifo"
     prefetcher: str = "none"
     prefetch_budget_pages: int = 256
+    # at most this many missed pages per tick reach the prefetcher: the temporal
+    # prefetchers index misses in Python, so this bounds their cost per tick
+    prefetch_observe_max: int = 4096
     description: str = ""
 
 
@@ -254,6 +257,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
                          + ", ".join(p for p in PREFETCHERS if p != "oracle")))
     if prof.prefetch_budget_pages < 0:
         problems.append(("prefetch_budget_pages", "must be >= 0"))
+    if prof.prefetch_observe_max < 1:
+        problems.append(("prefetch_observe_max", "must be >= 1"))
     if problems:
         raise ConfigError(str(path), problems)
     return prof

@@ -98,6 +98,7 @@ class Daemon:
         self.watcher = ProcessWatcher(poll_interval_s=cfg.tick_ms / 1000)
         self.recordings: dict[str, dict] = {}
         self.server: ControlServer | None = None
+        self.snapshot: dict = self.pipeline.status()
 
     # -------------------------------------------------------------- target matching
     def _wanted(self, name: str, pid: int) -> bool:
@@ -139,6 +140,7 @@ class Daemon:
                     self.discover()
                     self.pipeline.tick()
                     self._record_step()
+                    self.snapshot = self.pipeline.status()  # served without the lock
                     self._update_gauges()
                 self.last_progress = time.monotonic()
                 self.first_tick.set()
@@ -158,7 +160,7 @@ class Daemon:
             self.first_tick.set()
 
     def _update_gauges(self) -> None:
-        tot = self.pipeline.status()["totals"]
+        tot = self.snapshot["totals"]
         m.HIT_RATIO.set(tot["hit_ratio"])
         m.PAUSED.set(1 if self.pipeline.paused else 0)
 
@@ -203,6 +205,7 @@ class Daemon:
             with self.lock:
                 self.pipeline.reconfigure(cfg, profile)
                 self.cfg, self.profile = cfg, profile
+                self.snapshot = self.pipeline.status()
         except (cfgmod.ConfigError, ValueError) as e:
             m.RELOADS.labels(result="failed").inc()
             log.error("reload failed, keeping the running config: %s", e)
@@ -219,9 +222,10 @@ class Daemon:
         if key == "version":
             return {"version": __version__}
         if key in ("status", "stats"):
-            with self.lock:
-                st = self.pipeline.status()
-            st.update(uptime_s=round(time.monotonic() - self.started, 1),
+            # the worker's end-of-tick snapshot: status never waits for a tick
+            st = dict(self.snapshot)
+            st.update(paused=self.pipeline.paused,
+                      uptime_s=round(time.monotonic() - self.started, 1),
                       version=__version__, tier_basis=self.tier_basis,
                       config=self.config_path or "(built-in defaults)")
             if key == "stats":

@@ -213,8 +213,8 @@ class Pipeline:
             st.cache.access(pages.astype(np.uint64))
             up = unique_ordered(pages.astype(np.uint64))
             missed = up[~np.isin(st.placement[up.astype(np.int64)], st.fast)]
-            cand = st.prefetcher.observe(up, missed) if st.profile.prefetcher != "none" \
-                else np.zeros(0, np.uint64)
+            cand = st.prefetcher.observe(up, missed[: st.profile.prefetch_observe_max]) \
+                if st.profile.prefetcher != "none" else np.zeros(0, np.uint64)
         else:
             cand = np.zeros(0, np.uint64)
         if self.paused:
