@@ -91,8 +91,10 @@ _CLASSES = {
 
 # What an operator can do about each failure, per call family.
 _HINTS = {
-    ("move_pages", _errno.EPERM): "moving another user's pages needs CAP_SYS_NICE; "
-    "run recmgd as root or grant the capability (AmbientCapabilities=CAP_SYS_NICE)",
+    ("move_pages", _errno.EPERM): "moving another user's pages needs ptrace read access "
+    "to it: CAP_SYS_PTRACE since Linux 4.13 (CAP_SYS_NICE before, and for "
+    "MPOL_MF_MOVE_ALL); run recmgd as root or with AmbientCapabilities=CAP_SYS_PTRACE "
+    "CAP_SYS_NICE",
     ("move_pages", _errno.EACCES): "the node is not in the target's cpuset.mems; "
     "allow it in the target's cgroup or pick another node",
     ("move_pages", _errno.ENODEV): "that node does not exist or has no memory online; "

@@ -112,8 +112,11 @@ def test_psi_and_free_floor_brakes(tmp_path):
     (proc / "memory").write_text("some avg10=1.00 avg60=1.00 avg300=0.00 total=1\n")
     assert safety.brake_reason(s, [0], str(tmp_path / "sys"),
                                str(tmp_path / "proc")) == "free_floor"
-    (node / "meminfo").write_text("Node 0 MemFree: 9000000 kB\n")
+    (node / "meminfo").write_text("Node 0 MemTotal: 10000000 kB\nNode 0 MemFree: 9000000 kB\n")
     assert safety.brake_reason(s, [0], str(tmp_path / "sys"), str(tmp_path / "proc")) is None
+    # 10% used: above a 5% share cap, promotions stop
+    assert safety.brake_reason(s, [0], str(tmp_path / "sys"), str(tmp_path / "proc"),
+                               max_node_share=0.05) == "node_share"
 
 
 def test_conflicts_refuse_or_warn_and_missing_slow_tier():

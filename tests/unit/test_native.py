@@ -93,7 +93,7 @@ def test_missing_permission_is_explained():
     os.close(r)
     code, _, msg = got.partition("|")
     assert code == str(errno.EPERM), got
-    assert "CAP_SYS_NICE" in msg and "move_pages" in msg
+    assert "CAP_SYS_PTRACE" in msg and "move_pages" in msg
 
 
 def test_wrong_dtype_or_layout_is_refused_before_the_kernel_sees_it():

@@ -83,7 +83,9 @@ def render_status(st: dict) -> str:
              f"totals: {tot['accesses']} accesses, fast-tier hit ratio "
              f"{100 * tot['hit_ratio']:.1f}%, {tot['ondemand']} on-demand fetches, "
              f"{tot['promoted']} pages promoted, {tot['demoted']} demoted, "
-             f"{tot['pingpong']} ping-pong",
+             f"{tot['pingpong']} ping-pong"
+             + ("" if st["real_migration"] else
+                f", modelled stall {tot.get('modelled_stall_ms', 0):.1f} ms"),
              "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(tot["errors"].items()))
                            or "none")]
     if st["targets"]:

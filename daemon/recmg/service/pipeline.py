@@ -41,6 +41,7 @@ class TargetStats:
     pingpong: int = 0
     dropped_batches: int = 0
     invalid_keys: int = 0
+    modelled_stall_ns: float = 0.0  # simulated backend: on-demand x (slow - fast) latency
     errors: Counter = field(default_factory=Counter)
 
     @property
@@ -50,7 +51,7 @@ class TargetStats:
 
 def _add_stats(into: TargetStats, s: TargetStats) -> None:
     for f in ("batches", "accesses", "fast_accesses", "ondemand", "promoted", "demoted",
-              "pingpong", "dropped_batches", "invalid_keys"):
+              "pingpong", "dropped_batches", "invalid_keys", "modelled_stall_ns"):
         setattr(into, f, getattr(into, f) + getattr(s, f))
     into.errors.update(s.errors)
 
@@ -110,6 +111,7 @@ class Pipeline:
         self.paused = False
         self.last_tick_s = 0.0
         self.brake: str | None = None
+        self._warned: dict[str, float] = {}
 
     # ------------------------------------------------------------------ attachment
     def attach(self, path: Path) -> TargetState | None:
@@ -160,7 +162,7 @@ class Pipeline:
         self.tick_no += 1
         deadline = t0 + self.cfg.migration.tick_deadline_ms / 1000
         self.brake = safety.brake_reason(self.cfg.safety, self.fast, self.sys_root,
-                                         self.proc_root)
+                                         self.proc_root, self.cfg.budget.max_fast_node_share)
         for name in list(self.targets):
             state = self.targets[name]
             try:
@@ -207,6 +209,9 @@ class Pipeline:
                     st.placement[st.pages.pages_of_keys(k)], st.fast)))
             s.ondemand += ondemand
             m.ONDEMAND.inc(ondemand)
+            if not self.migrator.real:
+                mig = self.cfg.migration
+                s.modelled_stall_ns += ondemand * (mig.simulated_slow_ns - mig.simulated_fast_ns)
             # the policy sees every page access in order (as the simulator's access
             # mode): recency and frequency both count, which a per-tick distinct set
             # would flatten when a tick touches most pages
@@ -258,9 +263,19 @@ class Pipeline:
             for err, n in out.errors.items():
                 s.errors[err] += n
                 m.MOVE_ERRORS.labels(errno=err).inc(n)
+                self._warn_rate_limited(f"move:{err}", f"{st.name}: {n} pages failed to "
+                                        f"{kind} with {err} (total {s.errors[err]})")
             if out.deadline_hit:
                 m.DEADLINE_HIT.inc()
                 break
+
+    def _warn_rate_limited(self, key: str, msg: str, every_s: float = 60.0) -> None:
+        """One warning per key per minute, so a failing move cannot flood the journal."""
+        now = time.monotonic()
+        last = self._warned.get(key)
+        if last is None or now - last >= every_s:
+            self._warned[key] = now
+            log.warning(msg)
 
     # ---------------------------------------------------------------------- status
     def status(self) -> dict:
@@ -282,6 +297,7 @@ class Pipeline:
                 "totals": {"accesses": totals.accesses, "hit_ratio": round(totals.hit_ratio, 4),
                            "ondemand": totals.ondemand, "promoted": totals.promoted,
                            "demoted": totals.demoted, "pingpong": totals.pingpong,
+                           "modelled_stall_ms": round(totals.modelled_stall_ns / 1e6, 3),
                            "errors": dict(totals.errors)},
                 "tick": self.tick_no, "last_tick_ms": round(self.last_tick_s * 1000, 3),
                 "paused": self.paused, "brake": self.brake,

@@ -145,9 +145,11 @@ class Topology:
 
     @property
     def can_migrate(self) -> bool:
-        """Real migration possible: a fast and a slow tier, and CAP_SYS_NICE to move
-        another process's pages (move_pages(2))."""
-        return bool(self.fast_nodes and self.slow_nodes and self.caps.get("CAP_SYS_NICE"))
+        """Real migration possible: a fast and a slow tier, and the capabilities to
+        move another process's pages: CAP_SYS_PTRACE (ptrace read access, required by
+        move_pages(2) since Linux 4.13) and CAP_SYS_NICE (MPOL_MF_MOVE_ALL, before 4.13)."""
+        return bool(self.fast_nodes and self.slow_nodes and self.caps.get("CAP_SYS_NICE")
+                    and self.caps.get("CAP_SYS_PTRACE"))
 
     @property
     def perf_access(self) -> str:
@@ -190,11 +192,13 @@ class Topology:
             out.append(Finding("info", "reclaim demotes cold pages to the slow tier "
                                "(demotion_enabled=true); recmgd works alongside it", "none"))
         if not self.caps.get("CAP_SYS_NICE"):
-            out.append(Finding("missing", "CAP_SYS_NICE: cannot move another process's pages",
+            out.append(Finding("missing", "CAP_SYS_NICE: no MPOL_MF_MOVE_ALL, no "
+                               "process_madvise on other processes",
                                "run as root or with AmbientCapabilities=CAP_SYS_NICE"))
         if not self.caps.get("CAP_SYS_PTRACE"):
-            out.append(Finding("missing", "CAP_SYS_PTRACE: cannot inspect other users' "
-                               "processes or use process_madvise on them",
+            out.append(Finding("missing", "CAP_SYS_PTRACE: cannot move other users' pages "
+                               "(move_pages needs ptrace read access since Linux 4.13) or "
+                               "read their mappings",
                                "run as root or with AmbientCapabilities=CAP_SYS_PTRACE"))
         if self.perf_access != "full":
             out.append(Finding("missing", f"perf counters: {self.perf_access} "
@@ -210,8 +214,8 @@ class Topology:
             return (f"real migration possible: fast nodes {format_list(self.fast_nodes)}, "
                     f"slow nodes {format_list(self.slow_nodes)}{tail}")
         if self.fast_nodes and self.slow_nodes:
-            return ("two tiers present but migration not permitted (missing CAP_SYS_NICE)"
-                    + tail)
+            return ("two tiers present but migration not permitted (missing CAP_SYS_PTRACE "
+                    "or CAP_SYS_NICE)" + tail)
         return "no slow tier: recmgd would run with the simulated tier only" + tail
 
     def to_dict(self) -> dict:
