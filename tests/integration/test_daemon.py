@@ -361,3 +361,21 @@ def test_systemd_unit_verifies(tmp_path):
     problems = [ln for ln in (res.stdout + res.stderr).splitlines()
                 if "recmgd.service" in ln]
     assert not problems, problems
+
+
+def test_journal_records_carry_structured_fields():
+    import logging
+
+    from systemd.journal import JournalHandler
+
+    from recmg.service.pipeline import MSG_ATTACH, journal_fields
+    sent = []
+    h = JournalHandler(sender_function=lambda *a, **kw: sent.append((a, kw)))
+    log = logging.getLogger("recmgd-journal-test")
+    log.addHandler(h)
+    log.setLevel("INFO")
+    log.info("attached x", extra=journal_fields(MSG_ATTACH, 42, "recmg.x.42"))
+    (args, fields), = sent
+    assert args[0] == "attached x"
+    assert fields["MESSAGE_ID"] == MSG_ATTACH and fields["RECMGD_TARGET_PID"] == 42
+    assert fields["RECMGD_SEGMENT"] == "recmg.x.42"

@@ -32,7 +32,7 @@ from recmg.capture.watcher import ProcessWatcher
 from recmg.service import config as cfgmod
 from recmg.service import metrics as m
 from recmg.service.control import ControlError, ControlServer
-from recmg.service.pipeline import Pipeline
+from recmg.service.pipeline import MSG_RELOAD, Pipeline, journal_fields
 from recmg.tiering import topology
 from recmg.trace import format as tf
 
@@ -208,12 +208,13 @@ class Daemon:
                 self.snapshot = self.pipeline.status()
         except (cfgmod.ConfigError, ValueError) as e:
             m.RELOADS.labels(result="failed").inc()
-            log.error("reload failed, keeping the running config: %s", e)
+            log.error("reload failed, keeping the running config: %s", e,
+                      extra=journal_fields(MSG_RELOAD))
             notify(f"READY=1\nSTATUS=reload failed: {e}")
             raise ControlError("EINVAL", f"reload failed, old config kept: {e}") from None
         m.RELOADS.labels(result="ok").inc()
         log.info("reloaded: profile %s (%s + %s)", profile.name, profile.caching,
-                 profile.prefetcher)
+                 profile.prefetcher, extra=journal_fields(MSG_RELOAD))
         notify(f"READY=1\nSTATUS=profile {profile.name}")
         return {"profile": profile.name, "caching": profile.caching,
                 "prefetcher": profile.prefetcher}

@@ -29,6 +29,23 @@ from recmg.tiering import migrators, planner
 
 log = logging.getLogger("recmgd")
 
+# journald MESSAGE_IDs (journalctl MESSAGE_ID=...): stable per event kind
+MSG_ATTACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d01"
+MSG_DETACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d02"
+MSG_RELOAD = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d03"
+
+
+def journal_fields(message_id: str, pid: int | None = None, segment: str | None = None
+                   ) -> dict:
+    """Structured fields for systemd.journal.JournalHandler (upper-case extras become
+    journal fields; the stderr formatter ignores them)."""
+    out = {"MESSAGE_ID": message_id}
+    if pid is not None:
+        out["RECMGD_TARGET_PID"] = pid
+    if segment is not None:
+        out["RECMGD_SEGMENT"] = segment
+    return out
+
 
 @dataclass
 class TargetStats:
@@ -136,7 +153,8 @@ class Pipeline:
         self.targets[path.name] = state
         log.info("attached %s: pid %d, %d tables, %d pages, budget %d pages, backend %s",
                  path.name, state.pid, len(reader.tables), state.pages.n_pages,
-                 state.budget_pages, self.migrator.name)
+                 state.budget_pages, self.migrator.name,
+                 extra=journal_fields(MSG_ATTACH, state.pid, path.name))
         return state
 
     def detach(self, name: str, why: str) -> None:
@@ -144,7 +162,8 @@ class Pipeline:
         if state is not None:
             _add_stats(self.retired, state.stats)
             state.close()
-            log.info("detached %s (pid %d): %s", name, state.pid, why)
+            log.info("detached %s (pid %d): %s", name, state.pid, why,
+                     extra=journal_fields(MSG_DETACH, state.pid, name))
 
     def reconfigure(self, cfg: Config, profile: Profile) -> None:
         """Swap config and policy between ticks; targets keep what still fits."""
