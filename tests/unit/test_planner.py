@@ -55,3 +55,11 @@ def test_safety_blocks_promotions_but_not_demotions():
 def test_plan_to_dict_is_json_ready():
     d = run([1], [1]).to_dict()
     assert d["promote"] == [0] and d["cut_by_rate"] == 0
+
+
+def test_decision_hysteresis_keeps_pages_that_flicker_out_of_the_wanted_set():
+    # page 0 is fast and unwanted for 1 tick only; page 1 for 5 ticks: only 1 goes
+    p = plan(np.array([0, 0, 1]), np.array([0, 0, 1], bool), FAST, SLOW, budget_pages=2,
+             rate_pages=100, last_moved=np.zeros(3, np.int64), tick=100,
+             min_residency_ticks=3, unwanted_ticks=np.array([1, 5, 0]))
+    assert p.demote.tolist() == [1] and p.promote.tolist() == [2]

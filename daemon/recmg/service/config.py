@@ -118,6 +118,10 @@ class Profile:
     # at most this many missed pages per tick reach the prefetcher: the temporal
     # prefetchers index misses in Python, so this bounds their cost per tick
     prefetch_observe_max: int = 4096
+    # lfu: frequencies halve after this many page accesses (0: 8 x capacity, the
+    # simulator's default); the daemon sees every access, so a long half-life keeps
+    # the hot set stable across ticks
+    lfu_aging_accesses: int = 0
     description: str = ""
 
 
@@ -257,6 +261,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
                          + ", ".join(p for p in PREFETCHERS if p != "oracle")))
     if prof.prefetch_budget_pages < 0:
         problems.append(("prefetch_budget_pages", "must be >= 0"))
+    if prof.lfu_aging_accesses < 0:
+        problems.append(("lfu_aging_accesses", "must be >= 0"))
     if prof.prefetch_observe_max < 1:
         problems.append(("prefetch_observe_max", "must be >= 1"))
     if problems:

@@ -84,6 +84,7 @@ class TargetState:
         self.placement = migrator.initial_placement(self.pid, self.pages, fast[0], slow[0])
         self.last_moved = np.full(self.pages.n_pages, -(1 << 30), np.int64)
         self.last_promoted = np.full(self.pages.n_pages, -(1 << 30), np.int64)
+        self.unwanted_ticks = np.zeros(self.pages.n_pages, np.int32)
         self.stats = TargetStats()
         self.recorder: list | None = None  # `recmgctl record`: (keys, batch id, ts) per batch
         self.set_policy(cfg, profile)
@@ -94,9 +95,10 @@ class TargetState:
         budget = max(1, cfg.budget.fast_mib_per_target * (1 << 20) // self.pages.page_size)
         budget = min(budget, self.pages.n_pages)
         same = (getattr(self, "profile", None) is not None
-                and self.profile.caching == profile.caching and self.budget_pages == budget)
+                and self.profile.caching == profile.caching and self.budget_pages == budget
+                and self.profile.lfu_aging_accesses == profile.lfu_aging_accesses)
         if not same:
-            self.cache = Cache(profile.caching, budget)
+            self.cache = Cache(profile.caching, budget, aging=profile.lfu_aging_accesses)
         if getattr(self, "profile", None) is None or self.profile.prefetcher != profile.prefetcher:
             # the prefetcher sees page indices as one "table" of n_pages rows
             self.prefetcher = pf_mod.make(profile.prefetcher, [self.pages.n_pages],
@@ -248,13 +250,16 @@ class Pipeline:
         if len(cand):
             cand = cand[~want[cand.astype(np.int64)]][: st.profile.prefetch_budget_pages]
             want[cand.astype(np.int64)] = True
+        np.add(st.unwanted_ticks, 1, out=st.unwanted_ticks, where=~want)
+        st.unwanted_ticks[want] = 0
         rate_pages = int(self.cfg.migration.rate_mib_s * (1 << 20) * self.cfg.tick_ms / 1000
                          // st.pages.page_size)
         p = planner.plan(st.placement, want, st.fast, st.slow, budget_pages=st.budget_pages,
                          rate_pages=max(rate_pages, 1), last_moved=st.last_moved,
                          tick=self.tick_no,
                          min_residency_ticks=self.cfg.migration.min_residency_ticks,
-                         allow_promote=self.brake is None)
+                         allow_promote=self.brake is None,
+                         unwanted_ticks=st.unwanted_ticks)
         if self.brake == "psi":
             return  # memory pressure: no moves at all this tick
         if p.cut_by_rate:

@@ -46,16 +46,21 @@ class Plan:
 def plan(placement: np.ndarray, want_fast: np.ndarray, fast_nodes: list[int],
          slow_nodes: list[int], *, budget_pages: int, rate_pages: int,
          last_moved: np.ndarray, tick: int, min_residency_ticks: int,
-         allow_promote: bool = True) -> Plan:
-    """placement: int node per page (UNKNOWN allowed); want_fast: bool per page, in
-    priority order given by ``want_fast`` being a bool mask (ties broken by index)."""
+         allow_promote: bool = True, unwanted_ticks: np.ndarray | None = None) -> Plan:
+    """placement: int node per page (UNKNOWN allowed); want_fast: bool per page (ties
+    broken by index).  unwanted_ticks: for how many consecutive ticks each page has
+    been outside the wanted set; a fast page is demoted only after
+    ``min_residency_ticks`` of them, so a page that flickers at the policy's margin
+    stays put (hysteresis on the decision, not only on the last move)."""
     fast_node, slow_node = fast_nodes[0], slow_nodes[0]
     is_fast = np.isin(placement, fast_nodes)
     eligible = (tick - last_moved) >= min_residency_ticks
+    settled = eligible if unwanted_ticks is None else \
+        eligible & (unwanted_ticks >= min_residency_ticks)
     promote = np.flatnonzero(want_fast & ~is_fast & eligible)
     want_but_held = int(np.count_nonzero(want_fast & ~is_fast & ~eligible))
-    candidates = np.flatnonzero(is_fast & ~want_fast & eligible)
-    held = want_but_held + int(np.count_nonzero(is_fast & ~want_fast & ~eligible))
+    candidates = np.flatnonzero(is_fast & ~want_fast & settled)
+    held = want_but_held + int(np.count_nonzero(is_fast & ~want_fast & ~settled))
     blocked = 0
     if not allow_promote:
         blocked, promote = len(promote), promote[:0]
