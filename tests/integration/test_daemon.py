@@ -181,7 +181,13 @@ def test_reload_with_bad_config_or_policy_keeps_the_old_one(tmp_path):
         r = ctl(sock, {"cmd": "reload"})
         assert not r["ok"] and "bogus" in r["error"] and "old config kept" in r["error"]
         d.send_signal(signal.SIGHUP)  # the same path by signal: still alive, still default
-        time.sleep(0.5)
+
+        def failed_reloads():
+            text = ctl(sock, {"cmd": "metrics"})["result"]
+            found = re.search(r'^recmgd_reloads_total\{result="failed"\} (\S+)', text, re.M)
+            return float(found.group(1)) if found else 0.0
+
+        wait(lambda: failed_reloads() >= 2)  # the SIGHUP reload has run (and failed)
         st = ctl(sock, {"cmd": "status"})["result"]
         assert st["profile"] == "default" and d.poll() is None
         cfgp.write_text(good)
