@@ -117,3 +117,23 @@ def test_progress_goes_to_stderr(capsys):
                       batches=2, progress=matrix.progress_printer)
     err = capsys.readouterr().err
     assert "[2/2]" in err or "[3/3]" in err
+
+
+def test_daemon_mode_runs_recmgds_pipeline_over_a_trace():
+    from recmg.sim.daemon_mode import simulate_daemon
+
+    rng = np.random.default_rng(3)
+    hot = rng.integers(0, 50, 40)  # 50 hot rows of 1024 B = 13 pages
+    batches = [tf.make_keys(0, np.concatenate([hot, rng.integers(0, 4000, 8)]))
+               for _ in range(30)]
+    t = trace_of(batches, rows=(4000, 1), row_bytes=1024)
+    big = simulate_daemon(t, "lru", 64)
+    small = simulate_daemon(t, "lru", 2)
+    assert big.accesses == small.accesses == 30 * 48
+    # with room for the hot pages, only the first batch and the cold tail miss
+    assert big.ondemand < small.ondemand / 2
+    assert big.bytes_moved > 0
+    with pytest.raises(ValueError, match="online policies only"):
+        matrix.run_one(t, "daemon", "belady", 4, "none", 16, 1, 30)
+    rows = matrix.run_matrix([], ["daemon"], [0.5], ["lru"], ["none"])
+    assert rows == []

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("traces", nargs="+",
                      help=".rtrace files, or preset:NAME[:SCALE] (e.g. preset:meta2021-small)")
     sim.add_argument("--mode", default="batch",
-                     help="comma list of access, batch, page (default batch)")
+                     help="comma list of access, batch, page, daemon (default batch); "
+                     "daemon runs recmgd's own pipeline over the trace")
     sim.add_argument("--sizes", default="0.05,0.1,0.2",
                      help="fast tier as shares of distinct vectors (pages in page mode)")
     sim.add_argument("--policies", default="lru,lfu,s3fifo,belady")
@@ -315,7 +316,7 @@ def cmd_sim(args) -> int:
         return items
 
     try:
-        modes = csv_list(args.mode, ["access", "batch", "page"], "mode")
+        modes = csv_list(args.mode, ["access", "batch", "page", "daemon"], "mode")
         policies = csv_list(args.policies, list(POLICIES), "policy")
         prefetchers = csv_list(args.prefetchers, list(PREFETCHERS), "prefetcher")
         sizes = [float(x) for x in args.sizes.split(",")]

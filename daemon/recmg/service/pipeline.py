@@ -75,7 +75,8 @@ def _add_stats(into: TargetStats, s: TargetStats) -> None:
 
 class TargetState:
     def __init__(self, reader: SegmentReader, cfg: Config, profile: Profile,
-                 migrator: migrators.Migrator, fast: list[int], slow: list[int]):
+                 migrator: migrators.Migrator, fast: list[int], slow: list[int],
+                 budget_pages: int | None = None):
         self.reader = reader
         self.pid = reader.pid
         self.name = reader.path.name
@@ -86,13 +87,15 @@ class TargetState:
         self.last_promoted = np.full(self.pages.n_pages, -(1 << 30), np.int64)
         self.unwanted_ticks = np.zeros(self.pages.n_pages, np.int32)
         self.stats = TargetStats()
+        self.budget_override = budget_pages  # exact page budget (the simulator's daemon mode)
         self.recorder: list | None = None  # `recmgctl record`: (keys, batch id, ts) per batch
         self.set_policy(cfg, profile)
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """(Re)build policy objects; learned state is kept when the policy and the
         budget are unchanged (reload keeps what still fits)."""
-        budget = max(1, cfg.budget.fast_mib_per_target * (1 << 20) // self.pages.page_size)
+        budget = self.budget_override or max(
+            1, cfg.budget.fast_mib_per_target * (1 << 20) // self.pages.page_size)
         budget = min(budget, self.pages.n_pages)
         same = (getattr(self, "profile", None) is not None
                 and self.profile.caching == profile.caching and self.budget_pages == budget

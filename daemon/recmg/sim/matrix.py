@@ -51,7 +51,7 @@ def load_trace(spec: str, batches: int | None) -> tuple[str, tf.Trace]:
 
 def _units(trace: tf.Trace, mode: str, nb: int) -> int:
     keys = np.asarray(trace.keys[:int(trace.batch_offsets[nb])])
-    if mode == "page":
+    if mode in ("page", "daemon"):
         conv, _ = engine.page_mapper(trace)
         keys = conv(keys)
     return len(unique_ordered(keys))
@@ -68,7 +68,14 @@ def run_one(trace: tf.Trace, mode: str, policy: str, capacity: int, prefetcher: 
     if mode == "page":
         return engine.simulate_page(trace, policy, capacity, prefetcher, budget, lead,
                                     max_batches=nb)
-    raise ValueError(f"unknown mode {mode!r} (access, batch, page)")
+    if mode == "daemon":
+        from recmg.sim.daemon_mode import simulate_daemon
+
+        if policy == "belady" or prefetcher == "oracle":
+            raise ValueError("daemon mode runs recmgd's pipeline: online policies only "
+                             "(no belady, no oracle)")
+        return simulate_daemon(trace, policy, capacity, prefetcher, budget, max_batches=nb)
+    raise ValueError(f"unknown mode {mode!r} (access, batch, page, daemon)")
 
 
 def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies: list[str],
@@ -84,11 +91,16 @@ def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies
         nb = tr.n_batches if batches is None else min(batches, tr.n_batches)
         cap = max(1, int(round(_units(tr, mode, nb) * size)))
         base = run_one(tr, mode, "lru", cap, "none", budget, lead, nb)
-        oracle = run_one(tr, mode, "belady", cap, "oracle", budget, lead, nb)
+        # daemon mode runs online policies only: no oracle bound there
+        oracle = run_one(tr, mode, "belady", cap, "oracle", budget, lead, nb) \
+            if mode != "daemon" else None
         done += 2
         group = []
         for pol in policies:
             for pre in prefetchers:
+                if mode == "daemon" and (pol == "belady" or pre == "oracle"):
+                    done += 1
+                    continue
                 if (pol, pre) == ("lru", "none"):
                     m = base
                 elif (pol, pre) == ("belady", "oracle"):
@@ -99,11 +111,13 @@ def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies
                 group.append(Row(name, mode, size, cap, pol, pre, m))
                 if progress:
                     progress(done, total, time.monotonic() - t0, group[-1])
-        if ("belady", "oracle") not in {(r.policy, r.prefetcher) for r in group}:
+        if oracle is not None and ("belady", "oracle") not in {(r.policy, r.prefetcher)
+                                                                for r in group}:
             group.append(Row(name, mode, size, cap, "belady", "oracle", oracle))
         for r in group:
             r.vs_lru = r.metrics.ondemand / base.ondemand if base.ondemand else float("nan")
-            r.vs_oracle = r.metrics.ondemand / oracle.ondemand if oracle.ondemand else float("nan")
+            r.vs_oracle = r.metrics.ondemand / oracle.ondemand \
+                if oracle is not None and oracle.ondemand else float("nan")
         rows += group
     return rows
 
