@@ -385,3 +385,22 @@ def test_journal_records_carry_structured_fields():
     assert args[0] == "attached x"
     assert fields["MESSAGE_ID"] == MSG_ATTACH and fields["RECMGD_TARGET_PID"] == 42
     assert fields["RECMGD_SEGMENT"] == "recmg.x.42"
+
+
+def test_second_daemon_on_the_same_socket_exits_73_and_bad_profile_78(tmp_path):
+    cfgp = write_config(tmp_path)
+    sock = tmp_path / "ctl.sock"
+    first = start_daemon(cfgp)
+    try:
+        wait(sock.exists)
+        second = start_daemon(cfgp)
+        out = second.communicate(timeout=60)[0]
+        assert second.returncode == 73 and "another recmgd is listening" in out
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    cfgp.write_text(cfgp.read_text() + '[policy]\nprofile = "nope"\n')
+    res = subprocess.run([PY, "-m", "recmg.cli.recmgd", "--check-config", str(cfgp)],
+                         capture_output=True, text=True)
+    assert res.returncode == 78 and "unknown profile 'nope'" in res.stderr

@@ -16,7 +16,7 @@ No clock, no syscalls: golden tests pin its output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,7 +33,6 @@ class Plan:
     cut_by_budget: int = 0
     cut_by_rate: int = 0
     blocked_promotions: int = 0  # safety said no promotions
-    notes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"promote": self.promote.tolist(), "demote": self.demote.tolist(),
