@@ -37,8 +37,10 @@ def tick_latency(rate: float, tick_ms: int = 100, ticks: int = 40) -> dict:
     batches_per_tick = max(1, per_tick // batch_keys)
     gen = synthetic.Generator(spec)
     data = [gen.batch(b) for b in range(16)]
+    # max_accesses_per_s = 0: measure the full ingest, no client-side sampling
     cfg = cfgmod.parse(f'tick_ms = {tick_ms}\n[migration]\nbackend = "simulated"\n'
-                       f'[budget]\nfast_mib_per_target = 64\n')
+                       f'[budget]\nfast_mib_per_target = 64\n'
+                       f'[target]\nmax_accesses_per_s = 0\n')
     prof = cfgmod.load_profile("default")
     d = tempfile.mkdtemp()
     lat, cpu, n = [], 0.0, 0

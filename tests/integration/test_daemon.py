@@ -99,6 +99,26 @@ def test_pipeline_in_process_promotes_hot_pages_within_budget(tmp_path):
         pipe.close()
 
 
+def test_ingest_above_the_limit_sets_the_clients_sampling_word(tmp_path):
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n'
+                       '[target]\nmax_accesses_per_s = 1000.0\n')
+    prof = cfgmod.load_profile("lru")
+    with Client("sampled", [("a", 1000, 4)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, prof, [0], [1])
+        st = pipe.attach(Path(c.path))
+        for _ in range(3):
+            for _ in range(20):
+                c.record([np.arange(500)])  # 10k accesses per tick, far above 1k/s
+            time.sleep(0.2)
+            pipe.tick()
+        assert st.sampling > 1 and pipe.status()["targets"][0]["sampling"] == st.sampling
+        before = c.stats()["sampled_out_batches"]
+        for _ in range(20):
+            c.record([np.arange(500)])
+        assert c.stats()["sampled_out_batches"] > before  # the client honours it
+        pipe.close()
+
+
 def test_psi_and_free_floor_brakes(tmp_path):
     proc = tmp_path / "proc/pressure"
     proc.mkdir(parents=True)

@@ -42,6 +42,9 @@ class Target:
     pids: tuple[int, ...] = ()
     exe: tuple[str, ...] = ()  # process names (psutil name) whose segments to attach
     allowed_uids: tuple[int, ...] = ()  # empty: any uid that owns its segment
+    # above this ingest rate recmgd asks the client to record 1 batch in N (the ring's
+    # sampling word), keeping a tick within one core; 0 = never sample
+    max_accesses_per_s: float = 5_000_000.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Profile:
 # ----------------------------------------------------------------------- validation
 _CHECKS = {
     "tick_ms": lambda v: 10 <= v <= 60000 or "must be between 10 and 60000",
+    "target.max_accesses_per_s": lambda v: v >= 0 or "must be >= 0 (0 = never sample)",
     "budget.fast_mib_per_target": lambda v: v > 0 or "must be > 0",
     "budget.max_fast_node_share": lambda v: 0 < v <= 1 or "must be in (0, 1]",
     "migration.backend": lambda v: v in MIGRATORS or f"must be one of {', '.join(MIGRATORS)}",

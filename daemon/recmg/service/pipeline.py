@@ -88,6 +88,7 @@ class TargetState:
         self.unwanted_ticks = np.zeros(self.pages.n_pages, np.int32)
         self.stats = TargetStats()
         self.budget_override = budget_pages  # exact page budget (the simulator's daemon mode)
+        self.sampling, self.rate, self.last_read = 1, 0.0, time.monotonic()
         self.recorder: list | None = None  # `recmgctl record`: (keys, batch id, ts) per batch
         self.set_policy(cfg, profile)
 
@@ -206,8 +207,26 @@ class Pipeline:
         m.TICKS.inc()
         m.TARGETS.set(len(self.targets))
 
+    def _adapt_sampling(self, st: TargetState, recorded: int, now: float) -> None:
+        """Keep ingest under target.max_accesses_per_s by setting the client's sampling
+        word to 1 in N; N follows the recorded rate (times the current N) each tick."""
+        limit = self.cfg.target.max_accesses_per_s
+        dt = now - st.last_read
+        st.last_read = now
+        if limit <= 0 or dt <= 0:
+            return
+        offered = recorded * st.sampling / dt  # what the client would send unsampled
+        st.rate = offered if st.rate == 0 else 0.7 * st.rate + 0.3 * offered
+        want = max(1, int(np.ceil(st.rate / limit)))
+        if want != st.sampling:
+            st.reader.set_sampling(want)
+            st.sampling = want
+            log.info("%s: offered %.1f M accesses/s, recording 1 batch in %d",
+                     st.name, st.rate / 1e6, want)
+
     def _tick_target(self, st: TargetState, deadline: float) -> None:
         batch = st.reader.read()
+        self._adapt_sampling(st, len(batch.keys), time.monotonic())
         s = st.stats
         s.dropped_batches += batch.dropped_batches
         s.invalid_keys += batch.invalid_keys
@@ -313,6 +332,7 @@ class Pipeline:
             s = t.stats
             _add_stats(totals, s)
             targets.append({"segment": name, "pid": t.pid, "tables": len(t.reader.tables),
+                            "sampling": t.sampling, "offered_accesses_s": round(t.rate),
                             "pages": t.pages.n_pages, "fast_pages": t.fast_pages(),
                             "budget_pages": t.budget_pages, "batches": s.batches,
                             "accesses": s.accesses, "hit_ratio": round(s.hit_ratio, 4),

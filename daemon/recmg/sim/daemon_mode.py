@@ -61,6 +61,9 @@ class TraceSource:
                            batch_ids=np.arange(lo, hi, dtype=np.uint64),
                            timestamps_ns=np.zeros(hi - lo, np.uint64))
 
+    def set_sampling(self, one_in: int) -> None:
+        """A trace is replayed whole: sampling requests are ignored."""
+
     @property
     def done(self) -> bool:
         return self.next >= self.end
@@ -77,7 +80,7 @@ def simulate_daemon(trace: Trace, policy: str, capacity_pages: int, prefetcher: 
     as the daemon does: ``ondemand`` = distinct vectors per batch whose page was slow."""
     t0 = time.perf_counter()
     cfg = cfg or cfgmod.parse('[migration]\nbackend = "simulated"\nrate_mib_s = 1000000.0\n'
-                              'min_residency_ticks = 0\n')
+                              'min_residency_ticks = 0\n[target]\nmax_accesses_per_s = 0\n')
     profile = cfgmod.Profile(name="sim", caching=policy, prefetcher=prefetcher,
                              prefetch_budget_pages=budget if prefetcher != "none" else 0)
     pipe = Pipeline(cfg, profile, [0], [1])
