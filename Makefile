@@ -13,7 +13,7 @@ DEBS   := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-stati
           libsystemd-dev pkg-config gcc
 HARNESS := $(BIN)/python tests/vm/harness.py
 
-.PHONY: setup debs venv install run test unit vm-test bench clean
+.PHONY: setup debs venv install run test lint unit vm-test bench clean
 
 setup: debs install
 
@@ -61,7 +61,10 @@ unit: install
 vm-test: install
 	$(BIN)/pytest -m vm
 
-test: install
+lint: venv
+	$(BIN)/ruff check daemon tests bench native
+
+test: install lint
 	$(BIN)/pytest -m "not guest"
 
 bench: install

@@ -29,7 +29,7 @@ def wait_for_segment(name, pid, timeout=30.0):
 
 
 def drain(reader, until_dead=True, timeout=60.0):
-    keys, offs, ids, dropped = [], [0], [], 0
+    keys, ids, dropped = [], [], 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         got = reader.read()
@@ -303,7 +303,7 @@ def test_client_argument_errors(tmp_path):
 def test_tables_are_page_aligned_and_registered_as_allocated():
     with Client("layout", [("a", 1000, 16), ("b", 3, 5, "float16")]) as c, \
             SegmentReader(c.path) as r:
-        for (name, arr), region in zip(c.tables.items(), r.tables):
+        for arr, region in zip(c.tables.values(), r.tables):
             assert arr.ctypes.data % os.sysconf("SC_PAGE_SIZE") == 0
             assert region.base == arr.ctypes.data and region.length == arr.nbytes
             assert region.info.row_bytes == arr.shape[1] * arr.itemsize

@@ -72,8 +72,8 @@ def ctl(sock, req):
 
 # ------------------------------------------------------------------- in-process pipeline
 def test_pipeline_in_process_promotes_hot_pages_within_budget(tmp_path):
-    cfg = cfgmod.parse(f'[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
-                       f'[budget]\nfast_mib_per_target = 1\n')
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 1\n')
     profile = cfgmod.load_profile("frequency")
     with Client("inproc", [("a", 100_000, 64)], shm_dir=str(tmp_path)) as c:  # 25 MB
         pipe = Pipeline(cfg, profile, [0], [1])

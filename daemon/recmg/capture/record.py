@@ -46,7 +46,9 @@ def record(reader: SegmentReader, output: str, *, batches: int | None = None,
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.uint64))
+    def cat(parts):
+        return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
     meta = {"source": "recorded", "segment": reader.path.name, "pid": reader.pid,
             "dropped_batches": dropped_b, "dropped_keys": dropped_k, "invalid_keys": invalid}
     trace = tf.Trace(tables=[t.info for t in reader.tables], keys=cat(keys),

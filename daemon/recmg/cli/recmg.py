@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 
 from recmg.cli.output import (EX_DATAERR, EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE,
                               fail, print_json)

@@ -39,7 +39,7 @@ def instrument(model: nn.Module, name: str, **client_kw) -> Client:
                       str(w.numpy().dtype)))
     client = Client(name, specs, **client_kw)
     pending: list[np.ndarray] = [np.zeros(0, np.int64)] * len(mods)
-    for i, ((mname, m), spec) in enumerate(zip(mods, specs)):
+    for i, ((_, m), spec) in enumerate(zip(mods, specs)):
         arr = client.tables[spec[0]]
         arr[:] = m.weight.detach().numpy()
         m.weight = nn.Parameter(torch.from_numpy(arr), requires_grad=m.weight.requires_grad)

@@ -125,7 +125,9 @@ def run(seconds: float = 20.0, backend: str = "auto", budget_mib: int = 8, out=p
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     a, b = on["totals"], off["totals"]
-    per_access = (lambda t: t["ondemand"] / t["accesses"] if t["accesses"] else 0.0)
+    def per_access(t):
+        return t["ondemand"] / t["accesses"] if t["accesses"] else 0.0
+
     say("\nsummary" + ("" if on["real"] else " (simulated tier)") + ":")
     say(f"  {'':<14}{'on-demand/access':>18}{'hit ratio':>11}{'pages moved':>13}"
         f"{'p50 batch':>11}{'tables intact':>15}")
