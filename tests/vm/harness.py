@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import lzma
 import os
 import re
@@ -78,6 +79,7 @@ fi
 [ -d /host/sys/kernel/mm/damon ] && mount -t debugfs none /host/sys/kernel/debug 2>/dev/null
 echo "${NUMA_BALANCING:-0}" > /proc/sys/kernel/numa_balancing
 cp /cmd.sh /host/tmp/recmg-guest-cmd.sh
+echo "@@CMD_START@@"
 chroot /host /usr/bin/env -i PATH=@HOST_PATH@ HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 \
     RECMG_IN_GUEST=1 PYTHONDONTWRITEBYTECODE=1 $OUT_ENV /bin/sh /tmp/recmg-guest-cmd.sh
 rc=$?
@@ -187,14 +189,44 @@ def qemu_command(kernel: Path, initrd: Path, accel: str, node_mib: int, hmat: bo
             "-nodefaults", "-no-reboot"]
 
 
-def run(command: list[str], *, kernel: str | None = None, hmat: bool = False,
-        accel: str = "auto", timeout: float = 900, node_mib: int = 1024,
-        numa_balancing: bool = False, cwd: str | None = None, out_dir: str | None = None,
-        out=sys.stdout.buffer) -> int:
+class _Tee:
+    """Streams the console live and keeps a copy (to tell a boot flake)."""
+
+    def __init__(self, out):
+        self.out, self.copy = out, io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.copy.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def run(command: list[str], *, out=sys.stdout.buffer, **kw) -> int:
     """Boot the guest, run command, stream the console to out; return the exit status.
 
-    out_dir: a host directory the command can write to, as $RECMG_VM_OUT in the guest.
+    Keyword arguments are those of boot_once().  A guest that dies within 30 s without
+    an exit marker and without reaching the command (a boot flake, seen once in about
+    a hundred boots under TCG) is booted once more; its console goes to stderr first.
     """
+    t0 = time.monotonic()
+    first = _Tee(out)
+    rc = boot_once(command, out=first, **kw)
+    text = first.copy.getvalue()
+    if rc == 125 and time.monotonic() - t0 < 30 and b"@@CMD_START@@" not in text:
+        sys.stderr.write("harness: the guest died before the command started "
+                         "(console above); booting once more\n")
+        rc = boot_once(command, out=out, **kw)
+    return rc
+
+
+def boot_once(command: list[str], *, kernel: str | None = None, hmat: bool = False,
+              accel: str = "auto", timeout: float = 900, node_mib: int = 1024,
+              numa_balancing: bool = False, cwd: str | None = None,
+              out_dir: str | None = None, out=sys.stdout.buffer) -> int:
+    """One boot.  out_dir: a host directory the command can write to, as
+    $RECMG_VM_OUT in the guest."""
     if not shutil.which("qemu-system-x86_64"):
         print("harness: qemu-system-x86_64 not found (apt-get install qemu-system-x86)",
               file=sys.stderr)

@@ -24,7 +24,7 @@ def boot(cmd, timeout=900, **kw):
 
 def test_guest_exit_status_reaches_the_host():
     rc, console = boot(["sh", "-c", "echo inside; exit 3"])
-    assert rc == 3 and "inside" in console
+    assert rc == 3 and "inside" in console, console[-3000:]
 
 
 def test_guest_suite():

@@ -123,13 +123,21 @@ class AddressSampler:
                     95, "perf_event_open", pid=pid,
                     hint="this CPU offers no load sampling (no cpu/events/mem-loads, "
                          "no ibs_op PMU); use kind='page-faults'")
+        faults = native.PerfAttr(type=L.PERF_TYPE_SOFTWARE, config=L.PERF_COUNT_SW_PAGE_FAULTS,
+                                 sample_period=period,
+                                 sample_type=L.PERF_SAMPLE_TID | L.PERF_SAMPLE_ADDR,
+                                 disabled=False, exclude_kernel=False, inherit=False)
         self.kind = "mem-loads" if attr is not None else "page-faults"
-        if attr is None:
-            attr = native.PerfAttr(type=L.PERF_TYPE_SOFTWARE, config=L.PERF_COUNT_SW_PAGE_FAULTS,
-                                   sample_period=period,
-                                   sample_type=L.PERF_SAMPLE_TID | L.PERF_SAMPLE_ADDR,
-                                   disabled=False, exclude_kernel=False, inherit=False)
-        self.fd = native.perf_event_open(attr, pid)
+        try:
+            self.fd = native.perf_event_open(attr or faults, pid)
+        except native.NativeProcessLookupError:
+            raise
+        except native.NativeError:
+            if kind != "auto" or attr is None:
+                raise
+            # the PMU is described but refuses (paranoid level, VM): page faults still work
+            self.kind = "page-faults"
+            self.fd = native.perf_event_open(faults, pid)
         if ring_pages & (ring_pages - 1):
             raise ValueError("ring_pages must be a power of two")
         try:
