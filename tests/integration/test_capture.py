@@ -335,3 +335,19 @@ def test_trace_record_cli_round_trip(tmp_path):
     res = subprocess.run([sys.executable, "-m", "recmg.cli.recmg", "trace", "record",
                           "--name", "nosuch", "-o", str(out)], capture_output=True, text=True)
     assert res.returncode == 69 and "0 segments match" in res.stderr
+
+
+def test_cli_error_paths_for_workload_and_capture_list(tmp_path, capsys):
+    from recmg.cli import recmg as cli
+
+    assert cli.main(["workload", "--tables", "0"]) == 64
+    assert "--tables must be at least 1" in capsys.readouterr().err
+    # a stale segment (its process is gone) is listed as rejected, with the reason
+    stale = tmp_path / "recmg.ghost.999999"
+    with Client("ghost", [("a", 10, 4)], shm_dir=str(tmp_path)) as c:
+        os.link(c.path, stale)
+    assert cli.main(["capture", "list", "--shm-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "recmg.ghost.999999: rejected:" in out and "file name says pid" in out
+    assert cli.main(["capture", "list", "--shm-dir", str(tmp_path / "none")]) == 0
+    assert "no capture segments" in capsys.readouterr().out

@@ -66,6 +66,12 @@ def start_daemon(cfg_path, env=None):
                             env={**os.environ, **(env or {})})
 
 
+def stop(d) -> str:
+    """SIGTERM a recmgd process and return what it printed."""
+    d.send_signal(signal.SIGTERM)
+    return d.communicate(timeout=30)[0]
+
+
 def ctl(sock, req):
     return control.request(str(sock), req)
 
@@ -184,8 +190,7 @@ def test_daemon_process_against_live_workload(tmp_path):
         assert tf.read(out).n_batches == 5
     finally:
         wl.kill()
-        d.send_signal(signal.SIGTERM)
-        out = d.communicate(timeout=30)[0]
+        out = stop(d)
     assert d.returncode == 0, out
     assert "recmgd stopped" in out and not sock.exists()
 
@@ -220,8 +225,7 @@ def test_reload_with_bad_config_or_policy_keeps_the_old_one(tmp_path):
         names = [p["name"] for p in ctl(sock, {"cmd": "policy", "action": "list"})["result"]]
         assert {"default", "lru", "frequency"} <= set(names)
     finally:
-        d.send_signal(signal.SIGTERM)
-        d.communicate(timeout=30)
+        stop(d)
 
 
 def test_target_that_exits_and_restarts_is_reattached(tmp_path):
@@ -245,8 +249,7 @@ def test_target_that_exits_and_restarts_is_reattached(tmp_path):
         for stale in discover(name="again"):
             stale.unlink()  # killed clients leave their segment behind
     finally:
-        d.send_signal(signal.SIGTERM)
-        out = d.communicate(timeout=30)[0]
+        out = stop(d)
     assert "detached" in out and "process exited" in out
 
 
@@ -298,8 +301,7 @@ def test_malformed_oversized_and_unauthorized_requests(tmp_path):
         assert got == ["EPERM", "EPERM"]
         assert d.poll() is None  # the daemon kept running through all of it
     finally:
-        d.send_signal(signal.SIGTERM)
-        d.communicate(timeout=30)
+        stop(d)
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
@@ -350,8 +352,7 @@ def test_http_metrics_are_opt_in_and_loopback(tmp_path):
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b"recmgd_ticks_total" in body
     finally:
-        d.send_signal(signal.SIGTERM)
-        d.communicate(timeout=30)
+        stop(d)
 
 
 def test_recmgctl_without_daemon_and_exit_codes(tmp_path, capsys):
@@ -418,9 +419,13 @@ def test_second_daemon_on_the_same_socket_exits_73_and_bad_profile_78(tmp_path):
         assert second.returncode == 73 and "another recmgd is listening" in out
         assert first.poll() is None
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=30)
+        stop(first)
     cfgp.write_text(cfgp.read_text() + '[policy]\nprofile = "nope"\n')
     res = subprocess.run([PY, "-m", "recmg.cli.recmgd", "--check-config", str(cfgp)],
                          capture_output=True, text=True)
     assert res.returncode == 78 and "unknown profile 'nope'" in res.stderr
+
+
+def test_recmgctl_record_needs_an_output(tmp_path, capsys):
+    assert recmgctl.main(["--socket", str(tmp_path / "x.sock"), "record"]) == 64
+    assert "needs -o/--output" in capsys.readouterr().err

@@ -166,8 +166,9 @@ class Daemon:
 
     # --------------------------------------------------------------- recording
     def _record_step(self) -> None:
-        """Recordings tee what targets read: the pipeline's reader already consumed
-        the batches, so a recording asks the pipeline for them via a hook."""
+        """Finish recordings that have their batches.  The pipeline appends each
+        target's batches to ``target.recorder`` as it reads them (the ring has one
+        consumer, so a recording cannot read it itself)."""
         for name, rec in list(self.recordings.items()):
             t = self.pipeline.targets.get(name)
             if t is None or rec["done"]:

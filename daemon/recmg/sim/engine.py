@@ -93,13 +93,13 @@ def _finish(m: Metrics, per_table: np.ndarray, tables, t0: float) -> Metrics:
     return m
 
 
-def _table_index(trace: Trace) -> tuple[np.ndarray, dict]:
-    """Dense table positions (registry ids may be sparse)."""
+def _rows_by_table_id(trace: Trace) -> np.ndarray:
+    """Rows of each table, indexed by table id (ids may be sparse: gaps hold 0)."""
     ids = [t.id for t in trace.tables]
     rows = np.zeros(max(ids) + 1 if ids else 0, np.int64)
     for t in trace.tables:
         rows[t.id] = t.rows
-    return rows, {t.id: i for i, t in enumerate(trace.tables)}
+    return rows
 
 
 def _issue(prefetcher, cache: Cache, window: np.ndarray, misses: np.ndarray,
@@ -121,7 +121,7 @@ def simulate_access(trace: Trace, policy: str, capacity: int, prefetcher: str = 
     nb = trace.n_batches if max_batches is None else min(max_batches, trace.n_batches)
     end = int(trace.batch_offsets[nb])
     keys = np.ascontiguousarray(trace.keys[:end], dtype=np.uint64)
-    rows, _ = _table_index(trace)
+    rows = _rows_by_table_id(trace)
     cache = Cache(policy, capacity)
     pf = Cache("lru", pf_capacity or max(budget, 1)) if prefetcher != "none" else None
     pre = pf_mod.make(prefetcher, rows, budget)
@@ -171,7 +171,7 @@ def simulate_batch(trace: Trace, policy: str, capacity: int, prefetcher: str = "
     placement (pages in page mode); capacity and budget count those units."""
     t0 = time.perf_counter()
     nb = trace.n_batches if max_batches is None else min(max_batches, trace.n_batches)
-    rows, _ = _table_index(trace)
+    rows = _rows_by_table_id(trace)
     conv = keys_to_units or (lambda k: k)
     cache = Cache(policy, capacity)
     pf_cap = max(min(budget * max(lead, 1), capacity), 1)
@@ -230,7 +230,7 @@ class _UnitTrace:
 def page_mapper(trace: Trace, page_bytes: int = 4096):
     """(keys -> page keys, page counts per table): tables laid out page-aligned one after
     another; a row is attributed to the page of its first byte."""
-    rows, index = _table_index(trace)
+    rows = _rows_by_table_id(trace)
     rb = np.zeros(len(rows), np.uint64)
     for t in trace.tables:
         rb[t.id] = t.row_bytes

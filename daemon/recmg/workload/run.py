@@ -22,9 +22,9 @@ from recmg.workload.dlrm import DLRM, ModelSpec
 
 def trace_batches(trace: tf.Trace, n_tables: int, batch_size: int
                   ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
-    """(indices, offsets) per trace batch for a model with n_tables tables; keys of
-    table t go to model table t % n_tables, rows folded into the model's table size
-    by the caller's table rows (see run())."""
+    """(indices, offsets) per trace batch for a model with n_tables tables.  Keys of
+    trace table t go to model table t % n_tables; rows are left as in the trace (run()
+    folds them into the model's table sizes)."""
     for b in range(trace.n_batches):
         keys = np.asarray(trace.batch(b))
         tab = tf.key_table(keys) % n_tables
