@@ -8,14 +8,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages: the NUMA guest (qemu; kernels 6.1 and 6.12 with their modules, 6.12
 # for DAMON and HMAT memory tiers; busybox, cpio, kmod)
-# and the build of systemd-python (libsystemd-dev, pkg-config) and the shim (gcc).
+# and the build of systemd-python (libsystemd-dev, pkgconf) and the shim (gcc).
 DEBS   := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static cpio kmod numactl \
-          libsystemd-dev pkg-config gcc
+          libsystemd-dev pkgconf gcc
 HARNESS := $(BIN)/python tests/vm/harness.py
 
-.PHONY: setup debs venv install run test lint unit vm-test bench clean
+.PHONY: print-debs setup debs venv install run test lint unit vm-test bench clean
 
 setup: debs install
+
+# The Debian package list, for tests/unit/test_makefile.py.
+print-debs:
+	@echo $(DEBS)
 
 debs:
 	@missing=""; for p in $(DEBS); do \
@@ -29,7 +33,9 @@ debs:
 	fi
 
 # The virtual environment holds the dependencies; it is rebuilt when pyproject.toml changes.
-$(VENV)/.deps: pyproject.toml Makefile
+# Order-only on debs: every target that needs the venv (test, unit, lint, run, bench) installs
+# the Debian packages first, since systemd-python builds against libsystemd-dev.
+$(VENV)/.deps: pyproject.toml Makefile | debs
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check setuptools wheel "cffi>=1.16"
 	# torch pinned first: this machine kind carries a local CPU build of exactly 2.13.0;
@@ -42,7 +48,7 @@ venv: $(VENV)/.deps
 
 # The project itself is reinstalled every time (a few seconds): tests run the installed
 # package, native shim included, exactly as an operator gets it.
-install: venv
+install: debs venv
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall .
 
 run: setup
@@ -55,19 +61,19 @@ run: setup
 	@echo "== same demo with real move_pages migration"
 	$(HARNESS) -- sh -c '$(BIN)/recmgctl check && $(BIN)/recmg pages demo --mib 256 && $(BIN)/recmg demo --seconds 15'
 
-unit: install
+unit: setup
 	$(BIN)/pytest -m "not guest and not vm"
 
-vm-test: install
+vm-test: setup
 	$(BIN)/pytest -m vm
 
-lint: venv
+lint: debs venv
 	$(BIN)/ruff check daemon tests bench native
 
-test: install lint
+test: setup lint
 	$(BIN)/pytest -m "not guest"
 
-bench: install
+bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

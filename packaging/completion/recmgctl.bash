@@ -15,12 +15,12 @@ _recmgctl() {
         check)
             COMPREPLY=($(compgen -W "--json --strict --sys-root --proc-root" -- "$cur")); return ;;
         status)
-            COMPREPLY=($(compgen -W "--json" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "--json --socket --config" -- "$cur")); return ;;
         record)
-            COMPREPLY=($(compgen -W "--segment --batches --output --status" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "--segment --batches --output --status --wait --timeout --socket --config" -- "$cur")); return ;;
     esac
     if [[ $cword -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "$commands --socket" -- "$cur"))
+        COMPREPLY=($(compgen -W "$commands --socket --config" -- "$cur"))
     fi
 }
 complete -F _recmgctl recmgctl

@@ -125,24 +125,90 @@ def test_ingest_above_the_limit_sets_the_clients_sampling_word(tmp_path):
         pipe.close()
 
 
-def test_psi_and_free_floor_brakes(tmp_path):
+def test_offered_rate_comes_from_the_clients_timestamps_not_the_read_time(tmp_path):
+    """A 0.3 M accesses/s client whose backlog is read a moment after attach is not
+    sampled under a 1 M/s limit (it was set to 1 in 20 when the backlog was divided by
+    the time since attach)."""
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n'
+                       '[target]\nmax_accesses_per_s = 1000000.0\n')
+    with Client("paced", [("a", 100_000, 4)], shm_dir=str(tmp_path)) as c:
+        t0 = time.monotonic()
+        for i in range(30):  # 3,000 keys every 10 ms
+            c.record([np.arange(3000) + i])
+            time.sleep(max(0.0, t0 + (i + 1) * 0.01 - time.monotonic()))
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        st = pipe.attach(Path(c.path))
+        pipe.tick()  # reads the whole backlog at once
+        assert st.sampling == 1
+        assert 0.1e6 < st.rate < 0.45e6
+        for i in range(10):
+            c.record([np.arange(3000) + i])
+            time.sleep(0.01)
+        pipe.tick()
+        assert st.sampling == 1 and c.stats()["sampled_out_batches"] == 0
+        pipe.close()
+
+
+def _fake_host(tmp_path, psi=1.0, total_kb=10_000_000, free_kb=9_000_000, file_kb=0):
     proc = tmp_path / "proc/pressure"
-    proc.mkdir(parents=True)
-    (proc / "memory").write_text("some avg10=55.00 avg60=1.00 avg300=0.00 total=1\n"
+    proc.mkdir(parents=True, exist_ok=True)
+    (proc / "memory").write_text(f"some avg10={psi:.2f} avg60=1.00 avg300=0.00 total=1\n"
                                  "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
     node = tmp_path / "sys/devices/system/node/node0"
-    node.mkdir(parents=True)
-    (node / "meminfo").write_text("Node 0 MemTotal: 1000000 kB\nNode 0 MemFree: 100 kB\n")
+    node.mkdir(parents=True, exist_ok=True)
+    (node / "meminfo").write_text(f"Node 0 MemTotal: {total_kb} kB\nNode 0 MemFree: {free_kb} kB\n"
+                                  f"Node 0 Active(file): {file_kb // 2} kB\n"
+                                  f"Node 0 Inactive(file): {file_kb - file_kb // 2} kB\n")
+    return str(tmp_path / "sys"), str(tmp_path / "proc")
+
+
+def test_psi_and_free_floor_brakes_read_real_memory_only_for_real_moves(tmp_path):
     s = cfgmod.Safety()
-    assert safety.brake_reason(s, [0], str(tmp_path / "sys"), str(tmp_path / "proc")) == "psi"
-    (proc / "memory").write_text("some avg10=1.00 avg60=1.00 avg300=0.00 total=1\n")
-    assert safety.brake_reason(s, [0], str(tmp_path / "sys"),
-                               str(tmp_path / "proc")) == "free_floor"
-    (node / "meminfo").write_text("Node 0 MemTotal: 10000000 kB\nNode 0 MemFree: 9000000 kB\n")
-    assert safety.brake_reason(s, [0], str(tmp_path / "sys"), str(tmp_path / "proc")) is None
-    # 10% used: above a 5% share cap, promotions stop
-    assert safety.brake_reason(s, [0], str(tmp_path / "sys"), str(tmp_path / "proc"),
-                               max_node_share=0.05) == "node_share"
+    sys_root, proc_root = _fake_host(tmp_path, psi=55.0, free_kb=100)
+    b = safety.check(s, [0], {0: 0.0}, 0.8, True, sys_root, proc_root)
+    assert b.reason == "psi" and b.stops == "all moves" and "55.0%" in b.detail
+    # the simulated tier does not read the host's pressure or free memory
+    assert safety.check(s, [0], {0: 0.0}, 0.8, False, sys_root, proc_root) is None
+    sys_root, proc_root = _fake_host(tmp_path, free_kb=100)
+    b = safety.check(s, [0], {0: 0.0}, 0.8, True, sys_root, proc_root)
+    assert b.reason == "free_floor" and b.stops == "promotions"
+
+
+def test_page_cache_counts_as_available_and_only_recmgs_pages_count_for_the_share(tmp_path):
+    """A node 95% full of page cache is an ordinary host: no brake (it braked for good
+    before, counting MemTotal - MemFree)."""
+    s = cfgmod.Safety()
+    sys_root, proc_root = _fake_host(tmp_path, free_kb=500_000, file_kb=9_000_000)
+    assert safety.check(s, [0], {0: 100.0}, 0.8, True, sys_root, proc_root) is None
+    # recmg's own placement at the share limit: no promotions
+    b = safety.check(s, [0], {0: 0.8 * 10_000_000 / 1024}, 0.8, True, sys_root, proc_root)
+    assert b.reason == "node_share" and b.stops == "promotions"
+
+
+def test_node_share_brake_in_the_pipeline_engages_logs_shows_and_releases(tmp_path, caplog):
+    """A 2 MiB fast node with a 0.25 share: recmg may place 512 KiB (128 pages); the
+    brake engages there, is logged and shown, and releases when pages are demoted."""
+    sys_root, _ = _fake_host(tmp_path, total_kb=2048, free_kb=2048)
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 4\nmax_fast_node_share = 0.25\n')
+    with Client("share", [("a", 4096, 1024)], shm_dir=str(tmp_path)) as c:  # 4096 pages
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1], "/proc", sys_root)
+        st = pipe.attach(Path(c.path))
+        with caplog.at_level("INFO", logger="recmgd"):
+            for i in range(4):
+                c.record([np.arange(i * 100, (i + 1) * 100)])
+                pipe.tick()
+            # LRU alone would hold all 400 pages; the brake stops at the limit plus at
+            # most one tick's promotions (100 pages)
+            assert 128 <= st.fast_pages() <= 228
+            assert pipe.brake is not None and pipe.brake.reason == "node_share"
+            shown = pipe.status()["brake"]
+            assert shown["reason"] == "node_share" and "0.25" in shown["detail"]
+            assert "safety brake node_share engaged" in caplog.text
+            st.placement[:] = 1  # all demoted (the simulated tier's placement)
+            pipe.tick()
+            assert pipe.brake is None and "safety brake node_share released" in caplog.text
+        pipe.close()
 
 
 def test_conflicts_refuse_or_warn_and_missing_slow_tier():
@@ -358,6 +424,14 @@ def test_http_metrics_are_opt_in_and_loopback(tmp_path):
 def test_recmgctl_without_daemon_and_exit_codes(tmp_path, capsys):
     assert recmgctl.main(["--socket", str(tmp_path / "none.sock"), "status"]) == 69
     assert "recmgd is not running" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prog", ["recmgd", "recmgctl", "recmg"])
+def test_usage_errors_exit_64(prog):
+    """sysexits EX_USAGE for every command, as documented (argparse's own is 2)."""
+    res = subprocess.run([PY, "-m", f"recmg.cli.{prog}", "--no-such-flag"],
+                         capture_output=True, text=True)
+    assert res.returncode == 64 and "error:" in res.stderr
 
 
 def test_bash_completion_matches_the_argument_parser():

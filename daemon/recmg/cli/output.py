@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ EX_SOFTWARE = os.EX_SOFTWARE
 EX_OSERR = os.EX_OSERR
 EX_NOPERM = os.EX_NOPERM
 EX_CONFIG = os.EX_CONFIG
+EX_TEMPFAIL = os.EX_TEMPFAIL
 
 
 def human_bytes(n: int | float) -> str:
@@ -43,3 +45,11 @@ def fail(message: str, code: int) -> int:
     """Print 'prog: message' to stderr and return code (for `return fail(...)`)."""
     print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr)
     return code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with sysexits: a usage error exits 64 (EX_USAGE), not argparse's 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 
-from recmg.cli.output import (EX_DATAERR, EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE,
+from recmg.cli.output import (Parser, EX_DATAERR, EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE,
                               fail, print_json)
 from recmg.tiering import topology
 
@@ -21,7 +21,7 @@ def _int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recmg", description=__doc__.split("\n")[0])
+    p = Parser(prog="recmg", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     topo = sub.add_parser("topology", help="host topology tools")

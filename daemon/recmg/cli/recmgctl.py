@@ -1,29 +1,53 @@
 """recmgctl: inspect the host and control a running recmgd.
 
-Exit codes (sysexits): 0 ok, 1 recmgd answered with an error, 64 usage,
-69 recmgd not reachable (or, for `check --strict`, no real migration possible),
-71 OS error reading sysfs/procfs, 77 permission denied by recmgd.
+The control socket is, first found: ``--socket PATH`` (before or after the command),
+$RECMGCTL_SOCKET, ``control.socket`` of the config file (``-c FILE``, default
+/etc/recmg/recmgd.toml when it exists), /run/recmg/control.sock.
+
+Output: the human views (status, policy list, metrics) or one JSON style (indented,
+sorted keys) for everything else and with --json.
+
+Exit codes (sysexits): 0 ok, 1 recmgd answered with an error (or a recording failed),
+64 usage, 69 recmgd not reachable (or, for `check --strict`, no real migration
+possible), 71 OS error reading sysfs/procfs, 75 `record --wait` timed out,
+77 permission denied by recmgd.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+import time
 
 from recmg.cli import check
-from recmg.cli.output import (EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, fail, human_bytes,
+from recmg.cli.output import (EX_CONFIG, EX_NOPERM, EX_OK, EX_OSERR, EX_TEMPFAIL,
+                              EX_UNAVAILABLE, Parser, fail, human_bytes,
                               print_json, table)
+from recmg.service import config as cfgmod
 from recmg.service.config import Control
 from recmg.tiering import topology
 
 DEFAULT_SOCKET = Control().socket
+SOCKET_ENV = "RECMGCTL_SOCKET"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recmgctl", description=__doc__.split("\n")[0])
-    p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket ({DEFAULT_SOCKET})")
+def build_parser() -> Parser:
+    # --socket and -c are accepted before and after the command (a parent parser):
+    # the subcommand's copy uses SUPPRESS so it does not overwrite the top-level one
+    common = Parser(add_help=False)
+    common.add_argument("--socket", default=argparse.SUPPRESS,
+                        help=f"control socket (else ${SOCKET_ENV}, the config's "
+                        f"control.socket, {DEFAULT_SOCKET})")
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help=f"recmgd config to take control.socket from "
+                        f"(default {cfgmod.DEFAULT_PATH} when it exists)")
+    p = Parser(prog="recmgctl", description=__doc__.split("\n")[0], parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(subparsers, name, **kw):
+        return subparsers.add_parser(name, parents=[common], **kw)
+
     c = sub.add_parser("check", help="what recmg can do on this host (topology, tiers, "
                        "conflicts, permissions); needs no daemon")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -31,28 +55,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 69 unless real page migration is possible")
     c.add_argument("--sys-root", default="/sys", help="sysfs root (default /sys)")
     c.add_argument("--proc-root", default="/proc", help="procfs root (default /proc)")
-    st = sub.add_parser("status", help="targets, tiers, policy, hit ratio, moves, errors")
+    st = add(sub, "status", help="targets, tiers, policy, hit ratio, moves, errors")
     st.add_argument("--json", action="store_true")
-    sub.add_parser("stats", help="status plus every metric, as JSON")
-    sub.add_parser("metrics", help="Prometheus text exposition")
-    sub.add_parser("reload", help="re-read the config and policy (as SIGHUP)")
-    sub.add_parser("pause", help="stop migrating (capture and policy keep running)")
-    sub.add_parser("resume", help="migrate again")
-    sub.add_parser("version", help="recmgd's version")
-    pol = sub.add_parser("policy", help="policy profiles")
+    add(sub, "stats", help="status plus every metric, as JSON")
+    add(sub, "metrics", help="Prometheus text exposition")
+    add(sub, "reload", help="re-read the config and policy (as SIGHUP)")
+    add(sub, "pause", help="stop migrating (capture and policy keep running)")
+    add(sub, "resume", help="migrate again")
+    add(sub, "version", help="recmgd's version")
+    pol = add(sub, "policy", help="policy profiles")
     psub = pol.add_subparsers(dest="action", required=True, metavar="ACTION")
-    pl = psub.add_parser("list", help="available profiles")
+    pl = add(psub, "list", help="available profiles")
     pl.add_argument("--names", action="store_true", help="names only (for completion)")
-    ps = psub.add_parser("show", help="a profile's settings")
+    ps = add(psub, "show", help="a profile's settings")
     ps.add_argument("name", nargs="?")
-    pset = psub.add_parser("set", help="switch profile (a reload with that profile)")
+    pset = add(psub, "set", help="switch profile (a reload with that profile)")
     pset.add_argument("name")
-    rec = sub.add_parser("record", help="record a target's accesses into an .rtrace file")
+    rec = add(sub, "record", help="record a target's accesses into an .rtrace file")
     rec.add_argument("--segment", help="target segment (default: the only one)")
     rec.add_argument("--batches", type=int, default=100)
     rec.add_argument("-o", "--output", help="absolute path written by recmgd")
     rec.add_argument("--status", action="store_true", help="show recordings")
+    rec.add_argument("--wait", action="store_true",
+                     help="return only when the file is written (or the recording failed)")
+    rec.add_argument("--timeout", type=float, default=600.0,
+                     help="seconds --wait waits (default 600; exit 75 when exceeded)")
     return p
+
+
+def resolve_socket(args) -> str:
+    """--socket, $RECMGCTL_SOCKET, the config's control.socket, the default."""
+    if getattr(args, "socket", None):
+        return args.socket
+    if os.environ.get(SOCKET_ENV):
+        return os.environ[SOCKET_ENV]
+    path = getattr(args, "config", None)
+    if path is not None or os.path.exists(cfgmod.DEFAULT_PATH):
+        cfg = cfgmod.load(path)  # ConfigError: reported by main()
+        return cfg.control.socket
+    return DEFAULT_SOCKET
 
 
 def cmd_check(args) -> int:
@@ -73,7 +114,8 @@ def render_status(st: dict) -> str:
     tot = st["totals"]
     lines = [f"recmgd {st['version']}, up {st['uptime_s']:.0f} s, tick {st['tick']} "
              f"({st['last_tick_ms']} ms), {'PAUSED' if st['paused'] else 'running'}"
-             + (f", brake: {st['brake']}" if st["brake"] else ""),
+             + (f", brake {st['brake']['reason']} (no {st['brake']['stops']}: "
+                f"{st['brake']['detail']})" if st["brake"] else ""),
              f"migration: {st['backend']}"
              + ("" if st["real_migration"] else " (modelled placement, no page moves)")
              + f"; fast nodes {st['fast_nodes']}, slow nodes {st['slow_nodes']} "
@@ -110,15 +152,15 @@ def call(args, req: dict):
     from recmg.service.control import request
 
     try:
-        reply = request(args.socket, req)
+        reply = request(args.socket_path, req)
     except FileNotFoundError:
-        raise SystemExit(fail(f"recmgd is not running (no socket {args.socket})",
+        raise SystemExit(fail(f"recmgd is not running (no socket {args.socket_path})",
                               EX_UNAVAILABLE)) from None
     except PermissionError:
-        raise SystemExit(fail(f"permission denied on {args.socket}: run as root or as a "
+        raise SystemExit(fail(f"permission denied on {args.socket_path}: run as root or as a "
                               "member of control.read_group", EX_NOPERM)) from None
     except (ConnectionError, OSError) as e:
-        raise SystemExit(fail(f"cannot talk to recmgd at {args.socket}: {e}",
+        raise SystemExit(fail(f"cannot talk to recmgd at {args.socket_path}: {e}",
                               EX_UNAVAILABLE)) from None
     if not reply.get("ok"):
         code = EX_NOPERM if reply.get("code") == "EPERM" else 1
@@ -130,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
+    try:
+        args.socket_path = resolve_socket(args)
+    except cfgmod.ConfigError as e:
+        return fail(f"cannot find the control socket: {e}", EX_CONFIG)
     try:
         return _daemon_command(args)
     except SystemExit as e:
@@ -146,7 +192,7 @@ def _daemon_command(args) -> int:
     elif cmd == "metrics":
         sys.stdout.write(call(args, {"cmd": "metrics"}))
     elif cmd in ("reload", "pause", "resume", "version"):
-        print(json.dumps(call(args, {"cmd": cmd})))
+        print_json(call(args, {"cmd": cmd}))
     elif cmd == "policy":
         res = call(args, {"cmd": "policy", "action": args.action,
                           **({"name": args.name} if getattr(args, "name", None) else {})})
@@ -169,8 +215,29 @@ def _daemon_command(args) -> int:
                    "batches": args.batches}
             if args.segment:
                 req["segment"] = args.segment
-            print_json(call(args, req))
+            started = call(args, req)
+            if not args.wait:
+                print_json(started)
+                return EX_OK
+            return wait_recording(args, started)
     return EX_OK
+
+
+def wait_recording(args, started: dict) -> int:
+    """Poll `record status` until the recording of started["segment"] is written."""
+    deadline = time.monotonic() + args.timeout
+    while True:
+        rec = call(args, {"cmd": "record", "action": "status"}).get(started["segment"])
+        if rec is None or rec.get("output") != started["output"]:
+            return fail(f"the recording of {started['segment']} is gone (recmgd restarted, "
+                        "or another recording replaced it)", 1)
+        if rec.get("done"):
+            print_json(rec)
+            return EX_OK if not str(rec.get("result", "")).startswith("failed") else 1
+        if time.monotonic() > deadline:
+            return fail(f"timed out after {args.timeout:g} s with {rec.get('have', 0)} of "
+                        f"{rec.get('want')} batches recorded", EX_TEMPFAIL)
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ migration, or a conflict with safety.on_conflict = "refuse"), 70 internal error,
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
 from recmg import __version__
-from recmg.cli.output import EX_CONFIG, EX_OK, fail
+from recmg.cli.output import EX_CONFIG, EX_OK, Parser, fail
 from recmg.service import config as cfgmod
 
 
@@ -34,7 +33,7 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="recmgd", description="recmg tiering daemon")
+    p = Parser(prog="recmgd", description="recmg tiering daemon")
     p.add_argument("--version", action="version", version=f"recmgd {__version__}")
     p.add_argument("-c", "--config", help=f"config file (default {cfgmod.DEFAULT_PATH}; "
                    "built-in defaults when that file is absent)")

@@ -170,28 +170,32 @@ class Daemon:
         target's batches to ``target.recorder`` as it reads them (the ring has one
         consumer, so a recording cannot read it itself)."""
         for name, rec in list(self.recordings.items()):
-            t = self.pipeline.targets.get(name)
-            if t is None or rec["done"]:
+            if rec["done"]:
                 continue
-            if len(rec["batches"]) >= rec["want"]:
-                self._finish_recording(name, rec, t)
+            t = self.pipeline.targets.get(name)
+            if t is None or t.pid != rec["pid"]:  # detached: write what it has
+                self._finish_recording(name, rec, f"target detached after "
+                                       f"{len(rec['batches'])} of {rec['want']} batches; ")
+            elif len(rec["batches"]) >= rec["want"]:
+                self._finish_recording(name, rec)
+                t.recorder = None
 
-    def _finish_recording(self, name: str, rec: dict, t) -> None:
+    def _finish_recording(self, name: str, rec: dict, note: str = "") -> None:
         parts = rec["batches"][: rec["want"]]
         keys = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
         offs = np.zeros(len(parts) + 1, np.uint64)
         np.cumsum([len(p[0]) for p in parts], out=offs[1:])
-        trace = tf.Trace(tables=[r.info for r in t.reader.tables], keys=keys, batch_offsets=offs,
+        trace = tf.Trace(tables=rec["tables"], keys=keys, batch_offsets=offs,
                          batch_ids=np.array([p[1] for p in parts], np.uint64),
                          timestamps_ns=np.array([p[2] for p in parts], np.uint64),
-                         meta={"source": "recmgd", "segment": name, "pid": t.pid})
+                         meta={"source": "recmgd", "segment": name, "pid": rec["pid"]})
         try:
             tf.write(rec["output"], trace)
-            rec["result"] = f"wrote {len(parts)} batches to {rec['output']}"
+            rec["result"] = f"{note}wrote {len(parts)} batches to {rec['output']}"
         except OSError as e:
             rec["result"] = f"failed: {e}"
         rec["done"] = True
-        t.recorder = None
+        rec["batches"] = []  # the file has them now
 
     # ------------------------------------------------------------------- commands
     def reload(self, new_profile: str | None = None) -> dict:
@@ -269,8 +273,8 @@ class Daemon:
         if key == "record:start":
             return self._start_recording(req)
         if key == "record:status":
-            return {n: {k: v for k, v in r.items() if k != "batches"} | {"have": len(r["batches"])}
-                    for n, r in self.recordings.items()}
+            return {n: {k: r[k] for k in ("output", "want", "done", "result", "pid")}
+                    | {"have": len(r["batches"])} for n, r in self.recordings.items()}
         raise ControlError("EINVAL", f"unknown command {key!r}")
 
     def _start_recording(self, req: dict) -> dict:
@@ -286,9 +290,10 @@ class Daemon:
             if name not in self.pipeline.targets:
                 raise ControlError("ENOENT", f"no attached target {name!r} "
                                    f"(attached: {', '.join(names) or 'none'})")
-            rec = {"output": out, "want": want, "batches": [], "done": False, "result": None}
-            self.recordings[name] = rec
             target = self.pipeline.targets[name]
+            rec = {"output": out, "want": want, "batches": [], "done": False, "result": None,
+                   "pid": target.pid, "tables": [r.info for r in target.reader.tables]}
+            self.recordings[name] = rec
             target.recorder = rec["batches"]
         return {"segment": name, "output": out, "batches": want}
 

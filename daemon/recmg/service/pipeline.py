@@ -88,7 +88,8 @@ class TargetState:
         self.unwanted_ticks = np.zeros(self.pages.n_pages, np.int32)
         self.stats = TargetStats()
         self.budget_override = budget_pages  # exact page budget (the simulator's daemon mode)
-        self.sampling, self.rate, self.last_read = 1, 0.0, time.monotonic()
+        self.sampling, self.rate = 1, 0.0
+        self.last_ts: int | None = None  # client timestamp (ns) of the last batch read
         self.recorder: list | None = None  # `recmgctl record`: (keys, batch id, ts) per batch
         self.set_policy(cfg, profile)
 
@@ -133,7 +134,7 @@ class Pipeline:
         self.tick_no = 0
         self.paused = False
         self.last_tick_s = 0.0
-        self.brake: str | None = None
+        self.brake: safety.Brake | None = None
         self._warned: dict[str, float] = {}
 
     # ------------------------------------------------------------------ attachment
@@ -186,8 +187,7 @@ class Pipeline:
         t0 = time.monotonic()
         self.tick_no += 1
         deadline = t0 + self.cfg.migration.tick_deadline_ms / 1000
-        self.brake = safety.brake_reason(self.cfg.safety, self.fast, self.sys_root,
-                                         self.proc_root, self.cfg.budget.max_fast_node_share)
+        self._check_brakes()
         for name in list(self.targets):
             state = self.targets[name]
             try:
@@ -207,26 +207,58 @@ class Pipeline:
         m.TICKS.inc()
         m.TARGETS.set(len(self.targets))
 
-    def _adapt_sampling(self, st: TargetState, recorded: int, now: float) -> None:
+    def placed_mib(self) -> dict[int, float]:
+        """MiB of target pages recmg has on each fast node, over all targets."""
+        out = dict.fromkeys(self.fast, 0.0)
+        for t in self.targets.values():
+            for n in self.fast:
+                out[n] += np.count_nonzero(t.placement == n) * t.pages.page_size / (1 << 20)
+        return out
+
+    def _check_brakes(self) -> None:
+        """Set this tick's brake; log when one engages, changes or releases."""
+        old = self.brake
+        self.brake = safety.check(self.cfg.safety, self.fast, self.placed_mib(),
+                                  self.cfg.budget.max_fast_node_share, self.migrator.real,
+                                  self.sys_root, self.proc_root)
+        if (old and old.reason) != (self.brake and self.brake.reason):
+            if self.brake is not None:
+                log.warning("safety brake %s engaged, no %s: %s", self.brake.reason,
+                            self.brake.stops, self.brake.detail)
+            else:
+                log.info("safety brake %s released", old.reason)
+
+    def _adapt_sampling(self, st: TargetState, batch) -> None:
         """Keep ingest under target.max_accesses_per_s by setting the client's sampling
-        word to 1 in N; N follows the recorded rate (times the current N) each tick."""
+        word to 1 in N.  The offered rate comes from the client's own batch timestamps
+        (CLOCK_MONOTONIC at record time), never from when recmgd happened to read: at
+        attach the ring holds a backlog recorded over seconds, read within a
+        millisecond.  Keys of sampled-out batches are estimated as N x the recorded."""
         limit = self.cfg.target.max_accesses_per_s
-        dt = now - st.last_read
-        st.last_read = now
-        if limit <= 0 or dt <= 0:
+        if batch.n_batches == 0:
             return
-        offered = recorded * st.sampling / dt  # what the client would send unsampled
+        ts = batch.timestamps_ns
+        counts = np.diff(batch.batch_offsets.astype(np.int64))
+        last = int(ts[-1])
+        if st.last_ts is None:  # first read: the span between its own batches
+            span_ns, keys = last - int(ts[0]), int(counts[1:].sum())
+        else:
+            span_ns, keys = last - st.last_ts, int(counts.sum())
+        st.last_ts = last
+        if limit <= 0 or span_ns <= 0 or keys == 0:
+            return  # one batch, or timestamps a client got wrong: no estimate yet
+        offered = keys * st.sampling / (span_ns / 1e9)
         st.rate = offered if st.rate == 0 else 0.7 * st.rate + 0.3 * offered
         want = max(1, int(np.ceil(st.rate / limit)))
         if want != st.sampling:
             st.reader.set_sampling(want)
             st.sampling = want
-            log.info("%s: offered %.1f M accesses/s, recording 1 batch in %d",
+            log.info("%s: offered %.2f M accesses/s, recording 1 batch in %d",
                      st.name, st.rate / 1e6, want)
 
     def _tick_target(self, st: TargetState, deadline: float) -> None:
         batch = st.reader.read()
-        self._adapt_sampling(st, len(batch.keys), time.monotonic())
+        self._adapt_sampling(st, batch)
         s = st.stats
         s.dropped_batches += batch.dropped_batches
         s.invalid_keys += batch.invalid_keys
@@ -282,7 +314,7 @@ class Pipeline:
                          min_residency_ticks=self.cfg.migration.min_residency_ticks,
                          allow_promote=self.brake is None,
                          unwanted_ticks=st.unwanted_ticks)
-        if self.brake == "psi":
+        if self.brake is not None and self.brake.stops == "all moves":
             return  # memory pressure: no moves at all this tick
         if p.cut_by_rate:
             m.RATE_LIMITED.inc(p.cut_by_rate)
@@ -347,7 +379,9 @@ class Pipeline:
                            "modelled_stall_ms": round(totals.modelled_stall_ns / 1e6, 3),
                            "errors": dict(totals.errors)},
                 "tick": self.tick_no, "last_tick_ms": round(self.last_tick_s * 1000, 3),
-                "paused": self.paused, "brake": self.brake,
+                "paused": self.paused,
+                "brake": self.brake and {"reason": self.brake.reason, "stops": self.brake.stops,
+                                         "detail": self.brake.detail},
                 "backend": self.migrator.name, "real_migration": self.migrator.real,
                 "profile": self.profile.name, "caching": self.profile.caching,
                 "prefetcher": self.profile.prefetcher,

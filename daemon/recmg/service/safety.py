@@ -1,59 +1,100 @@
-"""Safety brakes checked every tick.
+"""Safety brakes checked every tick (docs/operations.md, "Safety", lists each one).
 
-- Free-memory floor: a fast node with less than ``free_floor_mib`` free gets no
-  promotions (demotions still run; they free memory).  Source: the node's meminfo.
-- Node share: a fast node more than ``max_fast_node_share`` used (MemTotal - MemFree)
-  gets no promotions either.
-- PSI brake: memory pressure ``some avg10`` above ``psi_some_avg10_max`` percent stops
-  all moves for the tick (/proc/pressure/memory, Linux 4.20+; absent means no brake).
+- PSI brake: memory pressure ``some avg10`` above ``safety.psi_some_avg10_max`` percent
+  stops all moves for the tick (/proc/pressure/memory, Linux 4.20+; absent: no brake).
+- Free-memory floor: a fast node with less than ``safety.free_floor_mib`` *available*
+  gets no promotions (demotions still run; they free memory).  Per-node meminfo has no
+  MemAvailable, so available is estimated as the kernel does for /proc/meminfo's
+  (mm/page_alloc.c si_mem_available, less the watermarks): MemFree + Active(file) +
+  Inactive(file) + SReclaimable.  MemFree alone leaves out the page cache, which an
+  ordinary host fills, so a free-memory test would brake for good.
+- Node share: the pages recmg itself placed on a fast node (over all targets) may not
+  exceed ``budget.max_fast_node_share`` of the node's MemTotal; at the limit, no
+  promotions.  What other processes use is not recmg's to ration (the floor covers it).
+
+The PSI and free-floor brakes read the host's real memory, so they apply only to a
+backend that really moves pages; with the simulated or dry-run backend nothing is
+moved and the node-share brake works on the modelled placement.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from recmg.service import metrics as m
+
+_MEMINFO = re.compile(r"^Node \d+ (\S+):\s+(\d+) kB", re.M)
+
+
+@dataclass(frozen=True)
+class Brake:
+    """A brake that holds for this tick.  ``reason`` is a stable name (metrics label,
+    status), ``detail`` the numbers behind it, ``stops`` "all moves" or "promotions"."""
+
+    reason: str
+    detail: str
+    stops: str
+
+
+@dataclass(frozen=True)
+class NodeMemory:
+    total_mib: float
+    free_mib: float
+    available_mib: float
 
 
 def psi_some_avg10(proc_root: str = "/proc") -> float | None:
     try:
         text = Path(proc_root, "pressure/memory").read_text()
-    except (FileNotFoundError, PermissionError, OSError):
+    except OSError:
         return None
     match = re.search(r"^some avg10=([0-9.]+)", text, re.M)
     return float(match.group(1)) if match else None
 
 
-def node_memory_mib(node: int, sys_root: str = "/sys") -> tuple[float, float] | None:
-    """(total, free) MiB of a node, from its meminfo."""
+def node_memory(node: int, sys_root: str = "/sys") -> NodeMemory | None:
+    """A node's memory from /sys/devices/system/node/nodeN/meminfo, in MiB."""
     try:
         text = Path(sys_root, f"devices/system/node/node{node}/meminfo").read_text()
     except OSError:
         return None
-    total = re.search(r"MemTotal:\s+(\d+) kB", text)
-    free = re.search(r"MemFree:\s+(\d+) kB", text)
-    if not free:
+    kb = {k.rstrip(":"): int(v) for k, v in _MEMINFO.findall(text)}
+    if "MemTotal" not in kb or "MemFree" not in kb:
         return None
-    return (int(total.group(1)) / 1024 if total else float("inf"), int(free.group(1)) / 1024)
+    avail = kb["MemFree"] + sum(kb.get(k, 0) for k in ("Active(file)", "Inactive(file)",
+                                                        "SReclaimable"))
+    return NodeMemory(kb["MemTotal"] / 1024, kb["MemFree"] / 1024, min(avail, kb["MemTotal"]) / 1024)
 
 
-def brake_reason(cfg, fast_nodes: list[int], sys_root: str = "/sys",
-                 proc_root: str = "/proc", max_node_share: float = 1.0) -> str | None:
-    """None, "psi" (no moves), "free_floor" or "node_share" (no promotions)."""
-    psi = psi_some_avg10(proc_root)
-    if psi is not None and psi > cfg.psi_some_avg10_max:
-        m.BRAKES.labels(reason="psi").inc()
-        return "psi"
+def check(cfg, fast_nodes: list[int], placed_mib: dict[int, float], max_node_share: float,
+          real_memory: bool, sys_root: str = "/sys", proc_root: str = "/proc"
+          ) -> Brake | None:
+    """The brake that holds this tick, or None.  ``cfg`` is the [safety] section,
+    ``placed_mib`` what recmg placed on each fast node (all targets), ``real_memory``
+    whether the backend moves real pages (else PSI and the floor do not apply)."""
+    if real_memory:
+        psi = psi_some_avg10(proc_root)
+        if psi is not None and psi > cfg.psi_some_avg10_max:
+            return _brake("psi", f"memory PSI some avg10 {psi:.1f}% > "
+                          f"{cfg.psi_some_avg10_max:g}%", "all moves")
     for n in fast_nodes:
-        mem = node_memory_mib(n, sys_root)
+        mem = node_memory(n, sys_root)
         if mem is None:
             continue
-        total, free = mem
-        if free < cfg.free_floor_mib:
-            m.BRAKES.labels(reason="free_floor").inc()
-            return "free_floor"
-        if total != float("inf") and (total - free) / total > max_node_share:
-            m.BRAKES.labels(reason="node_share").inc()
-            return "node_share"
+        if real_memory and mem.available_mib < cfg.free_floor_mib:
+            return _brake("free_floor", f"node {n} has {mem.available_mib:.0f} MiB available "
+                          f"< free_floor_mib {cfg.free_floor_mib}", "promotions")
+        limit = max_node_share * mem.total_mib
+        placed = placed_mib.get(n, 0.0)
+        if placed >= limit:
+            return _brake("node_share", f"recmg placed {placed:.0f} MiB on node {n}, "
+                          f"max_fast_node_share {max_node_share:g} of {mem.total_mib:.0f} MiB",
+                          "promotions")
     return None
+
+
+def _brake(reason: str, detail: str, stops: str) -> Brake:
+    m.BRAKES.labels(reason=reason).inc()
+    return Brake(reason, detail, stops)
