@@ -351,3 +351,49 @@ def test_cli_error_paths_for_workload_and_capture_list(tmp_path, capsys):
     assert "recmg.ghost.999999: rejected:" in out and "file name says pid" in out
     assert cli.main(["capture", "list", "--shm-dir", str(tmp_path / "none")]) == 0
     assert "no capture segments" in capsys.readouterr().out
+
+
+def test_client_removes_its_segment_at_exit_without_close(tmp_path):
+    code = textwrap.dedent(f"""
+        from recmg.client import Client
+        c = Client("leaver", [("a", 100, 4)], shm_dir={str(tmp_path)!r})
+        print(c.path, flush=True)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert res.stdout.strip().startswith(str(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+def test_killed_clients_segment_is_removed_by_capture_clean_live_ones_kept(tmp_path):
+    code = textwrap.dedent(f"""
+        import time
+        from recmg.client import Client
+        c = Client("killed", [("a", 100, 4)], shm_dir={str(tmp_path)!r})
+        print(c.path, flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    path = p.stdout.readline().strip()
+    p.kill()
+    p.wait()
+    assert os.path.exists(path)  # SIGKILL: no atexit
+    with Client("alive", [("a", 100, 4)], shm_dir=str(tmp_path)) as live:
+        cli = [sys.executable, "-m", "recmg.cli.recmg", "capture", "clean",
+               "--shm-dir", str(tmp_path)]
+        res = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True)
+        assert res.returncode == 0 and f"would remove {path}" in res.stdout
+        assert os.path.exists(path)
+        res = subprocess.run(cli, capture_output=True, text=True)
+        assert res.returncode == 0 and f"removed {path}" in res.stdout
+        assert not os.path.exists(path) and os.path.exists(live.path)
+
+
+def test_segment_selectors_one_naming_everywhere():
+    assert seg.matches("ranker", "recmg.ranker.123")
+    assert seg.matches("recmg.ranker.123", "recmg.ranker.123")
+    assert not seg.matches("recmg.ranker.124", "recmg.ranker.123")
+    assert seg.matches("*", "recmg.ranker.123") and not seg.matches("*", "other")
+    assert not seg.matches("rank", "recmg.ranker.123")
+    assert all(map(seg.valid_selector, ["*", "ranker", "recmg.ranker.123"]))
+    assert not any(map(seg.valid_selector, ["bad name", "recmg.x.y", "", "a/b"]))

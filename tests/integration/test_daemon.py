@@ -312,11 +312,15 @@ def test_target_that_exits_and_restarts_is_reattached(tmp_path):
         finally:
             second.kill()
             second.wait()
-        for stale in discover(name="again"):
-            stale.unlink()  # killed clients leave their segment behind
+        # killed clients leave their segments behind: recmgd removes them and forgets
+        # their rejection
+        wait(lambda: not discover(name="again"))
+        st = ctl(sock, {"cmd": "status"})["result"]
+        assert not st["targets"] and not st["rejected"]
     finally:
         out = stop(d)
     assert "detached" in out and "process exited" in out
+    assert "removed stale segment" in out
 
 
 def test_malformed_oversized_and_unauthorized_requests(tmp_path):

@@ -24,6 +24,15 @@ profile = "lru"
     assert cfg.policy.profile == "lru"
 
 
+def test_segments_take_a_name_a_file_name_or_star():
+    cfg = c.parse('[target]\nsegments = ["ranker", "recmg.ranker.77", "*"]\n')
+    assert cfg.target.segments == ("ranker", "recmg.ranker.77", "*")
+    with pytest.raises(c.ConfigError) as ei:
+        c.parse('[target]\nsegments = ["/dev/shm/recmg.ranker.77"]\n')
+    assert ei.value.problems[0][0] == "target.segments"
+    assert "recmg.<name>.<pid>" in ei.value.problems[0][1]
+
+
 def test_all_problems_are_reported_with_key_paths():
     with pytest.raises(c.ConfigError) as ei:
         c.parse("""

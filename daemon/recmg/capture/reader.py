@@ -77,6 +77,35 @@ def discover(shm_dir: str = "/dev/shm", name: str | None = None, pid: int | None
     return out
 
 
+def remove_stale(shm_dir: str = "/dev/shm", proc_root: str = "/proc",
+                 dry_run: bool = False) -> list[tuple[Path, str | None]]:
+    """Remove segment files whose process no longer exists; returns each stale file
+    with None (removed) or why it could not be removed.
+
+    A client removes its segment at exit (close(), atexit), but a process killed by
+    SIGKILL or a crash leaves its file behind (the ring's size in /dev/shm, for good).
+    Only regular files named recmg.<name>.<pid> with no /proc/<pid> are touched; a
+    segment whose pid was reused by another process stays (its attach is refused with
+    an owner or pid mismatch) until that process is gone too."""
+    removed = []
+    for path in discover(shm_dir):
+        pid = seg.parse_segment_name(path.name)[1]
+        if os.path.exists(os.path.join(proc_root, str(pid))):
+            continue
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            if not dry_run:
+                os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:  # e.g. EPERM: another uid's file in sticky /dev/shm
+            removed.append((path, e.strerror))
+            continue
+        removed.append((path, None))
+    return removed
+
+
 def process_uid(pid: int, proc_root: str = "/proc") -> int:
     """Real uid of a live process; ProcessLookupError if it is gone or a zombie
     (an exited child not yet reaped still has a /proc entry)."""

@@ -79,6 +79,20 @@ def segment_name(name: str, pid: int) -> str:
     return f"{PREFIX}{name}.{pid}"
 
 
+def matches(selector: str, filename: str) -> bool:
+    """Whether a segment selector names this segment file.  One naming everywhere
+    (config ``[target] segments``, ``recmgctl record --segment``): the short name the
+    client chose (every pid's segment of that name), the file name
+    ``recmg.<name>.<pid>`` (that one segment), or ``*`` (any)."""
+    parsed = parse_segment_name(filename)
+    return parsed is not None and selector in ("*", parsed[0], filename)
+
+
+def valid_selector(selector: str) -> bool:
+    return selector == "*" or bool(NAME_RE.match(selector)) or \
+        parse_segment_name(selector) is not None
+
+
 def parse_segment_name(filename: str) -> tuple[str, int] | None:
     """('name', pid) for 'recmg.name.pid', else None."""
     if not filename.startswith(PREFIX):

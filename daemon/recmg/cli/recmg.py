@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     cls = csub.add_parser("list", help="segments in /dev/shm, validated")
     cls.add_argument("--shm-dir", default="/dev/shm")
     cls.add_argument("--json", action="store_true")
+    ccl = csub.add_parser("clean", help="remove segments whose process is gone (killed "
+                          "clients leave them; recmgd removes them too)")
+    ccl.add_argument("--shm-dir", default="/dev/shm")
+    ccl.add_argument("--dry-run", action="store_true", help="list, remove nothing")
 
     tr = sub.add_parser("trace", help="access traces")
     trsub = tr.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -195,8 +199,15 @@ def cmd_workload(args) -> int:
 
 
 def cmd_capture(args) -> int:
-    from recmg.capture.reader import SegmentError, SegmentReader, discover
+    from recmg.capture.reader import SegmentError, SegmentReader, discover, remove_stale
 
+    if args.action == "clean":
+        stale = remove_stale(args.shm_dir, dry_run=args.dry_run)
+        for path, err in stale:
+            print(f"cannot remove {path}: {err}" if err else
+                  f"{'would remove' if args.dry_run else 'removed'} {path}")
+        print(f"{len(stale)} stale segment(s) in {args.shm_dir}")
+        return EX_NOPERM if any(err for _, err in stale) else EX_OK
     rows = []
     for path in discover(args.shm_dir):
         try:

@@ -15,12 +15,15 @@ Guarantees:
   ``np.bitwise_or(..., out=<ring slice>)`` straight into shared memory.  When the
   ring is full it drops the batch and counts it; it honours the daemon's sampling
   word (record one batch in N).
-- The segment file is created 0600 (or 0660 with ``group``) and removed by close();
-  the ring layout is in recmg.capture.segment.
+- The segment file is created 0600 (or 0660 with ``group``) and removed by close(),
+  or at interpreter exit (atexit) if close() was never called.  A process killed by a
+  signal leaves it behind; recmgd removes such stale segments (`recmg capture clean`
+  does it by hand).  The ring layout is in recmg.capture.segment.
 """
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import os
 import time
@@ -91,6 +94,11 @@ class Client:
         self.path = os.path.join(shm_dir, seg.segment_name(name, self.pid))
         self._create(key_capacity, batch_capacity, group)
         self._counter = 0
+        atexit.register(self._atexit)
+
+    def _atexit(self) -> None:
+        """Remove the segment at interpreter exit if close() was never called."""
+        self.close()
 
     # --- segment creation ----------------------------------------------------------
     def _create(self, kcap: int, bcap: int, group: int | None) -> None:
@@ -193,6 +201,7 @@ class Client:
         del self._ring, self._desc, self._hdr, self._words
         self._mm.close()
         self._mm = None
+        atexit.unregister(self._atexit)
 
     def __enter__(self):
         return self

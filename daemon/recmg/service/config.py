@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from recmg.capture import segment as seg
 from recmg.policy.cache import POLICIES
 from recmg.policy.prefetch import PREFETCHERS
 
@@ -38,7 +39,8 @@ class ConfigError(ValueError):
 class Target:
     """Which processes recmgd manages: segment names, pids, executable names."""
 
-    segments: tuple[str, ...] = ()  # segment names (recmg.<name>.<pid>); "*" = any
+    # segments by the client's name, or one file recmg.<name>.<pid>; "*" = any
+    segments: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()
     exe: tuple[str, ...] = ()  # process names (psutil name) whose segments to attach
     allowed_uids: tuple[int, ...] = ()  # empty: any uid that owns its segment
@@ -132,6 +134,9 @@ class Profile:
 _CHECKS = {
     "tick_ms": lambda v: 10 <= v <= 60000 or "must be between 10 and 60000",
     "target.max_accesses_per_s": lambda v: v >= 0 or "must be >= 0 (0 = never sample)",
+    "target.segments": lambda v: all(seg.valid_selector(x) for x in v) or (
+        "each must be \"*\", a client's segment name (letters, digits, '_', '-') or a "
+        "segment file name recmg.<name>.<pid>"),
     "budget.fast_mib_per_target": lambda v: v > 0 or "must be > 0",
     "budget.max_fast_node_share": lambda v: 0 < v <= 1 or "must be in (0, 1]",
     "migration.backend": lambda v: v in MIGRATORS or f"must be one of {', '.join(MIGRATORS)}",

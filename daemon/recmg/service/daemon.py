@@ -28,6 +28,7 @@ import psutil
 
 from recmg import __version__
 from recmg.capture import segment as seg
+from recmg.capture.reader import remove_stale
 from recmg.capture.watcher import ProcessWatcher
 from recmg.service import config as cfgmod
 from recmg.service import metrics as m
@@ -101,9 +102,9 @@ class Daemon:
         self.snapshot: dict = self.pipeline.status()
 
     # -------------------------------------------------------------- target matching
-    def _wanted(self, name: str, pid: int) -> bool:
+    def _wanted(self, filename: str, pid: int) -> bool:
         t = self.cfg.target
-        if "*" in t.segments or name in t.segments or pid in t.pids:
+        if pid in t.pids or any(seg.matches(s, filename) for s in t.segments):
             return True
         if t.exe:
             try:
@@ -113,15 +114,24 @@ class Daemon:
         return False
 
     def discover(self) -> None:
+        """Attach wanted segments; remove stale ones (their process is gone) and forget
+        rejections whose file is gone."""
+        stale = remove_stale(self.cfg.shm_dir, self.proc_root)
+        for path, err in stale:
+            if err is None:
+                log.info("removed stale segment %s: its process no longer exists", path)
+            else:
+                self.pipeline.rejected[path.name] = f"stale (process gone), cannot remove: {err}"
         try:
-            entries = os.listdir(self.cfg.shm_dir)
-        except FileNotFoundError:
-            return
-        for fn in entries:
+            entries = set(os.listdir(self.cfg.shm_dir))
+        except OSError:
+            entries = set()
+        for fn in list(self.pipeline.rejected):
+            if fn not in entries:
+                del self.pipeline.rejected[fn]
+        for fn in sorted(entries - {path.name for path, _ in stale}):
             parsed = seg.parse_segment_name(fn)
-            if parsed and fn not in self.pipeline.targets and self._wanted(*parsed):
-                if fn in self.pipeline.rejected and not psutil.pid_exists(parsed[1]):
-                    continue  # a stale segment: rejected once, not re-logged
+            if parsed and fn not in self.pipeline.targets and self._wanted(fn, parsed[1]):
                 self.pipeline.attach(Path(self.cfg.shm_dir) / fn)
 
     # ------------------------------------------------------------------- the worker
@@ -287,6 +297,12 @@ class Daemon:
             names = list(self.pipeline.targets)
             if name is None and len(names) == 1:
                 name = names[0]
+            elif isinstance(name, str):  # a short name or a file name (recmg.<name>.<pid>)
+                found = [n for n in names if seg.matches(name, n)]
+                if len(found) > 1:
+                    raise ControlError("EINVAL", f"{name!r} names {len(found)} attached "
+                                       f"segments ({', '.join(found)}); give the file name")
+                name = found[0] if found else name
             if name not in self.pipeline.targets:
                 raise ControlError("ENOENT", f"no attached target {name!r} "
                                    f"(attached: {', '.join(names) or 'none'})")

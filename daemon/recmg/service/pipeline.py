@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recmg.capture import segment as seg
 from recmg.capture.reader import SegmentError, SegmentReader
 from recmg.policy import prefetch as pf_mod
 from recmg.policy.cache import Cache, unique_ordered
@@ -363,7 +364,8 @@ class Pipeline:
         for name, t in sorted(self.targets.items()):
             s = t.stats
             _add_stats(totals, s)
-            targets.append({"segment": name, "pid": t.pid, "tables": len(t.reader.tables),
+            targets.append({"segment": name, "name": seg.parse_segment_name(name)[0],
+                            "pid": t.pid, "tables": len(t.reader.tables),
                             "sampling": t.sampling, "offered_accesses_s": round(t.rate),
                             "pages": t.pages.n_pages, "fast_pages": t.fast_pages(),
                             "budget_pages": t.budget_pages, "batches": s.batches,
