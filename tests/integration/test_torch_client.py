@@ -63,3 +63,82 @@ def test_instrumented_outputs_are_identical_and_lookups_recorded():
 def test_instrument_needs_embeddings():
     with pytest.raises(ValueError, match="no nn.Embedding"):
         instrument(nn.Linear(3, 3), "none")
+
+
+class KeywordAndRepeat(nn.Module):
+    """Keyword inputs, one bag called twice per forward, a padding row, tied weights."""
+
+    def __init__(self, dtype=torch.float32):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(100, 8, mode="sum", padding_idx=0).to(dtype)
+        self.item = nn.EmbeddingBag(40, 8, mode="sum").to(dtype)
+        self.item_again = nn.EmbeddingBag(40, 8, mode="mean").to(dtype)
+        self.item_again.weight = self.item.weight  # tied
+
+    def forward(self, a, oa, b, ob, c):
+        x = self.bag(input=a, offsets=oa)
+        y = self.bag(b[:2].reshape(1, 2))  # the same table again, 2-D input
+        z = self.item(c, torch.tensor([0]))
+        w = self.item_again(c[:1], torch.tensor([0]))
+        return x.sum(0) + y.sum(0) + z.sum(0) + w.sum(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_keyword_inputs_repeated_calls_padding_and_tied_weights(dtype):
+    torch.manual_seed(0)
+    model = KeywordAndRepeat(dtype).eval()
+    a = torch.tensor([0, 5, 7, 0, 9])
+    oa = torch.tensor([0, 3])
+    b = torch.tensor([11, 0])
+    c = torch.tensor([3, 4, 3])
+    with torch.no_grad():
+        want = model(a, oa, b, ob := torch.tensor([0]), c).clone()
+    client = instrument(model, f"kw{str(dtype)[6:]}")
+    try:
+        assert model.item.weight is model.item_again.weight  # the tie is kept
+        assert model.bag.weight.dtype == dtype
+        with SegmentReader(client.path) as reader:
+            assert [t.info.name for t in reader.tables] == ["bag", "item"]
+            with torch.no_grad():
+                assert torch.equal(model(a, oa, b, ob, c), want)
+            read = reader.read()
+        assert read.n_batches == 1
+        # bag: both calls, padding row 0 left out; item: both tied modules
+        expect = np.concatenate([tf.make_keys(0, np.array([5, 7, 9, 11])),
+                                 tf.make_keys(1, np.array([3, 4, 3, 3]))])
+        np.testing.assert_array_equal(read.keys, expect)
+    finally:
+        client.close()
+
+
+def test_refusals_leave_the_model_unchanged(tmp_path):
+    class Quantizedish(nn.Module):  # an embedding module recmg does not know
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(4, 4))
+
+    Quantizedish.__name__ = "QuantizedEmbeddingBag"
+    m = nn.Sequential(nn.Embedding(10, 4), Quantizedish())
+    before = m[0].weight.data_ptr()
+    with pytest.raises(ValueError, match="not supported"):
+        instrument(m, "refused", shm_dir=str(tmp_path))
+    m2 = nn.Sequential(nn.Embedding(10, 4))
+    m2[0].weight.data = m2[0].weight.data.to(torch.complex64)
+    with pytest.raises(ValueError, match="dtype"):
+        instrument(m2, "refused", shm_dir=str(tmp_path))
+    assert m[0].weight.data_ptr() == before and not list(tmp_path.iterdir())
+    ok = nn.Sequential(nn.Embedding(10, 4))
+    client = instrument(ok, "once", shm_dir=str(tmp_path))
+    try:
+        with pytest.raises(ValueError, match="instrumented already"):
+            instrument(ok, "twice", shm_dir=str(tmp_path))
+        with pytest.raises(ValueError, match="named 'once' already"):
+            instrument(nn.Sequential(nn.Embedding(3, 4)), "once", shm_dir=str(tmp_path))
+    finally:
+        client.close()
+
+
+def test_non_cpu_weights_are_refused():
+    m = nn.Embedding(10, 4).to("meta")
+    with pytest.raises(ValueError, match="weight on meta"):
+        instrument(m, "meta")

@@ -10,49 +10,129 @@ dtype), and makes the module's weight a tensor over that memory
 (torch.from_numpy shares it), so outputs are identical to the uninstrumented model.
 Forward pre-hooks collect each module's indices; a forward hook on the root module
 records them as one batch when the root forward returns.
+
+Supported:
+- positional or keyword inputs (``bag(input=..., offsets=...)``), 1-D with offsets or
+  2-D fixed-size bags;
+- a table called several times in one forward: every call's rows are recorded;
+- tied weights (several modules sharing one Parameter): one table, every module's
+  lookups recorded against it, the tie kept;
+- float32, float64, float16 and bfloat16 weights (bfloat16 is stored as 2-byte words,
+  registered with dtype ``<u2``: recmg only needs the row size);
+- EmbeddingBag's ``padding_idx``: those rows are never read by the bag, so they are
+  not recorded (nn.Embedding does read its padding row, so it is recorded).
+
+Refused, with a ValueError naming the module, before anything in the model changes:
+weights not on the CPU (recmg places host memory pages), quantized or other embedding
+modules it does not know, a model instrumented already, and a segment name this
+process already uses.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 from torch import nn
 
-from recmg.client import Client
+from recmg.capture import segment as seg
+from recmg.client import Client, alloc_table
+
+_SUPPORTED = (nn.EmbeddingBag, nn.Embedding)
+_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+           torch.bfloat16: "uint16"}  # numpy has no bfloat16: same 2-byte words
+_MARK = "_recmg_client_name"
 
 
-def _flat_indices(args) -> torch.Tensor:
-    """All rows a call looks up: 1-D (with offsets) or 2-D (fixed bags) input."""
-    return args[0].reshape(-1)
+def _call_indices(module: nn.Module, args: tuple, kwargs: dict) -> np.ndarray:
+    """Rows one call reads: the input (1-D with offsets or 2-D bags), flattened, less
+    an EmbeddingBag's padding_idx (excluded from the reduction, so never read)."""
+    ix = args[0] if args else kwargs.get("input")
+    if ix is None:
+        raise ValueError(f"recmg: {type(module).__name__} called without an input")
+    rows = ix.detach().reshape(-1).cpu().numpy()
+    pad = getattr(module, "padding_idx", None)
+    if isinstance(module, nn.EmbeddingBag) and pad is not None:
+        rows = rows[rows != pad]
+    return rows
+
+
+def _check(model: nn.Module, name: str, shm_dir: str) -> list[tuple[str, nn.Module]]:
+    """The embedding modules to instrument, or a ValueError before any change."""
+    if getattr(model, _MARK, None) is not None:
+        raise ValueError(f"the model is instrumented already (segment name "
+                         f"{getattr(model, _MARK)!r}); instrument it once")
+    if os.path.exists(os.path.join(shm_dir, seg.segment_name(name, os.getpid()))):
+        raise ValueError(f"this process has a capture segment named {name!r} already; "
+                         "give each instrumented model its own name")
+    mods = []
+    for mname, m in model.named_modules():
+        if isinstance(m, _SUPPORTED):
+            w = m.weight
+            if w.device.type != "cpu":
+                raise ValueError(f"{mname or 'model'}: weight on {w.device}; recmg places "
+                                 "host memory pages, so instrument a CPU model")
+            if w.is_quantized or w.dtype not in _DTYPES:
+                raise ValueError(f"{mname or 'model'}: weight dtype {w.dtype} is not supported "
+                                 f"(supported: {', '.join(map(str, _DTYPES))})")
+            if w.dim() != 2 or w.layout != torch.strided:
+                raise ValueError(f"{mname or 'model'}: need a dense 2-D weight")
+            mods.append((mname, m))
+        elif "embedding" in type(m).__name__.lower():
+            raise ValueError(f"{mname}: {type(m).__module__}.{type(m).__name__} is not "
+                             "supported (only nn.Embedding and nn.EmbeddingBag with float "
+                             "weights; quantized embeddings are refused)")
+    if not mods:
+        raise ValueError("the model has no nn.Embedding or nn.EmbeddingBag")
+    return mods
 
 
 def instrument(model: nn.Module, name: str, **client_kw) -> Client:
     """Move embedding weights into registered memory and record lookups per forward."""
-    mods = [(n, m) for n, m in model.named_modules()
-            if isinstance(m, (nn.EmbeddingBag, nn.Embedding))]
-    if not mods:
-        raise ValueError("the model has no nn.Embedding or nn.EmbeddingBag")
-    specs = []
+    mods = _check(model, name, client_kw.get("shm_dir", "/dev/shm"))
+    # one table per distinct weight: tied modules share it
+    table_of: dict[int, int] = {}
+    specs, weights = [], []
     for mname, m in mods:
-        w = m.weight.detach()
-        specs.append((mname or "embedding", w.shape[0], w.shape[1],
-                      str(w.numpy().dtype)))
+        key = id(m.weight)
+        if key not in table_of:
+            table_of[key] = len(specs)
+            w = m.weight.detach()
+            # the array's base is its mmap, so the memory lives as long as the weight
+            arr, _ = alloc_table(w.shape[0], w.shape[1], _DTYPES[w.dtype])
+            specs.append((mname or "embedding", arr))
+            weights.append((w, arr, m.weight.requires_grad))
     client = Client(name, specs, **client_kw)
-    pending: list[np.ndarray] = [np.zeros(0, np.int64)] * len(mods)
-    for i, ((_, m), spec) in enumerate(zip(mods, specs)):
-        arr = client.tables[spec[0]]
-        arr[:] = m.weight.detach().numpy()
-        m.weight = nn.Parameter(torch.from_numpy(arr), requires_grad=m.weight.requires_grad)
+    params = []
+    for w, arr, grad in weights:
+        t = torch.from_numpy(arr)
+        if w.dtype == torch.bfloat16:
+            t = t.view(torch.bfloat16)
+        t.copy_(w)
+        params.append(nn.Parameter(t, requires_grad=grad))
+    calls: list[list[np.ndarray]] = [[] for _ in specs]
+    for _, m in mods:
+        i = table_of[id(m.weight)]
+        m.weight = params[i]
 
-        def pre_hook(module, args, i=i):
-            pending[i] = _flat_indices(args).detach().cpu().numpy()
+        def pre_hook(module, args, kwargs, i=i):
+            calls[i].append(_call_indices(module, args, kwargs))
 
-        m.register_forward_pre_hook(pre_hook)
+        m.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    empty = np.zeros(0, np.int64)
 
-    def post_hook(module, args, output):
-        client.record(pending)
-        for i in range(len(pending)):
-            pending[i] = np.zeros(0, np.int64)
+    def root_pre_hook(module, args):
+        for c in calls:  # a forward that raised left its calls behind
+            c.clear()
 
-    model.register_forward_hook(post_hook)
+    def root_hook(module, args, output):
+        client.record([np.concatenate(c) if len(c) > 1 else (c[0] if c else empty)
+                       for c in calls])
+        for c in calls:
+            c.clear()
+
+    model.register_forward_pre_hook(root_pre_hook)
+    model.register_forward_hook(root_hook)
+    setattr(model, _MARK, name)
     return client
