@@ -60,8 +60,8 @@ def start_workload(name, seconds=60, tables=2, rows=20000, dim=16):
                              "--report-every", "1000"], stdout=subprocess.PIPE, text=True)
 
 
-def start_daemon(cfg_path, env=None):
-    return subprocess.Popen([PY, "-m", "recmg.cli.recmgd", "-c", str(cfg_path)],
+def start_daemon(cfg_path, env=None, args=()):
+    return subprocess.Popen([PY, "-m", "recmg.cli.recmgd", "-c", str(cfg_path), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})
 
@@ -220,10 +220,36 @@ def test_conflicts_refuse_or_warn_and_missing_slow_tier():
     d = Daemon(cfgmod.parse(""), None, sys_root=str(t / "sys"), proc_root=str(t / "proc"))
     assert (d.fast, d.slow) == ([0, 1], [2, 3])
     d.watcher.close()
+    assert d.cfg.migration.backend == "move_pages"  # auto, with a slow tier
     one = FIXTURES / "one-node"
+    strict = cfgmod.parse('[migration]\nbackend = "move_pages"\n')
     with pytest.raises(StartupError, match="no slow memory tier") as ei:
-        Daemon(cfgmod.parse(""), None, sys_root=str(one / "sys"), proc_root=str(one / "proc"))
+        Daemon(strict, None, sys_root=str(one / "sys"), proc_root=str(one / "proc"))
     assert ei.value.code == 69
+
+
+def test_default_config_on_a_one_node_host_runs_simulated_and_says_so(tmp_path, caplog):
+    one = FIXTURES / "one-node"
+    with caplog.at_level("WARNING", logger="recmgd"):
+        d = Daemon(cfgmod.parse(""), None, sys_root=str(one / "sys"),
+                   proc_root=str(one / "proc"))
+    try:
+        assert d.cfg.migration.backend == "simulated" and d.auto_backend
+        assert "NO PAGES MOVE" in caplog.text and "no slow memory tier" in caplog.text
+        st = d.handle("status", {}, None)
+        assert st["backend"] == "simulated" and st["backend_auto"] and not st["real_migration"]
+        assert "SIMULATED" in recmgctl.render_status(st)
+    finally:
+        d.watcher.close()
+
+
+def test_check_config_without_a_file_says_defaults(tmp_path, monkeypatch, capsys):
+    from recmg.cli import recmgd
+
+    monkeypatch.setattr(cfgmod, "DEFAULT_PATH", str(tmp_path / "absent.toml"))
+    assert recmgd.main(["--check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "absent.toml: the built-in defaults: ok" in out and "backend auto" in out
 
 
 # --------------------------------------------------------------------- recmgd as process
@@ -430,6 +456,20 @@ def test_recmgctl_without_daemon_and_exit_codes(tmp_path, capsys):
     assert "recmgd is not running" in capsys.readouterr().err
 
 
+def test_recmgd_socket_flag_overrides_the_config_and_survives_reload(tmp_path):
+    cfgp = write_config(tmp_path)
+    other = tmp_path / "other.sock"
+    d = start_daemon(cfgp, args=["--socket", str(other)])
+    try:
+        wait(other.exists)
+        assert not (tmp_path / "ctl.sock").exists()
+        assert recmgctl.main(["reload", "--socket", str(other)]) == 0
+        assert ctl(other, {"cmd": "status"})["ok"]
+    finally:
+        out = stop(d)
+    assert d.returncode == 0, out
+
+
 @pytest.mark.parametrize("prog", ["recmgd", "recmgctl", "recmg"])
 def test_usage_errors_exit_64(prog):
     """sysexits EX_USAGE for every command, as documented (argparse's own is 2)."""
@@ -502,6 +542,7 @@ def test_second_daemon_on_the_same_socket_exits_73_and_bad_profile_78(tmp_path):
     res = subprocess.run([PY, "-m", "recmg.cli.recmgd", "--check-config", str(cfgp)],
                          capture_output=True, text=True)
     assert res.returncode == 78 and "unknown profile 'nope'" in res.stderr
+    assert "policy.profile: policy.profile" not in res.stderr
 
 
 def test_recmgctl_record_needs_an_output(tmp_path, capsys):

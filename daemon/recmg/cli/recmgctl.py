@@ -117,7 +117,9 @@ def render_status(st: dict) -> str:
              + (f", brake {st['brake']['reason']} (no {st['brake']['stops']}: "
                 f"{st['brake']['detail']})" if st["brake"] else ""),
              f"migration: {st['backend']}"
-             + ("" if st["real_migration"] else " (modelled placement, no page moves)")
+             + (" (auto)" if st.get("backend_auto") else "")
+             + ("" if st["real_migration"] else
+                " -- SIMULATED: placement is modelled, no pages move")
              + f"; fast nodes {st['fast_nodes']}, slow nodes {st['slow_nodes']} "
              f"({st['tier_basis']})",
              f"policy: {st['profile']} ({st['caching']} + {st['prefetcher']}); "

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-config", nargs="?", const="", metavar="PATH",
                    help="validate the config (and its policy profile), print problems, "
                    "exit 0 or 78")
+    p.add_argument("--socket", metavar="PATH", help="control socket (overrides the "
+                   "config's control.socket)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
@@ -50,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             cfgmod.load_profile(cfg.policy.profile)
         except cfgmod.ConfigError as e:
             for key, msg in e.problems:
-                print(f"{e.source}: {key}: {msg}", file=sys.stderr)
+                print(f"{e.source}: {msg}" if key == e.source else f"{e.source}: {key}: {msg}",
+                      file=sys.stderr)
             return EX_CONFIG
-        print(f"{path or cfgmod.DEFAULT_PATH}: ok (profile {cfg.policy.profile}, backend "
-              f"{cfg.migration.backend})")
+        where = path or cfgmod.DEFAULT_PATH
+        if not path and not os.path.exists(where):
+            where = f"no {where}: the built-in defaults"
+        print(f"{where}: ok (profile {cfg.policy.profile}, backend {cfg.migration.backend})")
         return EX_OK
     setup_logging(args.log_level)
     try:
@@ -62,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(e), EX_CONFIG)
     from recmg.service.daemon import Daemon, StartupError
 
+    if args.socket:
+        cfg = cfgmod.with_socket(cfg, args.socket)
     try:
         daemon = Daemon(cfg, args.config)
+        daemon.socket_override = args.socket
         return daemon.serve()
     except cfgmod.ConfigError as e:
         return fail(str(e), EX_CONFIG)

@@ -24,7 +24,7 @@ from recmg.policy.prefetch import PREFETCHERS
 
 DEFAULT_PATH = "/etc/recmg/recmgd.toml"
 ADMIN_POLICY_DIR = "/etc/recmg/policies"
-MIGRATORS = ("move_pages", "simulated", "dryrun")
+MIGRATORS = ("auto", "move_pages", "simulated", "dryrun")
 
 
 class ConfigError(ValueError):
@@ -32,7 +32,10 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source, self.problems = source, problems
-        super().__init__(f"{source}: " + "; ".join(f"{k}: {m}" for k, m in problems))
+        # a key that is the source itself ("policy.profile") is not said twice
+        text = "; ".join(m if k == source else f"{k}: {m}" for k, m in problems)
+        super().__init__(text if all(k == source for k, _ in problems)
+                         else f"{source}: {text}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class Budget:
 
 @dataclass(frozen=True)
 class Migration:
-    backend: str = "move_pages"  # move_pages | simulated | dryrun
+    # auto: move_pages where the host has a slow tier, else simulated (said loudly)
+    backend: str = "auto"  # auto | move_pages | simulated | dryrun
     rate_mib_s: float = 256.0  # cap on pages moved per second, both directions
     batch_pages: int = 1024  # pages per move_pages call
     tick_deadline_ms: int = 200  # migration stops for this tick when it runs out
@@ -277,6 +281,10 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
     if problems:
         raise ConfigError(str(path), problems)
     return prof
+
+
+def with_socket(cfg: Config, socket: str) -> Config:
+    return replace(cfg, control=replace(cfg.control, socket=socket))
 
 
 def with_profile(cfg: Config, name: str) -> Config:

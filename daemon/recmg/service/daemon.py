@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,16 @@ def notify(state: str) -> None:
     sd.notify(state)
 
 
+def resolve_backend(cfg: cfgmod.Config, topo: topology.Topology) -> cfgmod.Config:
+    """``backend = "auto"`` made concrete: move_pages where the host (or [tiers]) has a
+    slow tier, else simulated."""
+    if cfg.migration.backend != "auto":
+        return cfg
+    has_slow = bool(cfg.tiers.slow_nodes or topo.slow_nodes)
+    return replace(cfg, migration=replace(cfg.migration,
+                                          backend="move_pages" if has_slow else "simulated"))
+
+
 def resolve_tiers(cfg: cfgmod.Config, topo: topology.Topology) -> tuple[list[int], list[int], str]:
     """(fast, slow, how).  The simulated and dryrun backends on a host without a slow
     tier model one: a virtual node numbered after the last real one."""
@@ -74,11 +85,14 @@ class Daemon:
     def __init__(self, cfg: cfgmod.Config, config_path: str | None, *,
                  sys_root: str = "/sys", proc_root: str = "/proc",
                  policy_dirs: list[Path] | None = None):
-        self.cfg, self.config_path = cfg, config_path
+        self.config_path = config_path
         self.sys_root, self.proc_root = sys_root, proc_root
         self.policy_dirs = policy_dirs
         self.profile = cfgmod.load_profile(cfg.policy.profile, policy_dirs)
         self.topo = topology.probe(sys_root, proc_root)
+        self.auto_backend = cfg.migration.backend == "auto"
+        self.socket_override: str | None = None  # recmgd --socket: kept across reloads
+        cfg = self.cfg = resolve_backend(cfg, self.topo)
         conflicts = [f for f in self.topo.findings() if f.level == "conflict"]
         for f in conflicts:
             log.warning("conflict: %s (fix: %s)", f.what, f.fix)
@@ -88,8 +102,10 @@ class Daemon:
         self.fast, self.slow, self.tier_basis = resolve_tiers(cfg, self.topo)
         self.pipeline = Pipeline(cfg, self.profile, self.fast, self.slow, proc_root, sys_root)
         if cfg.migration.backend != "move_pages":
-            log.warning("migration backend is %r: placement is modelled, no page moves "
-                        "(slow nodes %s)", cfg.migration.backend, self.slow)
+            log.warning("migration backend is %r%s: placement is MODELLED, NO PAGES MOVE "
+                        "(slow nodes %s)", cfg.migration.backend,
+                        " (auto: this host has no slow memory tier)" if self.auto_backend
+                        else "", self.slow)
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.last_progress = time.monotonic()
@@ -216,6 +232,9 @@ class Daemon:
                 else self.cfg
             if new_profile is not None:
                 cfg = cfgmod.with_profile(cfg, new_profile)
+            if self.socket_override:
+                cfg = cfgmod.with_socket(cfg, self.socket_override)
+            cfg = resolve_backend(cfg, self.topo)
             profile = cfgmod.load_profile(cfg.policy.profile, self.policy_dirs)
             with self.lock:
                 self.pipeline.reconfigure(cfg, profile)
@@ -243,6 +262,7 @@ class Daemon:
             st.update(paused=self.pipeline.paused,
                       uptime_s=round(time.monotonic() - self.started, 1),
                       version=__version__, tier_basis=self.tier_basis,
+                      backend_auto=self.auto_backend,
                       config=self.config_path or "(built-in defaults)")
             if key == "stats":
                 st["metrics"] = m.exposition()
