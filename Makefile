@@ -41,7 +41,7 @@ $(VENV)/.deps: pyproject.toml Makefile | debs
 	# torch pinned first: this machine kind carries a local CPU build of exactly 2.13.0;
 	# an unpinned torch would download a multi-GB CUDA build.
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check '.[dev,train,plots]'
+	$(BIN)/pip install -q --disable-pip-version-check '.[daemon,dev,train,plots]'
 	touch $@
 
 venv: $(VENV)/.deps

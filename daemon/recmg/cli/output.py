@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -53,3 +54,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.print_usage(sys.stderr)
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+DAEMON_MODULES = ("psutil", "prometheus_client", "pyroute2", "onnxruntime")
+
+
+def require_daemon_extra() -> None:
+    """Exit 69 with the install command when the `daemon` extra is missing: the base
+    install (`pip install recmg`) carries only what recmg.client needs."""
+    missing = [m for m in DAEMON_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(fail(f"missing {', '.join(missing)}: this command needs the daemon "
+                              "extra: pip install 'recmg[daemon]'", EX_UNAVAILABLE))

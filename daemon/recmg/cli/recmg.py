@@ -10,7 +10,7 @@ import argparse
 import sys
 
 
-from recmg.cli.output import (Parser, EX_DATAERR, EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE,
+from recmg.cli.output import (Parser, require_daemon_extra, EX_DATAERR, EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE,
                               fail, print_json)
 from recmg.tiering import topology
 
@@ -355,6 +355,7 @@ def cmd_sim(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    require_daemon_extra()
     from recmg.service import demo
 
     return demo.run(args.seconds, args.backend, args.budget_mib)

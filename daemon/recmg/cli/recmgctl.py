@@ -23,7 +23,7 @@ import time
 from recmg.cli import check
 from recmg.cli.output import (EX_CONFIG, EX_NOPERM, EX_OK, EX_OSERR, EX_TEMPFAIL,
                               EX_UNAVAILABLE, Parser, fail, human_bytes,
-                              print_json, table)
+                              print_json, require_daemon_extra, table)
 from recmg.service import config as cfgmod
 from recmg.service.config import Control
 from recmg.tiering import topology
@@ -172,6 +172,7 @@ def call(args, req: dict):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    require_daemon_extra()
     if args.command == "check":
         return cmd_check(args)
     try:

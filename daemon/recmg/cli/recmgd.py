@@ -12,7 +12,7 @@ import os
 import sys
 
 from recmg import __version__
-from recmg.cli.output import EX_CONFIG, EX_OK, Parser, fail
+from recmg.cli.output import EX_CONFIG, EX_OK, Parser, fail, require_daemon_extra
 from recmg.service import config as cfgmod
 
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
+    require_daemon_extra()
     if args.check_config is not None:
         path = args.check_config or args.config
         try:
