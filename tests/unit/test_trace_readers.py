@@ -31,6 +31,82 @@ def test_criteo_reader_hashes_each_field_into_its_own_table(tmp_path):
     assert (tf.key_row(t.keys) < 1000).all()
 
 
+def test_unlabeled_criteo_test_day_reads_as_the_labeled_days(tmp_path):
+    cats = [f"{i:08x}" for i in range(26)]
+    labeled, unlabeled = tmp_path / "l.tsv", tmp_path / "u.tsv"
+    labeled.write_text(criteo_line(1, cats) * 3)
+    unlabeled.write_text("".join(criteo_line(1, cats)[2:] for _ in range(3)))
+    a, b = readers.read_criteo(labeled), readers.read_criteo(unlabeled)
+    np.testing.assert_array_equal(a.keys, b.keys)
+    unlabeled.write_text(criteo_line(1, cats)[2:] + criteo_line(1, cats))
+    with pytest.raises(tf.TraceError, match=r"u.tsv:2: expected 39 tab-separated fields "
+                       r"like line 1, found 40"):
+        readers.read_criteo(unlabeled)
+
+
+def test_chunked_reading_gives_the_same_trace(tmp_path, monkeypatch):
+    cats = [f"{i:08x}" for i in range(26)]
+    p = tmp_path / "c.tsv"
+    p.write_text("".join(criteo_line(i % 2, [c + str(i % 7) for c in cats])
+                         for i in range(50)))
+    whole = readers.read_criteo(p, batch_size=8)
+    monkeypatch.setattr(readers, "CHUNK_SAMPLES", 3)
+    chunked = readers.read_criteo(p, batch_size=8)
+    np.testing.assert_array_equal(whole.keys, chunked.keys)
+    np.testing.assert_array_equal(whole.batch_offsets, chunked.batch_offsets)
+
+
+def test_talkingdata_reader_orders_by_click_time(tmp_path):
+    p = tmp_path / "td.csv"
+    p.write_text("ip,app,device,os,channel,click_time,attributed_time,is_attributed\n"
+                 "1,2,3,4,5,2017-11-06 14:32:21,,0\n"
+                 "9,9,9,9,9,2017-11-06 14:30:00,,0\n"
+                 "1,2,3,4,5,2017-11-06 14:32:21,,1\n")
+    t = readers.read_talkingdata(p, table_rows=1000, batch_size=2)
+    assert [x.name for x in t.tables] == ["ip", "app", "device", "os", "channel"]
+    assert t.n_batches == 2 and len(t.keys) == 15
+    # the 14:30 click comes first; the two identical 14:32 ones keep file order
+    np.testing.assert_array_equal(t.keys[5:10], t.keys[10:15])
+    assert t.keys[0] != t.keys[5]
+    p.write_text("ip,app,device,os,click_time\n")
+    with pytest.raises(tf.TraceError, match="missing channel"):
+        readers.read_talkingdata(p)
+    p.write_text("ip,app,device,os,channel,click_time\n1,2,3,4,5,yesterday\n")
+    with pytest.raises(tf.TraceError, match=r"td.csv:2: click_time 'yesterday'"):
+        readers.read_talkingdata(p)
+
+
+def test_generic_csv_reader_by_name_or_number(tmp_path):
+    p = tmp_path / "g.csv"
+    p.write_text('user,"item, with comma",score\nu1,"a,b",3\nu2,c,4\nu1,"a,b",5\n')
+    t = readers.read_csv(p, ["user", "item, with comma"], table_rows=100, batch_size=2)
+    assert [x.name for x in t.tables] == ["user", "item, with comma"]
+    assert len(t.keys) == 6 and t.n_batches == 2
+    np.testing.assert_array_equal(t.keys[:2], t.keys[4:])  # quoted values parsed whole
+    with pytest.raises(tf.TraceError, match="no column 'nope'"):
+        readers.read_csv(p, ["nope"])
+    q = tmp_path / "n.tsv"
+    q.write_text("u1\ta\t3\nu2\tc\t4\n")
+    t2 = readers.read_csv(q, ["0", "1"], delimiter="\t", header=False, table_rows=100)
+    assert [x.name for x in t2.tables] == ["0", "1"] and len(t2.keys) == 4
+    with pytest.raises(tf.TraceError, match="outside the line's 3 fields"):
+        readers.read_csv(q, ["5"], delimiter="\t", header=False)
+    q.write_text("u1\ta\t3\nu2\tc\n")
+    with pytest.raises(tf.TraceError, match=r"n.tsv:2: expected 3"):
+        readers.read_csv(q, ["0"], delimiter="\t", header=False)
+
+
+def test_convert_cli_talkingdata_and_csv(tmp_path, capsys):
+    p = tmp_path / "g.csv"
+    p.write_text("a;b\nx;y\n")
+    out = tmp_path / "g.rtrace"
+    assert cli.main(["trace", "convert", "--from", "csv", "--columns", "a,b",
+                     "--delimiter", ";", str(p), "-o", str(out)]) == 0
+    assert len(tf.read(out).keys) == 2
+    assert cli.main(["trace", "convert", "--from", "csv", str(p), "-o", str(out)]) == 64
+    assert "needs --columns" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("content,message", [
     ("0\t1\t2\n", ":1: expected 40 tab-separated fields"),
     (criteo_line(0, ["a"] * 26) + criteo_line(7, ["a"] * 26), ":2: label must be 0 or 1"),
@@ -200,6 +276,43 @@ def test_trace_cli_convert_stats_gen_and_errors(tmp_path, capsys):
     assert "bad.tsv:1:" in capsys.readouterr().err
     assert cli.main(["trace", "stats", str(tmp_path / "missing.rtrace")]) == 71
     assert cli.main(["trace", "gen", "--preset", "nope", "-o", str(out)]) == 64
+
+
+def test_stats_preset_seed_and_streamed_gen(tmp_path, capsys):
+    outs = []
+    for seed in (1, 1, 2):
+        assert cli.main(["trace", "stats", "preset:meta2021-small", "--seed", str(seed)]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] != outs[2]
+    # gen streams batch by batch; the file equals the in-memory trace
+    out = tmp_path / "s.rtrace"
+    assert cli.main(["trace", "gen", "--preset", "meta2021-small", "--batches", "3",
+                     "--seed", "4", "-o", str(out)]) == 0
+    want = synthetic.trace(synthetic.preset("meta2021-small", seed=4), 3)
+    got = tf.read(out)
+    np.testing.assert_array_equal(got.keys, want.keys)
+    np.testing.assert_array_equal(got.batch_offsets, want.batch_offsets)
+
+
+def test_gen_too_large_for_this_machine_says_what_it_needs(tmp_path, capsys):
+    assert cli.main(["trace", "gen", "--preset", "meta2022", "--batches", "100000",
+                     "-o", str(tmp_path / "huge.rtrace")]) == 69
+    err = capsys.readouterr().err
+    assert "GiB" in err and ("--scale" in err or "--batches" in err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_sim_plot_without_matplotlib_fails_before_simulating(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from recmg.cli import recmg\n"
+            f"sys.exit(recmg.main(['sim', {str(tmp_path / 'missing.rtrace')!r}, "
+            f"'--plot', {str(tmp_path / 'p.png')!r}]))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # exit 69 about matplotlib, not 71 about the missing trace: checked first
+    assert res.returncode == 69 and "matplotlib" in res.stderr
 
 
 @pytest.mark.skipif(not (SHARED / "real_traces").exists(), reason="needs ../shared/real_traces")

@@ -7,6 +7,8 @@ Exit codes (sysexits): 0 ok, 1 a verification failed, 64 usage, 69 unavailable
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 
 
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path")
     conv = trsub.add_parser("convert", help="convert another trace format to .rtrace")
     conv.add_argument("--from", dest="fmt", required=True,
-                      choices=["criteo", "avazu", "recmg-text", "meta-pt", "rtrace"])
+                      choices=["criteo", "avazu", "talkingdata", "csv", "recmg-text", "meta-pt",
+                               "rtrace"])
     conv.add_argument("input")
     conv.add_argument("-o", "--output", required=True)
     conv.add_argument("--table-rows", type=int, default=1 << 20,
@@ -89,10 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--batch-size", type=int, default=256,
                       help="samples (CTR) or lookups (recmg-text) per batch")
     conv.add_argument("--row-bytes", type=int, default=256)
+    conv.add_argument("--columns", help="csv: comma list of categorical columns (names, "
+                      "or 0-based numbers with --no-header)")
+    conv.add_argument("--delimiter", default=",", help="csv: field delimiter (default ,)")
+    conv.add_argument("--no-header", action="store_true", help="csv: no header line")
     st = trsub.add_parser("stats", help="per-batch reuse statistics in the layout of "
                           "Meta's locality_stats.txt")
     st.add_argument("path", help=".rtrace file, or preset:NAME for a synthetic preset")
     st.add_argument("--batches", type=int, help="at most this many batches")
+    st.add_argument("--seed", type=int, help="preset: generator seed (default: the preset's)")
     gen = trsub.add_parser("gen", help="write a synthetic trace from a preset")
     gen.add_argument("--preset", required=True,
                      help="meta2021, meta2022, meta2021-small, meta2022-small")
@@ -243,6 +251,8 @@ def cmd_trace(args) -> int:
             return fail(str(e), EX_USAGE)
         except OSError as e:
             return fail(f"{e.filename or ''}: {e.strerror}", EX_OSERR)
+        except MemoryError as e:
+            return fail(str(e) or "out of memory", EX_UNAVAILABLE)
     if args.name is None and args.pid is None:
         return fail("give --name or --pid of the instrumented process", EX_USAGE)
     found = discover(args.shm_dir, name=args.name, pid=args.pid)
@@ -280,6 +290,18 @@ def _trace_offline(args, tf) -> int:
             t = readers.read_criteo(args.input, args.table_rows, args.batch_size, args.row_bytes)
         elif fmt == "avazu":
             t = readers.read_avazu(args.input, args.table_rows, args.batch_size, args.row_bytes)
+        elif fmt == "talkingdata":
+            t = readers.read_talkingdata(args.input, args.table_rows, args.batch_size,
+                                         args.row_bytes)
+        elif fmt == "csv":
+            if not args.columns:
+                raise ValueError("--from csv needs --columns")
+            if len(args.delimiter.encode().decode("unicode_escape")) != 1:
+                raise ValueError(f"--delimiter must be one character, got {args.delimiter!r}")
+            t = readers.read_csv(args.input, [c.strip() for c in args.columns.split(",")],
+                                 args.delimiter.encode().decode("unicode_escape"),
+                                 not args.no_header, args.table_rows, args.batch_size,
+                                 args.row_bytes)
         elif fmt == "recmg-text":
             t = readers.read_recmg_text(args.input, args.batch_size, args.row_bytes)
         elif fmt == "meta-pt":
@@ -291,7 +313,7 @@ def _trace_offline(args, tf) -> int:
               f"{len(t.tables)} tables")
     elif args.action == "stats":
         if args.path.startswith("preset:"):
-            spec = synthetic.preset(args.path[len("preset:"):])
+            spec = synthetic.preset(args.path[len("preset:"):], seed=args.seed)
             gen = synthetic.Generator(spec)
             n = args.batches or 1
             loc = stats.locality((gen.batch(b) for b in range(n)), spec.batch_size)
@@ -303,12 +325,37 @@ def _trace_offline(args, tf) -> int:
             sys.stdout.write(stats.render(args.path, loc))
     elif args.action == "gen":
         spec = synthetic.preset(args.preset, args.scale, args.seed)
-        t = synthetic.trace(spec, args.batches)
-        tf.write(args.output, t)
+        need, have = synthetic.batch_memory_bytes(spec), _available_memory()
+        if have is not None and need > have:
+            raise MemoryError(
+                f"{args.preset} at scale {args.scale} generates {spec.lookups_per_batch:,} "
+                f"lookups per batch, about {need / 2**30:.1f} GiB of memory while one batch "
+                f"is made (batches are streamed to the file one at a time); this machine "
+                f"has {have / 2**30:.1f} GiB available: use --scale "
+                f"{max(0.01, args.scale * have / need / 1.2):.2f} or less, or a -small preset")
+        disk = shutil.disk_usage(os.path.dirname(os.path.abspath(args.output))).free
+        size = 8 * spec.lookups_per_batch * args.batches
+        if size > disk:
+            raise MemoryError(f"{args.batches} batches of {args.preset} at scale {args.scale} "
+                              f"are {size / 2**30:.1f} GiB on disk; {disk / 2**30:.1f} GiB "
+                              "is free there: fewer --batches or a smaller --scale")
+        n_keys = synthetic.write(args.output, spec, args.batches)
         print(f"wrote {args.output}: {args.batches} batches of {spec.batch_size} samples, "
-              f"{len(t.keys)} keys, {len(spec.rows)} tables ({args.preset}, scale "
+              f"{n_keys} keys, {len(spec.rows)} tables ({args.preset}, scale "
               f"{args.scale})")
     return EX_OK
+
+
+def _available_memory() -> int | None:
+    """MemAvailable in bytes (/proc/meminfo), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def cmd_sim(args) -> int:
@@ -325,6 +372,11 @@ def cmd_sim(args) -> int:
                              f"known: {', '.join(known)}")
         return items
 
+    if args.plot:  # before the simulation, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return fail("--plot needs matplotlib: pip install 'recmg[plots]'", EX_UNAVAILABLE)
     try:
         modes = csv_list(args.mode, ["access", "batch", "page", "daemon"], "mode")
         policies = csv_list(args.policies, list(POLICIES), "policy")
@@ -347,10 +399,7 @@ def cmd_sim(args) -> int:
     if args.json:
         matrix.write_json(rows, args.json)
     if args.plot:
-        try:
-            matrix.plot(rows, args.plot)
-        except ImportError:
-            return fail("--plot needs matplotlib: pip install 'recmg[plots]'", EX_UNAVAILABLE)
+        matrix.plot(rows, args.plot)
     return EX_OK
 
 

@@ -116,22 +116,33 @@ def validate(trace: Trace, where: str = "trace") -> None:
     ids = [t.id for t in trace.tables]
     if len(set(ids)) != len(ids) or any(not 0 <= i < MAX_TABLES for i in ids):
         raise TraceError(f"{where}: table ids must be unique and below 2^24")
-    if len(trace.keys) and trace.tables:
-        rows_by_id = np.zeros(max(ids) + 1, dtype=np.int64)
-        known = np.zeros(max(ids) + 1, dtype=bool)
-        rows_by_id[ids] = [t.rows for t in trace.tables]
-        known[ids] = True
-        tab = key_table(trace.keys)
-        bad = tab > max(ids)
-        bad[~bad] = ~known[tab[~bad]]
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise TraceError(f"{where}: key {i} names table {int(tab[i])}, not in the registry")
-        over = key_row(trace.keys) >= rows_by_id[tab]
-        if over.any():
-            i = int(np.argmax(over))
-            raise TraceError(f"{where}: key {i} row {int(key_row(trace.keys[i:i + 1])[0])} is "
-                             f"beyond table {int(tab[i])}'s {int(rows_by_id[tab[i]])} rows")
+    check_keys(trace.keys, trace.tables, where)
+
+
+def check_keys(keys: np.ndarray, tables: list[TableInfo], where: str, first: int = 0) -> None:
+    """Every key names a registered table and a row inside it (``first``: the index of
+    keys[0] in the whole trace, for the message)."""
+    if not len(keys):
+        return
+    if not tables:
+        raise TraceError(f"{where}: keys but no tables")
+    ids = [t.id for t in tables]
+    rows_by_id = np.zeros(max(ids) + 1, dtype=np.int64)
+    known = np.zeros(max(ids) + 1, dtype=bool)
+    rows_by_id[ids] = [t.rows for t in tables]
+    known[ids] = True
+    tab = key_table(keys)
+    bad = tab > max(ids)
+    bad[~bad] = ~known[tab[~bad]]
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TraceError(f"{where}: key {first + i} names table {int(tab[i])}, not in the "
+                         "registry")
+    over = key_row(keys) >= rows_by_id[tab]
+    if over.any():
+        i = int(np.argmax(over))
+        raise TraceError(f"{where}: key {first + i} row {int(key_row(keys[i:i + 1])[0])} is "
+                         f"beyond table {int(tab[i])}'s {int(rows_by_id[tab[i]])} rows")
 
 
 def write(path: str | os.PathLike, trace: Trace) -> None:
@@ -150,6 +161,44 @@ def write(path: str | os.PathLike, trace: Trace) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_batches(path: str | os.PathLike, shell: Trace, batches) -> None:
+    """Write a trace whose keys arrive batch by batch (memory: one batch).  ``shell``
+    carries the tables, batch offsets, ids, timestamps and meta (its keys are ignored);
+    ``batches`` yields each batch's keys, of the lengths the offsets promise, each
+    checked as validate() checks a whole trace before ``path`` is replaced."""
+    path = Path(path)
+    header = json.dumps({"tables": [asdict(t) for t in shell.tables], "meta": shell.meta},
+                        sort_keys=True).encode()
+    n_keys = int(shell.batch_offsets[-1])
+    validate(Trace(tables=shell.tables, keys=np.zeros(0, np.uint64),
+                   batch_offsets=np.zeros(1, np.uint64)), str(path))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(FIXED.pack(MAGIC, VERSION, 0, len(header), shell.n_batches, n_keys))
+            f.write(header + b"\0" * ((-len(header)) % 64))
+            for arr in (shell.batch_offsets, shell.batch_ids, shell.timestamps_ns):
+                np.ascontiguousarray(arr, dtype="<u8").tofile(f)
+            written = 0
+            for b, keys in enumerate(batches):
+                want = int(shell.batch_offsets[b + 1] - shell.batch_offsets[b])
+                if len(keys) != want:
+                    raise TraceError(f"{path}: batch {b} has {len(keys)} keys, the offsets "
+                                     f"promise {want}")
+                check_keys(keys, shell.tables, str(path), int(shell.batch_offsets[b]))
+                np.ascontiguousarray(keys, dtype="<u8").tofile(f)
+                written += 1
+            if written != shell.n_batches:
+                raise TraceError(f"{path}: {written} batches written, {shell.n_batches} "
+                                 "promised")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def read(path: str | os.PathLike, mmap: bool = True) -> Trace:

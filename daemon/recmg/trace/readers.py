@@ -3,11 +3,13 @@
 - Meta dlrm_datasets ``.pt`` files (``indices, offsets, lengths``), read WITHOUT
   PyTorch: torch's zip serialization (1.6+) and the legacy one; storages are
   memory-mapped where the file layout allows (uncompressed zip members).
-- CTR logs: Criteo Kaggle TSV (label, 13 integer fields, 26 categorical) and Avazu CSV
-  (header; 21 categorical fields, all but id, click and hour).  One table per
-  categorical field; row = CRC-32 of the value string modulo ``table_rows``; a missing
-  (empty) value is a value of its own; samples are grouped into batches of
-  ``batch_size`` lines in file order.
+- CTR logs: Criteo Kaggle TSV (label, 13 integer fields, 26 categorical; the test day
+  without the label), Avazu CSV (header; every column but id, click and hour),
+  TalkingData's click log (ip, app, device, os, channel, ordered by click_time), and
+  any CSV with named categorical columns.  One table per categorical field; row =
+  CRC-32 of the value string modulo ``table_rows``; a missing (empty) value is a value
+  of its own; samples are grouped into batches of ``batch_size`` lines (file order,
+  click-time order for TalkingData), read in chunks with bounded memory.
 - The RecMG artifact's text format: ``<table> <row*1000+table>`` per line, grouped
   into batches of ``batch_size`` lines.
 
@@ -16,6 +18,7 @@ Every error names the file and the line or byte offset (TraceError).
 
 from __future__ import annotations
 
+import csv
 import io
 import pickle
 import struct
@@ -30,73 +33,199 @@ from recmg.trace.format import TableInfo, Trace, TraceError, make_keys
 
 CRITEO_CATEGORICAL = [f"C{i}" for i in range(1, 27)]
 AVAZU_SKIP = ("id", "click", "hour")
+TALKINGDATA_CATEGORICAL = ("ip", "app", "device", "os", "channel")
 
 
 # --------------------------------------------------------------------------- CTR logs
-def _hash_rows(values: list[bytes], table_rows: int) -> np.ndarray:
-    """Row of each value string: crc32(value) % table_rows, hashing each distinct
-    value once."""
+# Every CTR log is a table of samples with categorical columns: one embedding table per
+# column, row = crc32(value) % table_rows (an empty value is a value of its own), keys
+# in sample-major order, batches of batch_size samples.  Lines are parsed with the csv
+# module and hashed in chunks of CHUNK_SAMPLES, so memory is the trace's keys (8 B per
+# lookup) plus one chunk, never a Python object per value of the whole file.
+CHUNK_SAMPLES = 1 << 16
+
+
+def _hash_rows(values: list[str], table_rows: int) -> np.ndarray:
+    """Row of each value string: crc32(UTF-8 bytes) % table_rows, each distinct value
+    hashed once (bytes that are not UTF-8 round-trip through surrogateescape)."""
     uniq, inverse = np.unique(np.array(values, dtype=object), return_inverse=True)
-    rows = np.fromiter((zlib.crc32(v) % table_rows for v in uniq), dtype=np.int64,
-                       count=len(uniq))
+    rows = np.fromiter((zlib.crc32(v.encode("utf-8", "surrogateescape")) % table_rows
+                        for v in uniq), dtype=np.int64, count=len(uniq))
     return rows[inverse]
 
 
-def _ctr_trace(path: Path, fields: list[str], columns: list[list[bytes]], table_rows: int,
-               batch_size: int, row_bytes: int, source: str) -> Trace:
-    n = len(columns[0]) if columns else 0
-    per_table = [make_keys(t, _hash_rows(col, table_rows)) for t, col in enumerate(columns)]
-    # sample-major order: sample s looks up one row per field, in field order
-    keys = np.stack(per_table, axis=1).reshape(-1) if n else np.zeros(0, np.uint64)
+def _ctr_trace(path: Path, fields: list[str], records, table_rows: int, batch_size: int,
+               row_bytes: int, source: str, meta: dict | None = None) -> Trace:
+    """records: iterator of (categorical values in ``fields`` order, sort key or None).
+    With sort keys (click times), samples are put in key order (stable) first."""
+    chunks: list[np.ndarray] = []
+    order_keys: list[np.ndarray] = []
+    cols: list[list[str]] = [[] for _ in fields]
+    sort_vals: list = []
+
+    def flush():
+        if cols[0]:
+            chunks.append(np.stack([make_keys(t, _hash_rows(c, table_rows))
+                                    for t, c in enumerate(cols)], axis=1))
+            if sort_vals:
+                order_keys.append(np.array(sort_vals, dtype="datetime64[s]"))
+            for c in cols:
+                c.clear()
+            sort_vals.clear()
+
+    for values, sort_key in records:
+        for c, v in zip(cols, values):
+            c.append(v)
+        if sort_key is not None:
+            sort_vals.append(sort_key)
+        if len(cols[0]) >= CHUNK_SAMPLES:
+            flush()
+    flush()
     per_sample = len(fields)
+    samples = np.concatenate(chunks) if chunks else np.zeros((0, per_sample), np.uint64)
+    if order_keys:
+        samples = samples[np.argsort(np.concatenate(order_keys), kind="stable")]
+    n = len(samples)
+    keys = samples.reshape(-1)
     starts = np.arange(0, n, batch_size, dtype=np.uint64) * np.uint64(per_sample)
     offsets = np.append(starts, np.uint64(n * per_sample)).astype(np.uint64)
     tables = [TableInfo(t, f, table_rows, row_bytes) for t, f in enumerate(fields)]
     return Trace(tables=tables, keys=keys, batch_offsets=offsets,
                  meta={"source": source, "file": path.name, "samples": n,
-                       "batch_size": batch_size, "hash": "crc32 % table_rows"})
+                       "batch_size": batch_size, "hash": "crc32 % table_rows", **(meta or {})})
+
+
+def _csv_rows(path: Path, delimiter: str):
+    """(line number, fields) of a delimited text file, without quoting surprises for
+    the CTR logs (they have none) and with them for generic CSV."""
+    f = open(path, newline="", encoding="utf-8", errors="surrogateescape")
+    with f:
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as e:
+            raise TraceError(f"{path}:{reader.line_num}: {e}") from None
+
+
+def _header(path: Path, delimiter: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        try:
+            return next(csv.reader(f, delimiter=delimiter), [])
+        except csv.Error as e:
+            raise TraceError(f"{path}:1: {e}") from None
 
 
 def read_criteo(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 256,
                 row_bytes: int = 256) -> Trace:
-    """Criteo Kaggle DAC TSV: 40 tab-separated fields per line, no header."""
+    """Criteo Kaggle DAC TSV, no header: the training days' 40 fields (label, I1-I13,
+    C1-C26) or the unlabeled test day's 39 (I1-I13, C1-C26); the first line decides and
+    every line must match it."""
     path = Path(path)
-    columns: list[list[bytes]] = [[] for _ in CRITEO_CATEGORICAL]
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.rstrip(b"\r\n").split(b"\t")
-            if len(parts) != 40:
-                raise TraceError(f"{path}:{lineno}: expected 40 tab-separated fields "
-                                 f"(label, I1-I13, C1-C26), found {len(parts)}")
-            if parts[0] not in (b"0", b"1"):
+
+    def records():
+        width = None
+        for lineno, parts in _csv_rows(path, "\t"):
+            if width is None:
+                width = len(parts)
+                if width not in (39, 40):
+                    raise TraceError(f"{path}:{lineno}: expected 40 tab-separated fields "
+                                     f"(label, I1-I13, C1-C26) or 39 (unlabeled), found "
+                                     f"{width}")
+            if len(parts) != width:
+                raise TraceError(f"{path}:{lineno}: expected {width} tab-separated fields "
+                                 f"like line 1, found {len(parts)}")
+            if width == 40 and parts[0] not in ("0", "1"):
                 raise TraceError(f"{path}:{lineno}: label must be 0 or 1, got {parts[0]!r}")
-            for col, v in zip(columns, parts[14:]):
-                col.append(v)
-    return _ctr_trace(path, CRITEO_CATEGORICAL, columns, table_rows, batch_size, row_bytes,
-                      "criteo")
+            yield parts[width - 26:], None
+
+    return _ctr_trace(path, CRITEO_CATEGORICAL, records(), table_rows, batch_size,
+                      row_bytes, "criteo")
 
 
 def read_avazu(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 256,
                row_bytes: int = 256) -> Trace:
-    """Avazu train.csv: a header line, then comma-separated rows."""
+    """Avazu CSV with its header: train.csv (id, click, hour, ...) or test.csv (no
+    click); every column but id, click and hour is categorical."""
     path = Path(path)
-    with open(path, "rb") as f:
-        header = f.readline().rstrip(b"\r\n").split(b",")
-        names = [h.decode("ascii", "replace") for h in header]
-        if not {"id", "click"} <= set(names):
-            raise TraceError(f"{path}:1: not an Avazu header (no id/click columns): "
-                             f"{','.join(names)[:80]}")
-        keep = [i for i, h in enumerate(names) if h not in AVAZU_SKIP]
-        columns: list[list[bytes]] = [[] for _ in keep]
-        for lineno, line in enumerate(f, 2):
-            parts = line.rstrip(b"\r\n").split(b",")
-            if len(parts) != len(names):
-                raise TraceError(f"{path}:{lineno}: expected {len(names)} comma-separated "
-                                 f"fields, found {len(parts)}")
-            for col, i in zip(columns, keep):
-                col.append(parts[i])
-    return _ctr_trace(path, [names[i] for i in keep], columns, table_rows, batch_size,
-                      row_bytes, "avazu")
+    names = _header(path, ",")
+    if "id" not in names or "hour" not in names:
+        raise TraceError(f"{path}:1: not an Avazu header (no id/hour columns): "
+                         f"{','.join(names)[:80]}")
+    keep = [i for i, h in enumerate(names) if h not in AVAZU_SKIP]
+    return _ctr_trace(path, [names[i] for i in keep], _select(path, ",", names, keep),
+                      table_rows, batch_size, row_bytes, "avazu")
+
+
+def _select(path: Path, delimiter: str, names: list[str], keep: list[int],
+            sort_col: int | None = None, skip_header: bool = True):
+    """Records of the columns ``keep`` (and a sort key column), each line checked."""
+    rows = _csv_rows(path, delimiter)
+    if skip_header:
+        next(rows, None)
+    for lineno, parts in rows:
+        if len(parts) != len(names):
+            raise TraceError(f"{path}:{lineno}: expected {len(names)} "
+                             f"{'comma' if delimiter == ',' else repr(delimiter)}-separated "
+                             f"fields, found {len(parts)}")
+        if sort_col is None:
+            yield [parts[i] for i in keep], None
+            continue
+        try:
+            when = np.datetime64(parts[sort_col].replace(" ", "T"), "s")
+        except ValueError:
+            raise TraceError(f"{path}:{lineno}: {names[sort_col]} {parts[sort_col]!r} is not "
+                             "a 'YYYY-MM-DD HH:MM:SS' time") from None
+        yield [parts[i] for i in keep], when
+
+
+def read_talkingdata(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 256,
+                     row_bytes: int = 256) -> Trace:
+    """TalkingData AdTracking click log (train.csv or test.csv, with header): tables
+    ip, app, device, os, channel; samples ordered by click_time (stable, so the file's
+    order breaks ties)."""
+    path = Path(path)
+    names = _header(path, ",")
+    missing = [c for c in TALKINGDATA_CATEGORICAL + ("click_time",) if c not in names]
+    if missing:
+        raise TraceError(f"{path}:1: not a TalkingData header (missing "
+                         f"{', '.join(missing)}): {','.join(names)[:80]}")
+    keep = [names.index(c) for c in TALKINGDATA_CATEGORICAL]
+    return _ctr_trace(path, list(TALKINGDATA_CATEGORICAL),
+                      _select(path, ",", names, keep, sort_col=names.index("click_time")),
+                      table_rows, batch_size, row_bytes, "talkingdata",
+                      {"order": "click_time"})
+
+
+def read_csv(path: str | Path, columns: list[str], delimiter: str = ",", header: bool = True,
+             table_rows: int = 1 << 20, batch_size: int = 256, row_bytes: int = 256) -> Trace:
+    """Any delimited file of samples: one table per named categorical column.  With a
+    header, ``columns`` are column names; without, 0-based column numbers."""
+    path = Path(path)
+    if not columns:
+        raise TraceError(f"{path}: name at least one categorical column")
+    if header:
+        names = _header(path, delimiter)
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise TraceError(f"{path}:1: no column {', '.join(map(repr, missing))} in the "
+                             f"header ({delimiter.join(names)[:80]})")
+        keep = [names.index(c) for c in columns]
+    else:
+        try:
+            keep = [int(c) for c in columns]
+        except ValueError:
+            raise TraceError(f"{path}: without a header, columns are 0-based numbers, got "
+                             f"{columns}") from None
+        first = next(_csv_rows(path, delimiter), (1, []))[1]
+        if any(not 0 <= k < len(first) for k in keep):
+            raise TraceError(f"{path}:1: column numbers {keep} outside the line's "
+                             f"{len(first)} fields")
+        names = [str(i) for i in range(len(first))]
+    return _ctr_trace(path, [names[k] for k in keep],
+                      _select(path, delimiter, names, keep, skip_header=header),
+                      table_rows, batch_size, row_bytes, "csv",
+                      {"columns": [names[k] for k in keep]})
 
 
 # ------------------------------------------------------------------ RecMG artifact text

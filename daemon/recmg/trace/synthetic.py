@@ -129,11 +129,17 @@ class Generator:
             rows[cold] = rng.integers(0, n_rows, int(cold.sum()))
         return rows
 
-    def batch(self, b: int) -> list[np.ndarray]:
-        """Per-table row arrays of batch b (each batch_size * pooling[t] long)."""
+    def batch_tables(self, b: int) -> Iterator[np.ndarray]:
+        """Per-table row arrays of batch b (each batch_size * pooling[t] long), one
+        table at a time: only one table's rows and temporaries are alive at once."""
         rng = np.random.default_rng((self.spec.seed, b))
         z = rng.standard_normal(self.spec.batch_size) if self.spec.corr > 0 else None
-        return [self.table_rows(t, b, z, rng) for t in range(len(self.spec.rows))]
+        for t in range(len(self.spec.rows)):
+            yield self.table_rows(t, b, z, rng)
+
+    def batch(self, b: int) -> list[np.ndarray]:
+        """Per-table row arrays of batch b (each batch_size * pooling[t] long)."""
+        return list(self.batch_tables(b))
 
 
 def batches(spec: SyntheticSpec, n_batches: int, start: int = 0
@@ -146,23 +152,58 @@ def batches(spec: SyntheticSpec, n_batches: int, start: int = 0
         yield gen.batch(b), offsets
 
 
-def trace(spec: SyntheticSpec, n_batches: int) -> Trace:
-    """A Trace of n_batches, keys in sample-major order (sample s: table 0's bag,
-    table 1's bag, ...), as an inference batch reads them."""
-    gen = Generator(spec)
-    per_sample = sum(spec.pooling)
-    keys = np.empty(n_batches * spec.batch_size * per_sample, np.uint64)
+def _batch_keys(gen: Generator, b: int, out: np.ndarray) -> None:
+    """Batch b's keys into out (batch_size x sum(pooling)), sample-major."""
+    spec = gen.spec
     col = np.cumsum((0,) + spec.pooling)
-    for b in range(n_batches):
-        block = keys[b * spec.batch_size * per_sample:(b + 1) * spec.batch_size * per_sample]
-        block = block.reshape(spec.batch_size, per_sample)
-        for t, rows in enumerate(gen.batch(b)):
-            block[:, col[t]:col[t + 1]] = make_keys(t, rows).reshape(spec.batch_size, -1)
-    offsets = np.arange(n_batches + 1, dtype=np.uint64) * np.uint64(spec.batch_size * per_sample)
+    block = out.reshape(spec.batch_size, col[-1])
+    for t, rows in enumerate(gen.batch_tables(b)):
+        block[:, col[t]:col[t + 1]] = make_keys(t, rows).reshape(spec.batch_size, -1)
+
+
+def _shell(spec: SyntheticSpec, n_batches: int, keys: np.ndarray) -> Trace:
+    offsets = np.arange(n_batches + 1, dtype=np.uint64) * np.uint64(spec.lookups_per_batch)
     tables = [TableInfo(t, f"t{t}", r, spec.row_bytes) for t, r in enumerate(spec.rows)]
     return Trace(tables=tables, keys=keys, batch_offsets=offsets,
                  meta={"source": "synthetic", "preset": spec.name, "seed": spec.seed,
                        "batch_size": spec.batch_size})
+
+
+def trace(spec: SyntheticSpec, n_batches: int) -> Trace:
+    """A Trace of n_batches, keys in sample-major order (sample s: table 0's bag,
+    table 1's bag, ...), as an inference batch reads them."""
+    gen = Generator(spec)
+    n = spec.lookups_per_batch
+    keys = np.empty(n_batches * n, np.uint64)
+    for b in range(n_batches):
+        _batch_keys(gen, b, keys[b * n:(b + 1) * n])
+    return _shell(spec, n_batches, keys)
+
+
+def batch_memory_bytes(spec: SyntheticSpec) -> int:
+    """Peak memory while write() makes one batch: its keys (8 B each), plus the largest
+    table's rows and temporaries (about ten 8-byte arrays of its lookups: normals,
+    uniforms, ranks, rows, drift groups, keys), plus a quarter for the allocator."""
+    n = spec.lookups_per_batch
+    return int(1.25 * (8 * n + 10 * 8 * spec.batch_size * max(spec.pooling)))
+
+
+def write(path, spec: SyntheticSpec, n_batches: int) -> int:
+    """Write n_batches to an .rtrace file one batch at a time (memory: one batch, see
+    batch_memory_bytes); returns the key count."""
+    from recmg.trace import format as tf
+
+    gen = Generator(spec)
+    n = spec.lookups_per_batch
+    buf = np.empty(n, np.uint64)
+
+    def fill(b):
+        _batch_keys(gen, b, buf)
+        return buf
+
+    tf.write_batches(path, _shell(spec, n_batches, np.zeros(0, np.uint64)),
+                     (fill(b) for b in range(n_batches)))
+    return n_batches * n
 
 
 # ------------------------------------------------------------------------ presets
