@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "or 0-based numbers with --no-header)")
     conv.add_argument("--delimiter", default=",", help="csv: field delimiter (default ,)")
     conv.add_argument("--no-header", action="store_true", help="csv: no header line")
+    conv.add_argument("--quiet", action="store_true", help="no progress on stderr")
     st = trsub.add_parser("stats", help="per-batch reuse statistics in the layout of "
                           "Meta's locality_stats.txt")
     st.add_argument("path", help=".rtrace file, or preset:NAME for a synthetic preset")
@@ -287,12 +288,14 @@ def _trace_offline(args, tf) -> int:
             raise ValueError("--table-rows and --batch-size must be at least 1")
         fmt = args.fmt
         if fmt == "criteo":
-            t = readers.read_criteo(args.input, args.table_rows, args.batch_size, args.row_bytes)
+            t = readers.read_criteo(args.input, args.table_rows, args.batch_size, args.row_bytes,
+                                    not args.quiet)
         elif fmt == "avazu":
-            t = readers.read_avazu(args.input, args.table_rows, args.batch_size, args.row_bytes)
+            t = readers.read_avazu(args.input, args.table_rows, args.batch_size, args.row_bytes,
+                                   not args.quiet)
         elif fmt == "talkingdata":
             t = readers.read_talkingdata(args.input, args.table_rows, args.batch_size,
-                                         args.row_bytes)
+                                         args.row_bytes, not args.quiet)
         elif fmt == "csv":
             if not args.columns:
                 raise ValueError("--from csv needs --columns")
@@ -301,7 +304,7 @@ def _trace_offline(args, tf) -> int:
             t = readers.read_csv(args.input, [c.strip() for c in args.columns.split(",")],
                                  args.delimiter.encode().decode("unicode_escape"),
                                  not args.no_header, args.table_rows, args.batch_size,
-                                 args.row_bytes)
+                                 args.row_bytes, not args.quiet)
         elif fmt == "recmg-text":
             t = readers.read_recmg_text(args.input, args.batch_size, args.row_bytes)
         elif fmt == "meta-pt":
@@ -386,7 +389,7 @@ def cmd_sim(args) -> int:
             raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
         rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
                                  args.budget, args.lead, args.batches,
-                                 None if args.quiet else matrix.progress_printer)
+                                 not args.quiet)
     except TraceError as e:
         return fail(str(e), EX_DATAERR)
     except ValueError as e:

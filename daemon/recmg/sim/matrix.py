@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from recmg.policy.cache import unique_ordered
+from recmg import progress as pbar
 from recmg.sim import engine
 from recmg.trace import format as tf
 from recmg.trace import synthetic
@@ -80,46 +79,52 @@ def run_one(trace: tf.Trace, mode: str, policy: str, capacity: int, prefetcher: 
 
 def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies: list[str],
                prefetchers: list[str], budget: int = 1024, lead: int = 1,
-               batches: int | None = None, progress=None) -> list[Row]:
+               batches: int | None = None, progress: bool = False) -> list[Row]:
+    """Every (trace, mode, size, policy, prefetcher) run, with ratios to LRU and to the
+    oracle reference; ``progress`` shows a bar on stderr."""
     rows: list[Row] = []
     loaded = [load_trace(t, batches) for t in traces]
     combos = [(name, tr, mode, size) for name, tr in loaded for mode in modes for size in sizes]
     total = len(combos) * (len(policies) * len(prefetchers) + 2)
-    done = 0
-    t0 = time.monotonic()
-    for name, tr, mode, size in combos:
-        nb = tr.n_batches if batches is None else min(batches, tr.n_batches)
-        cap = max(1, int(round(_units(tr, mode, nb) * size)))
-        base = run_one(tr, mode, "lru", cap, "none", budget, lead, nb)
-        # daemon mode runs online policies only: no oracle bound there
-        oracle = run_one(tr, mode, "belady", cap, "oracle", budget, lead, nb) \
-            if mode != "daemon" else None
-        done += 2
-        group = []
-        for pol in policies:
-            for pre in prefetchers:
-                if mode == "daemon" and (pol == "belady" or pre == "oracle"):
-                    done += 1
-                    continue
-                if (pol, pre) == ("lru", "none"):
-                    m = base
-                elif (pol, pre) == ("belady", "oracle"):
-                    m = oracle
-                else:
-                    m = run_one(tr, mode, pol, cap, pre, budget, lead, nb)
-                done += 1
-                group.append(Row(name, mode, size, cap, pol, pre, m))
-                if progress:
-                    progress(done, total, time.monotonic() - t0, group[-1])
-        if oracle is not None and ("belady", "oracle") not in {(r.policy, r.prefetcher)
-                                                                for r in group}:
-            group.append(Row(name, mode, size, cap, "belady", "oracle", oracle))
-        for r in group:
-            r.vs_lru = r.metrics.ondemand / base.ondemand if base.ondemand else float("nan")
-            r.vs_oracle = r.metrics.ondemand / oracle.ondemand \
-                if oracle is not None and oracle.ondemand else float("nan")
-        rows += group
+    with pbar.bar(total, "sim", "run", progress) as status:
+        for name, tr, mode, size in combos:
+            rows += _run_combo(name, tr, mode, size, policies, prefetchers, budget, lead,
+                               batches, status)
     return rows
+
+
+def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[str],
+               prefetchers: list[str], budget: int, lead: int, batches: int | None,
+               status) -> list[Row]:
+    nb = tr.n_batches if batches is None else min(batches, tr.n_batches)
+    cap = max(1, int(round(_units(tr, mode, nb) * size)))
+    base = run_one(tr, mode, "lru", cap, "none", budget, lead, nb)
+    # daemon mode runs online policies only: no oracle reference there
+    oracle = run_one(tr, mode, "belady", cap, "oracle", budget, lead, nb) \
+        if mode != "daemon" else None
+    status.update(2)
+    group = []
+    for pol in policies:
+        for pre in prefetchers:
+            status.update(1)
+            if mode == "daemon" and (pol == "belady" or pre == "oracle"):
+                continue
+            if (pol, pre) == ("lru", "none"):
+                m = base
+            elif (pol, pre) == ("belady", "oracle"):
+                m = oracle
+            else:
+                m = run_one(tr, mode, pol, cap, pre, budget, lead, nb)
+            group.append(Row(name, mode, size, cap, pol, pre, m))
+            status.set_postfix_str(f"{name} {mode} {size:.0%} {pol}+{pre}")
+    if oracle is not None and ("belady", "oracle") not in {(r.policy, r.prefetcher)
+                                                            for r in group}:
+        group.append(Row(name, mode, size, cap, "belady", "oracle", oracle))
+    for r in group:
+        r.vs_lru = r.metrics.ondemand / base.ondemand if base.ondemand else float("nan")
+        r.vs_oracle = r.metrics.ondemand / oracle.ondemand \
+            if oracle is not None and oracle.ondemand else float("nan")
+    return group
 
 
 def render_table(rows: list[Row]) -> str:
@@ -193,10 +198,3 @@ def plot(rows: list[Row], path: str) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def progress_printer(done: int, total: int, elapsed: float, row: Row) -> None:
-    sys.stderr.write(f"\r[{done}/{total}] {elapsed:5.1f}s {row.trace} {row.mode} "
-                     f"{row.size:.0%} {row.policy}+{row.prefetcher}        ")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()

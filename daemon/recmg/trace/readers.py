@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recmg import progress as pbar
 from recmg.trace.format import TableInfo, Trace, TraceError, make_keys
 
 CRITEO_CATEGORICAL = [f"C{i}" for i in range(1, 27)]
@@ -55,9 +56,11 @@ def _hash_rows(values: list[str], table_rows: int) -> np.ndarray:
 
 
 def _ctr_trace(path: Path, fields: list[str], records, table_rows: int, batch_size: int,
-               row_bytes: int, source: str, meta: dict | None = None) -> Trace:
+               row_bytes: int, source: str, meta: dict | None = None,
+               progress: bool = False) -> Trace:
     """records: iterator of (categorical values in ``fields`` order, sort key or None).
-    With sort keys (click times), samples are put in key order (stable) first."""
+    With sort keys (click times), samples are put in key order (stable) first.
+    ``progress``: a bar of samples read, on stderr."""
     chunks: list[np.ndarray] = []
     order_keys: list[np.ndarray] = []
     cols: list[list[str]] = [[] for _ in fields]
@@ -73,14 +76,17 @@ def _ctr_trace(path: Path, fields: list[str], records, table_rows: int, batch_si
                 c.clear()
             sort_vals.clear()
 
-    for values, sort_key in records:
-        for c, v in zip(cols, values):
-            c.append(v)
-        if sort_key is not None:
-            sort_vals.append(sort_key)
-        if len(cols[0]) >= CHUNK_SAMPLES:
-            flush()
-    flush()
+    with pbar.bar(None, path.name, "sample", progress) as status:
+        for values, sort_key in records:
+            for c, v in zip(cols, values):
+                c.append(v)
+            if sort_key is not None:
+                sort_vals.append(sort_key)
+            if len(cols[0]) >= CHUNK_SAMPLES:
+                status.update(len(cols[0]))
+                flush()
+        status.update(len(cols[0]))
+        flush()
     per_sample = len(fields)
     samples = np.concatenate(chunks) if chunks else np.zeros((0, per_sample), np.uint64)
     if order_keys:
@@ -117,7 +123,7 @@ def _header(path: Path, delimiter: str) -> list[str]:
 
 
 def read_criteo(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 256,
-                row_bytes: int = 256) -> Trace:
+                row_bytes: int = 256, progress: bool = False) -> Trace:
     """Criteo Kaggle DAC TSV, no header: the training days' 40 fields (label, I1-I13,
     C1-C26) or the unlabeled test day's 39 (I1-I13, C1-C26); the first line decides and
     every line must match it."""
@@ -140,11 +146,11 @@ def read_criteo(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 2
             yield parts[width - 26:], None
 
     return _ctr_trace(path, CRITEO_CATEGORICAL, records(), table_rows, batch_size,
-                      row_bytes, "criteo")
+                      row_bytes, "criteo", progress=progress)
 
 
 def read_avazu(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 256,
-               row_bytes: int = 256) -> Trace:
+               row_bytes: int = 256, progress: bool = False) -> Trace:
     """Avazu CSV with its header: train.csv (id, click, hour, ...) or test.csv (no
     click); every column but id, click and hour is categorical."""
     path = Path(path)
@@ -154,7 +160,7 @@ def read_avazu(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 25
                          f"{','.join(names)[:80]}")
     keep = [i for i, h in enumerate(names) if h not in AVAZU_SKIP]
     return _ctr_trace(path, [names[i] for i in keep], _select(path, ",", names, keep),
-                      table_rows, batch_size, row_bytes, "avazu")
+                      table_rows, batch_size, row_bytes, "avazu", progress=progress)
 
 
 def _select(path: Path, delimiter: str, names: list[str], keep: list[int],
@@ -180,7 +186,7 @@ def _select(path: Path, delimiter: str, names: list[str], keep: list[int],
 
 
 def read_talkingdata(path: str | Path, table_rows: int = 1 << 20, batch_size: int = 256,
-                     row_bytes: int = 256) -> Trace:
+                     row_bytes: int = 256, progress: bool = False) -> Trace:
     """TalkingData AdTracking click log (train.csv or test.csv, with header): tables
     ip, app, device, os, channel; samples ordered by click_time (stable, so the file's
     order breaks ties)."""
@@ -194,11 +200,12 @@ def read_talkingdata(path: str | Path, table_rows: int = 1 << 20, batch_size: in
     return _ctr_trace(path, list(TALKINGDATA_CATEGORICAL),
                       _select(path, ",", names, keep, sort_col=names.index("click_time")),
                       table_rows, batch_size, row_bytes, "talkingdata",
-                      {"order": "click_time"})
+                      {"order": "click_time"}, progress)
 
 
 def read_csv(path: str | Path, columns: list[str], delimiter: str = ",", header: bool = True,
-             table_rows: int = 1 << 20, batch_size: int = 256, row_bytes: int = 256) -> Trace:
+             table_rows: int = 1 << 20, batch_size: int = 256, row_bytes: int = 256,
+             progress: bool = False) -> Trace:
     """Any delimited file of samples: one table per named categorical column.  With a
     header, ``columns`` are column names; without, 0-based column numbers."""
     path = Path(path)
@@ -225,7 +232,7 @@ def read_csv(path: str | Path, columns: list[str], delimiter: str = ",", header:
     return _ctr_trace(path, [names[k] for k in keep],
                       _select(path, delimiter, names, keep, skip_header=header),
                       table_rows, batch_size, row_bytes, "csv",
-                      {"columns": [names[k] for k in keep]})
+                      {"columns": [names[k] for k in keep]}, progress)
 
 
 # ------------------------------------------------------------------ RecMG artifact text
