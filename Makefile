@@ -1,7 +1,8 @@
 # recmg: two commands for a fresh machine.
 #   make run   - set everything up, then the daemon demo here and in a two-node guest
 #   make test  - set everything up, then run the whole test suite (guest tests included)
-# Other targets: setup, unit (host tests only), vm-test (guest tests only), bench, clean.
+# Other targets: setup, unit (host tests only), vm-test (guest tests only), soak (long
+# fuzzing), bench, clean.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,7 @@ DEBS   := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-stati
           libsystemd-dev pkgconf gcc
 HARNESS := $(BIN)/python tests/vm/harness.py
 
-.PHONY: print-debs setup debs venv install run test lint unit vm-test bench clean
+.PHONY: print-debs setup debs venv install run test lint unit vm-test bench soak clean
 
 setup: debs install
 
@@ -72,6 +73,10 @@ lint: debs venv
 
 test: setup lint
 	$(BIN)/pytest -m "not guest"
+
+# The fuzz tests of `make test`, with 50x the examples (about half an hour).
+soak: setup
+	RECMG_FUZZ_EXAMPLES=6000 $(BIN)/pytest -m "not guest and not vm" -k fuzz -p no:randomly
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

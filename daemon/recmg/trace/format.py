@@ -201,6 +201,32 @@ def write_batches(path: str | os.PathLike, shell: Trace, batches) -> None:
             tmp.unlink()
 
 
+MAX_JSON_BYTES = 64 << 20
+
+_TABLE_FIELDS = {"id": int, "name": str, "rows": int, "row_bytes": int, "dim": int,
+                 "dtype": str}
+
+
+def _tables_from_json(header) -> list[TableInfo]:
+    """The registry of a header, every field of the right type and range."""
+    if not isinstance(header, dict) or not isinstance(header.get("tables"), list) \
+            or not isinstance(header.get("meta", {}), dict):
+        raise ValueError("need an object with a 'tables' list and a 'meta' object")
+    tables = []
+    for i, t in enumerate(header["tables"]):
+        if not isinstance(t, dict) or set(t) - set(_TABLE_FIELDS) or \
+                not {"id", "name", "rows", "row_bytes"} <= set(t):
+            raise ValueError(f"table {i}: need id, name, rows, row_bytes (dim, dtype)")
+        for k, typ in _TABLE_FIELDS.items():
+            if k in t and (type(t[k]) is not typ):
+                raise ValueError(f"table {i}: {k} must be {typ.__name__}")
+        if not (0 <= t["id"] < MAX_TABLES and 0 < t["rows"] <= ROW_MASK + 1
+                and 0 < t["row_bytes"] < 1 << 32 and 0 <= t.get("dim", 0) < 1 << 32):
+            raise ValueError(f"table {i}: id, rows, row_bytes or dim out of range")
+        tables.append(TableInfo(**t))
+    return tables
+
+
 def read(path: str | os.PathLike, mmap: bool = True) -> Trace:
     """Read a trace; arrays are read-only memory maps unless mmap=False."""
     path = Path(path)
@@ -215,6 +241,9 @@ def read(path: str | os.PathLike, mmap: bool = True) -> Trace:
         if version != VERSION:
             raise TraceError(f"{path}: offset 8: unsupported version {version} "
                              f"(this recmg reads {VERSION})")
+        if jlen > MAX_JSON_BYTES:
+            raise TraceError(f"{path}: offset 16: JSON header of {jlen} bytes, more than "
+                             f"the {MAX_JSON_BYTES} allowed")
         jpad = jlen + (-jlen) % 64
         need = 64 + jpad + 8 * (nb + 1) + 16 * nb + 8 * nk
         if size < need:
@@ -222,8 +251,8 @@ def read(path: str | os.PathLike, mmap: bool = True) -> Trace:
                              f"({nb} batches, {nk} keys)")
         try:
             header = json.loads(f.read(jlen))
-            tables = [TableInfo(**t) for t in header["tables"]]
-        except (ValueError, KeyError, TypeError) as e:
+            tables = _tables_from_json(header)
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise TraceError(f"{path}: offset 64: bad JSON header: {e}") from None
     off = 64 + jpad
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from recmg import progress as pbar
-from recmg.trace.format import TableInfo, Trace, TraceError, make_keys
+from recmg.trace.format import MAX_TABLES, ROW_MASK, TableInfo, Trace, TraceError, make_keys
 
 CRITEO_CATEGORICAL = [f"C{i}" for i in range(1, 27)]
 AVAZU_SKIP = ("id", "click", "hour")
@@ -242,7 +242,7 @@ def read_recmg_text(path: str | Path, batch_size: int = 1024, row_bytes: int = 2
     path = Path(path)
     try:
         data = np.loadtxt(path, dtype=np.int64, ndmin=2)
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:
         raise TraceError(f"{path}: not '<table> <row*1000+table>' lines: {e}") from None
     if data.size and data.shape[1] != 2:
         raise TraceError(f"{path}: expected 2 columns, found {data.shape[1]}")
@@ -253,7 +253,13 @@ def read_recmg_text(path: str | Path, batch_size: int = 1024, row_bytes: int = 2
         raise TraceError(f"{path}:{i + 1}: key {keys[i]} does not encode table {tables[i]} "
                          f"as row*1000+table")
     rows = (keys - tables) // 1000
+    if len(rows) and rows.max() > ROW_MASK:
+        i = int(np.argmax(rows > ROW_MASK))
+        raise TraceError(f"{path}:{i + 1}: row {rows[i]} does not fit a vector key "
+                         f"(at most 2^40 rows per table)")
     ids, tid = np.unique(tables, return_inverse=True)
+    if len(ids) > MAX_TABLES:
+        raise TraceError(f"{path}: {len(ids)} tables, at most {MAX_TABLES}")
     infos = [TableInfo(i, f"table{int(t)}", int(rows[tid == i].max()) + 1, row_bytes)
              for i, t in enumerate(ids)]
     out = make_keys(0, np.zeros(0, np.int64)) if not len(rows) else \
@@ -276,13 +282,42 @@ class _StorageRef:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *rest):
-    arr = storage  # already a numpy array over the storage
-    n = int(np.prod(size)) if len(size) else 1
-    flat = arr[offset:offset + n] if stride in ((), (1,)) or len(size) <= 1 else None
-    if flat is not None:
-        return flat.reshape(size)
+    """A view of ``storage`` (a 1-D numpy array) as torch's _rebuild_tensor_v2 would
+    build it, after checking that every element it can reach lies inside the storage:
+    the file controls offset, size and stride, and an unchecked as_strided reads
+    outside the buffer (SIGSEGV, SIGBUS)."""
+    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+        raise TraceError("tensor storage is not a flat array")
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and all(type(x) is int for x in (offset, *size, *stride))):
+        raise TraceError(f"tensor geometry must be integers: size {size!r}, stride "
+                         f"{stride!r}, offset {offset!r}")
+    if offset < 0 or any(x < 0 for x in size + stride):
+        raise TraceError(f"negative tensor offset, size or stride ({offset}, {size}, "
+                         f"{stride})")
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= len(storage):
+        raise TraceError(f"tensor of size {size}, stride {stride}, offset {offset} reaches "
+                         f"element {last} of a storage of {len(storage)}")
+    if stride == tuple(int(np.prod(size[i + 1:])) for i in range(len(size))):
+        return storage[offset:offset + int(np.prod(size))].reshape(size)  # contiguous
     return np.lib.stride_tricks.as_strided(
-        arr[offset:], shape=size, strides=[s * arr.itemsize for s in stride])
+        storage[offset:], shape=size, strides=[st * storage.itemsize for st in stride],
+        writeable=False)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Plain data only (numbers, strings, tuples, lists, dicts): the legacy format's
+    magic number, protocol version, sys info and storage keys.  Any class or
+    persistent id is refused, so a crafted file cannot run code."""
+
+    def find_class(self, module, name):
+        raise TraceError(f"unexpected object {module}.{name} in a .pt header")
+
+    def persistent_load(self, pid):
+        raise TraceError(f"unexpected persistent id {pid!r} in a .pt header")
 
 
 class _TorchUnpickler(pickle.Unpickler):
@@ -306,7 +341,26 @@ class _TorchUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
             raise TraceError(f"unsupported persistent id {pid!r}")
         _, dtype, key, _location, numel = pid[:5]
+        if not any(dtype is d for d in _STORAGE_DTYPES.values()):
+            raise TraceError(f"unsupported storage type {dtype!r}")
         return self._load_storage(dtype, str(key), int(numel))
+
+
+MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a tensor tuple is a few hundred bytes
+MAX_INFLATED_BYTES = 8 << 30  # one compressed storage member, once inflated
+MAX_INFLATE_RATIO = 1000  # deflate cannot do better than ~1032:1; beyond is a bomb
+
+
+def _member_ok(path: Path, info: zipfile.ZipInfo, limit: int) -> None:
+    """Refuse a zip member that would inflate beyond ``limit`` bytes or beyond what
+    deflate can produce from its compressed size (a zip bomb)."""
+    if info.file_size > limit:
+        raise TraceError(f"{path}: member {info.filename} inflates to {info.file_size} "
+                         f"bytes, more than the {limit} allowed")
+    if info.compress_type != zipfile.ZIP_STORED and \
+            info.file_size > MAX_INFLATE_RATIO * max(info.compress_size, 1) + 4096:
+        raise TraceError(f"{path}: member {info.filename} claims {info.file_size} bytes "
+                         f"from {info.compress_size} compressed (a zip bomb)")
 
 
 def _load_pt(path: Path):
@@ -316,10 +370,15 @@ def _load_pt(path: Path):
         pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
         if pkl is None:
             raise TraceError(f"{path}: zip file without data.pkl (not a torch save)")
+        _member_ok(path, zf.getinfo(pkl), MAX_PICKLE_BYTES)
         root = pkl[:-len("data.pkl")]
 
         def load_storage(dtype, key, numel):
             info = zf.getinfo(f"{root}data/{key}")
+            if numel < 0 or info.file_size < numel * np.dtype(dtype).itemsize:
+                raise TraceError(f"{path}: storage {key} has {info.file_size} bytes, "
+                                 f"fewer than its {numel} elements need")
+            _member_ok(path, info, MAX_INFLATED_BYTES)
             if info.compress_type == zipfile.ZIP_STORED:  # memory-map the member
                 with open(path, "rb") as f:
                     f.seek(info.header_offset)
@@ -335,8 +394,8 @@ def _load_pt(path: Path):
             return _TorchUnpickler(io.BytesIO(f.read()), load_storage).load()
     # legacy format: magic, protocol, sys_info, object, storage keys, raw storages
     with open(path, "rb") as f:
-        for _ in range(3):
-            pickle.load(f)  # magic number, protocol version, sys info: plain data
+        for _ in range(3):  # magic number, protocol version, sys info: plain data
+            _PlainUnpickler(f).load()
         refs: dict[str, _StorageRef] = {}
 
         def lazy(dtype, key, numel):
@@ -350,12 +409,18 @@ def _load_pt(path: Path):
                 return super().find_class(module, name)
 
         obj = Legacy(f, lazy).load()
-        keys = pickle.load(f)
+        keys = _PlainUnpickler(f).load()
+        if not isinstance(keys, list):
+            raise TraceError(f"storage keys must be a list, got {type(keys).__name__}")
+        size = path.stat().st_size
         arrays = {}
         for key in keys:
             (numel,) = struct.unpack("<q", f.read(8))
             ref = refs[str(key)]
             start = f.tell()
+            if numel < 0 or start + numel * np.dtype(ref.dtype).itemsize > size:
+                raise TraceError(f"storage {key}: {numel} elements at offset {start} run "
+                                 f"past the end of the file ({size} bytes)")
             arrays[str(key)] = np.memmap(path, dtype=ref.dtype, mode="r", offset=start,
                                          shape=(numel,)) if numel else np.zeros(0, ref.dtype)
             f.seek(start + numel * np.dtype(ref.dtype).itemsize)
@@ -363,6 +428,8 @@ def _load_pt(path: Path):
     def resolve(o):
         if isinstance(o, tuple) and o and o[0] == "T":
             _, ref, off, size, stride = o
+            if not isinstance(ref, _StorageRef) or ref.key not in arrays:
+                raise TraceError(f"tensor storage {ref!r} is not in the file")
             return _rebuild_tensor(arrays[ref.key], off, size, stride)
         if isinstance(o, (tuple, list)):
             return type(o)(resolve(x) for x in o)
@@ -380,12 +447,17 @@ def read_meta_pt(path: str | Path, row_bytes: int = 512, max_batches: int | None
     try:
         obj = _load_pt(path)
     except TraceError as e:
-        raise TraceError(f"{path}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, struct.error, ValueError, KeyError) as e:
-        raise TraceError(f"{path}: not a readable torch .pt file: {e}") from None
+        raise TraceError(e if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # a missing or unreadable file is an OS error, not a bad trace
+    except Exception as e:  # the file is hostile: whatever breaks on it is its fault
+        raise TraceError(f"{path}: not a readable torch .pt file ({type(e).__name__}: "
+                         f"{e})") from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 3):
         raise TraceError(f"{path}: expected (indices, offsets, lengths), got {type(obj).__name__}")
     indices, offsets, lengths = (np.asarray(x) for x in obj)
+    if not all(np.issubdtype(a.dtype, np.integer) for a in (indices, offsets, lengths)):
+        raise TraceError(f"{path}: indices, offsets and lengths must be integer tensors")
     if lengths.ndim != 2 or offsets.ndim != 1 or len(offsets) != lengths.size + 1:
         raise TraceError(f"{path}: lengths must be [T, B] and offsets T*B+1 long; got "
                          f"{lengths.shape} and {offsets.shape}")
@@ -394,6 +466,11 @@ def read_meta_pt(path: str | Path, row_bytes: int = 512, max_batches: int | None
         raise TraceError(f"{path}: offsets do not cover the {len(indices)} indices")
     if len(indices) and indices.min() < 0:
         raise TraceError(f"{path}: negative index at position {int(np.argmin(indices))}")
+    if len(indices) and indices.max() > ROW_MASK:
+        raise TraceError(f"{path}: index {int(indices.max())} does not fit a vector key "
+                         "(at most 2^40 rows per table)")
+    if int(offsets[0]) != 0:
+        raise TraceError(f"{path}: offsets must start at 0, got {int(offsets[0])}")
     table_of = np.repeat(np.arange(n_tables, dtype=np.uint64), np.diff(offsets).reshape(
         n_tables, batch).sum(axis=1))
     keys_tm = (table_of << np.uint64(40)) | indices.astype(np.uint64)
