@@ -76,7 +76,7 @@ test: setup lint
 
 # The fuzz tests of `make test`, with 50x the examples (about half an hour).
 soak: setup
-	RECMG_FUZZ_EXAMPLES=6000 $(BIN)/pytest -m "not guest and not vm" -k fuzz -p no:randomly
+	RECMG_FUZZ_EXAMPLES=6000 $(BIN)/pytest -m "not guest and not vm" -k fuzz
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

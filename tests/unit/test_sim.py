@@ -137,3 +137,16 @@ def test_daemon_mode_runs_recmgds_pipeline_over_a_trace():
         matrix.run_one(t, "daemon", "belady", 4, "none", 16, 1, 30)
     rows = matrix.run_matrix([], ["daemon"], [0.5], ["lru"], ["none"])
     assert rows == []
+
+
+@pytest.mark.parametrize("tables", [0, 1])
+def test_sim_of_a_trace_without_keys_in_every_mode(tmp_path, tables, capsys):
+    """A trace with no keys (and no tables, or empty batches) is valid input: every
+    mode reports zeros instead of failing (it raised OverflowError and IndexError)."""
+    from recmg.trace import format as tf
+
+    p = tmp_path / "empty.rtrace"
+    tf.write(p, tf.Trace(tables=[tf.TableInfo(0, "a", 10, 64)][:tables],
+                         keys=np.zeros(0, np.uint64),
+                         batch_offsets=np.zeros(1 + 2 * tables, np.uint64)))
+    assert cli.main(["sim", str(p), "--mode", "access,batch,page,daemon", "--quiet"]) == 0

@@ -99,7 +99,7 @@ class TargetState:
         budget are unchanged (reload keeps what still fits)."""
         budget = self.budget_override or max(
             1, cfg.budget.fast_mib_per_target * (1 << 20) // self.pages.page_size)
-        budget = min(budget, self.pages.n_pages)
+        budget = max(1, min(budget, self.pages.n_pages))
         same = (getattr(self, "profile", None) is not None
                 and self.profile.caching == profile.caching and self.budget_pages == budget
                 and self.profile.lfu_aging_accesses == profile.lfu_aging_accesses)

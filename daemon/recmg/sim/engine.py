@@ -156,6 +156,8 @@ def _batch_next_use(trace: Trace, nb: int) -> list[np.ndarray]:
     if not uniq:
         return []
     allk = np.concatenate(uniq)
+    if not len(allk):  # every batch empty
+        return [(u, np.zeros(0, np.uint64)) for u in uniq]
     bid = np.repeat(np.arange(nb, dtype=np.uint64), [len(u) for u in uniq])
     nxt = next_use(allk)  # position in allk
     never = nxt == np.iinfo(np.uint64).max
