@@ -18,6 +18,7 @@ EX_OSERR = os.EX_OSERR
 EX_NOPERM = os.EX_NOPERM
 EX_CONFIG = os.EX_CONFIG
 EX_TEMPFAIL = os.EX_TEMPFAIL
+EX_PROTOCOL = os.EX_PROTOCOL
 
 
 def human_bytes(n: int | float) -> str:

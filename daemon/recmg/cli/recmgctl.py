@@ -10,7 +10,7 @@ sorted keys) for everything else and with --json.
 Exit codes (sysexits): 0 ok, 1 recmgd answered with an error (or a recording failed),
 64 usage, 69 recmgd not reachable (or, for `check --strict`, no real migration
 possible), 71 OS error reading sysfs/procfs, 75 `record --wait` timed out,
-77 permission denied by recmgd.
+76 a malformed reply, 77 permission denied by recmgd.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import time
 
 from recmg.cli import check
-from recmg.cli.output import (EX_CONFIG, EX_NOPERM, EX_OK, EX_OSERR, EX_TEMPFAIL,
+from recmg.cli.output import (EX_CONFIG, EX_NOPERM, EX_PROTOCOL, EX_OK, EX_OSERR, EX_TEMPFAIL,
                               EX_UNAVAILABLE, Parser, fail, human_bytes,
                               print_json, require_daemon_extra, table)
 from recmg.service import config as cfgmod
@@ -164,6 +164,8 @@ def call(args, req: dict):
     except (ConnectionError, OSError) as e:
         raise SystemExit(fail(f"cannot talk to recmgd at {args.socket_path}: {e}",
                               EX_UNAVAILABLE)) from None
+    except ValueError as e:  # not a reply recmgd would send
+        raise SystemExit(fail(f"{args.socket_path}: {e}", EX_PROTOCOL)) from None
     if not reply.get("ok"):
         code = EX_NOPERM if reply.get("code") == "EPERM" else 1
         raise SystemExit(fail(reply.get("error", "error"), code))

@@ -89,6 +89,8 @@ class Control:
     read_group: str = ""  # group allowed read commands (changes are root only)
     max_request_bytes: int = 65536
     max_requests_per_s: float = 50.0
+    max_connections: int = 64  # more are refused (EBUSY): idle ones cannot use up fds
+    idle_timeout_s: float = 60.0  # a connection silent this long is closed
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,9 @@ _CHECKS = {
     "safety.psi_some_avg10_max": lambda v: 0 <= v <= 100 or "must be in 0..100",
     "safety.on_conflict": lambda v: v in ("warn", "refuse") or "must be warn or refuse",
     "control.max_request_bytes": lambda v: 256 <= v <= 1 << 24 or "must be in 256..16777216",
-    "control.max_requests_per_s": lambda v: v > 0 or "must be > 0",
+    "control.max_requests_per_s": lambda v: 1 <= v <= 1e6 or "must be in 1..1000000",
+    "control.max_connections": lambda v: 1 <= v <= 512 or "must be in 1..512",
+    "control.idle_timeout_s": lambda v: 1 <= v <= 86400 or "must be in 1..86400",
     "metrics.http_port": lambda v: 0 <= v <= 65535 or "must be a port number (0 = off)",
 }
 

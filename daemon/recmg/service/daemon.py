@@ -338,7 +338,8 @@ class Daemon:
         c = self.cfg.control
         try:
             self.server = ControlServer(c.socket, self.handle, c.read_group,
-                                        c.max_request_bytes, c.max_requests_per_s)
+                                        c.max_request_bytes, c.max_requests_per_s,
+                                        c.max_connections, c.idle_timeout_s)
         except (OSError, KeyError) as e:
             raise StartupError(os.EX_CANTCREAT, f"cannot create control socket {c.socket}: "
                                f"{e}") from None
