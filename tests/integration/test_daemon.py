@@ -548,3 +548,55 @@ def test_second_daemon_on_the_same_socket_exits_73_and_bad_profile_78(tmp_path):
 def test_recmgctl_record_needs_an_output(tmp_path, capsys):
     assert recmgctl.main(["--socket", str(tmp_path / "x.sock"), "record"]) == 64
     assert "needs -o/--output" in capsys.readouterr().err
+
+
+def test_start_with_a_missing_read_group_is_a_config_error(tmp_path):
+    cfgp = write_config(tmp_path, control={"read_group": "no-such-group-recmg"})
+    res = subprocess.run([PY, "-m", "recmg.cli.recmgd", "-c", str(cfgp)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 78 and "no group 'no-such-group-recmg'" in res.stderr
+
+
+def test_reload_says_which_settings_need_a_restart(tmp_path):
+    cfgp = write_config(tmp_path)
+    sock = tmp_path / "ctl.sock"
+    d = start_daemon(cfgp)
+    try:
+        wait(sock.exists)
+        cfgp.write_text(cfgp.read_text() + "[tiers]\nfast_nodes = [0]\n"
+                        "[metrics]\nhttp_port = 0\n")
+        r = ctl(sock, {"cmd": "reload"})
+        assert r["ok"] and r["result"]["not_applied"] == ["tiers"]
+        r = ctl(sock, {"cmd": "policy", "action": "set", "name": "lru"})
+        assert r["ok"] and r["result"]["caching"] == "lru"
+    finally:
+        out = stop(d)
+    assert "tiers changed but apply only at restart" in out
+
+
+def test_sighup_during_startup_does_not_kill_recmgd(tmp_path):
+    """From the moment recmgd's entry module is loaded (SIGHUP in SigIgn), a SIGHUP
+    before the reload handler is installed is ignored, not fatal."""
+    cfgp = write_config(tmp_path)
+    sock = tmp_path / "ctl.sock"
+    d = start_daemon(cfgp)
+
+    def hup_ignored():
+        try:
+            status = Path(f"/proc/{d.pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        ign = int(re.search(r"^SigIgn:\s+([0-9a-f]+)", status, re.M).group(1), 16)
+        return bool(ign & (1 << (signal.SIGHUP - 1)))
+
+    try:
+        wait(hup_ignored, timeout=60, step=0.002)
+        sent = 0
+        while not sock.exists() and d.poll() is None:
+            d.send_signal(signal.SIGHUP)
+            sent += 1
+            time.sleep(0.01)
+        assert d.poll() is None and sent > 0
+        assert ctl(sock, {"cmd": "version"})["ok"]
+    finally:
+        stop(d)

@@ -91,4 +91,67 @@ def test_check_config_exit_codes(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[budget]\nfast_mib_per_target = -1\n")
     assert recmgd.main(["--check-config", str(bad)]) == 78
-    assert "budget.fast_mib_per_target: must be > 0" in capsys.readouterr().err
+    assert "budget.fast_mib_per_target: must be in 1..2^30" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[migration]\nrate_mib_s = inf\n", "migration.rate_mib_s"),
+    ("[migration]\nsimulated_slow_ns = nan\n", "migration.simulated_slow_ns"),
+    ("[migration]\ntick_deadline_ms = 100000000000\n", "migration.tick_deadline_ms"),
+    ("[tiers]\nfast_nodes = [40000]\n", "tiers.fast_nodes"),
+    ("[tiers]\nfast_nodes = [0]\nslow_nodes = [0]\n", "tiers"),
+    ("[control]\nmax_requests_per_s = 0.5\n", "control.max_requests_per_s"),
+    ("[target]\npids = [-1]\n", "target.pids"),
+    ("[migration]\nsimulated_slow_ns = 10.0\nsimulated_fast_ns = 20.0\n",
+     "migration.simulated_slow_ns"),
+])
+def test_values_that_would_fail_at_runtime_are_refused(text, key):
+    with pytest.raises(c.ConfigError) as ei:
+        c.parse(text)
+    assert key in [k for k, _ in ei.value.problems]
+
+
+def test_non_utf8_and_deeply_nested_files_are_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"tick_ms = 100\n# \xff\xfe\n")
+    assert recmgd.main(["--check-config", str(bad)]) == 78
+    assert "not UTF-8 at byte" in capsys.readouterr().err
+    bad.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert recmgd.main(["--check-config", str(bad)]) == 78
+    err = capsys.readouterr().err
+    assert "(syntax)" in err and "Traceback" not in err
+
+
+def test_check_host_names_what_this_host_lacks(tmp_path):
+    import socket
+
+    afile = tmp_path / "file"
+    afile.write_text("")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        cfg = c.parse(f'shm_dir = "{afile}"\n[tiers]\nslow_nodes = [7]\n'
+                      f'[control]\nread_group = "no-such-group-recmg"\n'
+                      f'[metrics]\nhttp_port = {port}\n')
+        problems = dict(c.check_host(cfg, [0]))
+    assert "do not exist on this host" in problems["tiers.slow_nodes"]
+    assert "not a directory" in problems["shm_dir"]
+    assert "no group" in problems["control.read_group"]
+    assert "cannot listen" in problems["metrics.http_port"]
+    assert c.check_host(c.parse(""), [0]) == []
+
+
+def test_check_config_says_what_it_checked(tmp_path, capsys):
+    p = tmp_path / "ok.toml"
+    p.write_text("tick_ms = 100\n")
+    assert recmgd.main(["--check-config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "checked:" in out and "NUMA nodes" in out
+
+
+def test_a_profile_cannot_rename_itself(tmp_path):
+    (tmp_path / "sneaky.toml").write_text('schema = 1\nname = "default"\ncaching = "lru"\n')
+    with pytest.raises(c.ConfigError) as ei:
+        c.load_profile("sneaky", [tmp_path])
+    assert "name" in [k for k, _ in ei.value.problems]

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
-from recmg import __version__
-from recmg.cli.output import EX_CONFIG, EX_OK, Parser, fail, require_daemon_extra
-from recmg.service import config as cfgmod
+# SIGHUP's default action terminates.  Until recmgd installs its reload handler, a
+# SIGHUP (an early `systemctl reload`, a `kill -HUP`) is ignored: the configuration
+# being read is the newest anyway.  Set at import, before anything slow.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+from recmg import __version__  # noqa: E402 (after the SIGHUP guard)
+from recmg.cli.output import EX_CONFIG, EX_OK, Parser, fail, require_daemon_extra  # noqa: E402
+from recmg.service import config as cfgmod  # noqa: E402
 
 
 def setup_logging(level: str) -> None:
@@ -32,6 +38,33 @@ def setup_logging(level: str) -> None:
     root.addHandler(h)
 
 
+def check_config(path: str | None) -> int:
+    """--check-config: the file, its profile, and what it names on this host."""
+    from recmg.tiering import topology
+
+    try:
+        cfg = cfgmod.load(path)
+        cfgmod.load_profile(cfg.policy.profile)
+        topo = topology.probe()
+        problems = cfgmod.check_host(cfg, [n.id for n in topo.nodes])
+        if problems:
+            raise cfgmod.ConfigError(path or cfgmod.DEFAULT_PATH, problems)
+    except cfgmod.ConfigError as e:
+        for key, msg in e.problems:
+            print(f"{e.source}: {msg}" if key == e.source else f"{e.source}: {key}: {msg}",
+                  file=sys.stderr)
+        return EX_CONFIG
+    where = path or cfgmod.DEFAULT_PATH
+    if not path and not os.path.exists(where):
+        where = f"no {where}: the built-in defaults"
+    print(f"{where}: ok (profile {cfg.policy.profile}, backend {cfg.migration.backend})")
+    print(f"checked: syntax, keys, types and ranges; profile {cfg.policy.profile!r}; on this "
+          f"host: NUMA nodes {[n.id for n in topo.nodes]}, shm_dir {cfg.shm_dir}"
+          + (f", group {cfg.control.read_group!r}" if cfg.control.read_group else "")
+          + (f", port {cfg.metrics.http_port} free" if cfg.metrics.http_port else ""))
+    return EX_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="recmgd", description="recmg tiering daemon")
     p.add_argument("--version", action="version", version=f"recmgd {__version__}")
@@ -47,20 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     require_daemon_extra()
     if args.check_config is not None:
-        path = args.check_config or args.config
-        try:
-            cfg = cfgmod.load(path)
-            cfgmod.load_profile(cfg.policy.profile)
-        except cfgmod.ConfigError as e:
-            for key, msg in e.problems:
-                print(f"{e.source}: {msg}" if key == e.source else f"{e.source}: {key}: {msg}",
-                      file=sys.stderr)
-            return EX_CONFIG
-        where = path or cfgmod.DEFAULT_PATH
-        if not path and not os.path.exists(where):
-            where = f"no {where}: the built-in defaults"
-        print(f"{where}: ok (profile {cfg.policy.profile}, backend {cfg.migration.backend})")
-        return EX_OK
+        return check_config(args.check_config or args.config)
     setup_logging(args.log_level)
     try:
         cfg = cfgmod.load(args.config)

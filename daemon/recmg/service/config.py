@@ -13,6 +13,10 @@ Policy profiles (``[policy] profile = "default"``) are TOML files: the package's
 
 from __future__ import annotations
 
+import grp
+import math
+import os
+import socket
 import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -137,20 +141,35 @@ class Profile:
 
 
 # ----------------------------------------------------------------------- validation
+MAX_NODE = 1023  # MAX_NUMNODES of x86_64 distribution kernels (CONFIG_NODES_SHIFT=10)
+
+
+def _nodes(v):
+    return all(0 <= n <= MAX_NODE for n in v) and len(set(v)) == len(v) or \
+        f"must be distinct NUMA node ids in 0..{MAX_NODE}"
+
+
 _CHECKS = {
     "tick_ms": lambda v: 10 <= v <= 60000 or "must be between 10 and 60000",
-    "target.max_accesses_per_s": lambda v: v >= 0 or "must be >= 0 (0 = never sample)",
+    "target.max_accesses_per_s": lambda v: 0 <= v <= 1e10 or "must be in 0..1e10 "
+    "(0 = never sample)",
+    "target.pids": lambda v: all(1 <= p < 1 << 22 for p in v) or "must be pids in 1..4194303",
+    "target.allowed_uids": lambda v: all(0 <= u < 1 << 32 for u in v) or "must be uids",
+    "tiers.fast_nodes": _nodes,
+    "tiers.slow_nodes": _nodes,
     "target.segments": lambda v: all(seg.valid_selector(x) for x in v) or (
         "each must be \"*\", a client's segment name (letters, digits, '_', '-') or a "
         "segment file name recmg.<name>.<pid>"),
-    "budget.fast_mib_per_target": lambda v: v > 0 or "must be > 0",
+    "budget.fast_mib_per_target": lambda v: 0 < v <= 1 << 30 or "must be in 1..2^30",
     "budget.max_fast_node_share": lambda v: 0 < v <= 1 or "must be in (0, 1]",
     "migration.backend": lambda v: v in MIGRATORS or f"must be one of {', '.join(MIGRATORS)}",
-    "migration.rate_mib_s": lambda v: v > 0 or "must be > 0",
+    "migration.rate_mib_s": lambda v: 0 < v <= 1e6 or "must be in (0, 1000000] MiB/s",
     "migration.batch_pages": lambda v: 1 <= v <= 1 << 20 or "must be in 1..1048576",
-    "migration.tick_deadline_ms": lambda v: v > 0 or "must be > 0",
-    "migration.min_residency_ticks": lambda v: v >= 0 or "must be >= 0",
-    "safety.free_floor_mib": lambda v: v >= 0 or "must be >= 0",
+    "migration.tick_deadline_ms": lambda v: 1 <= v <= 60000 or "must be in 1..60000",
+    "migration.min_residency_ticks": lambda v: 0 <= v <= 1 << 20 or "must be in 0..1048576",
+    "migration.simulated_slow_ns": lambda v: 0 <= v <= 1e9 or "must be in 0..1e9 ns",
+    "migration.simulated_fast_ns": lambda v: 0 <= v <= 1e9 or "must be in 0..1e9 ns",
+    "safety.free_floor_mib": lambda v: 0 <= v <= 1 << 30 or "must be in 0..2^30",
     "safety.psi_some_avg10_max": lambda v: 0 <= v <= 100 or "must be in 0..100",
     "safety.on_conflict": lambda v: v in ("warn", "refuse") or "must be warn or refuse",
     "control.max_request_bytes": lambda v: 256 <= v <= 1 << 24 or "must be in 256..16777216",
@@ -164,8 +183,9 @@ _CHECKS = {
 def _type_ok(value, typ) -> bool:
     if typ in ("int", int):
         return isinstance(value, int) and not isinstance(value, bool)
-    if typ in ("float", float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ in ("float", float):  # TOML has inf and nan: never a valid setting here
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
     if typ in ("str", str):
         return isinstance(value, str)
     if typ in ("bool", bool):
@@ -194,7 +214,8 @@ def _build(cls, data: dict, path: str, problems: list) -> object:
                 continue
             value = _build(_SECTIONS[typ], value, kp + ".", problems)
         elif not _type_ok(value, typ):
-            problems.append((kp, f"must be of type {typ}, got {type(value).__name__}"))
+            problems.append((kp, f"must be a finite {typ}" if typ == "float" else
+                             f"must be of type {typ}, got {type(value).__name__}"))
             continue
         check = _CHECKS.get(kp)
         if check is not None:
@@ -210,16 +231,64 @@ _SECTIONS = {c.__name__: c for c in (Target, Tiers, Budget, Migration, Safety, C
                                      Metrics, Policy)}
 
 
-def parse(text: str, source: str = "<config>") -> Config:
+def _toml(text: str, source: str) -> dict:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [("(syntax)", str(e))]) from None
+    except RecursionError:
+        raise ConfigError(source, [("(syntax)", "nested too deeply")]) from None
+
+
+def _read_text(p: Path) -> str:
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [("(file)", f"not UTF-8 at byte {e.start}")]) from None
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    data = _toml(text, source)
     problems: list[tuple[str, str]] = []
     cfg = _build(Config, data, "", problems)
+    overlap = set(cfg.tiers.fast_nodes) & set(cfg.tiers.slow_nodes)
+    if overlap:
+        problems.append(("tiers", f"nodes {sorted(overlap)} are both fast and slow"))
+    if cfg.migration.simulated_slow_ns < cfg.migration.simulated_fast_ns:
+        problems.append(("migration.simulated_slow_ns", "must be >= simulated_fast_ns"))
     if problems:
         raise ConfigError(source, problems)
     return cfg
+
+
+def check_host(cfg: Config, node_ids: list[int]) -> list[tuple[str, str]]:
+    """What a config names on this host that is not there: NUMA nodes, the shm
+    directory, the control socket's read group, a free metrics port.  Returns the
+    problems (key path, message); `recmgd --check-config` and startup report them."""
+    problems = []
+    for key, nodes in (("tiers.fast_nodes", cfg.tiers.fast_nodes),
+                       ("tiers.slow_nodes", cfg.tiers.slow_nodes)):
+        missing = [n for n in nodes if n not in node_ids]
+        if missing:
+            problems.append((key, f"nodes {missing} do not exist on this host (nodes: "
+                             f"{node_ids})"))
+    if not os.path.isdir(cfg.shm_dir):
+        problems.append(("shm_dir", f"{cfg.shm_dir} is not a directory"))
+    if cfg.control.read_group:
+        try:
+            grp.getgrnam(cfg.control.read_group)
+        except KeyError:
+            problems.append(("control.read_group", f"no group {cfg.control.read_group!r}"))
+    if cfg.metrics.http_port:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", cfg.metrics.http_port))
+            except OSError as e:
+                problems.append(("metrics.http_port", f"cannot listen on 127.0.0.1:"
+                                 f"{cfg.metrics.http_port}: {e.strerror}"))
+    return problems
 
 
 def load(path: str | None) -> Config:
@@ -227,7 +296,7 @@ def load(path: str | None) -> Config:
     explicitly given path must exist."""
     p = Path(path or DEFAULT_PATH)
     try:
-        text = p.read_text()
+        text = _read_text(p)
     except FileNotFoundError:
         if path is None:
             return Config()
@@ -263,12 +332,15 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
                                              f"(found: {', '.join(sorted(files)) or 'none'})")])
     path = files[name]
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        data = _toml(_read_text(path), str(path))
+    except OSError as e:
         raise ConfigError(str(path), [("(file)", str(e))]) from None
     problems = []
     if data.pop("schema", None) != 1:
         problems.append(("schema", "must be 1"))
+    if "name" in data:
+        data.pop("name")
+        problems.append(("name", "a profile is named by its file name, not by a key"))
     prof = _build(Profile, {"name": name, **data}, "", problems)
     if prof.caching not in POLICIES or prof.caching == "belady":
         problems.append(("caching", f"must be one of {', '.join(p for p in POLICIES if p != 'belady')}"
@@ -278,8 +350,12 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
                          + ", ".join(p for p in PREFETCHERS if p != "oracle")))
     if prof.prefetch_budget_pages < 0:
         problems.append(("prefetch_budget_pages", "must be >= 0"))
-    if prof.lfu_aging_accesses < 0:
-        problems.append(("lfu_aging_accesses", "must be >= 0"))
+    if not 0 <= prof.lfu_aging_accesses < 1 << 62:
+        problems.append(("lfu_aging_accesses", "must be in 0..2^62"))
+    if prof.prefetch_budget_pages > 1 << 24:
+        problems.append(("prefetch_budget_pages", "must be at most 2^24"))
+    if prof.prefetch_observe_max > 1 << 24:
+        problems.append(("prefetch_observe_max", "must be at most 2^24"))
     if prof.prefetch_observe_max < 1:
         problems.append(("prefetch_observe_max", "must be >= 1"))
     if problems:

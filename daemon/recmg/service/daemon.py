@@ -81,6 +81,26 @@ def resolve_tiers(cfg: cfgmod.Config, topo: topology.Topology) -> tuple[list[int
     return fast, [virtual], f"simulated slow node {virtual}"
 
 
+# settings a reload cannot change: the tiers and the socket are fixed at start, the
+# migration backend owns the placement it started with, the HTTP port is bound once
+RESTART_ONLY = ("tiers", "control", "metrics.http_port", "migration.backend", "shm_dir")
+
+
+def keep_restart_only(old: cfgmod.Config, new: cfgmod.Config
+                      ) -> tuple[cfgmod.Config, list[str]]:
+    """``new`` with the running values of the restart-only keys, and which of them
+    the new file changed (a reload says so instead of pretending to apply them)."""
+    def get(cfg, path):
+        for part in path.split("."):
+            cfg = getattr(cfg, part)
+        return cfg
+    changed = [k for k in RESTART_ONLY if get(old, k) != get(new, k)]
+    kept = replace(new, tiers=old.tiers, control=old.control, shm_dir=old.shm_dir,
+                   metrics=replace(new.metrics, http_port=old.metrics.http_port),
+                   migration=replace(new.migration, backend=old.migration.backend))
+    return kept, changed
+
+
 class Daemon:
     def __init__(self, cfg: cfgmod.Config, config_path: str | None, *,
                  sys_root: str = "/sys", proc_root: str = "/proc",
@@ -90,6 +110,9 @@ class Daemon:
         self.policy_dirs = policy_dirs
         self.profile = cfgmod.load_profile(cfg.policy.profile, policy_dirs)
         self.topo = topology.probe(sys_root, proc_root)
+        problems = cfgmod.check_host(cfg, [n.id for n in self.topo.nodes])
+        if problems:
+            raise cfgmod.ConfigError(config_path or cfgmod.DEFAULT_PATH, problems)
         self.auto_backend = cfg.migration.backend == "auto"
         self.socket_override: str | None = None  # recmgd --socket: kept across reloads
         cfg = self.cfg = resolve_backend(cfg, self.topo)
@@ -235,7 +258,11 @@ class Daemon:
             if self.socket_override:
                 cfg = cfgmod.with_socket(cfg, self.socket_override)
             cfg = resolve_backend(cfg, self.topo)
+            problems = cfgmod.check_host(cfg, [n.id for n in self.topo.nodes])
+            if problems:
+                raise cfgmod.ConfigError(self.config_path or "config", problems)
             profile = cfgmod.load_profile(cfg.policy.profile, self.policy_dirs)
+            cfg, not_applied = keep_restart_only(self.cfg, cfg)
             with self.lock:
                 self.pipeline.reconfigure(cfg, profile)
                 self.cfg, self.profile = cfg, profile
@@ -249,9 +276,12 @@ class Daemon:
         m.RELOADS.labels(result="ok").inc()
         log.info("reloaded: profile %s (%s + %s)", profile.name, profile.caching,
                  profile.prefetcher, extra=journal_fields(MSG_RELOAD))
+        if not_applied:
+            log.warning("reload: %s changed but apply only at restart (the running values "
+                        "stay)", ", ".join(not_applied))
         notify(f"READY=1\nSTATUS=profile {profile.name}")
         return {"profile": profile.name, "caching": profile.caching,
-                "prefetcher": profile.prefetcher}
+                "prefetcher": profile.prefetcher, "not_applied": not_applied}
 
     def handle(self, key: str, req: dict, creds) -> object:
         if key == "version":
@@ -346,7 +376,14 @@ class Daemon:
         if self.cfg.metrics.http_port:
             from prometheus_client import start_http_server
 
-            start_http_server(self.cfg.metrics.http_port, addr="127.0.0.1", registry=m.REGISTRY)
+            try:
+                start_http_server(self.cfg.metrics.http_port, addr="127.0.0.1",
+                                  registry=m.REGISTRY)
+            except OSError as e:
+                self.server.close()
+                raise StartupError(os.EX_CONFIG, f"metrics.http_port: cannot listen on "
+                                   f"127.0.0.1:{self.cfg.metrics.http_port}: {e.strerror}"
+                                   ) from None
         reload_flag = threading.Event()
         signal.signal(signal.SIGHUP, lambda *_: reload_flag.set())
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
