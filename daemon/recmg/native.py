@@ -100,7 +100,8 @@ _HINTS = {
     ("move_pages", _errno.ENODEV): "that node does not exist or has no memory online; "
     "`recmgctl check` lists the memory nodes of this host",
     ("move_pages", _errno.ESRCH): "the process is gone; it may have exited",
-    ("move_pages", _errno.EINVAL): "bad flags, or MPOL_MF_MOVE_ALL without CAP_SYS_NICE",
+    ("move_pages", _errno.EINVAL): "the target is exiting (its memory is already gone), "
+    "or bad flags (MPOL_MF_MOVE_ALL without CAP_SYS_NICE)",
     ("move_pages", _errno.E2BIG): "too many pages in one call; move in smaller batches",
     ("process_madvise", _errno.EPERM): "process_madvise needs CAP_SYS_NICE and ptrace "
     "read access to the target (CAP_SYS_PTRACE, or same uid with ptrace_scope 0)",

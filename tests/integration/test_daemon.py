@@ -600,3 +600,59 @@ def test_sighup_during_startup_does_not_kill_recmgd(tmp_path):
         assert ctl(sock, {"cmd": "version"})["ok"]
     finally:
         stop(d)
+
+
+class _FailingMigrator:
+    """Wraps the pipeline's migrator; apply() fails as move_pages does for a target
+    whose mm is gone (EINVAL)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.real = inner, inner.name, inner.real
+
+    def initial_placement(self, *a):
+        return self.inner.initial_placement(*a)
+
+    def apply(self, *a):
+        raise OSError(22, "Invalid argument (move_pages)")
+
+
+def test_an_error_in_one_target_detaches_and_quarantines_it_only(tmp_path):
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n')
+    prof = cfgmod.load_profile("lru")
+    with Client("good", [("a", 1000, 64)], shm_dir=str(tmp_path)) as good, \
+            Client("bad", [("a", 1000, 64)], shm_dir=str(tmp_path)) as bad:
+        pipe = Pipeline(cfg, prof, [0], [1])
+        pipe.attach(Path(good.path))
+        pipe.attach(Path(bad.path))
+        pipe.migrator = _FailingMigrator(pipe.migrator)
+        bad.record([np.arange(100)])
+        pipe.tick()  # the process is alive: an error of ours, not an exit
+        name = Path(bad.path).name
+        assert name not in pipe.targets and "OSError" in pipe.rejected[name]
+        assert not pipe.may_attach(name)  # quarantined
+        assert pipe.attach(Path(bad.path)) is not None  # (a manual attach still works)
+        pipe.migrator = pipe.migrator.inner
+        good.record([np.arange(100)])
+        pipe.tick()
+        assert Path(good.path).name in pipe.targets
+        assert pipe.targets[Path(good.path).name].stats.promoted > 0
+        pipe.close()
+
+
+def test_a_target_killed_mid_move_is_detached_as_exited(tmp_path):
+    """The real race: the client dies while its moves fail."""
+    code = ("import sys, time, numpy as np\nfrom recmg.client import Client\n"
+            f"c = Client('dying', [('a', 1000, 64)], shm_dir={str(tmp_path)!r})\n"
+            "c.record([np.arange(200)])\nprint(c.path, flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    path = Path(p.stdout.readline().strip())
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
+    pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+    pipe.attach(path)
+    pipe.migrator = _FailingMigrator(pipe.migrator)
+    p.kill()
+    p.wait()
+    pipe.tick()
+    assert not pipe.targets and path.name not in pipe.rejected
+    assert pipe.retired.batches == 1  # what it recorded before dying was read
+    path.unlink()

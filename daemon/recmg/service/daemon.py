@@ -160,17 +160,16 @@ class Daemon:
             if err is None:
                 log.info("removed stale segment %s: its process no longer exists", path)
             else:
-                self.pipeline.rejected[path.name] = f"stale (process gone), cannot remove: {err}"
+                self.pipeline.reject(path.name, f"stale (process gone), cannot remove: {err}")
         try:
             entries = set(os.listdir(self.cfg.shm_dir))
         except OSError:
             entries = set()
-        for fn in list(self.pipeline.rejected):
-            if fn not in entries:
-                del self.pipeline.rejected[fn]
+        self.pipeline.forget(entries)
         for fn in sorted(entries - {path.name for path, _ in stale}):
             parsed = seg.parse_segment_name(fn)
-            if parsed and fn not in self.pipeline.targets and self._wanted(fn, parsed[1]):
+            if parsed and fn not in self.pipeline.targets and self._wanted(fn, parsed[1]) \
+                    and self.pipeline.may_attach(fn):
                 self.pipeline.attach(Path(self.cfg.shm_dir) / fn)
 
     # ------------------------------------------------------------------- the worker

@@ -30,6 +30,20 @@ from recmg.tiering import migrators, planner
 
 log = logging.getLogger("recmgd")
 
+MAX_REJECTED = 1024  # rejected segments remembered (a hostile user can create many)
+MAX_QUARANTINE_S = 300.0
+
+
+def _process_running(pid: int, proc_root: str = "/proc") -> bool:
+    """Whether pid exists and is not a zombie or exiting (State Z, X)."""
+    try:
+        text = Path(proc_root, str(pid), "stat").read_text()
+    except OSError:
+        return False
+    state = text.rpartition(")")[2].split()[:1]
+    return state not in (["Z"], ["X"], ["x"])
+
+
 # journald MESSAGE_IDs (journalctl MESSAGE_ID=...): stable per event kind
 MSG_ATTACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d01"
 MSG_DETACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d02"
@@ -131,7 +145,8 @@ class Pipeline:
                                        cfg.migration.rate_mib_s)
         self.targets: dict[str, TargetState] = {}
         self.retired = TargetStats()  # totals of targets that were detached
-        self.rejected: dict[str, str] = {}
+        self.rejected: dict[str, str] = {}  # segment file name -> why (bounded)
+        self.quarantine: dict[str, tuple[float, float]] = {}  # name -> (retry at, delay)
         self.tick_no = 0
         self.paused = False
         self.last_tick_s = 0.0
@@ -144,20 +159,21 @@ class Pipeline:
         try:
             reader = SegmentReader(path, self.proc_root, allowed)
         except SegmentError as e:
-            if self.rejected.get(path.name) != str(e):
-                log.warning("rejected segment: %s", e)
-            self.rejected[path.name] = str(e)
-            m.SEGMENTS_REJECTED.inc()
+            self.reject(path.name, str(e))
+            return None
+        except Exception as e:  # never let one segment stop the others
+            log.exception("cannot attach %s", path.name)
+            self.reject(path.name, f"{type(e).__name__}: {e}")
             return None
         try:
             state = TargetState(reader, self.cfg, self.profile, self.migrator, self.fast,
                                 self.slow)
-        except (OSError, ValueError) as e:
+        except Exception as e:
             reader.close()
-            log.warning("cannot manage %s: %s", path.name, e)
-            self.rejected[path.name] = str(e)
+            self.reject(path.name, f"cannot manage: {e}")
             return None
         self.rejected.pop(path.name, None)
+        self.quarantine.pop(path.name, None)
         self.targets[path.name] = state
         log.info("attached %s: pid %d, %d tables, %d pages, budget %d pages, backend %s",
                  path.name, state.pid, len(reader.tables), state.pages.n_pages,
@@ -190,23 +206,59 @@ class Pipeline:
         deadline = t0 + self.cfg.migration.tick_deadline_ms / 1000
         self._check_brakes()
         for name in list(self.targets):
-            state = self.targets[name]
-            try:
-                self._tick_target(state, deadline)
-            except SegmentError as e:
-                m.SEGMENTS_REJECTED.inc()
-                self.rejected[name] = str(e)
-                self.detach(name, f"segment became invalid: {e}")
-            except ProcessLookupError:
-                self.detach(name, "process exited")
-            if name in self.targets and (not state.reader.writer_alive or state.reader.closed):
-                state.reader.read()  # drain what the writer published last
-                self.detach(name, "process exited" if not state.reader.writer_alive
-                            else "client closed its segment")
+            self._tick_isolated(name, self.targets[name], deadline)
         self.last_tick_s = time.monotonic() - t0
         m.TICK_SECONDS.observe(self.last_tick_s)
         m.TICKS.inc()
         m.TARGETS.set(len(self.targets))
+
+    def _tick_isolated(self, name: str, state: TargetState, deadline: float) -> None:
+        """One target's tick.  Whatever goes wrong stays with this target: a process
+        that is going away is detached (move_pages answers ESRCH, or EINVAL once the
+        exiting task has dropped its mm: mm/migrate.c); a segment that turns invalid,
+        or any other error, detaches and quarantines it.  The worker never dies of it."""
+        try:
+            self._tick_target(state, deadline)
+            if not state.reader.writer_alive or state.reader.closed:
+                gone = not state.reader.writer_alive
+                state.reader.read()  # drain what the writer published last
+                self.detach(name, "process exited" if gone else "client closed its segment")
+        except SegmentError as e:
+            self.reject(name, str(e))
+            self.detach(name, f"segment became invalid: {e}")
+        except Exception as e:
+            if isinstance(e, ProcessLookupError) or not _process_running(state.pid,
+                                                                         self.proc_root):
+                self.detach(name, "process exited")
+                return
+            log.exception("target %s failed; detaching it", name)
+            self.reject(name, f"{type(e).__name__}: {e}")
+            self.detach(name, f"error: {e}")
+
+    def reject(self, name: str, why: str) -> None:
+        """Remember a rejected segment and when it may be tried again: 1 s after the
+        first rejection, doubling to 5 min, so a segment that keeps turning invalid is
+        not re-attached every tick.  Bounded: the oldest entries go first."""
+        if self.rejected.get(name) != why:  # counted and logged once per reason
+            m.SEGMENTS_REJECTED.inc()
+            log.warning("rejected segment %s: %s", name, why)
+        self.rejected[name] = why
+        _, delay = self.quarantine.get(name, (0.0, 0.5))
+        delay = min(2 * delay, MAX_QUARANTINE_S)
+        self.quarantine[name] = (time.monotonic() + delay, delay)
+        for table in (self.rejected, self.quarantine):
+            while len(table) > MAX_REJECTED:
+                del table[next(iter(table))]
+
+    def may_attach(self, name: str) -> bool:
+        until, _ = self.quarantine.get(name, (0.0, 0.0))
+        return time.monotonic() >= until
+
+    def forget(self, present: set[str]) -> None:
+        """Drop rejections and quarantines of segment files that are gone."""
+        for table in (self.rejected, self.quarantine):
+            for name in [n for n in table if n not in present]:
+                del table[name]
 
     def placed_mib(self) -> dict[int, float]:
         """MiB of target pages recmg has on each fast node, over all targets."""
