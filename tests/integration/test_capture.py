@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -397,3 +398,37 @@ def test_segment_selectors_one_naming_everywhere():
     assert not seg.matches("rank", "recmg.ranker.123")
     assert all(map(seg.valid_selector, ["*", "ranker", "recmg.ranker.123"]))
     assert not any(map(seg.valid_selector, ["bad name", "recmg.x.y", "", "a/b"]))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change uids")
+def test_setuid_and_non_dumpable_targets_are_refused():
+    """Real processes: one running a setuid-like mix of uids, one the kernel made
+    non-dumpable (it executed a binary its user cannot read: fs/exec.c would_dump),
+    and an ordinary one."""
+    import shutil
+
+    from recmg.capture.reader import check_target_process
+
+    d = Path(f"/tmp/recmg-dump-test-{os.getpid()}")  # reachable by uid 65534
+    d.mkdir(mode=0o755)
+    secret = d / "sleep"
+    shutil.copy("/bin/sleep", secret)
+    secret.chmod(0o711)  # executable, not readable, by others
+    def drop(ruid, euid):
+        return lambda: (os.setresgid(65534, 65534, 65534), os.setresuid(ruid, euid, euid))
+
+    procs = [subprocess.Popen(["/bin/sleep", "60"], preexec_fn=drop(65534, 0)),
+             subprocess.Popen([str(secret), "60"], preexec_fn=drop(65534, 65534)),
+             subprocess.Popen(["/bin/sleep", "60"], preexec_fn=drop(65534, 65534))]
+    try:
+        time.sleep(0.3)  # exec done
+        with pytest.raises(SegmentError, match=r"uids 65534/0/0/0 .*setuid"):
+            check_target_process(procs[0].pid, 65534)
+        with pytest.raises(SegmentError, match="not dumpable"):
+            check_target_process(procs[1].pid, 65534)
+        check_target_process(procs[2].pid, 65534)  # the ordinary case passes
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(d)

@@ -656,3 +656,24 @@ def test_a_target_killed_mid_move_is_detached_as_exited(tmp_path):
     assert not pipe.targets and path.name not in pipe.rejected
     assert pipe.retired.batches == 1  # what it recorded before dying was read
     path.unlink()
+
+
+def test_a_narrower_target_set_on_reload_detaches_attached_targets(tmp_path):
+    cfgp = write_config(tmp_path)
+    sock = tmp_path / "ctl.sock"
+    wl = start_workload("narrow")
+    d = start_daemon(cfgp)
+    try:
+        wait(lambda: sock.exists() and ctl(sock, {"cmd": "status"})["result"]["targets"])
+        cfgp.write_text(cfgp.read_text().replace('[target]\n', '[target]\n'
+                                                 'allowed_uids = [12345]\n'))
+        assert ctl(sock, {"cmd": "reload"})["ok"]
+        st = ctl(sock, {"cmd": "status"})["result"]
+        assert not st["targets"]
+        time.sleep(0.5)  # and it is not attached again
+        st = ctl(sock, {"cmd": "status"})["result"]
+        assert not st["targets"] and any("allowed uids" in why for why in st["rejected"].values())
+    finally:
+        wl.kill()
+        out = stop(d)
+    assert "is no longer in target.allowed_uids" in out

@@ -106,20 +106,52 @@ def remove_stale(shm_dir: str = "/dev/shm", proc_root: str = "/proc",
     return removed
 
 
-def process_uid(pid: int, proc_root: str = "/proc") -> int:
-    """Real uid of a live process; ProcessLookupError if it is gone or a zombie
-    (an exited child not yet reaped still has a /proc entry)."""
+def process_uids(pid: int, proc_root: str = "/proc") -> tuple[int, int, int, int]:
+    """(real, effective, saved, filesystem) uids of a live process; ProcessLookupError
+    if it is gone or a zombie (an exited child not yet reaped still has a /proc
+    entry)."""
     try:
         text = Path(proc_root, str(pid), "status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         raise ProcessLookupError(f"process {pid} does not exist") from None
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     if fields.get("State", "").split()[:1] in (["Z"], ["X"]):
         raise ProcessLookupError(f"process {pid} has exited")
     try:
-        return int(fields["Uid"].split()[0])
-    except (KeyError, ValueError, IndexError):
-        raise SegmentError(f"{proc_root}/{pid}/status has no Uid line") from None
+        uids = tuple(int(x) for x in fields["Uid"].split()[:4])
+    except (KeyError, ValueError):
+        uids = ()
+    if len(uids) != 4:
+        raise SegmentError(f"{proc_root}/{pid}/status has no Uid line")
+    return uids
+
+
+def process_uid(pid: int, proc_root: str = "/proc") -> int:
+    """Real uid of a live process (see process_uids)."""
+    return process_uids(pid, proc_root)[0]
+
+
+def check_target_process(pid: int, uid: int, proc_root: str = "/proc") -> None:
+    """The rule recmgd applies before it moves another process's pages for the owner
+    of a segment, the kernel's own ptrace rule (ptrace_may_access in
+    kernel/ptrace.c): every uid of the process (real, effective, saved, filesystem)
+    is the segment owner's, and the process is dumpable.  A setuid program run by
+    the user (effective or saved uid 0) or one that made itself non-dumpable is
+    refused.  The files in /proc/PID belong to root for a non-dumpable process
+    (task_dump_owner in fs/proc/base.c), which is how dumpability shows from outside.
+    ProcessLookupError if it is gone."""
+    uids = process_uids(pid, proc_root)
+    if any(u != uid for u in uids):
+        raise SegmentError(f"process {pid} runs with uids {'/'.join(map(str, uids))} "
+                           f"(real/effective/saved/fs), not all the segment owner's {uid} "
+                           "(a setuid program?)")
+    try:
+        owner = os.stat(Path(proc_root, str(pid), "status")).st_uid
+    except FileNotFoundError:
+        raise ProcessLookupError(f"process {pid} does not exist") from None
+    if owner != uid:
+        raise SegmentError(f"process {pid} is not dumpable (its /proc entry belongs to uid "
+                           f"{owner}): recmgd does not act on it")
 
 
 def process_mappings(pid: int, proc_root: str = "/proc") -> list[tuple[int, int]]:
@@ -204,11 +236,11 @@ class SegmentReader:
         if st.st_uid != uid:
             self._fail(f"owner mismatch: file owned by uid {st.st_uid}, header says {uid}")
         try:
-            puid = process_uid(pid, self.proc_root)
+            check_target_process(pid, uid, self.proc_root)
         except ProcessLookupError:
             self._fail(f"process {pid} is not running (stale segment)")
-        if puid != uid:
-            self._fail(f"owner mismatch: process {pid} runs as uid {puid}, segment says {uid}")
+        except SegmentError as e:
+            self._fail(f"owner mismatch: {e}")
         if allowed_uids is not None and uid not in allowed_uids:
             self._fail(f"uid {uid} is not in the allowed uids {sorted(allowed_uids)}")
         regs = os.pread(fd, n_tables * seg.TABLE_ENTRY_BYTES, seg.REGISTRY_OFFSET)

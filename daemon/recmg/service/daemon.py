@@ -152,6 +152,17 @@ class Daemon:
                 return False
         return False
 
+    def _drop_unselected(self) -> None:
+        """After a reload, detach targets the new [target] settings no longer select
+        (a narrower allowed_uids, segments, pids or exe list)."""
+        allowed = set(self.cfg.target.allowed_uids)
+        for name, t in list(self.pipeline.targets.items()):
+            if allowed and t.reader.uid not in allowed:
+                self.pipeline.detach(name, f"uid {t.reader.uid} is no longer in "
+                                     "target.allowed_uids")
+            elif not self._wanted(name, t.pid):
+                self.pipeline.detach(name, "no longer selected by [target]")
+
     def discover(self) -> None:
         """Attach wanted segments; remove stale ones (their process is gone) and forget
         rejections whose file is gone."""
@@ -265,6 +276,7 @@ class Daemon:
             with self.lock:
                 self.pipeline.reconfigure(cfg, profile)
                 self.cfg, self.profile = cfg, profile
+                self._drop_unselected()
                 self.snapshot = self.pipeline.status()
         except (cfgmod.ConfigError, ValueError) as e:
             m.RELOADS.labels(result="failed").inc()
