@@ -3,6 +3,9 @@
 #include "recmg_shim.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <linux/perf_event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,4 +126,77 @@ uint64_t recmg_load_acquire_u64(const void *base, size_t offset)
 void recmg_store_release_u64(void *base, size_t offset, uint64_t value)
 {
     __atomic_store_n((uint64_t *)((char *)base + offset), value, __ATOMIC_RELEASE);
+}
+
+/* ---------------------------------------------------------------- fault-safe access
+ * recmgd maps segments that another (unprivileged) process owns and can truncate at
+ * any moment; touching a page past the new end of a MAP_SHARED file raises SIGBUS
+ * (mmap(2), "SIGBUS: access to a portion of the buffer that does not correspond to
+ * the file").  A SIGBUS handler, installed once, makes a fault inside these calls
+ * jump back and return -EFAULT instead of killing the process.  A SIGBUS anywhere
+ * else (another thread, or outside a guarded access) gets the disposition that was
+ * there before: the handler restores it and the faulting access repeats. */
+/* volatile + signal fences: the handler reads it, so the compiler must not drop or
+ * move the stores around the guarded access (memcpy never reads it). */
+static __thread sigjmp_buf *volatile recmg_fault_jmp;
+static struct sigaction recmg_prev_bus;
+static pthread_once_t recmg_bus_once = PTHREAD_ONCE_INIT;
+static int recmg_bus_error;
+
+static void recmg_bus_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    if (recmg_fault_jmp)
+        siglongjmp(*recmg_fault_jmp, 1);
+    sigaction(sig, &recmg_prev_bus, NULL);
+}
+
+static void recmg_bus_install(void)
+{
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
+    act.sa_sigaction = recmg_bus_handler;
+    act.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(SIGBUS, &act, &recmg_prev_bus) != 0)
+        recmg_bus_error = errno;
+}
+
+/* Run body with SIGBUS turned into "return -EFAULT". */
+#define RECMG_GUARDED(body)                                                      \
+    do {                                                                         \
+        sigjmp_buf jb;                                                           \
+        pthread_once(&recmg_bus_once, recmg_bus_install);                        \
+        if (recmg_bus_error)                                                     \
+            return -recmg_bus_error;                                             \
+        if (sigsetjmp(jb, 1)) {                                                  \
+            recmg_fault_jmp = NULL;                                              \
+            return -EFAULT;                                                      \
+        }                                                                        \
+        recmg_fault_jmp = &jb;                                                   \
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);                                 \
+        body;                                                                    \
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);                                 \
+        recmg_fault_jmp = NULL;                                                  \
+    } while (0)
+
+long recmg_safe_copy(void *dst, const void *src, size_t n)
+{
+    RECMG_GUARDED(memcpy(dst, src, n));
+    return 0;
+}
+
+long recmg_safe_load_acquire_u64(const void *base, size_t offset, uint64_t *out)
+{
+    RECMG_GUARDED(*out = __atomic_load_n((const uint64_t *)((const char *)base + offset),
+                                         __ATOMIC_ACQUIRE));
+    return 0;
+}
+
+long recmg_safe_store_release_u64(void *base, size_t offset, uint64_t value)
+{
+    RECMG_GUARDED(__atomic_store_n((uint64_t *)((char *)base + offset), value,
+                                   __ATOMIC_RELEASE));
+    return 0;
 }

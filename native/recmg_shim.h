@@ -72,4 +72,10 @@ long recmg_close(int fd);
 uint64_t recmg_load_acquire_u64(const void *base, size_t offset);
 void recmg_store_release_u64(void *base, size_t offset, uint64_t value);
 
+/* The same, and memcpy, on memory another process can truncate under us: a SIGBUS
+ * during the access returns -EFAULT instead of killing the process.  0 on success. */
+long recmg_safe_copy(void *dst, const void *src, size_t n);
+long recmg_safe_load_acquire_u64(const void *base, size_t offset, uint64_t *out);
+long recmg_safe_store_release_u64(void *base, size_t offset, uint64_t value);
+
 #endif

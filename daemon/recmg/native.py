@@ -327,3 +327,32 @@ class SharedU64:
     def store_release(self, offset: int, value: int) -> None:
         self._check(offset)
         lib.recmg_store_release_u64(self._ptr, offset, value)
+
+    # -- fault-safe variants for memory another process can truncate (recmgd's side of
+    # a capture segment): a SIGBUS during the access raises MappingFault instead of
+    # killing the process.
+    def load_acquire_safe(self, offset: int) -> int:
+        self._check(offset)
+        out = ffi.new("uint64_t *")
+        if lib.recmg_safe_load_acquire_u64(self._ptr, offset, out) != 0:
+            raise MappingFault(f"load of offset {offset} faulted (file truncated?)")
+        return int(out[0])
+
+    def store_release_safe(self, offset: int, value: int) -> None:
+        self._check(offset)
+        if lib.recmg_safe_store_release_u64(self._ptr, offset, value) != 0:
+            raise MappingFault(f"store to offset {offset} faulted (file truncated?)")
+
+    def copy_out(self, offset: int, dst: np.ndarray) -> None:
+        """Copy dst.nbytes bytes from offset into the C-contiguous array dst."""
+        if not dst.flags.c_contiguous or not 0 <= offset <= self._size - dst.nbytes:
+            raise ValueError(f"copy of {dst.nbytes} bytes at {offset} outside the "
+                             f"{self._size}-byte buffer")
+        if dst.nbytes and lib.recmg_safe_copy(ffi.from_buffer(dst, require_writable=True),
+                                              self._ptr + offset, dst.nbytes) != 0:
+            raise MappingFault(f"copy of {dst.nbytes} bytes at offset {offset} faulted "
+                               "(file truncated?)")
+
+
+class MappingFault(OSError):
+    """A guarded access to a shared mapping raised SIGBUS: the file shrank under it."""

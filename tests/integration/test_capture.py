@@ -432,3 +432,81 @@ def test_setuid_and_non_dumpable_targets_are_refused():
             p.kill()
             p.wait()
         shutil.rmtree(d)
+
+
+def test_truncation_racing_a_read_is_a_segment_error_not_sigbus(monkeypatch):
+    """The owner truncates between the reader's size check and its copy: the copy
+    faults (SIGBUS on a plain access) and the reader says so instead of dying."""
+    with Client("race", [("a", 100, 4)], key_capacity=1 << 16) as c:
+        r = SegmentReader(c.path)
+        c.record([np.arange(50)])
+        monkeypatch.setattr(r, "_check_size", lambda: None)  # lose the race on purpose
+        os.truncate(c.path, 4096)  # keep the header page; the rings are gone
+        with pytest.raises(SegmentError, match="truncated while attached"):
+            r.read()
+        os.truncate(c.path, 0)  # now even the cursors are gone
+        with pytest.raises(SegmentError, match="truncated while attached"):
+            r.read()
+        r.close()
+        os.truncate(c.path, 1 << 20)  # the client's own close() writes its header
+
+
+@pytest.mark.parametrize("count", [2 ** 64 - 1, 2 ** 32 + 1, 5000])
+def test_descriptor_counts_cannot_overflow_or_overrun(count):
+    with Client("count", [("a", 100, 4)], key_capacity=4096, batch_capacity=8) as c:
+        r = SegmentReader(c.path)
+        c.record([np.arange(3)])
+        c._desc[3] = np.uint64(count)
+        with pytest.raises(SegmentError, match="claims|do not tile"):
+            r.read()
+        r.close()
+
+
+def test_reads_are_bounded_in_batches_and_keys():
+    with Client("bounded", [("a", 1000, 4)], key_capacity=1 << 16,
+                batch_capacity=1 << 12) as c, SegmentReader(c.path) as r:
+        for _ in range(3000):
+            c.record([np.arange(0)])  # empty batches: cheap to make, many to loop over
+        for _ in range(10):
+            c.record([np.arange(100)])
+        got = r.read(max_batches=1000, max_keys=250)
+        assert got.n_batches == 1000 and len(got.keys) == 0
+        got = r.read(max_batches=5000, max_keys=250)
+        assert got.n_batches == 2000 + 2 and len(got.keys) == 200  # stops at the key cap
+        with pytest.raises(SegmentError, match="max_keys_per_read"):
+            r.read(max_keys=50)  # one batch of 100 keys is more than allowed
+
+
+def test_sparse_segments_are_refused():
+    import ctypes
+
+    with Client("sparse", [("a", 100, 4)], key_capacity=1 << 16) as c:
+        fd = os.open(c.path, os.O_RDWR)
+        try:  # punch a hole in the key ring: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+            libc = ctypes.CDLL(None, use_errno=True)
+            assert libc.fallocate(fd, 3, ctypes.c_long(1 << 16), ctypes.c_long(1 << 16)) == 0
+        finally:
+            os.close(fd)
+        with pytest.raises(SegmentError, match="sparse"):
+            SegmentReader(c.path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_full_shm_fails_cleanly_or_runs_uninstrumented(tmp_path):
+    from recmg.client import CaptureUnavailable
+
+    mnt = tmp_path / "shm"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], check=True)
+    try:
+        with pytest.raises(CaptureUnavailable, match="cannot allocate the 32 MiB"):
+            Client("full", [("a", 100, 4)], shm_dir=str(mnt))
+        assert not list(mnt.iterdir())
+        with pytest.warns(RuntimeWarning, match="running uninstrumented"):
+            c = Client("full", [("a", 100, 4)], shm_dir=str(mnt),
+                       if_unavailable="run-uninstrumented")
+        c.tables["a"][:] = 1.0  # the model's tables work
+        assert c.record([np.arange(5)]) is False and c.unavailable
+        c.close()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -677,3 +677,12 @@ def test_a_narrower_target_set_on_reload_detaches_attached_targets(tmp_path):
         wl.kill()
         out = stop(d)
     assert "is no longer in target.allowed_uids" in out
+
+
+def test_a_target_whose_tables_span_too_many_pages_is_rejected(tmp_path):
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n[target]\nmax_pages = 1000\n')
+    with Client("huge", [("a", 100_000, 64)], shm_dir=str(tmp_path)) as c:  # 6250 pages
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        assert pipe.attach(Path(c.path)) is None
+        assert "more than target.max_pages (1000)" in pipe.rejected[Path(c.path).name]
+        pipe.close()

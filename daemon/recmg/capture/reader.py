@@ -230,6 +230,11 @@ class SegmentReader:
                        f"{want[0]}/{want[0]}/{want[1]}/{want[2]}")
         if st.st_size != total:
             self._fail(f"truncated or padded: {st.st_size} bytes, header says {total}")
+        if st.st_blocks * 512 < total:
+            # a sparse file: reading its holes would make recmgd allocate (and be
+            # charged for) the owner's tmpfs pages, or SIGBUS when tmpfs is full
+            self._fail(f"sparse: {st.st_blocks * 512} of {total} bytes allocated (the "
+                       "client allocates its segment whole, with fallocate)")
         parsed = seg.parse_segment_name(self.path.name)
         if parsed and parsed[1] != pid:
             self._fail(f"file name says pid {parsed[1]}, header says {pid}")
@@ -261,18 +266,43 @@ class SegmentReader:
                                       base, length))
         self.pid, self.uid, self.tables = pid, uid, tables
         self._kcap, self._bcap, self._total = kcap, bcap, total
-        self._mm = mmap.mmap(fd, total, mmap.MAP_SHARED)
+        try:
+            self._mm = mmap.mmap(fd, total, mmap.MAP_SHARED)
+        except (ValueError, OSError) as e:  # truncated between the size check and here
+            self._fail(f"cannot map {total} bytes: {e}")
         self._fd_path_ino = st.st_ino
+        # every access after attach goes through the fault-safe shim calls: the owner
+        # can truncate the file at any moment (SIGBUS on a plain access)
         self._words = native.SharedU64(self._mm)
-        self._keys = np.frombuffer(self._mm, dtype=np.uint64, count=kcap, offset=keys_off)
-        self._desc = np.frombuffer(self._mm, dtype=np.uint64, count=bcap * seg.DESC_WORDS,
-                                   offset=batches_off).reshape(bcap, seg.DESC_WORDS)
+        self._keys_off, self._batches_off = keys_off, batches_off
         self._upper = np.array([(i << 40) + t.info.rows for i, t in enumerate(tables)] + [0],
                                dtype=np.uint64)
         self._seen_drops = (self._word(seg.OFF_DROPPED_BATCHES), self._word(seg.OFF_DROPPED_KEYS))
 
     def _word(self, off: int) -> int:
-        return self._words.load_acquire(off)
+        try:
+            return self._words.load_acquire_safe(off)
+        except native.MappingFault:
+            self._fail("truncated while attached (a read faulted)")
+
+    def _store(self, off: int, value: int) -> None:
+        try:
+            self._words.store_release_safe(off, value)
+        except native.MappingFault:
+            self._fail("truncated while attached (a write faulted)")
+
+    def _copy_ring(self, base: int, cap: int, width: int, start: int, n: int) -> np.ndarray:
+        """n entries of ``width`` u64 words from a ring of ``cap`` entries at byte
+        ``base``, starting at entry ``start`` (wrapping), copied fault-safely."""
+        out = np.empty((n, width), np.uint64)
+        first = min(n, cap - start)
+        try:
+            self._words.copy_out(base + start * width * 8, out[:first])
+            if n > first:
+                self._words.copy_out(base, out[first:])
+        except native.MappingFault:
+            self._fail("truncated while attached (a copy faulted)")
+        return out
 
     def _check_size(self) -> None:
         try:
@@ -297,7 +327,7 @@ class SegmentReader:
         """Ask the client to record one batch in ``one_in`` (1: every batch)."""
         if one_in < 1:
             raise ValueError("sampling must be >= 1")
-        self._words.store_release(seg.OFF_SAMPLING, one_in)
+        self._store(seg.OFF_SAMPLING, one_in)
 
     def stats(self) -> dict:
         return {k: self._word(off) for k, off in (
@@ -308,8 +338,12 @@ class SegmentReader:
             ("sampled_out_batches", seg.OFF_SAMPLED_OUT),
             ("sampling", seg.OFF_SAMPLING))}
 
-    def read(self, max_batches: int | None = None) -> AccessBatch:
-        """Published batches since the last read (at most max_batches)."""
+    def read(self, max_batches: int | None = None, max_keys: int | None = None
+             ) -> AccessBatch:
+        """Published batches since the last read: at most ``max_batches`` of them and
+        at most ``max_keys`` keys (what a segment can make recmgd allocate and loop
+        over in one read is bounded; the rest waits for the next read).  A single
+        batch larger than ``max_keys`` rejects the segment."""
         self._check_size()
         bh = self._word(seg.OFF_BATCH_HEAD)
         kh = self._word(seg.OFF_KEY_HEAD)
@@ -322,32 +356,42 @@ class SegmentReader:
             self._fail(f"key cursor beyond capacity (head {kh}, tail {kt}, "
                        f"capacity {self._kcap})")
         n = bh - bt if max_batches is None else min(bh - bt, max_batches)
-        idx = (np.arange(bt, bt + n, dtype=np.uint64) & np.uint64(self._bcap - 1)).astype(np.intp)
-        desc = self._desc[idx].copy()  # snapshot before validation
+        desc = self._copy_ring(self._batches_off, self._bcap, seg.DESC_WORDS,
+                               bt & (self._bcap - 1), n)
         starts, counts = desc[:, 2], desc[:, 3]
+        # overflow-safe: each count is checked against the ring before any sum, so
+        # the running sums stay below n * 2^32 < 2^56
+        if n and int(counts.max()) > self._kcap:
+            self._fail(f"a batch descriptor claims {int(counts.max())} keys, more than the "
+                       f"ring's {self._kcap}")
+        ends = np.cumsum(counts, dtype=np.uint64)
+        if max_keys is not None and n:
+            fit = int(np.searchsorted(ends, np.uint64(max_keys), side="right"))
+            if fit == 0:
+                self._fail(f"a batch of {int(counts[0])} keys, more than the "
+                           f"{max_keys} read at once (target.max_keys_per_read)")
+            n, desc, starts, counts, ends = fit, desc[:fit], starts[:fit], counts[:fit], \
+                ends[:fit]
         expect = np.zeros(n, dtype=np.uint64)
-        np.cumsum(counts[:-1], out=expect[1:])
+        expect[1:] = ends[:-1]
         expect += np.uint64(kt)
-        if n and (np.any(starts != expect) or int(expect[-1] + counts[-1]) > kh):
+        total = int(ends[-1]) if n else 0
+        if n and (np.any(starts != expect) or kt + total > kh):
             self._fail("batch descriptors do not tile the published key range "
                        "(corrupt or overrun ring)")
-        total = int(counts.sum()) if n else 0
-        first = kt & (self._kcap - 1)
-        if first + total <= self._kcap:
-            keys = self._keys[first:first + total].copy()
-        else:
-            keys = np.concatenate((self._keys[first:], self._keys[:first + total - self._kcap]))
+        keys = self._copy_ring(self._keys_off, self._kcap, 1, kt & (self._kcap - 1),
+                               total).reshape(-1)
         offsets = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets[1:] = ends
         # Publish the tails only after copying: the client may now reuse the space.
-        self._words.store_release(seg.OFF_KEY_TAIL, kt + total)
-        self._words.store_release(seg.OFF_BATCH_TAIL, bt + n)
+        self._store(seg.OFF_KEY_TAIL, kt + total)
+        self._store(seg.OFF_BATCH_TAIL, bt + n)
         keys, offsets, invalid = self._validate_keys(keys, offsets)
         db, dk = self._word(seg.OFF_DROPPED_BATCHES), self._word(seg.OFF_DROPPED_KEYS)
         drops = (db - self._seen_drops[0], dk - self._seen_drops[1])
         self._seen_drops = (db, dk)
-        return AccessBatch(keys=keys, batch_offsets=offsets, batch_ids=desc[:, 0],
-                           timestamps_ns=desc[:, 1], dropped_batches=drops[0],
+        return AccessBatch(keys=keys, batch_offsets=offsets, batch_ids=desc[:, 0].copy(),
+                           timestamps_ns=desc[:, 1].copy(), dropped_batches=drops[0],
                            dropped_keys=drops[1], invalid_keys=invalid)
 
     def _validate_keys(self, keys: np.ndarray, offsets: np.ndarray):
@@ -365,7 +409,7 @@ class SegmentReader:
 
     def close(self) -> None:
         if getattr(self, "_mm", None) is not None:
-            del self._keys, self._desc, self._words
+            del self._words
             self._mm.close()
             self._mm = None
             os.close(self._fd)  # releases the consumer lock

@@ -15,6 +15,10 @@ Guarantees:
   ``np.bitwise_or(..., out=<ring slice>)`` straight into shared memory.  When the
   ring is full it drops the batch and counts it; it honours the daemon's sampling
   word (record one batch in N).
+- The segment is allocated whole (posix_fallocate) when created, so a full /dev/shm
+  fails at once with CaptureUnavailable instead of a SIGBUS later; with
+  ``if_unavailable="run-uninstrumented"`` the client warns and records nothing, and
+  the model runs as if recmg were not there.
 - The segment file is created 0600 (or 0660 with ``group``) and removed by close(),
   or at interpreter exit (atexit) if close() was never called.  A process killed by a
   signal leaves it behind; recmgd removes such stale segments (`recmg capture clean`
@@ -24,9 +28,11 @@ Guarantees:
 from __future__ import annotations
 
 import atexit
+import errno
 import mmap
 import os
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,6 +64,10 @@ def alloc_table(rows: int, dim: int, dtype="float32", huge_pages: bool = False
     return arr, m
 
 
+class CaptureUnavailable(OSError):
+    """The capture segment cannot be created (the shm filesystem is full)."""
+
+
 class Client:
     """Registers embedding tables and records each batch's lookups into the ring.
 
@@ -68,7 +78,8 @@ class Client:
     def __init__(self, name: str, tables: Sequence[tuple], *,
                  key_capacity: int = DEFAULT_KEY_CAPACITY,
                  batch_capacity: int = DEFAULT_BATCH_CAPACITY,
-                 shm_dir: str = "/dev/shm", group: int | None = None):
+                 shm_dir: str = "/dev/shm", group: int | None = None,
+                 if_unavailable: str = "raise"):
         for cap, label in ((key_capacity, "key_capacity"), (batch_capacity, "batch_capacity")):
             if cap <= 0 or cap & (cap - 1):
                 raise ValueError(f"{label} must be a power of two, got {cap}")
@@ -92,8 +103,19 @@ class Client:
         self.name = name
         self.pid = os.getpid()
         self.path = os.path.join(shm_dir, seg.segment_name(name, self.pid))
-        self._create(key_capacity, batch_capacity, group)
+        if if_unavailable not in ("raise", "run-uninstrumented"):
+            raise ValueError("if_unavailable must be 'raise' or 'run-uninstrumented'")
         self._counter = 0
+        self.unavailable: str | None = None  # why the segment could not be created
+        try:
+            self._create(key_capacity, batch_capacity, group)
+        except CaptureUnavailable as e:
+            if if_unavailable == "raise":
+                raise
+            self.unavailable = str(e)
+            warnings.warn(f"recmg: running uninstrumented: {e}", RuntimeWarning,
+                          stacklevel=2)
+            return
         atexit.register(self._atexit)
 
     def _atexit(self) -> None:
@@ -103,16 +125,27 @@ class Client:
     # --- segment creation ----------------------------------------------------------
     def _create(self, kcap: int, bcap: int, group: int | None) -> None:
         header, batches, total = seg.layout(len(self.tables), kcap, bcap)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # Built under a name readers ignore, then published whole by link(2), which
+        # fails if the name exists: recmgd never sees a half-written segment.
+        tmp = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             if group is not None:
                 os.fchown(fd, -1, group)
                 os.fchmod(fd, 0o660)
-            os.ftruncate(fd, total)
+            # allocate every page now: a sparse file would SIGBUS this process on a
+            # later write once the tmpfs is full (mmap(2)); this fails cleanly instead
+            os.posix_fallocate(fd, 0, total)
             self._mm = mmap.mmap(fd, total, mmap.MAP_SHARED)
-        except BaseException:
+        except BaseException as e:
             os.close(fd)
-            os.unlink(self.path)
+            os.unlink(tmp)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM,
+                                                      errno.EDQUOT):
+                raise CaptureUnavailable(
+                    f"cannot allocate the {total >> 20} MiB capture segment in "
+                    f"{os.path.dirname(self.path)}: {e.strerror} (free space there, a "
+                    "smaller key_capacity, or if_unavailable='run-uninstrumented')") from None
             raise
         os.close(fd)
         mm = self._mm
@@ -136,11 +169,18 @@ class Client:
         self._kcap, self._bcap = kcap, bcap
         self._tags = [np.int64(i << 40) for i in range(len(self.tables))]
         self._kh = self._bh = 0
+        try:
+            os.link(tmp, self.path)
+        finally:
+            os.unlink(tmp)
 
     # --- hot path --------------------------------------------------------------------
     def record(self, indices: Sequence[np.ndarray], batch_id: int | None = None) -> bool:
         """Record one batch: indices[t] holds the rows looked up in table t (any
-        integer dtype).  Returns True if recorded, False if sampled out or dropped."""
+        integer dtype).  Returns True if recorded, False if sampled out or dropped
+        (or the client runs uninstrumented)."""
+        if self.unavailable is not None:
+            return False
         hdr, words = self._hdr, self._words
         self._counter += 1
         n_sampling = int(words.load_acquire(seg.OFF_SAMPLING))
@@ -181,6 +221,8 @@ class Client:
 
     # --- lifecycle -------------------------------------------------------------------
     def stats(self) -> dict:
+        if self.unavailable is not None:
+            return {}
         h = self._hdr
         return {k: int(h[off // 8]) for k, off in (
             ("recorded_batches", seg.OFF_RECORDED_BATCHES),

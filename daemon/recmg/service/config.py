@@ -54,6 +54,12 @@ class Target:
     # above this ingest rate recmgd asks the client to record 1 batch in N (the ring's
     # sampling word), keeping a tick within one core; 0 = never sample
     max_accesses_per_s: float = 5_000_000.0
+    # what one segment can make recmgd allocate or loop over: pages of its tables
+    # (256 GiB of 4 KiB pages; the page map costs ~22 B a page), keys and batches
+    # taken from its ring per tick (the rest waits for the next tick)
+    max_pages: int = 1 << 26
+    max_keys_per_read: int = 1 << 24
+    max_batches_per_read: int = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,9 @@ _CHECKS = {
     "tick_ms": lambda v: 10 <= v <= 60000 or "must be between 10 and 60000",
     "target.max_accesses_per_s": lambda v: 0 <= v <= 1e10 or "must be in 0..1e10 "
     "(0 = never sample)",
+    "target.max_pages": lambda v: 1 <= v <= 1 << 32 or "must be in 1..2^32",
+    "target.max_keys_per_read": lambda v: 1 <= v <= 1 << 30 or "must be in 1..2^30",
+    "target.max_batches_per_read": lambda v: 1 <= v <= 1 << 24 or "must be in 1..2^24",
     "target.pids": lambda v: all(1 <= p < 1 << 22 for p in v) or "must be pids in 1..4194303",
     "target.allowed_uids": lambda v: all(0 <= u < 1 << 32 for u in v) or "must be uids",
     "tiers.fast_nodes": _nodes,

@@ -50,6 +50,21 @@ MSG_DETACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d02"
 MSG_RELOAD = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d03"
 
 
+def _first_in_batch(batch) -> np.ndarray:
+    """Bool mask over batch.keys: True at the first occurrence of each key within its
+    batch.  One stable sort by (batch, key), no per-batch loop."""
+    n = len(batch.keys)
+    counts = np.diff(batch.batch_offsets.astype(np.int64))
+    bidx = np.repeat(np.arange(len(counts)), counts)
+    order = np.lexsort((batch.keys, bidx))  # stable within equal (batch, key)
+    k, b = batch.keys[order], bidx[order]
+    new = np.ones(n, bool)
+    new[1:] = (k[1:] != k[:-1]) | (b[1:] != b[:-1])
+    first = np.zeros(n, bool)
+    first[order[new]] = True
+    return first
+
+
 def journal_fields(message_id: str, pid: int | None = None, segment: str | None = None
                    ) -> dict:
     """Structured fields for systemd.journal.JournalHandler (upper-case extras become
@@ -96,6 +111,9 @@ class TargetState:
         self.pid = reader.pid
         self.name = reader.path.name
         self.pages = migrators.PageMap(reader.tables)
+        if self.pages.n_pages > cfg.target.max_pages:
+            raise ValueError(f"its tables span {self.pages.n_pages} pages, more than "
+                             f"target.max_pages ({cfg.target.max_pages})")
         self.fast, self.slow = fast, slow
         self.placement = migrator.initial_placement(self.pid, self.pages, fast[0], slow[0])
         self.last_moved = np.full(self.pages.n_pages, -(1 << 30), np.int64)
@@ -310,7 +328,8 @@ class Pipeline:
                      st.name, st.rate / 1e6, want)
 
     def _tick_target(self, st: TargetState, deadline: float) -> None:
-        batch = st.reader.read()
+        t = self.cfg.target
+        batch = st.reader.read(t.max_batches_per_read, t.max_keys_per_read)
         self._adapt_sampling(st, batch)
         s = st.stats
         s.dropped_batches += batch.dropped_batches
@@ -328,13 +347,8 @@ class Pipeline:
             s.batches += batch.n_batches
             m.ACCESSES.inc(len(pages))
             # on-demand fetches: distinct vectors per batch whose page is slow
-            ondemand = 0
-            offs = batch.batch_offsets.astype(np.int64)
-            for b in range(batch.n_batches):
-                lo, hi = offs[b], offs[b + 1]
-                k = unique_ordered(batch.keys[lo:hi])
-                ondemand += int(np.count_nonzero(~np.isin(
-                    st.placement[st.pages.pages_of_keys(k)], st.fast)))
+            # (vectorized: first occurrence of each (batch, key) pair)
+            ondemand = int(np.count_nonzero(~on_fast[_first_in_batch(batch)]))
             s.ondemand += ondemand
             m.ONDEMAND.inc(ondemand)
             if not self.migrator.real:
