@@ -40,6 +40,8 @@ def wait(pred, timeout=30.0, step=0.05):
 
 def write_config(tmp_path, **sections) -> Path:
     lines = [f"tick_ms = {sections.pop('tick_ms', 100)}"]
+    if "shm_dir" in sections:
+        lines.append(f'shm_dir = "{sections.pop("shm_dir")}"')
     base = {"target": {"segments": ["*"]}, "migration": {"backend": "simulated"},
             "budget": {"fast_mib_per_target": 1},
             "control": {"socket": str(tmp_path / "ctl.sock")}}
@@ -686,3 +688,83 @@ def test_a_target_whose_tables_span_too_many_pages_is_rejected(tmp_path):
         assert pipe.attach(Path(c.path)) is None
         assert "more than target.max_pages (1000)" in pipe.rejected[Path(c.path).name]
         pipe.close()
+
+
+def _unprivileged_client(shm_dir: Path, name: str, seconds: float) -> int:
+    """Fork a client process of uid 65534 that records batches for ``seconds``.  It
+    makes itself dumpable again after the uid change, as a process a user starts is.
+    Everything it needs is imported and computed before the fork: uid 65534 cannot
+    read this interpreter's standard library."""
+    import ctypes
+
+    batches = [b % 20000 for b in np.random.default_rng(0).zipf(1.3, (64, 256))]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+            c = Client(name, [("a", 20000, 64)], shm_dir=str(shm_dir),
+                       key_capacity=1 << 16)
+            t0, i = time.monotonic(), 0
+            while time.monotonic() - t0 < seconds:
+                c.record([batches[i % len(batches)]])
+                i += 1
+                time.sleep(0.005)
+            c.close()
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+    return pid
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to drop to the unit's capabilities")
+@pytest.mark.parametrize("in_group", [True, False], ids=["recmg-group", "no-group"])
+def test_recmgd_with_the_units_capabilities_manages_another_uids_workload(tmp_path, in_group):
+    """recmgd as the shipped unit runs it: uid 0 with exactly the unit's capability
+    bounding set (no CAP_DAC_OVERRIDE), a member of the segment directory's group;
+    the workload is another uid's process, its segment in a setgid directory as
+    packaging/tmpfiles.d makes it.  Without the group the segment cannot be opened."""
+    import grp
+
+    unit = (ROOT / "packaging/systemd/recmgd.service").read_text()
+    caps = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M).group(1).split()
+    assert "SupplementaryGroups=recmg" in unit
+    bounding = "-all," + ",".join("+" + c.lower().removeprefix("cap_") for c in caps)
+    gid = next(g for g in range(4321, 5000) if g not in {x.gr_gid for x in grp.getgrall()})
+    shm = Path(f"/tmp/recmg-unit-test-{os.getpid()}")
+    shutil.rmtree(shm, ignore_errors=True)
+    shm.mkdir()
+    os.chown(shm, 0, gid)
+    os.chmod(shm, 0o3773)  # as tmpfiles.d: setgid, sticky, no read for others
+    cfgp = write_config(tmp_path, shm_dir=str(shm))
+    client = _unprivileged_client(shm, "other", 30)
+    argv = ["setpriv", "--reuid=0", "--regid=0",
+            f"--groups={gid}" if in_group else "--clear-groups",
+            f"--bounding-set={bounding}", "--", PY, "-m", "recmg.cli.recmgd", "-c", str(cfgp)]
+    d = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sock = tmp_path / "ctl.sock"
+    try:
+        wait(sock.exists)
+        cap_eff = int(re.search(r"^CapEff:\s+(\w+)", Path(f"/proc/{d.pid}/status").read_text(),
+                                re.M).group(1), 16)
+        assert not cap_eff & (1 << 1)  # no CAP_DAC_OVERRIDE
+        if in_group:
+            st = wait(lambda: (lambda s: s if s["targets"] and s["totals"]["promoted"] else None)(
+                ctl(sock, {"cmd": "status"})["result"]))
+            assert st["targets"][0]["pid"] == client
+        else:
+            st = wait(lambda: (lambda s: s if s["rejected"] else None)(
+                ctl(sock, {"cmd": "status"})["result"]))
+            assert not st["targets"]
+            assert "Permission denied" in next(iter(st["rejected"].values()))
+    finally:
+        os.kill(client, signal.SIGKILL)
+        os.waitpid(client, 0)
+        stop(d)
+        shutil.rmtree(shm, ignore_errors=True)

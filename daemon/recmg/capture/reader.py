@@ -62,9 +62,11 @@ class AccessBatch:
         return len(self.batch_ids)
 
 
-def discover(shm_dir: str = "/dev/shm", name: str | None = None, pid: int | None = None
+def discover(shm_dir: str | None = None, name: str | None = None, pid: int | None = None
              ) -> list[Path]:
-    """Segment files in shm_dir, optionally only those of a name and/or pid."""
+    """Segment files in shm_dir (default seg.default_dir()), optionally only those of a
+    name and/or pid."""
+    shm_dir = shm_dir or seg.default_dir()
     out = []
     try:
         entries = sorted(os.listdir(shm_dir))
@@ -77,7 +79,7 @@ def discover(shm_dir: str = "/dev/shm", name: str | None = None, pid: int | None
     return out
 
 
-def remove_stale(shm_dir: str = "/dev/shm", proc_root: str = "/proc",
+def remove_stale(shm_dir: str | None = None, proc_root: str = "/proc",
                  dry_run: bool = False) -> list[tuple[Path, str | None]]:
     """Remove segment files whose process no longer exists; returns each stale file
     with None (removed) or why it could not be removed.

@@ -46,6 +46,7 @@ batch and counts it.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 
@@ -77,6 +78,25 @@ def segment_name(name: str, pid: int) -> str:
         raise ValueError(f"segment name {name!r} must be 1-64 characters of "
                          f"letters, digits, '_' or '-'")
     return f"{PREFIX}{name}.{pid}"
+
+
+SHARED_DIR = "/dev/shm/recmg"  # packaging/tmpfiles.d: setgid + sticky, group recmg
+SHM_DIR_ENV = "RECMG_SHM_DIR"
+
+
+def default_dir() -> str:
+    """Where segments live unless configured: $RECMG_SHM_DIR, else /dev/shm/recmg
+    where packaging created it, else /dev/shm.  Client and recmgd use the same rule.
+
+    /dev/shm/recmg is setgid to the recmg group and sticky (mode 3773): a client of
+    any uid creates its segment there, the file takes the group recmg (the client
+    need not be a member), the client makes it 0660, and recmgd, a member of recmg
+    with no CAP_DAC_OVERRIDE, can open it.  Other users cannot (no read or write for
+    others), and only the owner or recmgd (the directory's owner) can remove it."""
+    env = os.environ.get(SHM_DIR_ENV)
+    if env:
+        return env
+    return SHARED_DIR if os.path.isdir(SHARED_DIR) else "/dev/shm"
 
 
 def matches(selector: str, filename: str) -> bool:

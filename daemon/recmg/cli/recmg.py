@@ -63,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     cap = sub.add_parser("capture", help="capture segments of instrumented processes")
     csub = cap.add_subparsers(dest="action", required=True, metavar="ACTION")
     cls = csub.add_parser("list", help="segments in /dev/shm, validated")
-    cls.add_argument("--shm-dir", default="/dev/shm")
+    cls.add_argument("--shm-dir", default=None, help="segment directory (default: $RECMG_SHM_DIR, /dev/shm/recmg if present, /dev/shm)")
     cls.add_argument("--json", action="store_true")
     ccl = csub.add_parser("clean", help="remove segments whose process is gone (killed "
                           "clients leave them; recmgd removes them too)")
-    ccl.add_argument("--shm-dir", default="/dev/shm")
+    ccl.add_argument("--shm-dir", default=None, help="segment directory (default: $RECMG_SHM_DIR, /dev/shm/recmg if present, /dev/shm)")
     ccl.add_argument("--dry-run", action="store_true", help="list, remove nothing")
 
     tr = sub.add_parser("trace", help="access traces")
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec_t.add_argument("-o", "--output", required=True)
     rec_t.add_argument("--batches", type=int)
     rec_t.add_argument("--duration", type=float, help="seconds")
-    rec_t.add_argument("--shm-dir", default="/dev/shm")
+    rec_t.add_argument("--shm-dir", default=None, help="segment directory (default: $RECMG_SHM_DIR, /dev/shm/recmg if present, /dev/shm)")
     info = trsub.add_parser("info", help="registry and size of an .rtrace file")
     info.add_argument("path")
     conv = trsub.add_parser("convert", help="convert another trace format to .rtrace")
@@ -208,8 +208,10 @@ def cmd_workload(args) -> int:
 
 
 def cmd_capture(args) -> int:
+    from recmg.capture import segment as seg
     from recmg.capture.reader import SegmentError, SegmentReader, discover, remove_stale
 
+    args.shm_dir = args.shm_dir or seg.default_dir()
     if args.action == "clean":
         stale = remove_stale(args.shm_dir, dry_run=args.dry_run)
         for path, err in stale:
@@ -256,6 +258,9 @@ def cmd_trace(args) -> int:
             return fail(str(e) or "out of memory", EX_UNAVAILABLE)
     if args.name is None and args.pid is None:
         return fail("give --name or --pid of the instrumented process", EX_USAGE)
+    from recmg.capture import segment as seg
+
+    args.shm_dir = args.shm_dir or seg.default_dir()
     found = discover(args.shm_dir, name=args.name, pid=args.pid)
     if len(found) != 1:
         return fail(f"{len(found)} segments match in {args.shm_dir} "

@@ -40,6 +40,7 @@ def setup_logging(level: str) -> None:
 
 def check_config(path: str | None) -> int:
     """--check-config: the file, its profile, and what it names on this host."""
+    from recmg.capture import segment as seg
     from recmg.tiering import topology
 
     try:
@@ -59,7 +60,7 @@ def check_config(path: str | None) -> int:
         where = f"no {where}: the built-in defaults"
     print(f"{where}: ok (profile {cfg.policy.profile}, backend {cfg.migration.backend})")
     print(f"checked: syntax, keys, types and ranges; profile {cfg.policy.profile!r}; on this "
-          f"host: NUMA nodes {[n.id for n in topo.nodes]}, shm_dir {cfg.shm_dir}"
+          f"host: NUMA nodes {[n.id for n in topo.nodes]}, shm_dir {cfg.shm_dir or seg.default_dir()}"
           + (f", group {cfg.control.read_group!r}" if cfg.control.read_group else "")
           + (f", port {cfg.metrics.http_port} free" if cfg.metrics.http_port else ""))
     return EX_OK

@@ -19,7 +19,8 @@ Guarantees:
   fails at once with CaptureUnavailable instead of a SIGBUS later; with
   ``if_unavailable="run-uninstrumented"`` the client warns and records nothing, and
   the model runs as if recmg were not there.
-- The segment file is created 0600 (or 0660 with ``group``) and removed by close(),
+- The segment file is created 0600 in seg.default_dir(); 0660 with ``group``, or in
+  a setgid directory such as the packaged /dev/shm/recmg (its group is recmgd's) and removed by close(),
   or at interpreter exit (atexit) if close() was never called.  A process killed by a
   signal leaves it behind; recmgd removes such stale segments (`recmg capture clean`
   does it by hand).  The ring layout is in recmg.capture.segment.
@@ -31,6 +32,7 @@ import atexit
 import errno
 import mmap
 import os
+import stat
 import time
 import warnings
 from collections.abc import Sequence
@@ -78,7 +80,7 @@ class Client:
     def __init__(self, name: str, tables: Sequence[tuple], *,
                  key_capacity: int = DEFAULT_KEY_CAPACITY,
                  batch_capacity: int = DEFAULT_BATCH_CAPACITY,
-                 shm_dir: str = "/dev/shm", group: int | None = None,
+                 shm_dir: str | None = None, group: int | None = None,
                  if_unavailable: str = "raise"):
         for cap, label in ((key_capacity, "key_capacity"), (batch_capacity, "batch_capacity")):
             if cap <= 0 or cap & (cap - 1):
@@ -102,7 +104,7 @@ class Client:
             self.tables[tname] = arr
         self.name = name
         self.pid = os.getpid()
-        self.path = os.path.join(shm_dir, seg.segment_name(name, self.pid))
+        self.path = os.path.join(shm_dir or seg.default_dir(), seg.segment_name(name, self.pid))
         if if_unavailable not in ("raise", "run-uninstrumented"):
             raise ValueError("if_unavailable must be 'raise' or 'run-uninstrumented'")
         self._counter = 0
@@ -132,6 +134,10 @@ class Client:
         try:
             if group is not None:
                 os.fchown(fd, -1, group)
+                os.fchmod(fd, 0o660)
+            elif os.stat(os.path.dirname(tmp)).st_mode & stat.S_ISGID:
+                # a setgid segment directory (/dev/shm/recmg): the file has its group
+                # (recmg); let that group, recmgd, read and write it
                 os.fchmod(fd, 0o660)
             # allocate every page now: a sparse file would SIGBUS this process on a
             # later write once the tmpfs is full (mmap(2)); this fails cleanly instead

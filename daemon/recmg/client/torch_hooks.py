@@ -90,7 +90,7 @@ def _check(model: nn.Module, name: str, shm_dir: str) -> list[tuple[str, nn.Modu
 
 def instrument(model: nn.Module, name: str, **client_kw) -> Client:
     """Move embedding weights into registered memory and record lookups per forward."""
-    mods = _check(model, name, client_kw.get("shm_dir", "/dev/shm"))
+    mods = _check(model, name, client_kw.get("shm_dir") or seg.default_dir())
     # one table per distinct weight: tied modules share it
     table_of: dict[int, int] = {}
     specs, weights = [], []

@@ -117,7 +117,7 @@ class Policy:
 @dataclass(frozen=True)
 class Config:
     tick_ms: int = 500
-    shm_dir: str = "/dev/shm"
+    shm_dir: str = ""  # "": $RECMG_SHM_DIR, /dev/shm/recmg if present, else /dev/shm
     target: Target = field(default_factory=Target)
     tiers: Tiers = field(default_factory=Tiers)
     budget: Budget = field(default_factory=Budget)
@@ -282,8 +282,9 @@ def check_host(cfg: Config, node_ids: list[int]) -> list[tuple[str, str]]:
         if missing:
             problems.append((key, f"nodes {missing} do not exist on this host (nodes: "
                              f"{node_ids})"))
-    if not os.path.isdir(cfg.shm_dir):
-        problems.append(("shm_dir", f"{cfg.shm_dir} is not a directory"))
+    shm_dir = cfg.shm_dir or seg.default_dir()
+    if not os.path.isdir(shm_dir):
+        problems.append(("shm_dir", f"{shm_dir} is not a directory"))
     if cfg.control.read_group:
         try:
             grp.getgrnam(cfg.control.read_group)

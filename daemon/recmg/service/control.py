@@ -148,7 +148,7 @@ class ControlServer:
         self.conns: dict[int, _Conn] = {}
         self.read_gid = grp.getgrnam(read_group).gr_gid if read_group else None
         d = os.path.dirname(path)
-        os.makedirs(d, mode=0o750, exist_ok=True)
+        os.makedirs(d, mode=0o755, exist_ok=True)  # searchable: read_group reaches the socket
         if os.path.exists(path):
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
                 raise OSError(f"{path} exists and is not a socket")

@@ -166,14 +166,15 @@ class Daemon:
     def discover(self) -> None:
         """Attach wanted segments; remove stale ones (their process is gone) and forget
         rejections whose file is gone."""
-        stale = remove_stale(self.cfg.shm_dir, self.proc_root)
+        shm_dir = self.cfg.shm_dir or seg.default_dir()
+        stale = remove_stale(shm_dir, self.proc_root)
         for path, err in stale:
             if err is None:
                 log.info("removed stale segment %s: its process no longer exists", path)
             else:
                 self.pipeline.reject(path.name, f"stale (process gone), cannot remove: {err}")
         try:
-            entries = set(os.listdir(self.cfg.shm_dir))
+            entries = set(os.listdir(shm_dir))
         except OSError:
             entries = set()
         self.pipeline.forget(entries)
@@ -181,7 +182,7 @@ class Daemon:
             parsed = seg.parse_segment_name(fn)
             if parsed and fn not in self.pipeline.targets and self._wanted(fn, parsed[1]) \
                     and self.pipeline.may_attach(fn):
-                self.pipeline.attach(Path(self.cfg.shm_dir) / fn)
+                self.pipeline.attach(Path(shm_dir) / fn)
 
     # ------------------------------------------------------------------- the worker
     def _worker(self) -> None:
