@@ -241,7 +241,10 @@ class Client:
         """Mark the segment closed and remove its file; tables stay usable."""
         if getattr(self, "_mm", None) is None:
             return
-        self._words.store_release(seg.OFF_CLOSED, 1)
+        try:  # fault-safe: whoever truncated the file must not kill us at exit
+            self._words.store_release_safe(seg.OFF_CLOSED, 1)
+        except native.MappingFault:
+            pass
         try:
             os.unlink(self.path)
         except FileNotFoundError:
