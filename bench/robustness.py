@@ -76,11 +76,12 @@ if kind.startswith("trace:"):
         path.write_bytes(mutate(seed, random.Random(i)))
         signal.alarm(5)
         try:
-            reader(path); counts["handled"] += 1
+            try: reader(path)
+            finally: signal.alarm(0)
+            counts["handled"] += 1
         except tf.TraceError: counts["handled"] += 1
         except TimeoutError: counts["hang"] += 1
         except BaseException: counts["traceback"] += 1
-        finally: signal.alarm(0)
 elif kind == "segment":
     import numpy as np
     from recmg.client import Client
@@ -107,11 +108,12 @@ elif kind == "segment":
                     f.seek(off); f.write(rnd.choice([0, 1, 2**32, 2**63 - 1, 2**64 - 1, 2**20, rnd.getrandbits(64)]).to_bytes(8, "little"))
         signal.alarm(5)
         try:
-            for _ in range(2): pipe.tick()
+            try:
+                for _ in range(2): pipe.tick()
+            finally: signal.alarm(0)
             counts["handled"] += 1
         except TimeoutError: counts["hang"] += 1
         except BaseException: counts["traceback"] += 1
-        finally: signal.alarm(0)
         counts.setdefault("tables_changed", 0)
         counts["tables_changed"] += any(not np.array_equal(a, b) for a, b in zip(before, c.tables.values()))
         pipe.close()

@@ -182,3 +182,19 @@ def test_recmg_text_rows_beyond_2_40_are_refused(tmp_path):
     p.write_text(f"0 {(1 << 40) * 1000}\n")  # row 2^40 of table 0 (would alias table 1)
     with pytest.raises(tf.TraceError, match="does not fit a vector key"):
         readers.read_recmg_text(p)
+
+
+def test_regressions_found_by_bench_robustness(tmp_path):
+    """An Avazu header with no categorical column, and a tensor view with zero strides
+    that makes a small storage a huge array (it made the reader run for minutes)."""
+    p = tmp_path / "a.csv"
+    p.write_text("id,click,hour\n1,0,14102100\n")
+    with pytest.raises(tf.TraceError, match="no categorical columns"):
+        readers.read_avazu(p)
+    with pytest.raises(tf.TraceError, match="overlapping strides"):
+        readers._rebuild_tensor(np.arange(4, dtype=np.int64), 0, (1 << 20, 1 << 20), (0, 0))
+    # a memo index of 2^31 (LONG_BINPUT) made the C unpickler allocate gigabytes
+    q = tmp_path / "memo.pt"
+    q.write_bytes(b"\x80\x02N" + b"r" + (1 << 31).to_bytes(4, "little") + b".")
+    with pytest.raises(tf.TraceError, match="memo index 2147483648"):
+        readers.read_meta_pt(q)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
 import zlib
@@ -61,6 +62,8 @@ def _ctr_trace(path: Path, fields: list[str], records, table_rows: int, batch_si
     """records: iterator of (categorical values in ``fields`` order, sort key or None).
     With sort keys (click times), samples are put in key order (stable) first.
     ``progress``: a bar of samples read, on stderr."""
+    if not fields:
+        raise TraceError(f"{path}: no categorical columns")
     chunks: list[np.ndarray] = []
     order_keys: list[np.ndarray] = []
     cols: list[list[str]] = [[] for _ in fields]
@@ -297,6 +300,13 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
                          f"{stride})")
     if 0 in size:
         return np.zeros(size, storage.dtype)
+    n = int(np.prod(size, dtype=object))
+    if n > len(storage) - offset:
+        # only overlapping strides (zero, or smaller than the next dimension's extent)
+        # give a view more elements than its storage has left: an expanded tensor,
+        # which a trace never is, and a way to make a 1 KB file a 2^40-element array
+        raise TraceError(f"tensor of {n} elements over the {len(storage) - offset} of its "
+                         "storage (overlapping strides are not supported)")
     last = offset + sum((n - 1) * st for n, st in zip(size, stride))
     if last >= len(storage):
         raise TraceError(f"tensor of size {size}, stride {stride}, offset {offset} reaches "
@@ -306,6 +316,25 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
     return np.lib.stride_tricks.as_strided(
         storage[offset:], shape=size, strides=[st * storage.itemsize for st in stride],
         writeable=False)
+
+
+MAX_MEMO = 1 << 16  # a tensor-tuple pickle memoizes a few dozen objects
+MAX_OPCODES = 1 << 20
+
+
+def _checked_load(buf: io.BytesIO, make_unpickler):
+    """Unpickle the pickle at buf's position after a scan of its opcodes: the C
+    unpickler sizes its memo by the largest index it is given, so one crafted
+    LONG_BINPUT makes it allocate gigabytes.  Indices and length are bounded first."""
+    start = buf.tell()
+    for n, (op, arg, _) in enumerate(pickletools.genops(buf)):
+        if n > MAX_OPCODES:
+            raise TraceError(f"pickle of more than {MAX_OPCODES} opcodes")
+        if "PUT" in op.name or "GET" in op.name:
+            if arg is not None and int(arg) > MAX_MEMO:
+                raise TraceError(f"pickle memo index {arg} (more than {MAX_MEMO})")
+    buf.seek(start)
+    return make_unpickler(buf).load()
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -391,11 +420,16 @@ def _load_pt(path: Path):
             return np.frombuffer(zf.read(info), dtype=dtype, count=numel)
 
         with zf.open(pkl) as f:
-            return _TorchUnpickler(io.BytesIO(f.read()), load_storage).load()
+            return _checked_load(io.BytesIO(f.read(MAX_PICKLE_BYTES)),
+                                 lambda b: _TorchUnpickler(b, load_storage))
     # legacy format: magic, protocol, sys_info, object, storage keys, raw storages
     with open(path, "rb") as f:
+        # The pickles are unpickled from a bounded in-memory copy of the file's start:
+        # a length field in a crafted pickle then cannot make the unpickler allocate
+        # or read gigabytes from the file.
+        head = io.BytesIO(f.read(MAX_PICKLE_BYTES))
         for _ in range(3):  # magic number, protocol version, sys info: plain data
-            _PlainUnpickler(f).load()
+            _checked_load(head, _PlainUnpickler)
         refs: dict[str, _StorageRef] = {}
 
         def lazy(dtype, key, numel):
@@ -408,10 +442,11 @@ def _load_pt(path: Path):
                     return lambda s, off, size, stride, *r: ("T", s, off, size, stride)
                 return super().find_class(module, name)
 
-        obj = Legacy(f, lazy).load()
-        keys = _PlainUnpickler(f).load()
+        obj = _checked_load(head, lambda b: Legacy(b, lazy))
+        keys = _checked_load(head, _PlainUnpickler)
         if not isinstance(keys, list):
             raise TraceError(f"storage keys must be a list, got {type(keys).__name__}")
+        f.seek(head.tell())  # the raw storages follow the pickles
         size = path.stat().st_size
         arrays = {}
         for key in keys:
