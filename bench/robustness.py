@@ -103,8 +103,12 @@ elif kind == "segment":
             if rnd.random() < 0.15:
                 os.ftruncate(f.fileno(), rnd.choice([0, 100, 512, 4096, size // 2]))
             else:
+                f.seek(56); batches_off = int.from_bytes(f.read(8), "little")
+                aims = [8, 16, 24, 32, 40, 48, 56, 64, 128, 136, 192, 200, 256, 264, 320, 384,
+                        512 + 72, 512 + 80, 512 + 88, 512 + 96, 640 + 72, 640 + 88]
+                aims += [batches_off + 8 * j for j in range(12)]
                 for _ in range(rnd.randint(1, 4)):
-                    off = rnd.choice([rnd.randrange(0, 512, 8), rnd.randrange(0, size - 8, 8)])
+                    off = rnd.choice([rnd.choice(aims), rnd.choice(aims), rnd.randrange(0, size - 8, 8)])
                     f.seek(off); f.write(rnd.choice([0, 1, 2**32, 2**63 - 1, 2**64 - 1, 2**20, rnd.getrandbits(64)]).to_bytes(8, "little"))
         signal.alarm(5)
         try:
@@ -218,22 +222,36 @@ def run_control(n: int, env: dict, work: Path) -> dict:
 
     d = start()
     for line in control_inputs(n):
+        reply = b""
         try:
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(HANG_S)
                 s.connect(str(sock))
                 s.sendall(line)
                 reply = s.makefile("rb").readline()
-            json.loads(reply)
-            res["handled"] += 1
         except (TimeoutError, socket.timeout):
             res["hang"] += 1
-        except (OSError, ValueError):
-            if d.poll() is not None:
-                res["crash" if d.returncode < 0 else "traceback"] += 1
-                d = start()
-            else:
-                res["handled"] += 1  # closed the connection on a bad request
+            d.kill()
+            d.wait()
+            d = start()
+            continue
+        except OSError:
+            pass  # no socket or refused: the daemon is dead or dying
+        try:
+            json.loads(reply)
+            res["handled"] += 1
+            continue
+        except ValueError:
+            pass
+        # no reply: a clean refusal closes the connection, a dying daemon too; wait
+        # for its teardown (the worker's join) before deciding which
+        try:
+            d.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            res["handled"] += 1  # still serving: it closed this connection on purpose
+            continue
+        res["crash" if d.returncode < 0 else "traceback"] += 1
+        d = start()
     d.send_signal(signal.SIGTERM)
     try:
         d.communicate(timeout=30)
