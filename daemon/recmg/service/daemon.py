@@ -278,6 +278,7 @@ class Daemon:
                 self.pipeline.reconfigure(cfg, profile)
                 self.cfg, self.profile = cfg, profile
                 self._drop_unselected()
+                self.pipeline.quarantine.clear()  # a new config may now accept them
                 self.snapshot = self.pipeline.status()
         except (cfgmod.ConfigError, ValueError) as e:
             m.RELOADS.labels(result="failed").inc()

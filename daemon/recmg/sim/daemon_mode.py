@@ -44,8 +44,11 @@ class TraceSource:
         self.closed = False
         self.writer_alive = True
 
-    def read(self, max_batches=None) -> AccessBatch:
-        lo, hi = self.next, min(self.next + self.per_tick, self.end)
+    def read(self, max_batches=None, max_keys=None) -> AccessBatch:
+        """The next tick's batches (SegmentReader.read's contract; a replayed trace is
+        trusted, so only the batch bound applies)."""
+        per_tick = self.per_tick if max_batches is None else min(self.per_tick, max_batches)
+        lo, hi = self.next, min(self.next + per_tick, self.end)
         self.next = hi
         offs = self.trace.batch_offsets
         keys = np.asarray(self.trace.keys[int(offs[lo]):int(offs[hi])], np.uint64)

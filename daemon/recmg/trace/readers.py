@@ -23,6 +23,7 @@ import io
 import pickle
 import pickletools
 import struct
+import warnings
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -244,7 +245,9 @@ def read_recmg_text(path: str | Path, batch_size: int = 1024, row_bytes: int = 2
     checked (key % 1000 must equal table % 1000)."""
     path = Path(path)
     try:
-        data = np.loadtxt(path, dtype=np.int64, ndmin=2)
+        with warnings.catch_warnings():  # an empty file is an empty trace, not a warning
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data")
+            data = np.loadtxt(path, dtype=np.int64, ndmin=2)
     except (ValueError, OverflowError) as e:
         raise TraceError(f"{path}: not '<table> <row*1000+table>' lines: {e}") from None
     if data.size and data.shape[1] != 2:
