@@ -768,3 +768,28 @@ def test_recmgd_with_the_units_capabilities_manages_another_uids_workload(tmp_pa
         os.waitpid(client, 0)
         stop(d)
         shutil.rmtree(shm, ignore_errors=True)
+
+
+def test_a_slow_tick_still_gets_its_moves(tmp_path, monkeypatch):
+    """The migration deadline counts from the tick's first move, not its start: a tick
+    whose earlier stages took longer than tick_deadline_ms still moves pages."""
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\ntick_deadline_ms = 20\n'
+                       'min_residency_ticks = 0\n')
+    with Client("slow", [("a", 1000, 1024)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        st = pipe.attach(Path(c.path))
+        seen = []
+        real_apply = pipe.migrator.apply
+
+        def apply(pid, pages, idx, node, placement, deadline):
+            seen.append(deadline - time.monotonic())
+            return real_apply(pid, pages, idx, node, placement, deadline)
+
+        monkeypatch.setattr(pipe.migrator, "apply", apply)
+        slow_brakes = pipe._check_brakes
+        monkeypatch.setattr(pipe, "_check_brakes", lambda: (time.sleep(0.05), slow_brakes()))
+        c.record([np.arange(50)])
+        pipe.tick()
+        assert seen and seen[0] > 0  # time was left when the moves started
+        assert st.stats.promoted == 50
+        pipe.close()

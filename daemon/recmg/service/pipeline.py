@@ -170,6 +170,7 @@ class Pipeline:
         self.last_tick_s = 0.0
         self.brake: safety.Brake | None = None
         self._warned: dict[str, float] = {}
+        self._move_deadline: float | None = None
 
     # ------------------------------------------------------------------ attachment
     def attach(self, path: Path) -> TargetState | None:
@@ -221,22 +222,30 @@ class Pipeline:
     def tick(self) -> None:
         t0 = time.monotonic()
         self.tick_no += 1
-        deadline = t0 + self.cfg.migration.tick_deadline_ms / 1000
+        self._move_deadline = None  # set by the tick's first migration
         self._check_brakes()
         for name in list(self.targets):
-            self._tick_isolated(name, self.targets[name], deadline)
+            self._tick_isolated(name, self.targets[name])
         self.last_tick_s = time.monotonic() - t0
         m.TICK_SECONDS.observe(self.last_tick_s)
         m.TICKS.inc()
         m.TARGETS.set(len(self.targets))
 
-    def _tick_isolated(self, name: str, state: TargetState, deadline: float) -> None:
+    def move_deadline(self) -> float:
+        """When this tick's migration must stop: tick_deadline_ms after its first move,
+        shared by all targets.  Counted from the first move, not the tick's start, so
+        a tick whose capture and policy took long still moves its pages."""
+        if self._move_deadline is None:
+            self._move_deadline = time.monotonic() + self.cfg.migration.tick_deadline_ms / 1000
+        return self._move_deadline
+
+    def _tick_isolated(self, name: str, state: TargetState) -> None:
         """One target's tick.  Whatever goes wrong stays with this target: a process
         that is going away is detached (move_pages answers ESRCH, or EINVAL once the
         exiting task has dropped its mm: mm/migrate.c); a segment that turns invalid,
         or any other error, detaches and quarantines it.  The worker never dies of it."""
         try:
-            self._tick_target(state, deadline)
+            self._tick_target(state)
             if not state.reader.writer_alive or state.reader.closed:
                 gone = not state.reader.writer_alive
                 state.reader.read()  # drain what the writer published last
@@ -327,7 +336,7 @@ class Pipeline:
             log.info("%s: offered %.2f M accesses/s, recording 1 batch in %d",
                      st.name, st.rate / 1e6, want)
 
-    def _tick_target(self, st: TargetState, deadline: float) -> None:
+    def _tick_target(self, st: TargetState) -> None:
         t = self.cfg.target
         batch = st.reader.read(t.max_batches_per_read, t.max_keys_per_read)
         self._adapt_sampling(st, batch)
@@ -389,7 +398,8 @@ class Pipeline:
                                 (p.promote, p.fast_node, "promote")):
             if not len(idx):
                 continue
-            out = self.migrator.apply(st.pid, st.pages, idx, node, st.placement, deadline)
+            out = self.migrator.apply(st.pid, st.pages, idx, node, st.placement,
+                                      self.move_deadline())
             moved_now = idx[np.isin(st.placement[idx], [node])]
             st.last_moved[moved_now] = self.tick_no
             if kind == "promote":

@@ -91,7 +91,8 @@ def simulate_daemon(trace: Trace, policy: str, capacity_pages: int, prefetcher: 
     state = TargetState(src, cfg, profile, pipe.migrator, [0], [1], budget_pages=capacity_pages)
     pipe.targets["trace"] = state
     while not src.done:
-        pipe._tick_target(state, time.monotonic() + 3600)
+        pipe._move_deadline = time.monotonic() + 3600  # replay: no wall-clock limit
+        pipe._tick_target(state)
         pipe.tick_no += 1
     s = state.stats
     return Metrics(accesses=s.accesses, hits=s.fast_accesses, ondemand=s.ondemand,
