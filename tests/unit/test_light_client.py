@@ -56,3 +56,22 @@ def test_daemon_commands_name_the_missing_extra(monkeypatch, capsys):
     assert ei.value.code == 69
     err = capsys.readouterr().err
     assert "no_such_module_recmg" in err and "pip install 'recmg[daemon]'" in err
+
+
+def test_one_exit_code_mapping_for_the_three_commands():
+    from recmg import native
+    from recmg.capture.reader import SegmentError
+    from recmg.service.config import ConfigError
+    from recmg.service.daemon import StartupError
+    from recmg.trace.format import TraceError
+
+    cases = [(TraceError("x"), 65), (ConfigError("f", [("k", "m")]), 78),
+             (StartupError(73, "socket"), 73), (PermissionError(1, "no"), 77),
+             (native.NativePermissionError(1, "move_pages"), 77), (SegmentError("x"), 69),
+             (ProcessLookupError(3, "gone"), 69), (MemoryError("big"), 69),
+             (ValueError("bad flag"), 64), (FileNotFoundError(2, "No such file", "t"), 71),
+             (RuntimeError("a bug"), None)]
+    for exc, code in cases:
+        assert output.exit_code(exc) == code, exc
+    assert output.error_text(FileNotFoundError(2, "No such file", "t.rtrace")) == \
+        "t.rtrace: No such file"

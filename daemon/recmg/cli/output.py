@@ -67,3 +67,45 @@ def require_daemon_extra() -> None:
     if missing:
         raise SystemExit(fail(f"missing {', '.join(missing)}: this command needs the daemon "
                               "extra: pip install 'recmg[daemon]'", EX_UNAVAILABLE))
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The one mapping from an error to a sysexits(3) code, for recmg, recmgd and
+    recmgctl; None for an exception that is a bug (the caller lets it show)."""
+    from recmg import native
+    from recmg.capture.reader import SegmentError
+    from recmg.trace.format import TraceError
+
+    if isinstance(getattr(exc, "code", None), int) and not isinstance(exc, OSError):
+        return exc.code  # StartupError and the like carry their own
+    if isinstance(exc, TraceError):  # before ValueError: it is one
+        return EX_DATAERR
+    if type(exc).__name__ == "ConfigError":  # recmg.service.config, not imported here
+        return EX_CONFIG
+    if isinstance(exc, PermissionError):
+        return EX_NOPERM
+    if isinstance(exc, (SegmentError, ProcessLookupError, native.NativeNodeError,
+                        MemoryError)):
+        return EX_UNAVAILABLE
+    if isinstance(exc, ValueError):
+        return EX_USAGE
+    if isinstance(exc, OSError):
+        return EX_OSERR
+    return None
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def guarded(fn, *args) -> int:
+    """Run a command; an error with a sysexits code is printed and returned as it."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        code = exit_code(e)
+        if code is None:
+            raise
+        return fail(error_text(e), code)

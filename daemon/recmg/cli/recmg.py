@@ -12,7 +12,7 @@ import shutil
 import sys
 
 
-from recmg.cli.output import (Parser, require_daemon_extra, EX_DATAERR, EX_NOPERM, EX_OK, EX_OSERR, EX_UNAVAILABLE, EX_USAGE,
+from recmg.cli.output import (Parser, guarded, require_daemon_extra, EX_NOPERM, EX_OK, EX_UNAVAILABLE, EX_USAGE,
                               fail, print_json)
 from recmg.tiering import topology
 
@@ -157,42 +157,32 @@ def cmd_topology(args) -> int:
 
 
 def cmd_pages(args) -> int:
-    from recmg import native
     from recmg.tiering import pagedemo, placement
 
-    try:
-        if args.action == "demo":
-            topo = topology.probe()
-            fast = args.fast if args.fast is not None else (topo.fast_nodes or [0])[0]
-            slow = args.slow if args.slow is not None else (
-                topo.slow_nodes[0] if topo.slow_nodes else None)
-            if slow is None:
-                return fail("this host has no slow memory node to move pages to; "
-                            "`recmgctl check` explains, or pass --slow NODE", EX_UNAVAILABLE)
-            print(f"page-move demo: {args.mib} MiB in a live child, node {fast} -> {slow} "
-                  f"-> {fast}")
-            ok = all(pagedemo.round_trip(args.mib, thp, fast, slow)["ok"]
-                     for thp in {"on": [True], "off": [False], "both": [True, False]}[args.thp])
-            return EX_OK if ok else 1
-        pages = placement.page_addresses(args.addr, args.length)
-        if args.action == "where":
-            result = placement.node_histogram(placement.query_nodes(args.pid, pages))
-        else:
-            result = placement.move_to_node(args.pid, pages, args.node,
-                                            batch_pages=args.batch_pages).summary()
-        if args.json:
-            print_json(result)
-        else:
-            print(" ".join(f"{k}={v}" for k, v in result.items()))
-        return EX_OK
-    except native.NativePermissionError as e:
-        return fail(str(e), EX_NOPERM)
-    except (native.NativeNodeError, native.NativeProcessLookupError) as e:
-        return fail(str(e), EX_UNAVAILABLE)
-    except ValueError as e:
-        return fail(str(e), EX_USAGE)
-    except OSError as e:
-        return fail(str(e), EX_OSERR)
+    if args.action == "demo":
+        topo = topology.probe()
+        fast = args.fast if args.fast is not None else (topo.fast_nodes or [0])[0]
+        slow = args.slow if args.slow is not None else (
+            topo.slow_nodes[0] if topo.slow_nodes else None)
+        if slow is None:
+            return fail("this host has no slow memory node to move pages to; "
+                        "`recmgctl check` explains, or pass --slow NODE", EX_UNAVAILABLE)
+        print(f"page-move demo: {args.mib} MiB in a live child, node {fast} -> {slow} "
+              f"-> {fast}")
+        ok = all(pagedemo.round_trip(args.mib, thp, fast, slow)["ok"]
+                 for thp in {"on": [True], "off": [False], "both": [True, False]}[args.thp])
+        return EX_OK if ok else 1
+    pages = placement.page_addresses(args.addr, args.length)
+    if args.action == "where":
+        result = placement.node_histogram(placement.query_nodes(args.pid, pages))
+    else:
+        result = placement.move_to_node(args.pid, pages, args.node,
+                                        batch_pages=args.batch_pages).summary()
+    if args.json:
+        print_json(result)
+    else:
+        print(" ".join(f"{k}={v}" for k, v in result.items()))
+    return EX_OK
 
 
 def cmd_workload(args) -> int:
@@ -201,10 +191,7 @@ def cmd_workload(args) -> int:
     for name in ("tables", "rows", "dim", "pooling", "batch_size"):
         if getattr(args, name) < 1:
             return fail(f"--{name.replace('_', '-')} must be at least 1", EX_USAGE)
-    try:
-        return run.main_args(args)
-    except (ValueError, OSError) as e:
-        return fail(str(e), EX_USAGE if isinstance(e, ValueError) else EX_OSERR)
+    return run.main_args(args)
 
 
 def cmd_capture(args) -> int:
@@ -242,20 +229,11 @@ def cmd_capture(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from recmg.capture.reader import SegmentError, SegmentReader, discover
+    from recmg.capture.reader import SegmentReader, discover
     from recmg.trace import format as tf
 
     if args.action != "record":
-        try:
-            return _trace_offline(args, tf)
-        except tf.TraceError as e:
-            return fail(str(e), EX_DATAERR)
-        except ValueError as e:
-            return fail(str(e), EX_USAGE)
-        except OSError as e:
-            return fail(f"{e.filename or ''}: {e.strerror}", EX_OSERR)
-        except MemoryError as e:
-            return fail(str(e) or "out of memory", EX_UNAVAILABLE)
+        return _trace_offline(args, tf)
     if args.name is None and args.pid is None:
         return fail("give --name or --pid of the instrumented process", EX_USAGE)
     from recmg.capture import segment as seg
@@ -268,11 +246,8 @@ def cmd_trace(args) -> int:
                     EX_UNAVAILABLE)
     from recmg.capture.record import record
 
-    try:
-        with SegmentReader(found[0]) as reader:
-            res = record(reader, args.output, batches=args.batches, duration_s=args.duration)
-    except SegmentError as e:
-        return fail(str(e), EX_UNAVAILABLE)
+    with SegmentReader(found[0]) as reader:
+        res = record(reader, args.output, batches=args.batches, duration_s=args.duration)
     print(f"recorded {res['batches']} batches, {res['keys']} keys into {args.output} "
           f"(dropped {res['dropped_batches']} batches at the client, "
           f"{res['invalid_keys']} invalid keys removed)")
@@ -370,7 +345,6 @@ def cmd_sim(args) -> int:
     from recmg.policy.cache import POLICIES
     from recmg.policy.prefetch import PREFETCHERS
     from recmg.sim import matrix
-    from recmg.trace.format import TraceError
 
     def csv_list(text, known, what):
         items = [x.strip() for x in text.split(",") if x.strip()]
@@ -385,22 +359,15 @@ def cmd_sim(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             return fail("--plot needs matplotlib: pip install 'recmg[plots]'", EX_UNAVAILABLE)
-    try:
-        modes = csv_list(args.mode, ["access", "batch", "page", "daemon"], "mode")
-        policies = csv_list(args.policies, list(POLICIES), "policy")
-        prefetchers = csv_list(args.prefetchers, list(PREFETCHERS), "prefetcher")
-        sizes = [float(x) for x in args.sizes.split(",")]
-        if any(not 0 < x <= 1 for x in sizes):
-            raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
-        rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
-                                 args.budget, args.lead, args.batches,
-                                 not args.quiet)
-    except TraceError as e:
-        return fail(str(e), EX_DATAERR)
-    except ValueError as e:
-        return fail(str(e), EX_USAGE)
-    except OSError as e:
-        return fail(f"{e.filename or ''}: {e.strerror}", EX_OSERR)
+    modes = csv_list(args.mode, ["access", "batch", "page", "daemon"], "mode")
+    policies = csv_list(args.policies, list(POLICIES), "policy")
+    prefetchers = csv_list(args.prefetchers, list(PREFETCHERS), "prefetcher")
+    sizes = [float(x) for x in args.sizes.split(",")]
+    if any(not 0 < x <= 1 for x in sizes):
+        raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
+    rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
+                             args.budget, args.lead, args.batches,
+                             not args.quiet)
     sys.stdout.write(matrix.render_table(rows))
     if args.csv:
         matrix.write_csv(rows, args.csv)
@@ -420,9 +387,9 @@ def cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"topology": cmd_topology, "pages": cmd_pages, "workload": cmd_workload,
-            "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim,
-            "demo": cmd_demo}[args.command](args)
+    return guarded({"topology": cmd_topology, "pages": cmd_pages, "workload": cmd_workload,
+                    "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim,
+                    "demo": cmd_demo}[args.command], args)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import sys
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 from recmg import __version__  # noqa: E402 (after the SIGHUP guard)
-from recmg.cli.output import EX_CONFIG, EX_OK, Parser, fail, require_daemon_extra  # noqa: E402
+from recmg.cli.output import (EX_CONFIG, EX_OK, Parser, guarded,  # noqa: E402
+                              require_daemon_extra)
 from recmg.service import config as cfgmod  # noqa: E402
 
 
@@ -83,22 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config is not None:
         return check_config(args.check_config or args.config)
     setup_logging(args.log_level)
-    try:
-        cfg = cfgmod.load(args.config)
-    except cfgmod.ConfigError as e:
-        return fail(str(e), EX_CONFIG)
-    from recmg.service.daemon import Daemon, StartupError
+    return guarded(run, args)
 
+
+def run(args) -> int:
+    """Load the config and serve until stopped (errors: output.exit_code)."""
+    from recmg.service.daemon import Daemon
+
+    cfg = cfgmod.load(args.config)
     if args.socket:
         cfg = cfgmod.with_socket(cfg, args.socket)
-    try:
-        daemon = Daemon(cfg, args.config)
-        daemon.socket_override = args.socket
-        return daemon.serve()
-    except cfgmod.ConfigError as e:
-        return fail(str(e), EX_CONFIG)
-    except StartupError as e:
-        return fail(str(e), e.code)
+    daemon = Daemon(cfg, args.config)
+    daemon.socket_override = args.socket
+    return daemon.serve()
 
 
 if __name__ == "__main__":
