@@ -385,9 +385,12 @@ def test_killed_clients_segment_is_removed_by_capture_clean_live_ones_kept(tmp_p
         res = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True)
         assert res.returncode == 0 and f"would remove {path}" in res.stdout
         assert os.path.exists(path)
+        half_built = tmp_path / f".{os.path.basename(path)}.new"  # died while creating
+        half_built.write_bytes(b"")
         res = subprocess.run(cli, capture_output=True, text=True)
         assert res.returncode == 0 and f"removed {path}" in res.stdout
         assert not os.path.exists(path) and os.path.exists(live.path)
+        assert not half_built.exists()
 
 
 def test_segment_selectors_one_naming_everywhere():

@@ -220,3 +220,22 @@ def test_itertools_sanity_for_brute_force():
     # the brute force itself: 2 slots, A B C A B C -> OPT keeps A then B: 4 misses
     assert brute_force_opt_misses(tuple([A, B, C, A, B, C]), 2) == 4
     assert list(itertools.islice(itertools.count(), 2)) == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["stms", "domino", "isb"])
+def test_temporal_prefetcher_state_is_bounded(name):
+    """History, index, pair table and structural map hold at most ``history`` entries
+    however many distinct misses arrive (they grew without bound; Domino rebuilt its
+    pair table on every trim)."""
+    from recmg.policy import prefetch as pf
+
+    p = pf.PREFETCHERS[name]([1 << 30], budget=64, degree=2, history=100)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p.observe(np.zeros(0, np.uint64), rng.integers(0, 1 << 30, 200).astype(np.uint64))
+    sizes = {k: len(v) for k, v in vars(p).items() if isinstance(v, (dict, list))}
+    assert all(n <= 100 for k, n in sizes.items() if k != "next_saddr"), sizes
+    # still replays what it remembers
+    seq = np.arange(1, 6, dtype=np.uint64)
+    p.observe(np.zeros(0, np.uint64), seq)
+    assert 2 in p.observe(np.zeros(0, np.uint64), seq[:1]).tolist()

@@ -86,14 +86,22 @@ def remove_stale(shm_dir: str | None = None, proc_root: str = "/proc",
 
     A client removes its segment at exit (close(), atexit), but a process killed by
     SIGKILL or a crash leaves its file behind (the ring's size in /dev/shm, for good).
-    Only regular files named recmg.<name>.<pid> with no /proc/<pid> are touched; a
-    segment whose pid was reused by another process stays (its attach is refused with
-    an owner or pid mismatch) until that process is gone too."""
+    Only regular files named recmg.<name>.<pid> (or .recmg.<name>.<pid>.new, one whose
+    client died while creating it) with no /proc/<pid> are touched; a segment whose
+    pid was reused by another process stays (its attach is refused with an owner or
+    pid mismatch) until that process is gone too."""
+    shm_dir = shm_dir or seg.default_dir()
     removed = []
-    for path in discover(shm_dir):
-        pid = seg.parse_segment_name(path.name)[1]
-        if os.path.exists(os.path.join(proc_root, str(pid))):
+    try:
+        names = sorted(os.listdir(shm_dir))
+    except OSError:
+        return removed
+    for fn in names:
+        building = fn.startswith(".") and fn.endswith(".new")
+        parsed = seg.parse_segment_name(fn[1:-4] if building else fn)
+        if parsed is None or os.path.exists(os.path.join(proc_root, str(parsed[1]))):
             continue
+        path = Path(shm_dir) / fn
         try:
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 continue

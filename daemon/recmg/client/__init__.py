@@ -20,10 +20,12 @@ Guarantees:
   ``if_unavailable="run-uninstrumented"`` the client warns and records nothing, and
   the model runs as if recmg were not there.
 - The segment file is created 0600 in seg.default_dir(); 0660 with ``group``, or in
-  a setgid directory such as the packaged /dev/shm/recmg (its group is recmgd's) and removed by close(),
-  or at interpreter exit (atexit) if close() was never called.  A process killed by a
-  signal leaves it behind; recmgd removes such stale segments (`recmg capture clean`
-  does it by hand).  The ring layout is in recmg.capture.segment.
+  a setgid directory such as the packaged /dev/shm/recmg (whose group is recmgd's).
+  It is built under a hidden name and published whole with link(2).
+- close() removes it, or the interpreter's exit (atexit) if close() was never called.
+  A process killed by a signal leaves it behind; recmgd removes such stale segments
+  (`recmg capture clean` does it by hand).  The ring layout is in
+  recmg.capture.segment.
 """
 
 from __future__ import annotations

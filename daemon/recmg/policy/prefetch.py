@@ -213,23 +213,42 @@ class Bingo(SMS):
         self._learn(("long", int(table), int(row)), bits)
 
 
+def _remember(table: OrderedDict, key, value, cap: int) -> None:
+    """table[key] = value as the newest entry, evicting the oldest beyond cap: O(1),
+    bounded, no periodic rebuild."""
+    table[key] = value
+    table.move_to_end(key)
+    if len(table) > cap:
+        table.popitem(last=False)
+
+
 class STMS(Prefetcher):
     """Sampled Temporal Memory Streaming (Wenisch, HPCA'09): a global history of misses
     and an index of each miss's last position; on a miss, replay the ``degree`` misses
-    that followed its previous occurrence."""
+    that followed its previous occurrence.  History and index hold at most ``history``
+    entries each (the index forgets its least recently updated keys)."""
 
     name = "stms"
 
     def __init__(self, table_rows, budget=1024, degree=4, history: int = 1 << 20):
         super().__init__(table_rows, budget, degree)
-        self.hist: list[int] = []
-        self.index: dict[int, int] = {}
         self.cap = history
-        self.base = 0  # absolute position of hist[0]
+        self.hist: list[int] = [0] * history  # a ring: absolute position p at p % cap
+        self.index: OrderedDict[int, int] = OrderedDict()
+        self.end = 0  # absolute position after the newest history entry
 
     def _replay(self, pos: int) -> list[int]:
-        i = pos - self.base + 1
-        return self.hist[i:i + self.degree] if i >= 0 else []
+        """The misses that followed absolute position pos, still in the ring."""
+        lo = max(pos + 1, self.end - self.cap)
+        hi = min(pos + 1 + self.degree, self.end)
+        return [self.hist[p % self.cap] for p in range(lo, hi)]
+
+    def _append(self, m: int) -> int:
+        here = self.end
+        self.hist[here % self.cap] = m
+        self.end += 1
+        _remember(self.index, m, here, self.cap)
+        return here
 
     def _candidates(self, keys, misses, future):
         out: list[int] = []
@@ -237,24 +256,20 @@ class STMS(Prefetcher):
             pos = self.index.get(m)
             if pos is not None:
                 out += self._replay(pos)
-            self.index[m] = self.base + len(self.hist)
-            self.hist.append(m)
-        if len(self.hist) > self.cap:
-            drop = len(self.hist) - self.cap
-            del self.hist[:drop]
-            self.base += drop
+            self._append(m)
         return np.array(out, np.uint64)
 
 
 class Domino(STMS):
     """Domino (Bakhshalipour, HPCA'18): look the last two misses up together; fall back
-    to the last one alone (as STMS) when the pair was never seen."""
+    to the last one alone (as STMS) when the pair was never seen.  The pair index is
+    bounded like the history."""
 
     name = "domino"
 
     def __init__(self, table_rows, budget=1024, degree=4, history: int = 1 << 20):
         super().__init__(table_rows, budget, degree, history)
-        self.pairs: dict[tuple[int, int], int] = {}
+        self.pairs: OrderedDict[tuple[int, int], int] = OrderedDict()
         self.prev: int | None = None
 
     def _candidates(self, keys, misses, future):
@@ -265,32 +280,27 @@ class Domino(STMS):
                 pos = self.index.get(m)
             if pos is not None:
                 out += self._replay(pos)
-            here = self.base + len(self.hist)
-            self.index[m] = here
+            here = self._append(m)
             if self.prev is not None:
-                self.pairs[(self.prev, m)] = here
-            self.hist.append(m)
+                _remember(self.pairs, (self.prev, m), here, self.cap)
             self.prev = m
-        if len(self.hist) > self.cap:
-            drop = len(self.hist) - self.cap
-            del self.hist[:drop]
-            self.base += drop
-            self.pairs = {k: v for k, v in self.pairs.items() if v >= self.base}
         return np.array(out, np.uint64)
 
 
 class ISB(Prefetcher):
     """Irregular Stream Buffer (Jain & Lin, MICRO'13): misses of each table (the PC
     analogue) get consecutive structural addresses in order of first occurrence;
-    a miss prefetches the keys at the next ``degree`` structural addresses."""
+    a miss prefetches the keys at the next ``degree`` structural addresses.  At most
+    ``history`` keys keep an address (the least recently seen are forgotten)."""
 
     name = "isb"
 
-    def __init__(self, table_rows, budget=1024, degree=4):
+    def __init__(self, table_rows, budget=1024, degree=4, history: int = 1 << 20):
         super().__init__(table_rows, budget, degree)
-        self.ps: dict[int, int] = {}  # key -> structural address
+        self.ps: OrderedDict[int, int] = OrderedDict()  # key -> structural address
         self.sp: dict[int, int] = {}  # structural address -> key
         self.next_saddr: dict[int, int] = defaultdict(int)  # table -> next free
+        self.cap = history
 
     def _candidates(self, keys, misses, future):
         out: list[int] = []
@@ -300,7 +310,12 @@ class ISB(Prefetcher):
             if s is None:
                 s = (t << 32) | self.next_saddr[t]
                 self.next_saddr[t] += 1
-                self.ps[m], self.sp[s] = s, m
+                self.sp[s] = m
+            self.ps[m] = s
+            self.ps.move_to_end(m)
+            if len(self.ps) > self.cap:
+                old_key, old_s = self.ps.popitem(last=False)
+                self.sp.pop(old_s, None)
             for k in range(1, self.degree + 1):
                 nxt = self.sp.get(s + k)
                 if nxt is not None:
