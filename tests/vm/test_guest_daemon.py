@@ -112,3 +112,58 @@ profile = "frequency"
         wout = wl.communicate(timeout=60)[0]
     assert d.returncode == 0, dout
     assert "tables_intact=True" in wout, wout  # contents survived every move
+
+
+def test_workloads_killed_mid_migration_never_take_recmgd_down(tmp_path):
+    """Real move_pages against a target that dies while its pages move: move_pages
+    answers ESRCH, or EINVAL once the exiting task dropped its mm.  recmgd detaches the
+    target each time and keeps running (it crashed on 5 of 15 kills before)."""
+    cfg = tmp_path / "recmgd.toml"
+    sock = tmp_path / "ctl.sock"
+    cfg.write_text(f"""tick_ms = 100
+[target]
+segments = ["dying"]
+[tiers]
+fast_nodes = [0]
+slow_nodes = [1]
+[migration]
+backend = "move_pages"
+rate_mib_s = 2000.0
+min_residency_ticks = 0
+[budget]
+fast_mib_per_target = 1
+[safety]
+free_floor_mib = 16
+[control]
+socket = "{sock}"
+""")
+    d = subprocess.Popen([str(BIN / "recmgd"), "-c", str(cfg)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    rng = np.random.default_rng(1)
+    try:
+        while not sock.exists():
+            assert d.poll() is None, d.communicate()[0]
+            time.sleep(0.1)
+        for i in range(5):
+            wl = subprocess.Popen([str(BIN / "recmg"), "workload", "--tables", "2", "--rows",
+                                   str(ROWS), "--dim", str(DIM), "--duration", "60",
+                                   "--name", "dying", "--report-every", "100000"],
+                                  stdout=subprocess.DEVNULL)
+            t0 = time.monotonic()
+            while not [t for t in control.request(str(sock), {"cmd": "status"})["result"]
+                       ["targets"] if t["pid"] == wl.pid]:
+                assert time.monotonic() - t0 < 120, "not attached"
+                time.sleep(0.1)
+            time.sleep(float(rng.uniform(0.2, 1.5)))  # pages are moving now
+            wl.kill()
+            wl.wait()
+            t0 = time.monotonic()
+            while control.request(str(sock), {"cmd": "status"})["result"]["targets"]:
+                assert time.monotonic() - t0 < 30, "not detached"
+                time.sleep(0.1)
+            assert d.poll() is None, f"recmgd died after kill {i + 1}"
+    finally:
+        d.send_signal(signal.SIGTERM)
+        out = d.communicate(timeout=60)[0]
+    assert d.returncode == 0, out
+    assert "worker failed" not in out and out.count("detached") >= 5, out
