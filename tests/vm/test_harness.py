@@ -30,7 +30,7 @@ def test_guest_exit_status_reaches_the_host():
 def test_guest_suite():
     rc, console = boot([PY, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
                         "--color=no", "-m", "guest", "-v",
-                        "tests/vm/test_guest.py"])
+                        "tests/vm/test_guest.py", "tests/vm/test_guest_daemon.py"])
     print(console)
     assert rc == 0, console[-6000:]
     assert " passed" in console and "failed" not in console.split("===")[-2]
