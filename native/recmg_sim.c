@@ -564,3 +564,62 @@ uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
     free(slot);
     return k;
 }
+
+/* ---- scores: each key's value in fast memory, by the policy's own eviction order ----
+ * A resident key gets its rank in the order the policy would evict (1 = the next
+ * victim, len = the last); a key that is not resident gets 0.  LRU: from the LRU end
+ * of its list.  LFU: (frequency, last use) ascending.  Belady: next use descending.
+ * S3-FIFO: the small queue from its tail, then the main queue from its tail (the
+ * order its eviction scans them, second chances aside).  O(len log len). */
+static const recmg_cache *rank_cache;
+
+static int rank_cmp(const void *pa, const void *pb)
+{
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    if (h_before(rank_cache, a, b))
+        return -1;
+    if (h_before(rank_cache, b, a))
+        return 1;
+    return a < b ? -1 : a > b;
+}
+
+static uint64_t rank_list(const recmg_cache *c, const list *l, uint32_t *rank, uint64_t r)
+{
+    for (uint32_t v = l->tail; v != NONE; v = c->nodes[v].prev)
+        rank[v] = (uint32_t)++r;
+    return r;
+}
+
+int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, double *out)
+{
+    uint32_t *rank = calloc(c->capacity + 1, sizeof *rank);
+    if (!rank)
+        return -1;
+    switch (c->policy) {
+    case RECMG_LRU:
+        rank_list(c, &c->lru, rank, 0);
+        break;
+    case RECMG_S3FIFO:
+        rank_list(c, &c->lru, rank, rank_list(c, &c->small, rank, 0));
+        break;
+    default: { /* LFU, Belady: the heap's nodes sorted by eviction order */
+        uint32_t *order = malloc((c->len + 1) * sizeof *order);
+        if (!order) {
+            free(rank);
+            return -1;
+        }
+        memcpy(order, c->heap, c->len * sizeof *order);
+        rank_cache = c;
+        qsort(order, c->len, sizeof *order, rank_cmp);
+        for (uint64_t i = 0; i < c->len; i++)
+            rank[order[i]] = (uint32_t)(i + 1);
+        free(order);
+    }
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t v = h_get(c, keys[i]);
+        out[i] = v == NONE ? 0.0 : (double)rank[v];
+    }
+    free(rank);
+    return 0;
+}

@@ -60,6 +60,11 @@ void recmg_cache_contains(const recmg_cache *c, const uint64_t *keys, uint64_t n
 /* Copy up to max resident keys into out; returns the count. */
 uint64_t recmg_cache_resident(const recmg_cache *c, uint64_t *out, uint64_t max);
 
+/* Each key's value in fast memory (higher = more valuable): its rank in the policy's
+ * eviction order if resident (1 = next victim), 0 if not.  0 on success, -1 if out of
+ * memory. */
+int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, double *out);
+
 /* Distinct keys of keys[0..n) in first-occurrence order into out; counts[i] = how
  * often out[i] occurs (counts may be NULL).  Returns the number of distinct keys. */
 uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,

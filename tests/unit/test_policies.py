@@ -239,3 +239,26 @@ def test_temporal_prefetcher_state_is_bounded(name):
     seq = np.arange(1, 6, dtype=np.uint64)
     p.observe(np.zeros(0, np.uint64), seq)
     assert 2 in p.observe(np.zeros(0, np.uint64), seq[:1]).tolist()
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfu", "belady", "s3fifo"])
+def test_scores_rank_residents_in_the_policys_eviction_order(policy):
+    """The lowest-scored resident key is the policy's next victim (S3-FIFO: its queue
+    order, second chances aside); keys not resident score 0."""
+    rng = np.random.default_rng(3)
+    keys = (rng.zipf(1.3, 3000) % 200).astype(np.uint64)
+    nu = next_use(keys)
+    for trial in range(20):
+        c = Cache(policy, 16)
+        cut = 500 + 100 * trial
+        c.access(keys[:cut], nu[:cut] if policy == "belady" else None)
+        res = c.resident()
+        sc = c.scores(res)
+        assert (sc > 0).all() and sorted(sc.tolist()) == list(range(1, len(res) + 1))
+        assert c.scores(np.array([10**9], np.uint64)).tolist() == [0.0]
+        if policy == "s3fifo":
+            continue
+        victim = res[int(np.argmin(sc))]
+        new = np.array([10**6 + trial], np.uint64)  # a miss: one eviction
+        c.access(new, np.array([0], np.uint64) if policy == "belady" else None)  # soon: admitted
+        assert not c.contains(np.array([victim], np.uint64))[0], (policy, trial)

@@ -94,6 +94,17 @@ class Cache:
                                  _ptr(out, "uint8_t *"))
         return out.view(bool)
 
+    def scores(self, keys) -> np.ndarray:
+        """Each key's value in fast memory (float64, higher = more valuable): its rank
+        in this policy's eviction order if resident (1 = the next victim), 0 if not.
+        The planner promotes the highest first and demotes the lowest first."""
+        keys = _u64(keys)
+        out = np.zeros(len(keys), np.float64)
+        if lib.recmg_cache_scores(self._c, _ptr(keys, "uint64_t *"), len(keys),
+                                  _ptr(out, "double *")) != 0:
+            raise MemoryError("cache scores: out of memory")
+        return out
+
     def resident(self) -> np.ndarray:
         out = np.zeros(max(len(self), 1), np.uint64)
         n = lib.recmg_cache_resident(self._c, _ptr(out, "uint64_t *"), len(out))
