@@ -375,16 +375,21 @@ class Pipeline:
             cand = np.zeros(0, np.uint64)
         if self.paused:
             return
-        want = np.zeros(st.pages.n_pages, bool)
-        want[st.cache.resident().astype(np.int64)] = True
+        # page scores: the caching policy's eviction rank for its residents (1 =
+        # next victim), then prefetch candidates in (0, 0.5], best first, below every
+        # cached page; 0 for the rest.  wanted = score > 0.
+        scores = np.zeros(st.pages.n_pages, np.float64)
+        res = st.cache.resident()
+        scores[res.astype(np.int64)] = st.cache.scores(res)
         if len(cand):
-            cand = cand[~want[cand.astype(np.int64)]][: st.profile.prefetch_budget_pages]
-            want[cand.astype(np.int64)] = True
+            cand = cand[scores[cand.astype(np.int64)] == 0][: st.profile.prefetch_budget_pages]
+            scores[cand.astype(np.int64)] = 0.5 * (1 - np.arange(len(cand)) / (len(cand) + 1))
+        want = scores > 0
         np.add(st.unwanted_ticks, 1, out=st.unwanted_ticks, where=~want)
         st.unwanted_ticks[want] = 0
         rate_pages = int(self.cfg.migration.rate_mib_s * (1 << 20) * self.cfg.tick_ms / 1000
                          // st.pages.page_size)
-        p = planner.plan(st.placement, want, st.fast, st.slow, budget_pages=st.budget_pages,
+        p = planner.plan(st.placement, scores, st.fast, st.slow, budget_pages=st.budget_pages,
                          rate_pages=max(rate_pages, 1), last_moved=st.last_moved,
                          tick=self.tick_no,
                          min_residency_ticks=self.cfg.migration.min_residency_ticks,

@@ -1,8 +1,10 @@
-"""The planner: a pure function from desired placement to page moves.
+"""The planner: a pure function from page scores to page moves.
 
 Inputs are arrays over a target's pages (global page index = position): where each
-page is now, which pages the policy wants in fast memory, and when each page last
-moved.  Output is which pages to demote and which to promote this tick, within:
+page is now, each page's score (its value in fast memory: higher is more valuable,
+> 0 means wanted there, 0 not), and when each page last moved.  Output is which pages
+to demote and which to promote this tick, most valuable promotions first and least
+valuable demotions first, within:
 
 - the target's fast-memory budget (pages), demoting pages the policy no longer wants
   to make room, and never keeping more promotions than the room left;
@@ -11,7 +13,9 @@ moved.  Output is which pages to demote and which to promote this tick, within:
   which damps ping-pong;
 - safety: ``allow_promote=False`` (free-memory floor or pressure) plans demotions only.
 
-No clock, no syscalls: golden tests pin its output.
+Ties (equal scores) are broken by a fixed pseudo-random order of page indices
+(splitmix64 of the index), so no address range is favoured under the rate cap or the
+budget.  No clock, no syscalls: golden tests pin its output.
 """
 
 from __future__ import annotations
@@ -42,23 +46,40 @@ class Plan:
                 "blocked_promotions": self.blocked_promotions}
 
 
-def plan(placement: np.ndarray, want_fast: np.ndarray, fast_nodes: list[int],
+def tie_order(pages: np.ndarray) -> np.ndarray:
+    """splitmix64 of each page index: the planner's tie-break among equal scores."""
+    with np.errstate(over="ignore"):
+        z = pages.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _by_value(pages: np.ndarray, scores: np.ndarray, descending: bool) -> np.ndarray:
+    """pages sorted by score (descending: most valuable first), ties by tie_order."""
+    s = scores[pages]
+    return pages[np.lexsort((tie_order(pages), -s if descending else s))]
+
+
+def plan(placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
          slow_nodes: list[int], *, budget_pages: int, rate_pages: int,
          last_moved: np.ndarray, tick: int, min_residency_ticks: int,
          allow_promote: bool = True, unwanted_ticks: np.ndarray | None = None) -> Plan:
-    """placement: int node per page (UNKNOWN allowed); want_fast: bool per page (ties
-    broken by index).  unwanted_ticks: for how many consecutive ticks each page has
-    been outside the wanted set; a fast page is demoted only after
+    """placement: int node per page (UNKNOWN allowed); scores: float per page (a bool
+    wanted-mask also works: True scores 1).  unwanted_ticks: for how many consecutive
+    ticks each page has been outside the wanted set; a fast page is demoted only after
     ``min_residency_ticks`` of them, so a page that flickers at the policy's margin
     stays put (hysteresis on the decision, not only on the last move)."""
     fast_node, slow_node = fast_nodes[0], slow_nodes[0]
+    scores = np.asarray(scores, np.float64)
+    want_fast = scores > 0
     is_fast = np.isin(placement, fast_nodes)
     eligible = (tick - last_moved) >= min_residency_ticks
     settled = eligible if unwanted_ticks is None else \
         eligible & (unwanted_ticks >= min_residency_ticks)
-    promote = np.flatnonzero(want_fast & ~is_fast & eligible)
+    promote = _by_value(np.flatnonzero(want_fast & ~is_fast & eligible), scores, True)
     want_but_held = int(np.count_nonzero(want_fast & ~is_fast & ~eligible))
-    candidates = np.flatnonzero(is_fast & ~want_fast & settled)
+    candidates = _by_value(np.flatnonzero(is_fast & ~want_fast & settled), scores, False)
     held = want_but_held + int(np.count_nonzero(is_fast & ~want_fast & ~settled))
     blocked = 0
     if not allow_promote:
