@@ -1,6 +1,7 @@
 """The simulator's three modes on hand-worked traces, and `recmg sim`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from recmg.cli import recmg as cli
 from recmg.sim import engine, matrix
 from recmg.trace import format as tf
+from recmg.trace import synthetic
 
 
 def trace_of(batches, rows=(100, 100), row_bytes=64):
@@ -150,3 +152,34 @@ def test_sim_of_a_trace_without_keys_in_every_mode(tmp_path, tables, capsys):
                          keys=np.zeros(0, np.uint64),
                          batch_offsets=np.zeros(1 + 2 * tables, np.uint64)))
     assert cli.main(["sim", str(p), "--mode", "access,batch,page,daemon", "--quiet"]) == 0
+
+
+def test_sim_config_replays_recmgds_own_tick(tmp_path, capsys):
+    """`recmg sim --config FILE TRACE`: what recmgd with that config would have done."""
+    from recmg.service import config as cfgmod
+    from recmg.sim.daemon_mode import replay, tick_starts_in_trace_time
+
+    root = Path(__file__).resolve().parents[2]
+    trace = synthetic.trace(synthetic.preset("meta2021-small", 0.01, seed=1), 12)
+    p = tmp_path / "t.rtrace"
+    tf.write(p, trace)
+    assert cli.main(["sim", "--config", str(root / "packaging/recmgd.toml"), str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "default (s3fifo+stms)" in out and "1024 MiB" in out
+    # the rate cap and budget of the config hold in every tick (the real Pipeline.tick)
+    cfg = cfgmod.parse("tick_ms = 100\n[budget]\nfast_mib_per_target = 1\n"
+                       "[migration]\nrate_mib_s = 40.0\n")  # 40 MiB/s x 0.1 s = 1024 pages
+    status, ticks = replay(trace, cfg, cfgmod.load_profile("lru"), batches_per_tick=3)
+    assert len(ticks) == 4 and ticks[-1]["batches"] == 12
+    assert all(t["promoted"] + t["demoted"] <= 1024 for t in ticks)
+    assert status["targets"][0]["fast_pages"] <= 256 and status["totals"]["promoted"] > 0
+    # ticks in trace time: batches at 0, 50, 120, 130 and 250 ms, ticks of 100 ms
+    timed = tf.Trace(tables=trace.tables, keys=trace.keys[:int(trace.batch_offsets[5])],
+                     batch_offsets=trace.batch_offsets[:6],
+                     timestamps_ns=np.array([0, 50, 120, 130, 250], np.uint64) * 10**6)
+    assert tick_starts_in_trace_time(timed, 100).tolist() == [0, 2, 4]
+    _, ticks = replay(timed, cfg, cfgmod.load_profile("lru"))
+    assert [t["batches"] for t in ticks] == [2, 4, 5]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("tick_ms = -1\n")
+    assert cli.main(["sim", "--config", str(bad), str(p)]) == 78

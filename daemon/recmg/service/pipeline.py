@@ -445,7 +445,8 @@ class Pipeline:
         for name, t in sorted(self.targets.items()):
             s = t.stats
             _add_stats(totals, s)
-            targets.append({"segment": name, "name": seg.parse_segment_name(name)[0],
+            targets.append({"segment": name,
+                            "name": (seg.parse_segment_name(name) or (name, 0))[0],
                             "pid": t.pid, "tables": len(t.reader.tables),
                             "sampling": t.sampling, "offered_accesses_s": round(t.rate),
                             "pages": t.pages.n_pages, "fast_pages": t.fast_pages(),

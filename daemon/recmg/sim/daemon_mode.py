@@ -11,6 +11,7 @@ slow tier, as with the simulated backend.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,10 @@ PAGE = 4096
 class TraceSource:
     """The subset of SegmentReader the pipeline uses, over a Trace."""
 
-    def __init__(self, trace: Trace, batches_per_tick: int, max_batches: int | None = None):
+    def __init__(self, trace: Trace, batches_per_tick: int, max_batches: int | None = None,
+                 tick_starts: np.ndarray | None = None):
+        """Each tick reads ``batches_per_tick`` batches, or, with ``tick_starts``, the
+        batches from one start to the next (ticks in trace time)."""
         self.trace = trace
         self.path = Path("trace")
         self.pid = 0
@@ -40,6 +44,7 @@ class TraceSource:
             base += length + (-length) % PAGE
         self.per_tick = batches_per_tick
         self.end = trace.n_batches if max_batches is None else min(max_batches, trace.n_batches)
+        self.tick_starts = tick_starts
         self.next = 0
         self.closed = False
         self.writer_alive = True
@@ -47,7 +52,12 @@ class TraceSource:
     def read(self, max_batches=None, max_keys=None) -> AccessBatch:
         """The next tick's batches (SegmentReader.read's contract; a replayed trace is
         trusted, so only the batch bound applies)."""
-        per_tick = self.per_tick if max_batches is None else min(self.per_tick, max_batches)
+        per_tick = self.per_tick
+        if self.tick_starts is not None:  # up to the next tick's first batch
+            nxt = self.tick_starts[np.searchsorted(self.tick_starts, self.next, "right"):]
+            per_tick = int(nxt[0]) - self.next if len(nxt) else self.end - self.next
+        if max_batches is not None:
+            per_tick = min(per_tick, max_batches)
         lo, hi = self.next, min(self.next + per_tick, self.end)
         self.next = hi
         offs = self.trace.batch_offsets
@@ -62,7 +72,7 @@ class TraceSource:
                 keys & np.uint64((1 << 40) - 1))
         return AccessBatch(keys=keys, batch_offsets=(offs[lo:hi + 1] - offs[lo]).astype(np.uint64),
                            batch_ids=np.arange(lo, hi, dtype=np.uint64),
-                           timestamps_ns=np.zeros(hi - lo, np.uint64))
+                           timestamps_ns=np.asarray(self.trace.timestamps_ns[lo:hi], np.uint64))
 
     def set_sampling(self, one_in: int) -> None:
         """A trace is replayed whole: sampling requests are ignored."""
@@ -98,3 +108,40 @@ def simulate_daemon(trace: Trace, policy: str, capacity_pages: int, prefetcher: 
     return Metrics(accesses=s.accesses, hits=s.fast_accesses, ondemand=s.ondemand,
                    bytes_moved=(s.promoted + s.demoted) * PAGE,
                    seconds=time.perf_counter() - t0)
+
+
+def tick_starts_in_trace_time(trace: Trace, tick_ms: int) -> np.ndarray | None:
+    """The first batch of each tick when ticks last ``tick_ms`` of the trace's own
+    time (its batch timestamps); None when the trace has no timestamps."""
+    ts = np.asarray(trace.timestamps_ns, np.int64)
+    if not len(ts) or not ts.any():
+        return None
+    tick = (ts - ts[0]) // (tick_ms * 1_000_000)
+    return np.flatnonzero(np.diff(tick, prepend=tick[0] - 1))
+
+
+def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
+           batches_per_tick: int | None = None, max_batches: int | None = None
+           ) -> tuple[dict, list[dict]]:
+    """What recmgd with this configuration would have done on this trace: its own
+    Pipeline.tick (brakes, budget, rate cap, hysteresis), the simulated tier in place
+    of the pages.  Ticks follow the trace's timestamps in ``tick_ms`` of trace time,
+    or ``batches_per_tick`` batches each (given, or when the trace has no timestamps:
+    1).  Returns recmgd's status totals and, per tick, the pages promoted and demoted.
+    """
+    cfg = replace(cfg, migration=replace(cfg.migration, backend="simulated"),
+                  target=replace(cfg.target, max_accesses_per_s=0.0))  # all of it
+    pipe = Pipeline(cfg, profile, [0], [1])
+    starts = None if batches_per_tick else tick_starts_in_trace_time(trace, cfg.tick_ms)
+    src = TraceSource(trace, batches_per_tick or 1, max_batches, starts)
+    pipe.targets["trace"] = TargetState(src, cfg, profile, pipe.migrator, [0], [1])
+    ticks = []
+    while not src.done:
+        before = pipe.targets["trace"].stats
+        p0, d0 = before.promoted, before.demoted
+        pipe.tick()
+        st = pipe.targets["trace"].stats
+        ticks.append({"tick": pipe.tick_no, "batches": st.batches,
+                      "promoted": st.promoted - p0, "demoted": st.demoted - d0})
+    status = pipe.status()
+    return status, ticks
