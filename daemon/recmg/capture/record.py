@@ -1,4 +1,6 @@
-"""`recmg trace record`: drain a live capture ring into an .rtrace file."""
+"""Recordings: `recmg trace record` drains a live capture ring into an .rtrace file;
+``ticked_trace`` turns the batches recmgd read, tick by tick, into one (what
+`recmgctl record` writes), keeping the tick grouping for `recmg sim --config`."""
 
 from __future__ import annotations
 
@@ -57,3 +59,18 @@ def record(reader: SegmentReader, output: str, *, batches: int | None = None,
     tf.write(output, trace)
     return {"batches": n, "keys": nkeys, **{k: meta[k] for k in
                                              ("dropped_batches", "dropped_keys", "invalid_keys")}}
+
+
+def ticked_trace(parts: list[tuple], tables: list[tf.TableInfo], meta: dict) -> tf.Trace:
+    """A trace of recorded batches, ``parts`` = (keys, batch id, timestamp ns, tick) in
+    read order.  meta["tick_starts"] lists the first batch of each tick, so a replay can
+    group batches exactly as recmgd's ticks read them."""
+    keys = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
+    offs = np.zeros(len(parts) + 1, np.uint64)
+    np.cumsum([len(p[0]) for p in parts], out=offs[1:])
+    ticks = np.array([p[3] for p in parts], np.int64)
+    starts = np.flatnonzero(np.diff(ticks, prepend=ticks[0] - 1)) if len(ticks) else ticks
+    return tf.Trace(tables=tables, keys=keys, batch_offsets=offs,
+                    batch_ids=np.array([p[1] for p in parts], np.uint64),
+                    timestamps_ns=np.array([p[2] for p in parts], np.uint64),
+                    meta={**meta, "tick_starts": starts.tolist()})

@@ -24,12 +24,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 from recmg import __version__
 from recmg.capture import segment as seg
 from recmg.capture.reader import remove_stale
+from recmg.capture.record import ticked_trace
 from recmg.capture.watcher import ProcessWatcher
 from recmg.service import config as cfgmod
 from recmg.service import metrics as m
@@ -242,13 +242,8 @@ class Daemon:
 
     def _finish_recording(self, name: str, rec: dict, note: str = "") -> None:
         parts = rec["batches"][: rec["want"]]
-        keys = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
-        offs = np.zeros(len(parts) + 1, np.uint64)
-        np.cumsum([len(p[0]) for p in parts], out=offs[1:])
-        trace = tf.Trace(tables=rec["tables"], keys=keys, batch_offsets=offs,
-                         batch_ids=np.array([p[1] for p in parts], np.uint64),
-                         timestamps_ns=np.array([p[2] for p in parts], np.uint64),
-                         meta={"source": "recmgd", "segment": name, "pid": rec["pid"]})
+        trace = ticked_trace(parts, rec["tables"], {"source": "recmgd", "segment": name,
+                                                    "pid": rec["pid"]})
         try:
             tf.write(rec["output"], trace)
             rec["result"] = f"{note}wrote {len(parts)} batches to {rec['output']}"

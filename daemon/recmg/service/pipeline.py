@@ -123,7 +123,8 @@ class TargetState:
         self.budget_override = budget_pages  # exact page budget (the simulator's daemon mode)
         self.sampling, self.rate = 1, 0.0
         self.last_ts: int | None = None  # client timestamp (ns) of the last batch read
-        self.recorder: list | None = None  # `recmgctl record`: (keys, batch id, ts) per batch
+        # `recmgctl record`: (keys, batch id, ts, tick) per batch read
+        self.recorder: list | None = None
         self.set_policy(cfg, profile)
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
@@ -347,7 +348,8 @@ class Pipeline:
         if st.recorder is not None:
             offs = batch.batch_offsets.astype(np.int64)
             st.recorder.extend((batch.keys[offs[b]:offs[b + 1]], int(batch.batch_ids[b]),
-                                int(batch.timestamps_ns[b])) for b in range(batch.n_batches))
+                                int(batch.timestamps_ns[b]), self.tick_no)
+                               for b in range(batch.n_batches))
         if batch.n_batches:
             pages = st.pages.pages_of_keys(batch.keys)
             on_fast = np.isin(st.placement[pages], st.fast)

@@ -125,14 +125,17 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
            ) -> tuple[dict, list[dict]]:
     """What recmgd with this configuration would have done on this trace: its own
     Pipeline.tick (brakes, budget, rate cap, hysteresis), the simulated tier in place
-    of the pages.  Ticks follow the trace's timestamps in ``tick_ms`` of trace time,
-    or ``batches_per_tick`` batches each (given, or when the trace has no timestamps:
-    1).  Returns recmgd's status totals and, per tick, the pages promoted and demoted.
-    """
+    of the pages.  Ticks: ``batches_per_tick`` batches each if given; else the ticks a
+    recmgd recording read them in (meta "tick_starts"); else ``tick_ms`` of the
+    trace's timestamps; else one batch a tick.  Returns recmgd's status and, per tick,
+    the pages promoted and demoted."""
     cfg = replace(cfg, migration=replace(cfg.migration, backend="simulated"),
                   target=replace(cfg.target, max_accesses_per_s=0.0))  # all of it
     pipe = Pipeline(cfg, profile, [0], [1])
-    starts = None if batches_per_tick else tick_starts_in_trace_time(trace, cfg.tick_ms)
+    starts = None
+    if not batches_per_tick:
+        starts = np.asarray(trace.meta["tick_starts"], np.int64) \
+            if trace.meta.get("tick_starts") else tick_starts_in_trace_time(trace, cfg.tick_ms)
     src = TraceSource(trace, batches_per_tick or 1, max_batches, starts)
     pipe.targets["trace"] = TargetState(src, cfg, profile, pipe.migrator, [0], [1])
     ticks = []
