@@ -39,8 +39,11 @@ class TableRegion:
     base: int  # address in the target process
     length: int  # bytes
 
-    def page_of_rows(self, rows: np.ndarray, page_shift: int = 12) -> np.ndarray:
-        """Page numbers (address >> page_shift) of the first byte of each row."""
+    def page_of_rows(self, rows: np.ndarray, page_shift: int | None = None) -> np.ndarray:
+        """Page numbers (address >> page_shift, default the system's page size) of the
+        first byte of each row."""
+        if page_shift is None:
+            page_shift = os.sysconf("SC_PAGE_SIZE").bit_length() - 1
         return (np.uint64(self.base) + rows.astype(np.uint64) * np.uint64(self.info.row_bytes)
                 ) >> np.uint64(page_shift)
 

@@ -141,7 +141,7 @@ def render_status(st: dict) -> str:
                          str(t["ondemand"]), str(t["promoted"]), str(t["demoted"]),
                          str(t["dropped_batches"])])
         lines += ["targets:", table(rows)]
-        size = sum(t["fast_pages"] for t in st["targets"]) * 4096
+        size = sum(t["fast_pages"] for t in st["targets"]) * os.sysconf("SC_PAGE_SIZE")
         lines.append(f"  fast-tier use: {human_bytes(size)}")
     else:
         lines.append("targets: none attached")

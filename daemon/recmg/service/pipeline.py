@@ -27,6 +27,7 @@ from recmg.service import metrics as m
 from recmg.service import safety
 from recmg.service.config import Config, Profile
 from recmg.tiering import migrators, planner
+from recmg.tiering.layout import Layout
 
 log = logging.getLogger("recmgd")
 
@@ -110,7 +111,7 @@ class TargetState:
         self.reader = reader
         self.pid = reader.pid
         self.name = reader.path.name
-        self.pages = migrators.PageMap(reader.tables)
+        self.pages = Layout.of_regions(reader.tables)
         if self.pages.n_pages > cfg.target.max_pages:
             raise ValueError(f"its tables span {self.pages.n_pages} pages, more than "
                              f"target.max_pages ({cfg.target.max_pages})")

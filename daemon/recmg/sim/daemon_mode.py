@@ -20,9 +20,9 @@ from recmg.capture.reader import AccessBatch, TableRegion
 from recmg.service import config as cfgmod
 from recmg.service.pipeline import Pipeline, TargetState
 from recmg.sim.engine import Metrics
+from recmg.tiering.layout import PAGE_SIZE, Layout
 from recmg.trace.format import Trace
 
-PAGE = 4096
 
 
 class TraceSource:
@@ -36,12 +36,8 @@ class TraceSource:
         self.path = Path("trace")
         self.pid = 0
         self.uid = 0
-        base = 1 << 32
-        self.tables = []
-        for t in trace.tables:
-            length = t.rows * t.row_bytes
-            self.tables.append(TableRegion(t, base, length))
-            base += length + (-length) % PAGE
+        self.tables = [TableRegion(t, base, t.rows * t.row_bytes)
+                       for t, base in zip(trace.tables, Layout.virtual_bases(trace.tables))]
         self.per_tick = batches_per_tick
         self.end = trace.n_batches if max_batches is None else min(max_batches, trace.n_batches)
         self.tick_starts = tick_starts
@@ -106,7 +102,7 @@ def simulate_daemon(trace: Trace, policy: str, capacity_pages: int, prefetcher: 
         pipe.tick_no += 1
     s = state.stats
     return Metrics(accesses=s.accesses, hits=s.fast_accesses, ondemand=s.ondemand,
-                   bytes_moved=(s.promoted + s.demoted) * PAGE,
+                   bytes_moved=(s.promoted + s.demoted) * PAGE_SIZE,
                    seconds=time.perf_counter() - t0)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from recmg.policy import prefetch as pf_mod
 from recmg.policy.cache import HIT, MISS, PREFETCH_HIT, Cache, next_use, unique_ordered
+from recmg.tiering.layout import PAGE_SIZE, Layout
 from recmg.trace.format import TABLE_SHIFT, Trace, key_table
 
 
@@ -40,7 +41,7 @@ class CostModel:
     fast_ns: float = 100.0  # local DRAM load (HMAT guest: 100 ns)
     slow_ns: float = 300.0  # CXL expander load (HMAT guest: 300 ns; CXL 1.1 cards 170-270)
     migrate_gb_s: float = 2.0  # move_pages throughput per daemon thread
-    page_bytes: int = 4096
+    page_bytes: int = PAGE_SIZE
 
 
 @dataclass
@@ -229,21 +230,27 @@ class _UnitTrace:
         return self.conv(np.asarray(self.trace.batch(b)))
 
 
-def page_mapper(trace: Trace, page_bytes: int = 4096):
-    """(keys -> page keys, page counts per table): tables laid out page-aligned one after
-    another; a row is attributed to the page of its first byte."""
-    rows = _rows_by_table_id(trace)
-    rb = np.zeros(len(rows), np.uint64)
-    for t in trace.tables:
-        rb[t.id] = t.row_bytes
-    pages = np.array([-(-int(rows[i]) * int(rb[i]) // page_bytes) if rows[i] else 0
-                      for i in range(len(rows))], np.int64)
+def page_mapper(trace: Trace, page_bytes: int = PAGE_SIZE):
+    """(keys -> page keys, page counts per table) in recmgd's own layout
+    (recmg.tiering.layout.Layout.virtual: tables page-aligned one after another, a row
+    on the page of its first byte); a page key is table << 40 | page within the table.
+    Keys name tables by id; the layout numbers them by position."""
+    layout = Layout.virtual(trace.tables, page_bytes)
+    ids = [t.id for t in trace.tables]
+    pos = np.zeros(max(ids) + 1 if ids else 0, np.uint64)
+    pos[ids] = np.arange(len(ids), dtype=np.uint64)
+    tid = np.array(ids, np.uint64)
 
     def conv(keys: np.ndarray) -> np.ndarray:
-        t = keys >> np.uint64(TABLE_SHIFT)
-        r = keys & np.uint64((1 << TABLE_SHIFT) - 1)
-        return (t << np.uint64(TABLE_SHIFT)) | (r * rb[t.astype(np.intp)] // np.uint64(page_bytes))
+        keys = np.asarray(keys, np.uint64)
+        t = pos[(keys >> np.uint64(TABLE_SHIFT)).astype(np.intp)]
+        by_pos = (t << np.uint64(TABLE_SHIFT)) | (keys & np.uint64((1 << TABLE_SHIFT) - 1))
+        pk = layout.table_page_keys(by_pos)  # table position << 40 | page
+        return (tid[(pk >> np.uint64(TABLE_SHIFT)).astype(np.intp)] << np.uint64(TABLE_SHIFT)) \
+            | (pk & np.uint64((1 << TABLE_SHIFT) - 1))
 
+    pages = np.zeros(len(pos), np.int64)
+    pages[ids] = layout.pages_per_table()
     return conv, pages
 
 

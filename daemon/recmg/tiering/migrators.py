@@ -7,8 +7,8 @@
 - ``dryrun``: records what would move; the placement is tracked virtually so the
   planner converges, and nothing is touched.
 
-Pages are given as global page indices of a ``PageMap``; a migrator only ever turns
-them into addresses inside the target's validated table regions.
+Pages are given as global page indices of a ``Layout`` (recmg.tiering.layout); a
+migrator only ever turns them into addresses inside the target's validated table regions.
 """
 
 from __future__ import annotations
@@ -20,44 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recmg.capture.reader import TableRegion
 from recmg.tiering import placement as pl
-
-PAGE_SHIFT = 12
-
-
-class PageMap:
-    """Global page indices over a target's registered tables (page-granular)."""
-
-    def __init__(self, tables: list[TableRegion], page_size: int = 4096):
-        self.page_size = page_size
-        shift = page_size.bit_length() - 1
-        self.first = np.array([t.base >> shift for t in tables], np.uint64)
-        last = np.array([(t.base + t.length - 1) >> shift for t in tables], np.uint64)
-        counts = (last - self.first + np.uint64(1)).astype(np.int64)
-        self.offset = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        self.row_bytes = np.array([t.info.row_bytes for t in tables], np.uint64)
-        self.base = np.array([t.base for t in tables], np.uint64)
-        self.shift = shift
-        self.n_pages = int(self.offset[-1])
-
-    def pages_of_keys(self, keys: np.ndarray) -> np.ndarray:
-        """Global page index of each vector key (the page of its first byte)."""
-        t = (keys >> np.uint64(40)).astype(np.intp)
-        row = keys & np.uint64((1 << 40) - 1)
-        addr = self.base[t] + row * self.row_bytes[t]
-        return (self.offset[t] + ((addr >> np.uint64(self.shift)) - self.first[t]).astype(
-            np.int64))
-
-    def addresses(self, pages: np.ndarray) -> np.ndarray:
-        """Page-aligned addresses of global page indices (inside the tables)."""
-        pages = np.asarray(pages, np.int64)
-        if len(pages) and (pages.min() < 0 or pages.max() >= self.n_pages):
-            raise ValueError("page index outside the target's registered tables")
-        t = np.searchsorted(self.offset, pages, side="right") - 1
-        return (self.first[t] + (pages - self.offset[t]).astype(np.uint64)) << np.uint64(
-            self.shift)
-
+from recmg.tiering.layout import Layout
 
 @dataclass
 class Outcome:
@@ -72,10 +36,10 @@ class Migrator:
     name = "base"
     real = False
 
-    def initial_placement(self, pid: int, pages: PageMap, fast: int, slow: int) -> np.ndarray:
+    def initial_placement(self, pid: int, pages: Layout, fast: int, slow: int) -> np.ndarray:
         raise NotImplementedError
 
-    def apply(self, pid: int, pages: PageMap, idx: np.ndarray, node: int,
+    def apply(self, pid: int, pages: Layout, idx: np.ndarray, node: int,
               placement: np.ndarray, deadline: float) -> Outcome:
         raise NotImplementedError
 

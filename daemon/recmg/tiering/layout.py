@@ -1,0 +1,90 @@
+"""The one vector -> page layout (daemon, simulator and tests use it).
+
+A target's tables are regions of its address space; the page of row r of table t is
+(base_t + r * row_bytes_t) >> page_shift, the page of the row's first byte (a row that
+straddles a page boundary is counted on its first page).  A ``Layout`` numbers the
+pages of all tables end to end: table t's pages are offset_t .. offset_t+1 - 1, the
+global page index every placement array is indexed by.  The simulator lays a trace's
+tables out the same way at virtual, page-aligned bases (``Layout.virtual``), so a
+replay numbers pages exactly as recmgd does for a live process.
+
+The page size is the system's (sysconf(_SC_PAGESIZE)), never a constant.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from recmg.trace.format import ROW_MASK, TABLE_SHIFT, TableInfo
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+VIRTUAL_BASE = 1 << 32  # where Layout.virtual puts the first table
+
+
+class Layout:
+    """Global page indices over a target's tables (page granular)."""
+
+    def __init__(self, bases, lengths, row_bytes, page_size: int = PAGE_SIZE):
+        if page_size <= 0 or page_size & (page_size - 1):
+            raise ValueError(f"page size must be a power of two, got {page_size}")
+        self.page_size = page_size
+        self.shift = page_size.bit_length() - 1
+        self.base = np.asarray(bases, np.uint64)
+        length = np.asarray(lengths, np.uint64)
+        self.row_bytes = np.asarray(row_bytes, np.uint64)
+        self.first = self.base >> np.uint64(self.shift)
+        last = (self.base + length - np.uint64(1)) >> np.uint64(self.shift)
+        counts = (last - self.first + np.uint64(1)).astype(np.int64)
+        self.offset = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        self.n_pages = int(self.offset[-1])
+
+    @classmethod
+    def of_regions(cls, regions, page_size: int = PAGE_SIZE) -> Layout:
+        """The layout of a live target's validated table regions (capture.reader)."""
+        return cls([r.base for r in regions], [r.length for r in regions],
+                   [r.info.row_bytes for r in regions], page_size)
+
+    @staticmethod
+    def virtual_bases(tables: list[TableInfo], page_size: int = PAGE_SIZE) -> list[int]:
+        """Page-aligned bases for a trace's tables, one after another."""
+        bases, base = [], VIRTUAL_BASE
+        for t in tables:
+            bases.append(base)
+            length = t.rows * t.row_bytes
+            base += length + (-length) % page_size
+        return bases
+
+    @classmethod
+    def virtual(cls, tables: list[TableInfo], page_size: int = PAGE_SIZE) -> Layout:
+        """The layout the simulator gives a trace's tables (see virtual_bases)."""
+        return cls(cls.virtual_bases(tables, page_size),
+                   [t.rows * t.row_bytes for t in tables],
+                   [t.row_bytes for t in tables], page_size)
+
+    def pages_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Global page index of each vector key (table << 40 | row) by table position."""
+        t = (keys >> np.uint64(TABLE_SHIFT)).astype(np.intp)
+        row = keys & np.uint64(ROW_MASK)
+        addr = self.base[t] + row * self.row_bytes[t]
+        return self.offset[t] + ((addr >> np.uint64(self.shift)) - self.first[t]).astype(
+            np.int64)
+
+    def table_page_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's page as a per-table key: table << 40 | page within the table."""
+        t = keys >> np.uint64(TABLE_SHIFT)
+        page = self.pages_of_keys(keys) - self.offset[t.astype(np.intp)]
+        return (t << np.uint64(TABLE_SHIFT)) | page.astype(np.uint64)
+
+    def pages_per_table(self) -> np.ndarray:
+        return np.diff(self.offset)
+
+    def addresses(self, pages: np.ndarray) -> np.ndarray:
+        """Page-aligned addresses of global page indices (inside the tables)."""
+        pages = np.asarray(pages, np.int64)
+        if len(pages) and (pages.min() < 0 or pages.max() >= self.n_pages):
+            raise ValueError("page index outside the target's registered tables")
+        t = np.searchsorted(self.offset, pages, side="right") - 1
+        return (self.first[t] + (pages - self.offset[t]).astype(np.uint64)) << np.uint64(
+            self.shift)

@@ -1,0 +1,36 @@
+"""The one vector -> page layout: the daemon's page numbering and the simulator's."""
+
+import os
+
+import numpy as np
+
+from recmg.sim import engine
+from recmg.tiering.layout import PAGE_SIZE, Layout
+from recmg.trace import format as tf
+
+
+def test_page_size_is_the_systems():
+    assert PAGE_SIZE == os.sysconf("SC_PAGE_SIZE")
+
+
+def test_rows_count_on_the_page_of_their_first_byte_and_tables_are_numbered_end_to_end():
+    # table 0: 3 rows of 3000 B from a page boundary; table 1: 10 rows of 8 B mid-page
+    lay = Layout([1 << 20, (1 << 20) + 5 * 4096 + 100], [9000, 80], [3000, 8], 4096)
+    assert lay.pages_per_table().tolist() == [3, 1] and lay.n_pages == 4
+    keys = np.concatenate([tf.make_keys(0, np.array([0, 1, 2])), tf.make_keys(1, [0, 9])])
+    # row 1 starts at byte 3000 (page 0) and straddles into page 1; row 2 at 6000: page 1
+    assert lay.pages_of_keys(keys).tolist() == [0, 0, 1, 3, 3]
+    assert (lay.table_page_keys(keys) & np.uint64(tf.ROW_MASK)).tolist() == [0, 0, 1, 0, 0]
+    assert lay.addresses(np.array([0, 3])).tolist() == [1 << 20, (1 << 20) + 5 * 4096]
+
+
+def test_the_simulators_page_mode_uses_the_daemons_layout():
+    tables = [tf.TableInfo(4, "a", 1000, 200), tf.TableInfo(7, "b", 77, 3 * PAGE_SIZE + 5)]
+    keys = np.concatenate([tf.make_keys(4, np.arange(1000)), tf.make_keys(7, np.arange(77))])
+    trace = tf.Trace(tables=tables, keys=keys, batch_offsets=np.array([0, 1077], np.uint64))
+    conv, pages = engine.page_mapper(trace)
+    lay = Layout.virtual(tables)
+    by_pos = np.concatenate([tf.make_keys(0, np.arange(1000)), tf.make_keys(1, np.arange(77))])
+    assert np.array_equal(conv(keys) & np.uint64(tf.ROW_MASK),
+                          lay.table_page_keys(by_pos) & np.uint64(tf.ROW_MASK))
+    assert pages[[4, 7]].tolist() == lay.pages_per_table().tolist()
