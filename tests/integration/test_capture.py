@@ -513,3 +513,12 @@ def test_full_shm_fails_cleanly_or_runs_uninstrumented(tmp_path):
         c.close()
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_drop_counters_going_backwards_report_no_drops():
+    with Client("backwards", [("a", 100, 4)], key_capacity=64, batch_capacity=8) as c, \
+            SegmentReader(c.path) as r:
+        _corrupt(c, seg.OFF_DROPPED_BATCHES, struct.pack("<Q", 10))
+        assert r.read().dropped_batches == 10
+        _corrupt(c, seg.OFF_DROPPED_BATCHES, struct.pack("<Q", 3))
+        assert r.read().dropped_batches == 0

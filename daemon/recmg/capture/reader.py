@@ -401,7 +401,9 @@ class SegmentReader:
         self._store(seg.OFF_BATCH_TAIL, bt + n)
         keys, offsets, invalid = self._validate_keys(keys, offsets)
         db, dk = self._word(seg.OFF_DROPPED_BATCHES), self._word(seg.OFF_DROPPED_KEYS)
-        drops = (db - self._seen_drops[0], dk - self._seen_drops[1])
+        # the client's counters: one that goes backwards (a hostile or restarted
+        # writer) reports no drops rather than negative ones
+        drops = (max(0, db - self._seen_drops[0]), max(0, dk - self._seen_drops[1]))
         self._seen_drops = (db, dk)
         return AccessBatch(keys=keys, batch_offsets=offsets, batch_ids=desc[:, 0].copy(),
                            timestamps_ns=desc[:, 1].copy(), dropped_batches=drops[0],
