@@ -71,9 +71,10 @@ def test_talkingdata_reader_orders_by_click_time(tmp_path):
     p.write_text("ip,app,device,os,click_time\n")
     with pytest.raises(tf.TraceError, match="missing channel"):
         readers.read_talkingdata(p)
-    p.write_text("ip,app,device,os,channel,click_time\n1,2,3,4,5,yesterday\n")
-    with pytest.raises(tf.TraceError, match=r"td.csv:2: click_time 'yesterday'"):
-        readers.read_talkingdata(p)
+    for bad in ("yesterday", "2017-11-07 09:30:38Z", "2017-11-07T09:30:38"):
+        p.write_text(f"ip,app,device,os,channel,click_time\n1,2,3,4,5,{bad}\n")
+        with pytest.raises(tf.TraceError, match=f"td.csv:2: click_time '{bad}'"):
+            readers.read_talkingdata(p)
 
 
 def test_generic_csv_reader_by_name_or_number(tmp_path):

@@ -22,6 +22,7 @@ import csv
 import io
 import pickle
 import pickletools
+import re
 import struct
 import warnings
 import zipfile
@@ -37,6 +38,7 @@ from recmg.trace.format import MAX_TABLES, ROW_MASK, TableInfo, Trace, TraceErro
 CRITEO_CATEGORICAL = [f"C{i}" for i in range(1, 27)]
 AVAZU_SKIP = ("id", "click", "hour")
 TALKINGDATA_CATEGORICAL = ("ip", "app", "device", "os", "channel")
+_CLICK_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\Z")
 
 
 # --------------------------------------------------------------------------- CTR logs
@@ -182,6 +184,8 @@ def _select(path: Path, delimiter: str, names: list[str], keep: list[int],
             yield [parts[i] for i in keep], None
             continue
         try:
+            if not _CLICK_TIME.match(parts[sort_col]):
+                raise ValueError
             when = np.datetime64(parts[sort_col].replace(" ", "T"), "s")
         except ValueError:
             raise TraceError(f"{path}:{lineno}: {names[sort_col]} {parts[sort_col]!r} is not "
