@@ -35,16 +35,6 @@ MAX_REJECTED = 1024  # rejected segments remembered (a hostile user can create m
 MAX_QUARANTINE_S = 300.0
 
 
-def _process_running(pid: int, proc_root: str = "/proc") -> bool:
-    """Whether pid exists and is not a zombie or exiting (State Z, X)."""
-    try:
-        text = Path(proc_root, str(pid), "stat").read_text()
-    except OSError:
-        return False
-    state = text.rpartition(")")[2].split()[:1]
-    return state not in (["Z"], ["X"], ["x"])
-
-
 # journald MESSAGE_IDs (journalctl MESSAGE_ID=...): stable per event kind
 MSG_ATTACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d01"
 MSG_DETACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d02"
@@ -248,16 +238,15 @@ class Pipeline:
         or any other error, detaches and quarantines it.  The worker never dies of it."""
         try:
             self._tick_target(state)
-            if not state.reader.writer_alive or state.reader.closed:
-                gone = not state.reader.writer_alive
+            alive = state.reader.writer_alive
+            if not alive or state.reader.closed:
                 state.reader.read()  # drain what the writer published last
-                self.detach(name, "process exited" if gone else "client closed its segment")
+                self.detach(name, "client closed its segment" if alive else "process exited")
         except SegmentError as e:
             self.reject(name, str(e))
             self.detach(name, f"segment became invalid: {e}")
         except Exception as e:
-            if isinstance(e, ProcessLookupError) or not _process_running(state.pid,
-                                                                         self.proc_root):
+            if isinstance(e, ProcessLookupError) or not state.reader.writer_alive:
                 self.detach(name, "process exited")
                 return
             log.exception("target %s failed; detaching it", name)
