@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recmg.client import Client
-from recmg.service import config as cfgmod
+from recmg import config as cfgmod
 from recmg.service import control
 from recmg.service.pipeline import Pipeline
 from recmg.trace import synthetic

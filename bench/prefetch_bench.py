@@ -6,7 +6,7 @@ fails.
     python bench/prefetch_bench.py [--windows 300] [--baseline REV]
 
 --baseline REV also runs the prefetchers of a git revision (its
-daemon/recmg/policy/prefetch.py, loaded from git) on the same windows.
+daemon/recmg/engine/policy/prefetch.py, loaded from git) on the same windows.
 """
 
 from __future__ import annotations
@@ -20,13 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from recmg.policy import prefetch as pf
+from recmg.engine.policy import prefetch as pf
 
 
 def baseline_module(rev: str, tmp: Path):
-    src = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "show",
-                          f"{rev}:daemon/recmg/policy/prefetch.py"], check=True,
-                         capture_output=True, text=True).stdout
+    root = str(Path(__file__).resolve().parents[1])
+    for where in ("daemon/recmg/engine/policy/prefetch.py", "daemon/recmg/policy/prefetch.py"):
+        got = subprocess.run(["git", "-C", root, "show", f"{rev}:{where}"],
+                             capture_output=True, text=True)
+        if got.returncode == 0:  # the module moved into recmg.engine
+            src = got.stdout
+            break
+    else:
+        raise SystemExit(f"no prefetch.py at {rev}")
     path = tmp / "baseline_prefetch.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("baseline_prefetch", path)

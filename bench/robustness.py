@@ -85,7 +85,7 @@ if kind.startswith("trace:"):
 elif kind == "segment":
     import numpy as np
     from recmg.client import Client
-    from recmg.service import config as cfgmod
+    from recmg import config as cfgmod
     from recmg.service.pipeline import Pipeline
     cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
     prof = cfgmod.load_profile("lru")

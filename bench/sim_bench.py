@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 
-from recmg.sim import engine
+from recmg.sim import modes
 from recmg.trace import synthetic
 
 GOALS = {("access", "lru"): 2e6, ("access", "lfu"): 2e6, ("access", "s3fifo"): 2e6,
@@ -29,13 +29,13 @@ def main() -> None:
     a = ap.parse_args()
     spec = synthetic.preset("meta2021-small")
     trace = synthetic.trace(spec, a.batches)
-    distinct = engine.distinct_keys(trace)
+    distinct = modes.distinct_units(trace)
     cap = distinct // 10
     print(f"trace: meta2021-small, {a.batches} batches, {len(trace.keys) / 1e6:.1f} M accesses, "
           f"{distinct} distinct vectors; fast tier 10% = {cap}")
     print(f"{'mode':<7}{'policy':<8}{'M acc/s':>9}{'goal':>7}{'ratio':>7}")
     for (mode, pol), goal in GOALS.items():
-        f = engine.simulate_access if mode == "access" else engine.simulate_batch
+        f = modes.simulate_access if mode == "access" else modes.simulate_batch
         best = 0.0
         for _ in range(3):
             m = f(trace, pol, cap)
@@ -55,7 +55,7 @@ def main() -> None:
 
 STATE = """
 import resource, numpy as np
-from recmg.policy.cache import Cache
+from recmg.engine.policy.cache import Cache
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()

@@ -565,6 +565,48 @@ uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
     return k;
 }
 
+/* first[i] = 1 at the first occurrence of keys[i] within its batch (batch b is
+ * keys[offs[b] .. offs[b+1])), else 0: the distinct keys of each batch in first-use
+ * order, without a sort.  One hash table sized for the largest batch, cleared per
+ * batch by a generation stamp.  Returns 0, or -1 if out of memory or offsets are bad. */
+int recmg_first_in_batches(const uint64_t *keys, uint64_t n, const uint64_t *offs,
+                           uint64_t nb, uint8_t *first)
+{
+    uint64_t big = 0;
+    for (uint64_t b = 0; b < nb; b++) {
+        if (offs[b + 1] < offs[b] || offs[b + 1] > n)
+            return -1;
+        if (offs[b + 1] - offs[b] > big)
+            big = offs[b + 1] - offs[b];
+    }
+    uint64_t mask = pow2_at_least(2 * big + 2) - 1;
+    uint64_t *slot_key = malloc((mask + 1) * sizeof(uint64_t));
+    uint32_t *slot_gen = calloc(mask + 1, sizeof(uint32_t));
+    if (!slot_key || !slot_gen) {
+        free(slot_key);
+        free(slot_gen);
+        return -1;
+    }
+    uint32_t gen = 0;
+    for (uint64_t b = 0; b < nb; b++) {
+        if (++gen == 0) { /* wrapped: clear the stamps once every 2^32 batches */
+            memset(slot_gen, 0, (mask + 1) * sizeof(uint32_t));
+            gen = 1;
+        }
+        for (uint64_t i = offs[b]; i < offs[b + 1]; i++) {
+            uint64_t h = mix(keys[i]) & mask;
+            while (slot_gen[h] == gen && slot_key[h] != keys[i])
+                h = (h + 1) & mask;
+            first[i] = slot_gen[h] != gen;
+            slot_gen[h] = gen;
+            slot_key[h] = keys[i];
+        }
+    }
+    free(slot_key);
+    free(slot_gen);
+    return 0;
+}
+
 /* ---- scores: each key's value in fast memory, by the policy's own eviction order ----
  * A resident key gets its rank in the order the policy would evict (1 = the next
  * victim, len = the last); a key that is not resident gets 0.  LRU: from the LRU end

@@ -70,4 +70,9 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
 uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
                               uint32_t *counts);
 
+/* first[i] = 1 where keys[i] first occurs within its batch (batches at offs[0..nb]).
+ * 0 on success, -1 on bad offsets or out of memory. */
+int recmg_first_in_batches(const uint64_t *keys, uint64_t n, const uint64_t *offs,
+                           uint64_t nb, uint8_t *first);
+
 #endif

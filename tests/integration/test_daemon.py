@@ -18,7 +18,7 @@ import pytest
 from recmg.capture.reader import discover
 from recmg.cli import recmgctl
 from recmg.client import Client
-from recmg.service import config as cfgmod
+from recmg import config as cfgmod
 from recmg.service import control, safety
 from recmg.service.daemon import Daemon, StartupError
 from recmg.service.pipeline import Pipeline
@@ -605,11 +605,11 @@ def test_sighup_during_startup_does_not_kill_recmgd(tmp_path):
 
 
 class _FailingMigrator:
-    """Wraps the pipeline's migrator; apply() fails as move_pages does for a target
-    whose mm is gone (EINVAL)."""
+    """Wraps a target's mover; apply() fails as move_pages does for a target whose mm
+    is gone (EINVAL)."""
 
     def __init__(self, inner):
-        self.inner, self.name, self.real = inner, inner.name, inner.real
+        self.inner, self.name, self.real, self.ideal = inner, inner.name, inner.real, False
 
     def initial_placement(self, *a):
         return self.inner.initial_placement(*a)
@@ -625,15 +625,14 @@ def test_an_error_in_one_target_detaches_and_quarantines_it_only(tmp_path):
             Client("bad", [("a", 1000, 64)], shm_dir=str(tmp_path)) as bad:
         pipe = Pipeline(cfg, prof, [0], [1])
         pipe.attach(Path(good.path))
-        pipe.attach(Path(bad.path))
-        pipe.migrator = _FailingMigrator(pipe.migrator)
+        eng = pipe.attach(Path(bad.path)).engine
+        eng.mover = _FailingMigrator(eng.mover)
         bad.record([np.arange(100)])
         pipe.tick()  # the process is alive: an error of ours, not an exit
         name = Path(bad.path).name
         assert name not in pipe.targets and "OSError" in pipe.rejected[name]
         assert not pipe.may_attach(name)  # quarantined
         assert pipe.attach(Path(bad.path)) is not None  # (a manual attach still works)
-        pipe.migrator = pipe.migrator.inner
         good.record([np.arange(100)])
         pipe.tick()
         assert Path(good.path).name in pipe.targets
@@ -650,8 +649,8 @@ def test_a_target_killed_mid_move_is_detached_as_exited(tmp_path):
     path = Path(p.stdout.readline().strip())
     cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
     pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
-    pipe.attach(path)
-    pipe.migrator = _FailingMigrator(pipe.migrator)
+    eng = pipe.attach(path).engine
+    eng.mover = _FailingMigrator(eng.mover)
     p.kill()
     p.wait()
     pipe.tick()
@@ -798,9 +797,10 @@ def test_a_slow_tick_still_gets_its_moves(tmp_path, monkeypatch):
 def test_live_ticks_and_their_replay_make_the_same_moves(tmp_path):
     """A live client's batches, read through the real ring by recmgd's pipeline tick by
     tick and recorded with the tick grouping, replayed by `recmg sim --config`'s engine
-    (sim.daemon_mode.replay) with the same config: the same pages move in every tick."""
+    (sim.replay.replay) with the same config: the same pages move in every tick, in the
+    same order."""
     from recmg.capture.record import ticked_trace
-    from recmg.sim.daemon_mode import replay
+    from recmg.sim.replay import replay
 
     cfg = cfgmod.parse("tick_ms = 100\n[budget]\nfast_mib_per_target = 1\n"
                        "[migration]\nbackend = \"simulated\"\nrate_mib_s = 20.0\n"
@@ -816,13 +816,12 @@ def test_live_ticks_and_their_replay_make_the_same_moves(tmp_path):
         for _ in range(25):
             for _ in range(int(rng.integers(1, 4))):  # a varying number of batches a tick
                 c.record([rng.zipf(1.2, 200) % rows, rng.zipf(1.5, 50) % (rows // 3)])
-            p0, d0 = st.stats.promoted, st.stats.demoted
             pipe.tick()
-            live.append((st.stats.promoted - p0, st.stats.demoted - d0))
+            live.append((st.last_step.promoted.tolist(), st.last_step.demoted.tolist()))
         # what `recmgctl record` writes: the batches with the ticks that read them
         trace = ticked_trace(st.recorder, [r.info for r in st.reader.tables], {})
         pipe.close()
-    assert sum(p for p, _ in live) > 0 and sum(d for _, d in live) > 0
+    assert sum(len(p) for p, _ in live) > 0 and sum(len(d) for _, d in live) > 0
     assert len(trace.meta["tick_starts"]) == 25
     _, ticks = replay(trace, cfg, prof)
     assert [(t["promoted"], t["demoted"]) for t in ticks] == live

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from recmg.capture import segment as seg
 from recmg.client import Client
-from recmg.service import config as cfgmod
+from recmg import config as cfgmod
 from recmg.service.pipeline import Pipeline
 
 EXAMPLES = int(os.environ.get("RECMG_FUZZ_EXAMPLES", "60"))

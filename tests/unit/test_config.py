@@ -3,7 +3,7 @@
 import pytest
 
 from recmg.cli import recmgd
-from recmg.service import config as c
+from recmg import config as c
 
 
 def test_defaults_and_a_full_file():

@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
-from recmg.sim import engine
-from recmg.tiering.layout import PAGE_SIZE, Layout
+from recmg.engine.layout import PAGE_SIZE, Layout
+from recmg.sim.source import TraceSource, id_to_position, positional
 from recmg.trace import format as tf
 
 
@@ -28,9 +28,13 @@ def test_the_simulators_page_mode_uses_the_daemons_layout():
     tables = [tf.TableInfo(4, "a", 1000, 200), tf.TableInfo(7, "b", 77, 3 * PAGE_SIZE + 5)]
     keys = np.concatenate([tf.make_keys(4, np.arange(1000)), tf.make_keys(7, np.arange(77))])
     trace = tf.Trace(tables=tables, keys=keys, batch_offsets=np.array([0, 1077], np.uint64))
-    conv, pages = engine.page_mapper(trace)
+    src = TraceSource(trace)
     lay = Layout.virtual(tables)
+    # the replay's layout (of the source's regions, as recmgd's of a segment) is the
+    # page mode's, and both name tables by position, as a validated segment does
+    assert np.array_equal(Layout.of_regions(src.tables).offset, lay.offset)
     by_pos = np.concatenate([tf.make_keys(0, np.arange(1000)), tf.make_keys(1, np.arange(77))])
-    assert np.array_equal(conv(keys) & np.uint64(tf.ROW_MASK),
-                          lay.table_page_keys(by_pos) & np.uint64(tf.ROW_MASK))
-    assert pages[[4, 7]].tolist() == lay.pages_per_table().tolist()
+    assert np.array_equal(src.read().keys, by_pos)
+    assert np.array_equal(positional(keys, id_to_position(trace)), by_pos)
+    assert lay.pages_per_table().tolist() == [-(-1000 * 200 // PAGE_SIZE),
+                                             -(-77 * (3 * PAGE_SIZE + 5) // PAGE_SIZE)]

@@ -61,7 +61,7 @@ def test_daemon_commands_name_the_missing_extra(monkeypatch, capsys):
 def test_one_exit_code_mapping_for_the_three_commands():
     from recmg import native
     from recmg.capture.reader import SegmentError
-    from recmg.service.config import ConfigError
+    from recmg.config import ConfigError
     from recmg.service.daemon import StartupError
     from recmg.trace.format import TraceError
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recmg.tiering.planner import UNKNOWN, plan
+from recmg.engine.planner import UNKNOWN, plan
 
 FAST, SLOW = [0], [1]
 

@@ -7,8 +7,8 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from recmg.policy import prefetch as pf
-from recmg.policy.cache import Cache, next_use, unique_ordered
+from recmg.engine.policy import prefetch as pf
+from recmg.engine.policy.cache import Cache, next_use, unique_ordered
 from recmg.trace.format import make_keys
 
 A, B, C, D, E = (int(k) for k in make_keys(0, [1, 2, 3, 4, 5]))
@@ -227,7 +227,7 @@ def test_temporal_prefetcher_state_is_bounded(name):
     """History, index, pair table and structural map hold at most ``history`` entries
     however many distinct misses arrive (they grew without bound; Domino rebuilt its
     pair table on every trim)."""
-    from recmg.policy import prefetch as pf
+    from recmg.engine.policy import prefetch as pf
 
     p = pf.PREFETCHERS[name]([1 << 30], budget=64, degree=2, history=100)
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recmg.cli import recmg as cli
-from recmg.sim import engine, matrix
+from recmg.sim import matrix, modes
 from recmg.trace import format as tf
 from recmg.trace import synthetic
 
@@ -25,7 +25,7 @@ X = int(tf.make_keys(1, [7])[0])
 
 def test_access_mode_counts_every_access_in_order():
     t = trace_of([[A, A, B], [A, C, X]])
-    m = engine.simulate_access(t, "lru", 1)
+    m = modes.simulate_access(t, "lru", 1)
     # cap 1: A miss, A hit, B miss, A miss, C miss, X miss
     assert (m.accesses, m.hits, m.ondemand) == (6, 1, 5)
     assert m.per_table_ondemand == {"t0": 4, "t1": 1}
@@ -33,7 +33,7 @@ def test_access_mode_counts_every_access_in_order():
 
 def test_access_mode_prefetch_buffer_and_oracle():
     t = trace_of([[A, B], [C, D], [A, C]])
-    m = engine.simulate_access(t, "lru", 1, "oracle", budget=8, pf_capacity=8)
+    m = modes.simulate_access(t, "lru", 1, "oracle", budget=8, pf_capacity=8)
     # window 0: A, B miss; the oracle prefetches C, D, which hit in the prefetch buffer
     # and move into the 1-key cache (D stays); then it prefetches A and C: both hit
     assert m.ondemand == 2 and m.prefetch_useful == 4 and m.prefetch_issued == 4
@@ -42,18 +42,18 @@ def test_access_mode_prefetch_buffer_and_oracle():
 
 def test_batch_mode_counts_distinct_vectors_not_in_fast_memory():
     t = trace_of([[A, A, B], [A, C]])
-    m = engine.simulate_batch(t, "lru", 2)
+    m = modes.simulate_batch(t, "lru", 2)
     assert (m.accesses, m.ondemand) == (5, 3)  # A, B, then C
-    m1 = engine.simulate_batch(t, "lru", 1)
+    m1 = modes.simulate_batch(t, "lru", 1)
     assert m1.ondemand == 4  # A, B; then A (B was last in), C
 
 
 def test_batch_mode_late_prefetches():
     t = trace_of([[A], [B], [C]])
-    m = engine.simulate_batch(t, "lru", 4, "nextn", budget=4, lead=2)
+    m = modes.simulate_batch(t, "lru", 4, "nextn", budget=4, lead=2)
     # after batch 0, next-N prefetches B.. to arrive at batch 2, but batch 1 reads B
     assert m.prefetch_late >= 1 and m.timeliness < 1
-    m1 = engine.simulate_batch(t, "lru", 4, "nextn", budget=4, lead=1)
+    m1 = modes.simulate_batch(t, "lru", 4, "nextn", budget=4, lead=1)
     assert m1.prefetch_useful >= 1 and m1.ondemand < 3
 
 
@@ -61,16 +61,16 @@ def test_belady_is_a_lower_bound_in_batch_mode():
     rng = np.random.default_rng(2)
     batches = [tf.make_keys(0, rng.zipf(1.2, 64) % 90) for _ in range(30)]
     t = trace_of(batches)
-    opt = engine.simulate_batch(t, "belady", 10).ondemand
+    opt = modes.simulate_batch(t, "belady", 10).ondemand
     for pol in ("lru", "lfu", "s3fifo"):
-        assert engine.simulate_batch(t, pol, 10).ondemand >= opt
+        assert modes.simulate_batch(t, pol, 10).ondemand >= opt
 
 
 def test_page_mode_maps_rows_to_pages_and_models_stall():
     # 1024-byte rows: 4 rows per 4 KiB page; rows 0-3 share page 0, row 4 is page 1
     t = trace_of([tf.make_keys(0, [0, 1, 2, 3]), tf.make_keys(0, [4, 0])], row_bytes=1024)
-    cost = engine.CostModel(fast_ns=100, slow_ns=300, migrate_gb_s=4.096)
-    m = engine.simulate_page(t, "lru", 2, cost=cost)
+    cost = modes.CostModel(fast_ns=100, slow_ns=300, migrate_gb_s=4.096)
+    m = modes.simulate_page(t, "lru", 2, cost=cost)
     assert m.ondemand == 2 and m.bytes_moved == 2 * 4096
     assert m.stall_ns == pytest.approx(2 * 200 + 2 * 4096 / 4.096)
 
@@ -122,15 +122,14 @@ def test_progress_goes_to_stderr(capsys):
 
 
 def test_daemon_mode_runs_recmgds_pipeline_over_a_trace():
-    from recmg.sim.daemon_mode import simulate_daemon
 
     rng = np.random.default_rng(3)
     hot = rng.integers(0, 50, 40)  # 50 hot rows of 1024 B = 13 pages
     batches = [tf.make_keys(0, np.concatenate([hot, rng.integers(0, 4000, 8)]))
                for _ in range(30)]
     t = trace_of(batches, rows=(4000, 1), row_bytes=1024)
-    big = simulate_daemon(t, "lru", 64)
-    small = simulate_daemon(t, "lru", 2)
+    big = modes.simulate(t, "daemon", "lru", 64)
+    small = modes.simulate(t, "daemon", "lru", 2)
     assert big.accesses == small.accesses == 30 * 48
     # with room for the hot pages, only the first batch and the cold tail miss
     assert big.ondemand < small.ondemand / 2
@@ -156,8 +155,8 @@ def test_sim_of_a_trace_without_keys_in_every_mode(tmp_path, tables, capsys):
 
 def test_sim_config_replays_recmgds_own_tick(tmp_path, capsys):
     """`recmg sim --config FILE TRACE`: what recmgd with that config would have done."""
-    from recmg.service import config as cfgmod
-    from recmg.sim.daemon_mode import replay, tick_starts_in_trace_time
+    from recmg import config as cfgmod
+    from recmg.sim.replay import replay, tick_starts_in_trace_time
 
     root = Path(__file__).resolve().parents[2]
     trace = synthetic.trace(synthetic.preset("meta2021-small", 0.01, seed=1), 12)
@@ -169,10 +168,10 @@ def test_sim_config_replays_recmgds_own_tick(tmp_path, capsys):
     # the rate cap and budget of the config hold in every tick (the real Pipeline.tick)
     cfg = cfgmod.parse("tick_ms = 100\n[budget]\nfast_mib_per_target = 1\n"
                        "[migration]\nrate_mib_s = 40.0\n")  # 40 MiB/s x 0.1 s = 1024 pages
-    status, ticks = replay(trace, cfg, cfgmod.load_profile("lru"), batches_per_tick=3)
+    st, ticks = replay(trace, cfg, cfgmod.load_profile("lru"), batches_per_tick=3)
     assert len(ticks) == 4 and ticks[-1]["batches"] == 12
-    assert all(t["promoted"] + t["demoted"] <= 1024 for t in ticks)
-    assert status["targets"][0]["fast_pages"] <= 256 and status["totals"]["promoted"] > 0
+    assert all(len(t["promoted"]) + len(t["demoted"]) <= 1024 for t in ticks)
+    assert st.promoted - st.demoted <= 256 and st.promoted > 0
     # ticks in trace time: batches at 0, 50, 120, 130 and 250 ms, ticks of 100 ms
     timed = tf.Trace(tables=trace.tables, keys=trace.keys[:int(trace.batch_offsets[5])],
                      batch_offsets=trace.batch_offsets[:6],

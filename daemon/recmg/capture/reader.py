@@ -48,7 +48,7 @@ class TableRegion:
                 ) >> np.uint64(page_shift)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AccessBatch:
     """Batches read in one call.  keys are vector keys (table << 40 | row)."""
 

@@ -80,7 +80,7 @@ def exit_code(exc: BaseException) -> int | None:
         return exc.code  # StartupError and the like carry their own
     if isinstance(exc, TraceError):  # before ValueError: it is one
         return EX_DATAERR
-    if type(exc).__name__ == "ConfigError":  # recmg.service.config, not imported here
+    if type(exc).__name__ == "ConfigError":  # recmg.config, not imported here
         return EX_CONFIG
     if isinstance(exc, PermissionError):
         return EX_NOPERM

@@ -15,6 +15,8 @@ import sys
 
 from recmg.cli.output import (EX_NOPERM, EX_OK, EX_UNAVAILABLE, EX_USAGE, Parser, fail,
                               guarded, print_json, require_daemon_extra, table)
+from recmg.engine import registry
+from recmg.sim.modes import MODES
 from recmg.tiering import topology
 
 
@@ -116,12 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("traces", nargs="+",
                      help=".rtrace files, or preset:NAME[:SCALE] (e.g. preset:meta2021-small)")
     sim.add_argument("--mode", default="batch",
-                     help="comma list of access, batch, page, daemon (default batch); "
-                     "daemon runs recmgd's own pipeline over the trace")
+                     help="comma list of modes (default batch): " + "; ".join(
+                         f"{k}: {v}" for k, v in MODES.items()))
     sim.add_argument("--sizes", default="0.05,0.1,0.2",
                      help="fast tier as shares of distinct vectors (pages in page mode)")
-    sim.add_argument("--policies", default="lru,lfu,s3fifo,belady")
-    sim.add_argument("--prefetchers", default="none")
+    sim.add_argument("--policies", default="lru,lfu,s3fifo,belady",
+                     help="comma list of caching policies: " + registry.help_text("caching"))
+    sim.add_argument("--prefetchers", default="none",
+                     help="comma list of prefetchers: " + registry.help_text("prefetcher"))
     sim.add_argument("--budget", type=int, default=1024,
                      help="prefetches per window (batch), vectors or pages")
     sim.add_argument("--lead", type=int, default=1, help="batches until a prefetch arrives")
@@ -350,8 +354,6 @@ def _available_memory() -> int | None:
 
 
 def cmd_sim(args) -> int:
-    from recmg.policy.cache import POLICIES
-    from recmg.policy.prefetch import PREFETCHERS
     from recmg.sim import matrix
 
     if args.config:
@@ -370,9 +372,9 @@ def cmd_sim(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             return fail("--plot needs matplotlib: pip install 'recmg[plots]'", EX_UNAVAILABLE)
-    modes = csv_list(args.mode, ["access", "batch", "page", "daemon"], "mode")
-    policies = csv_list(args.policies, list(POLICIES), "policy")
-    prefetchers = csv_list(args.prefetchers, list(PREFETCHERS), "prefetcher")
+    modes = csv_list(args.mode, list(MODES), "mode")
+    policies = csv_list(args.policies, registry.names("caching"), "policy")
+    prefetchers = csv_list(args.prefetchers, registry.names("prefetcher"), "prefetcher")
     sizes = [float(x) for x in args.sizes.split(",")]
     if any(not 0 < x <= 1 for x in sizes):
         raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
@@ -390,10 +392,10 @@ def cmd_sim(args) -> int:
 
 
 def sim_config(args) -> int:
-    """recmg sim --config: each trace through recmgd's own tick with that config."""
-    from recmg.service import config as cfgmod
+    """recmg sim --config: each trace through recmgd's engine with that config."""
+    from recmg import config as cfgmod
     from recmg.sim import matrix
-    from recmg.sim.daemon_mode import replay
+    from recmg.sim.replay import replay
 
     if args.tick_batches is not None and args.tick_batches < 1:
         raise ValueError("--tick-batches must be at least 1")
@@ -403,15 +405,13 @@ def sim_config(args) -> int:
                   "promoted", "demoted", "ping-pong"]], {}
     for spec in args.traces:
         name, trace = matrix.load_trace(spec, args.batches)
-        status, ticks = replay(trace, cfg, profile, args.tick_batches, args.batches)
-        tot = status["totals"]
+        st, ticks = replay(trace, cfg, profile, args.tick_batches, args.batches)
         rows.append([name, f"{profile.name} ({profile.caching}+{profile.prefetcher})",
                      f"{cfg.budget.fast_mib_per_target} MiB", str(len(ticks)),
-                     str(tot["accesses"]), f"{100 * tot['hit_ratio']:.1f}",
-                     str(tot["ondemand"]), str(tot["promoted"]), str(tot["demoted"]),
-                     str(tot["pingpong"])])
-        out[name] = {"status": status, "ticks": ticks}
-    print(f"recmgd's pipeline with {args.config} (simulated tier: placement modelled)")
+                     str(st.accesses), f"{100 * st.hit_ratio:.1f}", str(st.ondemand),
+                     str(st.promoted), str(st.demoted), str(st.pingpong)])
+        out[name] = {"stats": st.to_dict(), "ticks": ticks}
+    print(f"recmgd's engine with {args.config} (simulated tier: placement modelled)")
     print(table(rows, indent=""))
     if args.json:
         with open(args.json, "w") as f:

@@ -24,8 +24,8 @@ from recmg.cli import check
 from recmg.cli.output import (EX_CONFIG, EX_NOPERM, EX_PROTOCOL, EX_OK, EX_OSERR, EX_TEMPFAIL,
                               EX_UNAVAILABLE, Parser, fail, human_bytes,
                               print_json, require_daemon_extra, table)
-from recmg.service import config as cfgmod
-from recmg.service.config import Control
+from recmg import config as cfgmod
+from recmg.config import Control
 from recmg.tiering import topology
 
 DEFAULT_SOCKET = Control().socket

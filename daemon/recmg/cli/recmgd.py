@@ -20,7 +20,7 @@ signal.signal(signal.SIGHUP, signal.SIG_IGN)
 from recmg import __version__  # noqa: E402 (after the SIGHUP guard)
 from recmg.cli.output import (EX_CONFIG, EX_OK, Parser, guarded,  # noqa: E402
                               require_daemon_extra)
-from recmg.service import config as cfgmod  # noqa: E402
+from recmg import config as cfgmod  # noqa: E402
 
 
 def setup_logging(level: str) -> None:

@@ -31,7 +31,7 @@ from recmg.capture import segment as seg
 from recmg.capture.reader import remove_stale
 from recmg.capture.record import ticked_trace
 from recmg.capture.watcher import ProcessWatcher
-from recmg.service import config as cfgmod
+from recmg import config as cfgmod
 from recmg.service import metrics as m
 from recmg.service.control import ControlError, ControlServer
 from recmg.service.pipeline import MSG_RELOAD, Pipeline, journal_fields

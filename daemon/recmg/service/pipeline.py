@@ -1,33 +1,31 @@
-"""One tick of recmgd: capture -> policy -> planner -> migrator -> metrics.
+"""recmgd's worker: per tick, each attached target's ring is read and its engine
+(recmg.engine.step, built from the config by recmg.engine.build) steps once.
 
-A ``TargetState`` is one attached process: its validated segment reader, the page
-map of its tables, where each page is, and its policy objects.  ``Pipeline.tick()``
-runs every target once; it owns time and error policy, so the stages stay pure.
-
-Units: the policies see *pages* (global page index within a target), since pages are
-what moves.  Hit ratio and on-demand fetches are measured on what the workload read
-this tick: an access is a hit when its page was on a fast node at the time.
+A ``TargetState`` is one attached process: its validated segment reader, the layout of
+its tables, its engine (policies, page placement, stats), its sampling and recording.
+``Pipeline.tick()`` owns what is the daemon's alone: attachment and quarantine, the
+safety brakes, pause, the move deadline, Prometheus metrics, and error isolation, so
+one failing target never stops the others.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from recmg.capture import segment as seg
 from recmg.capture.reader import SegmentError, SegmentReader
-from recmg.policy import prefetch as pf_mod
-from recmg.policy.cache import Cache, unique_ordered
+from recmg import movers
+from recmg.config import Config, Profile
+from recmg.engine import build
+from recmg.engine.contracts import Controls, StepResult
+from recmg.engine.layout import Layout
+from recmg.engine.stats import Stats
 from recmg.service import metrics as m
 from recmg.service import safety
-from recmg.service.config import Config, Profile
-from recmg.tiering import migrators, planner
-from recmg.tiering.layout import Layout
 
 log = logging.getLogger("recmgd")
 
@@ -39,21 +37,6 @@ MAX_QUARANTINE_S = 300.0
 MSG_ATTACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d01"
 MSG_DETACH = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d02"
 MSG_RELOAD = "5c1a9e0fd0b44a1c9d6f1e2a7b3c4d03"
-
-
-def _first_in_batch(batch) -> np.ndarray:
-    """Bool mask over batch.keys: True at the first occurrence of each key within its
-    batch.  One stable sort by (batch, key), no per-batch loop."""
-    n = len(batch.keys)
-    counts = np.diff(batch.batch_offsets.astype(np.int64))
-    bidx = np.repeat(np.arange(len(counts)), counts)
-    order = np.lexsort((batch.keys, bidx))  # stable within equal (batch, key)
-    k, b = batch.keys[order], bidx[order]
-    new = np.ones(n, bool)
-    new[1:] = (k[1:] != k[:-1]) | (b[1:] != b[:-1])
-    first = np.zeros(n, bool)
-    first[order[new]] = True
-    return first
 
 
 def journal_fields(message_id: str, pid: int | None = None, segment: str | None = None
@@ -68,36 +51,9 @@ def journal_fields(message_id: str, pid: int | None = None, segment: str | None 
     return out
 
 
-@dataclass
-class TargetStats:
-    batches: int = 0
-    accesses: int = 0
-    fast_accesses: int = 0
-    ondemand: int = 0
-    promoted: int = 0
-    demoted: int = 0
-    pingpong: int = 0
-    dropped_batches: int = 0
-    invalid_keys: int = 0
-    modelled_stall_ns: float = 0.0  # simulated backend: on-demand x (slow - fast) latency
-    errors: Counter = field(default_factory=Counter)
-
-    @property
-    def hit_ratio(self) -> float:
-        return self.fast_accesses / self.accesses if self.accesses else 0.0
-
-
-def _add_stats(into: TargetStats, s: TargetStats) -> None:
-    for f in ("batches", "accesses", "fast_accesses", "ondemand", "promoted", "demoted",
-              "pingpong", "dropped_batches", "invalid_keys", "modelled_stall_ns"):
-        setattr(into, f, getattr(into, f) + getattr(s, f))
-    into.errors.update(s.errors)
-
-
 class TargetState:
     def __init__(self, reader: SegmentReader, cfg: Config, profile: Profile,
-                 migrator: migrators.Migrator, fast: list[int], slow: list[int],
-                 budget_pages: int | None = None):
+                 migrator: movers.Migrator, fast: list[int], slow: list[int]):
         self.reader = reader
         self.pid = reader.pid
         self.name = reader.path.name
@@ -106,35 +62,32 @@ class TargetState:
             raise ValueError(f"its tables span {self.pages.n_pages} pages, more than "
                              f"target.max_pages ({cfg.target.max_pages})")
         self.fast, self.slow = fast, slow
-        self.placement = migrator.initial_placement(self.pid, self.pages, fast[0], slow[0])
-        self.last_moved = np.full(self.pages.n_pages, -(1 << 30), np.int64)
-        self.last_promoted = np.full(self.pages.n_pages, -(1 << 30), np.int64)
-        self.unwanted_ticks = np.zeros(self.pages.n_pages, np.int32)
-        self.stats = TargetStats()
-        self.budget_override = budget_pages  # exact page budget (the simulator's daemon mode)
+        placement = migrator.initial_placement(self.pid, self.pages, fast[0], slow[0])
+        self.engine = build.planned(cfg, profile, self.pages, migrator, placement, fast, slow,
+                                    self.pid)
+        self.profile = profile
+        self.last_step = StepResult()
         self.sampling, self.rate = 1, 0.0
         self.last_ts: int | None = None  # client timestamp (ns) of the last batch read
         # `recmgctl record`: (keys, batch id, ts, tick) per batch read
         self.recorder: list | None = None
-        self.set_policy(cfg, profile)
+
+    @property
+    def stats(self) -> Stats:
+        return self.engine.stats
+
+    @property
+    def placement(self) -> np.ndarray:
+        return self.engine.placement
+
+    @property
+    def budget_pages(self) -> int:
+        return self.engine.cfg.budget
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
-        """(Re)build policy objects; learned state is kept when the policy and the
-        budget are unchanged (reload keeps what still fits)."""
-        budget = self.budget_override or max(
-            1, cfg.budget.fast_mib_per_target * (1 << 20) // self.pages.page_size)
-        budget = max(1, min(budget, self.pages.n_pages))
-        same = (getattr(self, "profile", None) is not None
-                and self.profile.caching == profile.caching and self.budget_pages == budget
-                and self.profile.lfu_aging_accesses == profile.lfu_aging_accesses)
-        if not same:
-            self.cache = Cache(profile.caching, budget, aging=profile.lfu_aging_accesses)
-        if getattr(self, "profile", None) is None or self.profile.prefetcher != profile.prefetcher:
-            # the prefetcher sees page indices as one "table" of n_pages rows
-            self.prefetcher = pf_mod.make(profile.prefetcher, [self.pages.n_pages],
-                                          budget=profile.prefetch_budget_pages)
-        self.prefetcher.budget = profile.prefetch_budget_pages
-        self.profile, self.budget_pages = profile, budget
+        """Reload: learned state is kept where it still fits (recmg.engine.build)."""
+        build.reconfigure(self.engine, self.profile, cfg, profile)
+        self.profile = profile
 
     def fast_pages(self) -> int:
         return int(np.count_nonzero(np.isin(self.placement, self.fast)))
@@ -151,10 +104,10 @@ class Pipeline:
         self.cfg, self.profile = cfg, profile
         self.fast, self.slow = fast, slow
         self.proc_root, self.sys_root = proc_root, sys_root
-        self.migrator = migrators.make(cfg.migration.backend, cfg.migration.batch_pages,
+        self.migrator = movers.make(cfg.migration.backend, cfg.migration.batch_pages,
                                        cfg.migration.rate_mib_s)
         self.targets: dict[str, TargetState] = {}
-        self.retired = TargetStats()  # totals of targets that were detached
+        self.retired = Stats()  # totals of targets that were detached
         self.rejected: dict[str, str] = {}  # segment file name -> why (bounded)
         self.quarantine: dict[str, tuple[float, float]] = {}  # name -> (retry at, delay)
         self.tick_no = 0
@@ -195,7 +148,7 @@ class Pipeline:
     def detach(self, name: str, why: str) -> None:
         state = self.targets.pop(name, None)
         if state is not None:
-            _add_stats(self.retired, state.stats)
+            self.retired.add(state.stats)
             state.close()
             log.info("detached %s (pid %d): %s", name, state.pid, why,
                      extra=journal_fields(MSG_DETACH, state.pid, name))
@@ -204,7 +157,7 @@ class Pipeline:
         """Swap config and policy between ticks; targets keep what still fits."""
         if cfg.migration.backend != self.cfg.migration.backend:
             raise ValueError("migration.backend cannot change on reload; restart recmgd")
-        self.migrator = migrators.make(cfg.migration.backend, cfg.migration.batch_pages,
+        self.migrator = movers.make(cfg.migration.backend, cfg.migration.batch_pages,
                                        cfg.migration.rate_mib_s)
         self.cfg, self.profile = cfg, profile
         for t in self.targets.values():
@@ -340,86 +293,27 @@ class Pipeline:
             st.recorder.extend((batch.keys[offs[b]:offs[b + 1]], int(batch.batch_ids[b]),
                                 int(batch.timestamps_ns[b]), self.tick_no)
                                for b in range(batch.n_batches))
-        if batch.n_batches:
-            pages = st.pages.pages_of_keys(batch.keys)
-            on_fast = np.isin(st.placement[pages], st.fast)
-            s.accesses += len(pages)
-            s.fast_accesses += int(np.count_nonzero(on_fast))
-            s.batches += batch.n_batches
-            m.ACCESSES.inc(len(pages))
-            # on-demand fetches: distinct vectors per batch whose page is slow
-            # (vectorized: first occurrence of each (batch, key) pair)
-            ondemand = int(np.count_nonzero(~on_fast[_first_in_batch(batch)]))
-            s.ondemand += ondemand
-            m.ONDEMAND.inc(ondemand)
-            if not self.migrator.real:
-                mig = self.cfg.migration
-                s.modelled_stall_ns += ondemand * (mig.simulated_slow_ns - mig.simulated_fast_ns)
-            # the policy sees every page access in order (as the simulator's access
-            # mode): recency and frequency both count, which a per-tick distinct set
-            # would flatten when a tick touches most pages
-            st.cache.access(pages.astype(np.uint64))
-            up = unique_ordered(pages.astype(np.uint64))
-            missed = up[~np.isin(st.placement[up.astype(np.int64)], st.fast)]
-            cand = st.prefetcher.observe(up, missed[: st.profile.prefetch_observe_max]) \
-                if st.profile.prefetcher != "none" else np.zeros(0, np.uint64)
-        else:
-            cand = np.zeros(0, np.uint64)
-        if self.paused:
-            return
-        # page scores: the caching policy's eviction rank for its residents (1 =
-        # next victim), then prefetch candidates in (0, 0.5], best first, below every
-        # cached page; 0 for the rest.  wanted = score > 0.
-        scores = np.zeros(st.pages.n_pages, np.float64)
-        res = st.cache.resident()
-        scores[res.astype(np.int64)] = st.cache.scores(res)
-        if len(cand):
-            cand = cand[scores[cand.astype(np.int64)] == 0][: st.profile.prefetch_budget_pages]
-            scores[cand.astype(np.int64)] = 0.5 * (1 - np.arange(len(cand)) / (len(cand) + 1))
-        want = scores > 0
-        np.add(st.unwanted_ticks, 1, out=st.unwanted_ticks, where=~want)
-        st.unwanted_ticks[want] = 0
-        rate_pages = int(self.cfg.migration.rate_mib_s * (1 << 20) * self.cfg.tick_ms / 1000
-                         // st.pages.page_size)
-        p = planner.plan(st.placement, scores, st.fast, st.slow, budget_pages=st.budget_pages,
-                         rate_pages=max(rate_pages, 1), last_moved=st.last_moved,
-                         tick=self.tick_no,
-                         min_residency_ticks=self.cfg.migration.min_residency_ticks,
-                         allow_promote=self.brake is None,
-                         unwanted_ticks=st.unwanted_ticks)
-        if self.brake is not None and self.brake.stops == "all moves":
-            return  # memory pressure: no moves at all this tick
-        if p.cut_by_rate:
-            m.RATE_LIMITED.inc(p.cut_by_rate)
-        for idx, node, kind in ((p.demote, p.slow_node, "demote"),
-                                (p.promote, p.fast_node, "promote")):
-            if not len(idx):
-                continue
-            out = self.migrator.apply(st.pid, st.pages, idx, node, st.placement,
-                                      self.move_deadline())
-            moved_now = idx[np.isin(st.placement[idx], [node])]
-            st.last_moved[moved_now] = self.tick_no
-            if kind == "promote":
-                st.last_promoted[moved_now] = self.tick_no
-                s.promoted += len(moved_now)
-                m.PAGES_PROMOTED.inc(len(moved_now))
-            else:
-                # ping-pong: demoted within 4 hysteresis windows of its promotion
-                window = 4 * max(self.cfg.migration.min_residency_ticks, 1)
-                pp = int(np.count_nonzero(self.tick_no - st.last_promoted[moved_now] < window))
-                s.pingpong += pp
-                m.PINGPONG.inc(pp)
-                s.demoted += len(moved_now)
-                m.PAGES_DEMOTED.inc(len(moved_now))
-            m.BYTES_MOVED.inc(len(moved_now) * st.pages.page_size)
-            for err, n in out.errors.items():
-                s.errors[err] += n
-                m.MOVE_ERRORS.labels(errno=err).inc(n)
-                self._warn_rate_limited(f"move:{err}", f"{st.name}: {n} pages failed to "
-                                        f"{kind} with {err} (total {s.errors[err]})")
-            if out.deadline_hit:
-                m.DEADLINE_HIT.inc()
-                break
+        brake = self.brake
+        ctl = Controls(tick=self.tick_no, plan=not self.paused,
+                       allow_promote=brake is None,
+                       allow_moves=brake is None or brake.stops != "all moves",
+                       deadline=self.move_deadline)
+        r = st.engine.step(batch, ctl)
+        st.last_step = r
+        m.ACCESSES.inc(r.accesses)
+        m.ONDEMAND.inc(r.ondemand)
+        if r.cut_by_rate:
+            m.RATE_LIMITED.inc(r.cut_by_rate)
+        m.PAGES_PROMOTED.inc(len(r.promoted))
+        m.PAGES_DEMOTED.inc(len(r.demoted))
+        m.PINGPONG.inc(r.pingpong)
+        m.BYTES_MOVED.inc(r.moved_bytes)
+        for err, n in r.errors.items():
+            m.MOVE_ERRORS.labels(errno=err).inc(n)
+            self._warn_rate_limited(f"move:{err}", f"{st.name}: {n} pages failed to move "
+                                    f"with {err} (total {s.errors[err]})")
+        if r.deadline_hit:
+            m.DEADLINE_HIT.inc()
 
     def _warn_rate_limited(self, key: str, msg: str, every_s: float = 60.0) -> None:
         """One warning per key per minute, so a failing move cannot flood the journal."""
@@ -431,12 +325,12 @@ class Pipeline:
 
     # ---------------------------------------------------------------------- status
     def status(self) -> dict:
-        totals = TargetStats()
-        _add_stats(totals, self.retired)
+        totals = Stats()
+        totals.add(self.retired)
         targets = []
         for name, t in sorted(self.targets.items()):
             s = t.stats
-            _add_stats(totals, s)
+            totals.add(s)
             targets.append({"segment": name,
                             "name": (seg.parse_segment_name(name) or (name, 0))[0],
                             "pid": t.pid, "tables": len(t.reader.tables),
@@ -452,7 +346,7 @@ class Pipeline:
                 "totals": {"accesses": totals.accesses, "hit_ratio": round(totals.hit_ratio, 4),
                            "ondemand": totals.ondemand, "promoted": totals.promoted,
                            "demoted": totals.demoted, "pingpong": totals.pingpong,
-                           "modelled_stall_ms": round(totals.modelled_stall_ns / 1e6, 3),
+                           "modelled_stall_ms": round(totals.stall_ns / 1e6, 3),
                            "errors": dict(totals.errors)},
                 "tick": self.tick_no, "last_tick_ms": round(self.last_tick_s * 1000, 3),
                 "paused": self.paused,

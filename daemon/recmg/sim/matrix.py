@@ -14,11 +14,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from recmg.policy.cache import unique_ordered
 from recmg import progress as pbar
-from recmg.sim import engine
+from recmg.engine.stats import Stats
+from recmg.sim import modes
 from recmg.trace import format as tf
 from recmg.trace import synthetic
 
@@ -31,7 +29,7 @@ class Row:
     capacity: int
     policy: str
     prefetcher: str
-    metrics: engine.Metrics
+    metrics: Stats
     vs_lru: float = float("nan")
     vs_oracle: float = float("nan")
 
@@ -48,33 +46,9 @@ def load_trace(spec: str, batches: int | None) -> tuple[str, tf.Trace]:
     return Path(spec).stem, t
 
 
-def _units(trace: tf.Trace, mode: str, nb: int) -> int:
-    keys = np.asarray(trace.keys[:int(trace.batch_offsets[nb])])
-    if mode in ("page", "daemon"):
-        conv, _ = engine.page_mapper(trace)
-        keys = conv(keys)
-    return len(unique_ordered(keys))
-
-
 def run_one(trace: tf.Trace, mode: str, policy: str, capacity: int, prefetcher: str,
-            budget: int, lead: int, nb: int) -> engine.Metrics:
-    if mode == "access":
-        return engine.simulate_access(trace, policy, capacity, prefetcher, budget,
-                                      max_batches=nb)
-    if mode == "batch":
-        return engine.simulate_batch(trace, policy, capacity, prefetcher, budget, lead,
-                                     max_batches=nb)
-    if mode == "page":
-        return engine.simulate_page(trace, policy, capacity, prefetcher, budget, lead,
-                                    max_batches=nb)
-    if mode == "daemon":
-        from recmg.sim.daemon_mode import simulate_daemon
-
-        if policy == "belady" or prefetcher == "oracle":
-            raise ValueError("daemon mode runs recmgd's pipeline: online policies only "
-                             "(no belady, no oracle)")
-        return simulate_daemon(trace, policy, capacity, prefetcher, budget, max_batches=nb)
-    raise ValueError(f"unknown mode {mode!r} (access, batch, page, daemon)")
+            budget: int, lead: int, nb: int) -> Stats:
+    return modes.simulate(trace, mode, policy, capacity, prefetcher, budget, lead, nb)
 
 
 def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies: list[str],
@@ -97,7 +71,7 @@ def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[s
                prefetchers: list[str], budget: int, lead: int, batches: int | None,
                status) -> list[Row]:
     nb = tr.n_batches if batches is None else min(batches, tr.n_batches)
-    cap = max(1, int(round(_units(tr, mode, nb) * size)))
+    cap = max(1, int(round(modes.distinct_units(tr, mode, nb) * size)))
     base = run_one(tr, mode, "lru", cap, "none", budget, lead, nb)
     # daemon mode runs online policies only: no oracle reference there
     oracle = run_one(tr, mode, "belady", cap, "oracle", budget, lead, nb) \

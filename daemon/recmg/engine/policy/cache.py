@@ -1,8 +1,9 @@
 """Caching policies over the C cache core (native/recmg_sim.c, recmg._simcore).
 
-Names: ``lru``, ``lfu`` (with aging: frequencies halve every ``aging`` accesses),
-``s3fifo`` (Yang et al., SOSP'23), ``belady`` (MIN, offline: needs next-use times).
-Each holds at most ``capacity`` vector keys, with at most 64 bytes of state per key.
+The registry ``CACHE_POLICIES`` maps config names to classes: ``lru``, ``lfu`` (with
+aging), ``s3fifo`` (Yang et al., SOSP'23), ``belady`` (MIN, offline: needs next-use
+times).  Each holds at most ``capacity`` keys (vector keys, or per-table page keys) and
+reports a score per key (``Cache.scores``): the engine's contract with every policy.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 
 from recmg._simcore import ffi, lib
 
-POLICIES = {"lru": lib.RECMG_LRU, "lfu": lib.RECMG_LFU, "s3fifo": lib.RECMG_S3FIFO,
+_KINDS = {"lru": lib.RECMG_LRU, "lfu": lib.RECMG_LFU, "s3fifo": lib.RECMG_S3FIFO,
             "belady": lib.RECMG_BELADY}
 MISS, HIT, PREFETCH_HIT = lib.RECMG_MISS, lib.RECMG_HIT, lib.RECMG_PREFETCH_HIT
 NEVER = np.iinfo(np.uint64).max
@@ -29,15 +30,18 @@ def _ptr(a: np.ndarray, ctype: str):
 class Cache:
     """A caching policy holding up to ``capacity`` keys."""
 
+    name = ""
+    online = True  # False: needs the future (next-use times), simulator only
+
     def __init__(self, policy: str, capacity: int, aging: int = 0):
-        if policy not in POLICIES:
-            raise ValueError(f"unknown caching policy {policy!r}; known: {', '.join(POLICIES)}")
+        if policy not in _KINDS:
+            raise ValueError(f"unknown caching policy {policy!r}; known: {', '.join(_KINDS)}")
         if capacity < 1:
             raise ValueError(f"cache capacity must be at least 1, got {capacity}")
         self.policy, self.capacity = policy, int(capacity)
         if policy == "lfu" and aging == 0:
             aging = 8 * self.capacity  # halve counts after 8 capacity-worths of accesses
-        ptr = lib.recmg_cache_new(POLICIES[policy], self.capacity, aging)
+        ptr = lib.recmg_cache_new(_KINDS[policy], self.capacity, aging)
         if ptr == ffi.NULL:
             raise MemoryError(f"cannot allocate a {policy} cache of {capacity} keys")
         self._c = ffi.gc(ptr, lib.recmg_cache_free)
@@ -109,6 +113,72 @@ class Cache:
         out = np.zeros(max(len(self), 1), np.uint64)
         n = lib.recmg_cache_resident(self._c, _ptr(out, "uint64_t *"), len(out))
         return out[:n]
+
+
+class LRU(Cache):
+    """Least recently used: evicts the key whose last use is oldest."""
+
+    name = "lru"
+
+    def __init__(self, capacity: int, aging: int = 0):
+        super().__init__("lru", capacity)
+
+
+class LFU(Cache):
+    """Least frequently used, with aging: counts halve every ``aging`` accesses
+    (profile ``lfu_aging_accesses``; 0 = 8 x capacity); ties by last use."""
+
+    name = "lfu"
+
+    def __init__(self, capacity: int, aging: int = 0):
+        super().__init__("lfu", capacity, aging)
+
+
+class S3FIFO(Cache):
+    """S3-FIFO (Yang et al., SOSP'23): a small FIFO for new keys, a main FIFO with
+    second chances, and a ghost FIFO of recently evicted keys."""
+
+    name = "s3fifo"
+
+    def __init__(self, capacity: int, aging: int = 0):
+        super().__init__("s3fifo", capacity)
+
+
+class Belady(Cache):
+    """Belady's MIN (offline): evicts the key used furthest in the future.  Needs
+    next-use times, so the simulator only: the bound every table shows."""
+
+    name = "belady"
+    online = False
+
+    def __init__(self, capacity: int, aging: int = 0):
+        super().__init__("belady", capacity)
+
+
+CACHE_POLICIES: dict[str, type[Cache]] = {c.name: c for c in (LRU, LFU, S3FIFO, Belady)}
+
+
+def make(name: str, capacity: int, aging: int = 0) -> Cache:
+    """The registered caching policy ``name``; an unknown name lists the known ones."""
+    if name not in CACHE_POLICIES:
+        raise ValueError(f"unknown caching policy {name!r}; known: {', '.join(CACHE_POLICIES)}")
+    return CACHE_POLICIES[name](capacity, aging=aging)
+
+
+def first_in_batches(keys, batch_offsets) -> np.ndarray:
+    """Bool mask over keys: True at the first occurrence of each key within its batch
+    (keys[offs[b]:offs[b+1]]).  One pass in C with a hash table, no sort."""
+    keys = _u64(keys)
+    offs = _u64(batch_offsets)
+    out = np.zeros(len(keys), np.uint8)
+    if len(offs) < 2:
+        return out.view(bool)
+    if lib.recmg_first_in_batches(_ptr(keys, "uint64_t *"), len(keys),
+                                  _ptr(offs, "uint64_t *"), len(offs) - 1,
+                                  _ptr(out, "uint8_t *")) != 0:
+        raise ValueError("first_in_batches: batch offsets out of order or out of range "
+                         "(or out of memory)")
+    return out.view(bool)
 
 
 def unique_ordered(keys, with_counts: bool = False):

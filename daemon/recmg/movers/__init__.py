@@ -1,19 +1,25 @@
-"""Migrator backends: apply a plan's page moves for one target.
+"""Movers: the engine's last stage, applying a plan's page moves for one target.
+
+Registry ``MOVERS`` (config ``migration.backend``):
 
 - ``move_pages``: real migration with move_pages(2) through the shim, in bounded
   batches, stopping at the tick's deadline (recmg.tiering.placement).
 - ``simulated``: for one-node hosts: no syscall; the placement is modelled and the
   modelled time (bytes / rate) is reported.  Status and logs say "simulated".
-- ``dryrun``: records what would move; the placement is tracked virtually so the
-  planner converges, and nothing is touched.
+- ``dryrun``: logs each move it would make (one line per call, the page addresses);
+  the placement is tracked virtually so the planner converges, and nothing is touched.
+- ``ideal``: no mover at all: fast memory is exactly the policy's set and its
+  prefetch buffer, changed instantly (the paper's buffer semantics; the simulator's
+  access, batch and page modes).  The engine plans nothing for it.
 
-Pages are given as global page indices of a ``Layout`` (recmg.tiering.layout); a
+Pages are given as global page indices of a ``Layout`` (recmg.engine.layout); a
 migrator only ever turns them into addresses inside the target's validated table regions.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recmg.tiering import placement as pl
-from recmg.tiering.layout import Layout
+from recmg.engine.layout import Layout
+
+log = logging.getLogger("recmgd")
 
 @dataclass
 class Outcome:
@@ -33,8 +41,11 @@ class Outcome:
 
 
 class Migrator:
+    """Base of the movers (the ``Mover`` contract in recmg.engine.contracts)."""
+
     name = "base"
-    real = False
+    real = False  # moves real pages (the safety brakes on host memory apply)
+    ideal = False  # instant placement: the engine plans nothing
 
     def initial_placement(self, pid: int, pages: Layout, fast: int, slow: int) -> np.ndarray:
         raise NotImplementedError
@@ -45,6 +56,8 @@ class Migrator:
 
 
 class MovePagesMigrator(Migrator):
+    """move_pages(2) through the shim, in bounded batches, stopping at the deadline."""
+
     name, real = "move_pages", True
 
     def __init__(self, batch_pages: int = 1024):
@@ -87,19 +100,46 @@ class SimulatedMigrator(Migrator):
 
 
 class DryRunMigrator(SimulatedMigrator):
+    """Logs each move it would make; touches nothing (placement tracked virtually)."""
+
     name = "dryrun"
+    LOGGED = 64  # addresses listed per line; the rest are counted
 
     def apply(self, pid, pages, idx, node, placement, deadline):
         out = super().apply(pid, pages, idx, node, placement, deadline)
         out.seconds = 0.0
+        if len(idx):
+            addrs = pages.addresses(idx)
+            shown = " ".join(f"{a:#x}" for a in addrs[:self.LOGGED].tolist())
+            more = f" (+{len(addrs) - self.LOGGED} more)" if len(addrs) > self.LOGGED else ""
+            log.info("dry run: pid %d: would move %d pages to node %d: %s%s", pid, len(idx),
+                     node, shown, more)
         return out
 
 
+class IdealPlacement(Migrator):
+    """Instant placement: fast memory is the policy's set plus its prefetch buffer
+    (simulator only; the engine plans and moves nothing)."""
+
+    name, ideal = "ideal", True
+
+    def initial_placement(self, pid, pages, fast, slow):
+        raise TypeError("ideal placement has no page map")
+
+    def apply(self, pid, pages, idx, node, placement, deadline):
+        raise TypeError("ideal placement moves nothing: the engine applies it")
+
+
+MOVERS: dict[str, type[Migrator]] = {c.name: c for c in (
+    MovePagesMigrator, SimulatedMigrator, DryRunMigrator, IdealPlacement)}
+
+
 def make(name: str, batch_pages: int, rate_mib_s: float) -> Migrator:
+    """The registered mover ``name``; an unknown name lists the known ones."""
     if name == "move_pages":
         return MovePagesMigrator(batch_pages)
-    if name == "simulated":
-        return SimulatedMigrator(rate_mib_s)
-    if name == "dryrun":
-        return DryRunMigrator(rate_mib_s)
-    raise ValueError(f"unknown migrator {name!r}")
+    if name in ("simulated", "dryrun"):
+        return MOVERS[name](rate_mib_s)
+    if name == "ideal":
+        return IdealPlacement()
+    raise ValueError(f"unknown mover {name!r}; known: {', '.join(MOVERS)}")

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from recmg.capture import segment as seg
-from recmg.policy.cache import POLICIES
-from recmg.policy.prefetch import PREFETCHERS
+from recmg.engine import registry
 
 DEFAULT_PATH = "/etc/recmg/recmgd.toml"
 ADMIN_POLICY_DIR = "/etc/recmg/policies"
-MIGRATORS = ("auto", "move_pages", "simulated", "dryrun")
+MIGRATORS = ("auto", *registry.names("mover", daemon_only=True))  # auto: see recmgd.py
 
 
 class ConfigError(ValueError):
@@ -320,7 +319,7 @@ def load(path: str | None) -> Config:
 def policy_dirs() -> list[Path]:
     """Vendor directories first, the admin directory last (it overrides)."""
     dirs = [Path(sys.prefix) / "share/recmg/policies", Path("/usr/share/recmg/policies")]
-    here = Path(__file__).resolve().parents[3] / "policies"  # a source checkout
+    here = Path(__file__).resolve().parents[2] / "policies"  # a source checkout
     if here.is_dir():
         dirs.insert(0, here)
     return dirs + [Path(ADMIN_POLICY_DIR)]
@@ -352,12 +351,10 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         data.pop("name")
         problems.append(("name", "a profile is named by its file name, not by a key"))
     prof = _build(Profile, {"name": name, **data}, "", problems)
-    if prof.caching not in POLICIES or prof.caching == "belady":
-        problems.append(("caching", f"must be one of {', '.join(p for p in POLICIES if p != 'belady')}"
-                         " (belady is offline)"))
-    if prof.prefetcher not in PREFETCHERS or prof.prefetcher == "oracle":
-        problems.append(("prefetcher", "must be one of "
-                         + ", ".join(p for p in PREFETCHERS if p != "oracle")))
+    for role in ("caching", "prefetcher"):
+        problem = registry.check(role, getattr(prof, role), daemon_only=True)
+        if problem:
+            problems.append((role, problem))
     if prof.prefetch_budget_pages < 0:
         problems.append(("prefetch_budget_pages", "must be >= 0"))
     if not 0 <= prof.lfu_aging_accesses < 1 << 62:

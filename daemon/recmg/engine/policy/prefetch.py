@@ -67,6 +67,8 @@ class Prefetcher:
 
 
 class NoPrefetch(Prefetcher):
+    """No prefetching."""
+
     name = "none"
 
 

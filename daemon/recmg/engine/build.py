@@ -1,0 +1,66 @@
+"""recmgd's configuration -> an engine (the one place that reads a Config for it).
+
+recmgd's pipeline and ``recmg sim --config`` both build their engines here, so a
+replay runs exactly the configuration the daemon runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recmg.config import Config, Profile
+from recmg.engine.layout import Layout
+from recmg.engine.policy import cache as cache_mod
+from recmg.engine.policy import prefetch as pf_mod
+from recmg.engine.step import Engine, EngineConfig
+from recmg.movers import Migrator
+
+
+def budget_pages(cfg: Config, layout: Layout, override: int | None = None) -> int:
+    """The target's fast-memory budget in pages (at least 1, at most its pages)."""
+    b = override or max(1, cfg.budget.fast_mib_per_target * (1 << 20) // layout.page_size)
+    return max(1, min(b, layout.n_pages))
+
+
+def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
+                   override: int | None = None) -> EngineConfig:
+    """recmgd's engine configuration: pages, every access observed, planned moves;
+    stall is modelled only where the mover does not move real pages."""
+    mig = cfg.migration
+    rate = int(mig.rate_mib_s * (1 << 20) * cfg.tick_ms / 1000 // layout.page_size)
+    return EngineConfig(
+        granularity="page", observe="access", observe_max=profile.prefetch_observe_max,
+        budget=budget_pages(cfg, layout, override), rate_pages=max(rate, 1),
+        min_residency_ticks=mig.min_residency_ticks,
+        stall_ns_per_ondemand=0.0 if real else mig.simulated_slow_ns - mig.simulated_fast_ns)
+
+
+def make_cache(profile: Profile, budget: int) -> cache_mod.Cache:
+    return cache_mod.make(profile.caching, budget, aging=profile.lfu_aging_accesses)
+
+
+def make_prefetcher(profile: Profile, layout: Layout) -> pf_mod.Prefetcher:
+    """The profile's prefetcher over the target's pages, per table."""
+    return pf_mod.make(profile.prefetcher, layout.pages_per_table(),
+                       budget=profile.prefetch_budget_pages)
+
+
+def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,
+            placement: np.ndarray, fast: list[int], slow: list[int], pid: int = 0,
+            override: int | None = None) -> Engine:
+    ec = planned_config(cfg, profile, layout, mover.real, override)
+    return Engine(ec, make_cache(profile, ec.budget), make_prefetcher(profile, layout), mover,
+                  layout=layout, placement=placement, fast=fast, slow=slow, pid=pid)
+
+
+def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
+                override: int | None = None) -> None:
+    """Reload: swap the configuration; keep learned state that still fits (the cache
+    when its policy, budget and aging are unchanged, the prefetcher when its name is)."""
+    ec = planned_config(cfg, profile, engine.layout, engine.mover.real, override)
+    same_cache = (old.caching, old.lfu_aging_accesses, engine.cfg.budget) == \
+        (profile.caching, profile.lfu_aging_accesses, ec.budget)
+    cache = None if same_cache else make_cache(profile, ec.budget)
+    pre = None if old.prefetcher == profile.prefetcher else make_prefetcher(profile, engine.layout)
+    engine.reconfigure(ec, cache, pre)
+    engine.prefetcher.budget = profile.prefetch_budget_pages

@@ -1,0 +1,274 @@
+"""The engine: one step from a window of batches to placement changes.
+
+    batches of vector keys -> units (vectors, or per-table pages through the layout)
+      -> measure (hits and on-demand fetches against fast memory at the step's start)
+      -> caching policy observes (every access, or each batch's distinct units)
+      -> prefetcher observes the window and its misses -> candidates
+      -> placement: ideal (fast memory *is* the policy's set plus a prefetch buffer,
+         prefetches arriving ``lead`` steps later), or planned (scores -> planner ->
+         mover, within budget, rate cap and hysteresis)
+      -> Stats
+
+recmgd steps each target once a tick with the planned placement; the simulator's
+modes are configurations of the same step (recmg.sim.modes).  Everything in a step
+is vectorized numpy or the C core: no per-key or per-batch Python loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from recmg.capture.reader import AccessBatch
+from recmg.engine import planner
+from recmg.engine.contracts import CachePolicy, Controls, Mover, Prefetcher, StepResult
+from recmg.engine.layout import Layout
+from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, first_in_batches,
+                                       unique_ordered)
+from recmg.engine.stats import Stats
+from recmg.trace.format import ROW_MASK, TABLE_SHIFT
+
+_SHIFT = np.uint64(TABLE_SHIFT)
+NO_LIMIT = 1 << 62
+FREE = Controls()  # no brake, not paused, no deadline: the simulator's steps
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """One configuration of the engine (the table in docs/architecture.md)."""
+
+    granularity: str = "vector"  # the unit of placement: "vector" or "page"
+    # what the caching policy and the prefetcher see: "access" (every access in order)
+    # or "batch" (each batch's distinct units, first-use order)
+    observe: str = "batch"
+    prefetch_buffer: int = 0  # ideal placement: prefetch buffer capacity (units), 0 = none
+    lead: int = 1  # ideal, per batch: prefetches issued after step s arrive at s + lead
+    observe_max: int = NO_LIMIT  # at most this many misses reach the prefetcher a step
+    budget: int = 1  # planned: fast-memory budget (pages)
+    rate_pages: int = NO_LIMIT  # planned: moves per step (the rate cap)
+    min_residency_ticks: int = 0  # planned: hysteresis
+    stall_ns_per_ondemand: float = 0.0  # modelled stall per on-demand fetch
+
+    def __post_init__(self):
+        if self.granularity not in ("vector", "page"):
+            raise ValueError(f"granularity must be vector or page, not {self.granularity!r}")
+        if self.observe not in ("access", "batch"):
+            raise ValueError(f"observe must be access or batch, not {self.observe!r}")
+
+
+class Engine:
+    """One target's decision state.  Not thread-safe: one caller steps it."""
+
+    def __init__(self, cfg: EngineConfig, cache: CachePolicy, prefetcher: Prefetcher,
+                 mover: Mover, *, layout: Layout | None = None, n_tables: int = 0,
+                 placement: np.ndarray | None = None, fast: list[int] = (0,),
+                 slow: list[int] = (1,), pid: int = 0):
+        if cfg.granularity == "page" and layout is None:
+            raise ValueError("page granularity needs the tables' layout")
+        if not mover.ideal and (cfg.granularity != "page" or placement is None):
+            raise ValueError("planned placement works on pages and needs a placement map")
+        self.cfg, self.cache, self.prefetcher, self.mover = cfg, cache, prefetcher, mover
+        self.layout, self.pid = layout, pid
+        self.fast, self.slow = list(fast), list(slow)
+        self.stats = Stats()
+        self.per_table = np.zeros(max(n_tables, len(layout.offset) - 1 if layout else 0),
+                                  np.int64)
+        self.steps = 0
+        if mover.ideal:
+            self.pbuf = Cache("lru", cfg.prefetch_buffer) if cfg.prefetch_buffer else None
+            self.pending: deque = deque()  # (arrival step, keys)
+        else:
+            n = layout.n_pages
+            self.placement = placement
+            self.last_moved = np.full(n, -(1 << 30), np.int64)
+            self.last_promoted = np.full(n, -(1 << 30), np.int64)
+            self.unwanted_ticks = np.zeros(n, np.int32)
+
+    # ------------------------------------------------------------------- units
+    def units(self, keys: np.ndarray) -> np.ndarray:
+        """Vector keys -> this engine's units (per-table keys)."""
+        return keys if self.cfg.granularity == "vector" else self.layout.table_page_keys(keys)
+
+    def _global(self, page_keys: np.ndarray) -> np.ndarray:
+        """Per-table page keys -> global page indices (the placement's index)."""
+        t = (page_keys >> _SHIFT).astype(np.intp)
+        return self.layout.offset[t] + (page_keys & np.uint64(ROW_MASK)).astype(np.int64)
+
+    def reconfigure(self, cfg: EngineConfig, cache: CachePolicy | None = None,
+                    prefetcher: Prefetcher | None = None) -> None:
+        """Swap config and, where given, policies; the rest of the state is kept."""
+        self.cfg = cfg
+        self.cache = cache or self.cache
+        self.prefetcher = prefetcher or self.prefetcher
+
+    # -------------------------------------------------------------------- step
+    def step(self, batch: AccessBatch, ctl: Controls = FREE,
+             next_use: np.ndarray | None = None, future: np.ndarray | None = None
+             ) -> StepResult:
+        """One window of batches.  ``next_use`` (offline policies) and ``future`` (the
+        oracle prefetcher) come from a trace; recmgd never has them."""
+        keys = np.asarray(batch.keys, np.uint64)
+        units = self.units(keys)
+        self.stats.batches += batch.n_batches
+        self.stats.accesses += len(units)
+        if self.mover.ideal and self.cfg.observe == "access":
+            res = self._paper_step(units, next_use, future)
+        elif self.mover.ideal:
+            res = self._ideal_step(units, batch.batch_offsets, next_use, future)
+        else:
+            res = self._planned_step(keys, units, batch.batch_offsets, ctl)
+        self.steps += 1
+        return res
+
+    def _count_misses(self, missed: np.ndarray) -> None:
+        self.stats.ondemand += len(missed)
+        self.stats.stall_ns += len(missed) * self.cfg.stall_ns_per_ondemand
+        if len(missed) and len(self.per_table):
+            self.per_table += np.bincount((missed >> _SHIFT).astype(np.intp),
+                                          minlength=len(self.per_table))[:len(self.per_table)]
+
+    def _candidates(self, seen, missed, future, resident) -> np.ndarray:
+        """The prefetcher's candidates not in fast memory, at most its budget."""
+        if self.prefetcher.name == "none":
+            return np.zeros(0, np.uint64)
+        cand = self.prefetcher.observe(seen, missed[:self.cfg.observe_max], future)
+        if len(cand):
+            cand = cand[~resident(cand)][:self.prefetcher.budget]
+        return cand
+
+    def _paper_step(self, units, next_use, future) -> StepResult:
+        """The paper's buffer semantics: accesses in order through the cache buffer
+        and the prefetch buffer (one C call); a miss is admitted at once; then the
+        prefetcher's candidates not cached enter the prefetch buffer at once."""
+        s = self.stats
+        out = self.cache.access_two(self.pbuf, units, next_use)
+        missed = units[out == MISS]
+        hits = len(units) - len(missed)
+        s.hits += hits
+        s.prefetch_useful += int(np.count_nonzero(out == PREFETCH_HIT))
+        self._count_misses(missed)
+        issued = 0
+        if self.pbuf is not None:
+            cand = self._candidates(units, missed, future, self.cache.contains)
+            issued = len(cand)
+            s.prefetch_issued += issued
+            if issued:
+                self.pbuf.insert(cand)
+        return StepResult(accesses=len(units), hits=hits, ondemand=len(missed),
+                          prefetch_issued=issued)
+
+    def _ideal_step(self, units, offsets, next_use, future) -> StepResult:
+        """Batch semantics with ideal placement: a batch reads its distinct units
+        together; those in neither the cache nor the arrived prefetch buffer at the
+        step's start are on-demand fetches; the policy then observes; prefetches issued
+        now arrive ``lead`` steps later (read before that: late)."""
+        s = self.stats
+        while self.pending and self.pending[0][0] <= self.steps:
+            self.pbuf.insert(self.pending.popleft()[1])
+        first = first_in_batches(units, offsets)
+        in_cache = self.cache.contains(units)
+        in_pf = self.pbuf.contains(units) if self.pbuf is not None else \
+            np.zeros(len(units), bool)
+        fast = in_cache | in_pf
+        missed = units[first & ~fast]
+        if self.pending:
+            in_flight = np.concatenate([p[1] for p in self.pending])
+            s.prefetch_late += int(np.count_nonzero(np.isin(missed, in_flight)))
+        hits = int(np.count_nonzero(fast))
+        s.hits += hits
+        s.prefetch_useful += int(np.count_nonzero(in_pf[first] & ~in_cache[first]))
+        self._count_misses(missed)
+        if self.pbuf is not None and in_pf.any():
+            self.pbuf.remove(units[first & in_pf])
+        seen = units[first] if self.cfg.observe == "batch" else units
+        self.cache.access(seen, next_use)
+        issued = 0
+        if self.pbuf is not None:
+            cand = self._candidates(seen, missed, future,
+                                    lambda c: self.cache.contains(c) | self.pbuf.contains(c))
+            issued = len(cand)
+            s.prefetch_issued += issued
+            if issued:
+                self.pending.append((self.steps + max(self.cfg.lead, 1), cand))
+        return StepResult(accesses=len(units), hits=hits, ondemand=len(missed),
+                          prefetch_issued=issued)
+
+    def _planned_step(self, keys, units, offsets, ctl: Controls) -> StepResult:
+        """recmgd's step: measure against the page placement, observe, score every page,
+        plan within budget, rate cap and hysteresis, and move."""
+        s, cfg = self.stats, self.cfg
+        gidx = self.layout.pages_of_keys(keys)
+        fast = np.isin(self.placement[gidx], self.fast)
+        # nothing is brought in on demand here: each distinct vector a batch reads from
+        # a slow page is one on-demand fetch (a slow read)
+        miss = first_in_batches(keys, offsets) & ~fast
+        hits = int(np.count_nonzero(fast))
+        s.hits += hits
+        self._count_misses(keys[miss])
+        seen = units if cfg.observe == "access" else \
+            units[first_in_batches(units, offsets)]
+        if len(seen):
+            self.cache.access(seen)
+        cand = self._candidates(seen, unique_ordered(units[miss]), None,
+                                lambda c: self.cache.contains(c)) if len(seen) else \
+            np.zeros(0, np.uint64)
+        base = dict(accesses=len(units), hits=hits, ondemand=int(np.count_nonzero(miss)))
+        if not ctl.plan:
+            return StepResult(**base)
+        # page scores: the caching policy's eviction rank for its residents (1 = next
+        # victim), then prefetch candidates in (0, 0.5], best first, below every cached
+        # page; 0 for the rest.  wanted = score > 0.
+        scores = np.zeros(self.layout.n_pages, np.float64)
+        res = self.cache.resident()
+        scores[self._global(res)] = self.cache.scores(res)
+        if len(cand):
+            g = self._global(cand)
+            g = g[scores[g] == 0]
+            scores[g] = 0.5 * (1 - np.arange(len(g)) / (len(g) + 1))
+            s.prefetch_issued += len(g)
+            base["prefetch_issued"] = len(g)
+        want = scores > 0
+        np.add(self.unwanted_ticks, 1, out=self.unwanted_ticks, where=~want)
+        self.unwanted_ticks[want] = 0
+        p = planner.plan(self.placement, scores, self.fast, self.slow,
+                         budget_pages=cfg.budget, rate_pages=max(cfg.rate_pages, 1),
+                         last_moved=self.last_moved, tick=ctl.tick,
+                         min_residency_ticks=cfg.min_residency_ticks,
+                         allow_promote=ctl.allow_promote, unwanted_ticks=self.unwanted_ticks)
+        if not ctl.allow_moves:
+            return StepResult(**base)
+        moved = {"promote": np.zeros(0, np.int64), "demote": np.zeros(0, np.int64)}
+        errors: dict = {}
+        pingpong, deadline_hit = 0, False
+        for idx, node, kind in ((p.demote, p.slow_node, "demote"),
+                                (p.promote, p.fast_node, "promote")):
+            if not len(idx):
+                continue
+            out = self.mover.apply(self.pid, self.layout, idx, node, self.placement,
+                                   ctl.deadline() if ctl.deadline else float("inf"))
+            now = idx[self.placement[idx] == node]
+            moved[kind] = now
+            self.last_moved[now] = ctl.tick
+            if kind == "promote":
+                self.last_promoted[now] = ctl.tick
+                s.promoted += len(now)
+            else:
+                # ping-pong: demoted within 4 hysteresis windows of its promotion
+                window = 4 * max(cfg.min_residency_ticks, 1)
+                pingpong = int(np.count_nonzero(ctl.tick - self.last_promoted[now] < window))
+                s.pingpong += pingpong
+                s.demoted += len(now)
+            s.bytes_moved += len(now) * self.layout.page_size
+            for err, n in out.errors.items():
+                errors[err] = errors.get(err, 0) + n
+                s.errors[err] += n
+            if out.deadline_hit:
+                deadline_hit = True
+                break
+        return StepResult(**base, promoted=moved["promote"], demoted=moved["demote"],
+                          pingpong=pingpong, cut_by_rate=p.cut_by_rate,
+                          deadline_hit=deadline_hit, errors=errors,
+                          moved_bytes=(len(moved["promote"]) + len(moved["demote"]))
+                          * self.layout.page_size)

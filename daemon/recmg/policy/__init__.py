@@ -1,6 +1,0 @@
-"""Policies, written once for the simulator and the daemon.
-
-Caching policies (``recmg.policy.cache``) keep vectors in the fast tier; prefetchers
-(``recmg.policy.prefetch``) propose vectors to bring in.  Registries map the config
-names to classes; an unknown name is a configuration error.
-"""

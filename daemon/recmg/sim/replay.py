@@ -1,0 +1,63 @@
+"""``recmg sim --config``: what recmgd with this configuration would have done on a
+trace.  The engine recmgd builds from its config (recmg.engine.build.planned), fed
+from the trace, over the simulated tier; ticks group batches as recmgd read them.
+
+What a replay predicts and what it cannot (docs/architecture.md): the same moves per
+tick as a live recmgd with the same config, profile and batch-to-tick grouping, on a
+host where no safety brake engages (free-memory floor, PSI and node share read the
+live host; a replay has none) and no move fails.  Placement starts on the slow tier,
+as with the simulated backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from recmg import config as cfgmod
+from recmg.engine import build
+from recmg.engine.contracts import Controls
+from recmg.engine.layout import Layout
+from recmg.engine.stats import Stats
+from recmg.movers import SimulatedMigrator
+from recmg.sim.source import TraceSource
+from recmg.trace.format import Trace
+
+
+def tick_starts_in_trace_time(trace: Trace, tick_ms: int) -> np.ndarray | None:
+    """The first batch of each tick when ticks last ``tick_ms`` of the trace's own
+    time (its batch timestamps); None when the trace has no timestamps."""
+    ts = np.asarray(trace.timestamps_ns, np.int64)
+    if not len(ts) or not ts.any():
+        return None
+    tick = (ts - ts[0]) // (tick_ms * 1_000_000)
+    return np.flatnonzero(np.diff(tick, prepend=tick[0] - 1))
+
+
+def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
+           batches_per_tick: int | None = None, max_batches: int | None = None
+           ) -> tuple[Stats, list[dict]]:
+    """Ticks: ``batches_per_tick`` batches each if given; else the ticks a recmgd
+    recording read them in (meta "tick_starts"); else ``tick_ms`` of the trace's
+    timestamps; else one batch a tick.  Returns the stats and, per tick, the batches
+    read so far and the pages promoted and demoted (global page indices, in order)."""
+    cfg = replace(cfg, migration=replace(cfg.migration, backend="simulated"))
+    starts = None
+    if not batches_per_tick:
+        starts = np.asarray(trace.meta["tick_starts"], np.int64) \
+            if trace.meta.get("tick_starts") else tick_starts_in_trace_time(trace, cfg.tick_ms)
+    src = TraceSource(trace, batches_per_tick or 1, max_batches, starts)
+    layout = Layout.of_regions(src.tables)
+    mover = SimulatedMigrator(cfg.migration.rate_mib_s)
+    eng = build.planned(cfg, profile, layout, mover,
+                        mover.initial_placement(0, layout, 0, 1), [0], [1])
+    ticks = []
+    tick = 0
+    while not src.done:
+        tick += 1
+        r = eng.step(src.read(cfg.target.max_batches_per_read), Controls(tick=tick))
+        ticks.append({"tick": tick, "batches": eng.stats.batches,
+                      "promoted": r.promoted.tolist(), "demoted": r.demoted.tolist()})
+    return eng.stats, ticks
+

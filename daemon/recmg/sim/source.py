@@ -1,0 +1,84 @@
+"""A trace as an engine source: the capture ring's contract (``read() -> AccessBatch``)
+over an ``.rtrace`` file, a number of batches per read.
+
+Keys name tables by position in the trace's table list, as a validated capture
+segment does (trace table ids may be sparse), so the engine and the layout index
+tables the same way in the daemon and the simulator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recmg.capture.reader import AccessBatch, TableRegion
+from recmg.engine.layout import Layout
+from recmg.trace.format import ROW_MASK, TABLE_SHIFT, Trace
+
+_SHIFT = np.uint64(TABLE_SHIFT)
+
+
+def id_to_position(trace: Trace) -> np.ndarray | None:
+    """Lookup from table id to position, or None when they are the same."""
+    ids = [t.id for t in trace.tables]
+    if ids == list(range(len(ids))):
+        return None
+    lut = np.zeros(max(ids) + 1, np.uint64)
+    lut[ids] = np.arange(len(ids), dtype=np.uint64)
+    return lut
+
+
+def positional(keys: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+    keys = np.asarray(keys, np.uint64)
+    if lut is None:
+        return keys
+    return (lut[(keys >> _SHIFT).astype(np.intp)] << _SHIFT) | (keys & np.uint64(ROW_MASK))
+
+
+class TraceSource:
+    """The subset of SegmentReader the engine and the pipeline use, over a Trace."""
+
+    def __init__(self, trace: Trace, batches_per_tick: int = 1, max_batches: int | None = None,
+                 tick_starts: np.ndarray | None = None):
+        """Each read returns ``batches_per_tick`` batches, or, with ``tick_starts``, the
+        batches from one start to the next (the ticks a recording was read in)."""
+        self.trace = trace
+        self.path = Path("trace")
+        self.pid = self.uid = 0
+        self.tables = [TableRegion(t, base, t.rows * t.row_bytes)
+                       for t, base in zip(trace.tables, Layout.virtual_bases(trace.tables))]
+        self.per_tick = batches_per_tick
+        self.end = trace.n_batches if max_batches is None else min(max_batches, trace.n_batches)
+        self.tick_starts = tick_starts
+        self.next = 0
+        self.closed = False
+        self.writer_alive = True
+        self._lut = id_to_position(trace)
+
+    def read(self, max_batches=None, max_keys=None) -> AccessBatch:
+        """The next tick's batches (a replayed trace is trusted: only the batch bound
+        applies)."""
+        per_tick = self.per_tick
+        if self.tick_starts is not None:  # up to the next tick's first batch
+            nxt = self.tick_starts[np.searchsorted(self.tick_starts, self.next, "right"):]
+            per_tick = int(nxt[0]) - self.next if len(nxt) else self.end - self.next
+        if max_batches is not None:
+            per_tick = min(per_tick, max_batches)
+        lo, hi = self.next, min(self.next + per_tick, self.end)
+        self.next = hi
+        offs = self.trace.batch_offsets
+        keys = positional(self.trace.keys[int(offs[lo]):int(offs[hi])], self._lut)
+        return AccessBatch(keys=keys, batch_offsets=(offs[lo:hi + 1] - offs[lo]).astype(np.uint64),
+                           batch_ids=np.arange(lo, hi, dtype=np.uint64),
+                           timestamps_ns=np.asarray(self.trace.timestamps_ns[lo:hi], np.uint64))
+
+    def set_sampling(self, one_in: int) -> None:
+        """A trace is replayed whole: sampling requests are ignored."""
+
+    @property
+    def done(self) -> bool:
+        return self.next >= self.end
+
+    def close(self) -> None:
+        self.closed = True
