@@ -5,6 +5,6 @@ from setuptools import setup
 
 setup(
     cffi_modules=["native/build_shim.py:ffibuilder", "native/build_sim.py:ffibuilder"],
-    # policy profiles land in <prefix>/share/recmg/policies (recmg.service.config finds them)
+    # policy profiles land in <prefix>/share/recmg/policies (recmg.config finds them)
     data_files=[("share/recmg/policies", sorted(glob("policies/*.toml")))],
 )

@@ -208,6 +208,8 @@ def _daemon_command(args) -> int:
                 else:
                     print(f"{'*' if p.get('active') else ' '} {p['name']:<12} "
                           f"{p.get('description') or p.get('error', '')}")
+            if not args.names:
+                print_registries()
         else:
             print_json(res)
     elif cmd == "record":
@@ -226,6 +228,17 @@ def _daemon_command(args) -> int:
                 return EX_OK
             return wait_recording(args, started)
     return EX_OK
+
+
+def print_registries() -> None:
+    """What a profile can name: the engine's registries (recmg.engine.registry)."""
+    from recmg.engine import registry
+
+    for role, key in (("caching", "caching"), ("prefetcher", "prefetcher")):
+        print(f"\n{role} (profile key {key!r}):")
+        for name, daemon, summary in registry.rows(role):
+            if daemon == "yes":
+                print(f"  {name:<11} {summary}")
 
 
 def wait_recording(args, started: dict) -> int:

@@ -54,7 +54,8 @@ def help_text(role: str) -> str:
 
 
 def rows(role: str) -> list[tuple[str, str, str]]:
-    return [(n, "yes" if online(role, c) else "no (needs the future)", _summary(c))
+    offline = "no (simulator only)" if role == "mover" else "no (needs the future)"
+    return [(n, "yes" if online(role, c) else offline, _summary(c))
             for n, c in ROLES[role].items()]
 
 

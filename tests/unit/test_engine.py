@@ -1,0 +1,182 @@
+"""The one decision engine: contracts, registries, configurations, and what only the
+engine decides (per-table keys, scores into the planner, the dry run's log)."""
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recmg import config as cfgmod
+from recmg import movers
+from recmg.capture.reader import AccessBatch
+from recmg.engine import build, contracts, registry
+from recmg.engine.layout import PAGE_SIZE, Layout
+from recmg.engine.policy import cache as cache_mod
+from recmg.engine.policy import prefetch as pf_mod
+from recmg.engine.step import Engine, EngineConfig
+from recmg.trace import format as tf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def batch_of(*batches) -> AccessBatch:
+    keys = np.concatenate([np.asarray(b, np.uint64) for b in batches]) if batches else \
+        np.zeros(0, np.uint64)
+    offs = np.concatenate(([0], np.cumsum([len(b) for b in batches]))).astype(np.uint64)
+    n = len(batches)
+    return AccessBatch(keys=keys, batch_offsets=offs, batch_ids=np.arange(n, dtype=np.uint64),
+                       timestamps_ns=np.zeros(n, np.uint64))
+
+
+def test_the_registry_block_of_the_docs_is_current():
+    text = (ROOT / "docs/policies.md").read_text()
+    assert registry.markdown() in text, \
+        "run: python -m recmg.engine.registry --update docs/policies.md"
+
+
+@pytest.mark.parametrize("role,name", [(r, n) for r in registry.ROLES for n in registry.ROLES[r]])
+def test_every_registered_class_meets_its_contract(role, name):
+    if role == "caching":
+        obj, proto = cache_mod.make(name, 4), contracts.CachePolicy
+    elif role == "prefetcher":
+        obj, proto = pf_mod.make(name, [10]), contracts.Prefetcher
+    else:
+        obj, proto = movers.make(name, 16, 100.0), contracts.Mover
+    assert isinstance(obj, proto) and obj.name == name
+
+
+def test_unknown_names_fail_validation_listing_the_known_ones(tmp_path):
+    (tmp_path / "p.toml").write_text('schema = 1\ncaching = "arc"\nprefetcher = "oracle"\n')
+    with pytest.raises(cfgmod.ConfigError) as e:
+        cfgmod.load_profile("p", [tmp_path])
+    text = str(e.value)
+    assert "unknown caching 'arc'; known: lru, lfu, s3fifo" in text and "belady" not in text
+    assert "'oracle' (simulator only: it needs the future)" in text
+    with pytest.raises(cfgmod.ConfigError, match="move_pages, simulated, dryrun"):
+        cfgmod.parse('[migration]\nbackend = "ideal"\n')
+    with pytest.raises(ValueError, match="known: lru, lfu, s3fifo, belady"):
+        cache_mod.make("arc", 4)
+    with pytest.raises(ValueError, match="known: move_pages, simulated, dryrun, ideal"):
+        movers.make("teleport", 16, 1.0)
+
+
+def test_help_and_policy_list_come_from_the_registries(capsys):
+    from recmg.cli import recmg as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["sim", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "belady (sim only)" in out and "oracle (sim only)" in out and "bingo" in out
+    from recmg.cli.recmgctl import print_registries
+
+    print_registries()
+    out = capsys.readouterr().out
+    assert "s3fifo" in out and "stms" in out and "belady" not in out and "oracle" not in out
+
+
+def test_the_simulator_never_imports_the_daemons_service_package(tmp_path):
+    code = """
+import sys
+from recmg import config as cfgmod
+from recmg.sim import matrix, modes, replay
+from recmg.trace import synthetic
+t = synthetic.trace(synthetic.preset("meta2021-small", 0.01, seed=1), 3)
+for mode in modes.MODES:
+    modes.simulate(t, mode, "lru", 50, "stms", 16)
+replay.replay(t, cfgmod.Config(), cfgmod.Profile(name="x"))
+bad = sorted(m for m in sys.modules if m.startswith("recmg.service"))
+assert not bad, bad
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_first_in_batches_is_each_batchs_distinct_keys_in_first_use_order():
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 20, int(n)) for n in rng.integers(0, 40, 30)]
+    keys = np.concatenate(batches).astype(np.uint64)
+    offs = np.concatenate(([0], np.cumsum([len(b) for b in batches])))
+    got = cache_mod.first_in_batches(keys, offs)
+    want = np.concatenate([[k not in b[:i] for i, k in enumerate(b)] for b in batches]
+                          ).astype(bool)
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="offsets"):
+        cache_mod.first_in_batches(keys, [0, len(keys) + 1])
+
+
+def test_engine_configurations_are_checked():
+    with pytest.raises(ValueError, match="granularity"):
+        EngineConfig(granularity="line")
+    with pytest.raises(ValueError, match="observe"):
+        EngineConfig(observe="tick")
+    with pytest.raises(ValueError, match="placement map"):
+        Engine(EngineConfig(), cache_mod.make("lru", 4), pf_mod.make("none", [10]),
+               movers.make("simulated", 16, 1.0))
+
+
+def _planned(tables, profile, budget=64):
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n')
+    layout = Layout.virtual(tables)
+    mover = movers.make("simulated", 16, 1e6)
+    return build.planned(cfg, profile, layout, mover, mover.initial_placement(0, layout, 0, 1),
+                         [0], [1], override=budget)
+
+
+def test_recmgds_prefetcher_sees_pages_per_table():
+    """A next-N prefetcher over the last page of table 0 proposes nothing in table 1
+    (in one global page space it proposed table 1's first pages)."""
+    rows = PAGE_SIZE // 64
+    tables = [tf.TableInfo(0, "a", 4 * rows, 64), tf.TableInfo(1, "b", 4 * rows, 64)]
+    eng = _planned(tables, cfgmod.Profile(name="x", caching="lru", prefetcher="nextn",
+                                          prefetch_budget_pages=8))
+    last = tf.make_keys(0, [4 * rows - 1])  # the last row of table 0: its page 3
+    r = eng.step(batch_of(last), contracts.Controls(tick=1))
+    assert r.promoted.tolist() == [3] and r.prefetch_issued == 0
+    r = eng.step(batch_of(tf.make_keys(1, [0])), contracts.Controls(tick=2))
+    # a miss on table 1's page 0 (global page 4): next-N proposes its pages 1..3 (5..7)
+    assert sorted(r.promoted.tolist()) == [4, 5, 6, 7] and r.prefetch_issued == 3
+
+
+def test_scores_reach_the_planner_most_valuable_first_under_the_rate_cap():
+    """Three pages wanted, room to move one a tick: the policy's most valuable page
+    (LRU: the most recently used) goes first, not the lowest-numbered one."""
+    rows = PAGE_SIZE // 64
+    tables = [tf.TableInfo(0, "a", 8 * rows, 64)]
+    cfg = cfgmod.parse('tick_ms = 100\n[migration]\nbackend = "simulated"\n'
+                       'min_residency_ticks = 0\nrate_mib_s = 0.04\n')  # 1 page a tick
+    layout = Layout.virtual(tables)
+    mover = movers.make("simulated", 16, 1.0)
+    eng = build.planned(cfg, cfgmod.Profile(name="x", caching="lru"), layout, mover,
+                        mover.initial_placement(0, layout, 0, 1), [0], [1], override=8)
+    assert eng.cfg.rate_pages == 1
+    r = eng.step(batch_of(tf.make_keys(0, [0, 2 * rows, 5 * rows])), contracts.Controls(tick=1))
+    assert r.promoted.tolist() == [5] and r.cut_by_rate == 2
+    r = eng.step(batch_of(), contracts.Controls(tick=2))
+    assert r.promoted.tolist() == [2]
+
+
+def test_a_paused_step_observes_but_plans_nothing_and_a_brake_moves_nothing():
+    rows = PAGE_SIZE // 64
+    eng = _planned([tf.TableInfo(0, "a", 4 * rows, 64)], cfgmod.Profile(name="x",
+                                                                        caching="lru"))
+    r = eng.step(batch_of(tf.make_keys(0, [0])), contracts.Controls(tick=1, plan=False))
+    assert r.ondemand == 1 and not len(r.promoted) and len(eng.cache) == 1
+    r = eng.step(batch_of(), contracts.Controls(tick=2, allow_moves=False))
+    assert not len(r.promoted) and eng.stats.promoted == 0
+    r = eng.step(batch_of(), contracts.Controls(tick=3, allow_promote=False))
+    assert not len(r.promoted)
+    r = eng.step(batch_of(tf.make_keys(0, [0])), contracts.Controls(tick=4))
+    assert r.promoted.tolist() == [0] and r.hits == 0 and eng.stats.ondemand == 2
+
+
+def test_the_dry_run_logs_each_move_it_would_make(caplog):
+    layout = Layout([1 << 20], [8 * PAGE_SIZE], [64])
+    mover = movers.make("dryrun", 16, 1.0)
+    placement = mover.initial_placement(1, layout, 0, 1)
+    with caplog.at_level(logging.INFO, logger="recmgd"):
+        out = mover.apply(1, layout, np.array([0, 3]), 0, placement, 0.0)
+    assert out.moved == 2 and placement.tolist()[:4] == [0, 1, 1, 0]
+    assert f"would move 2 pages to node 0: {1 << 20:#x} {(1 << 20) + 3 * PAGE_SIZE:#x}" \
+        in caplog.text
