@@ -33,9 +33,11 @@ struct recmg_cache {
     list lru;       /* LRU; S3-FIFO main */
     list small;     /* S3-FIFO small */
     uint64_t small_cap;
-    /* S3-FIFO ghost: FIFO ring of (key, seq) and a key -> seq hash */
-    uint64_t *ghost_keys, *ghost_seq, ghost_cap, ghost_head, ghost_len, ghost_next_seq;
-    uint64_t *gh_keys, *gh_vals, gh_mask;
+    /* S3-FIFO ghost: a FIFO ring of keys, and a hash of ring positions (NONE: empty)
+     * whose key is the ring's; an entry is current while the hash points at it */
+    uint64_t *ghost_keys, ghost_cap, ghost_head, ghost_len;
+    uint32_t *gh_pos;
+    uint64_t gh_mask;
 };
 
 static inline uint64_t mix(uint64_t x)
@@ -182,7 +184,7 @@ static void heap_remove(recmg_cache *c, uint32_t n)
 static uint64_t g_find(const recmg_cache *c, uint64_t key)
 {
     uint64_t i = mix(key) & c->gh_mask;
-    while (c->gh_keys[i] != EMPTY_KEY && c->gh_keys[i] != key)
+    while (c->gh_pos[i] != NONE && c->ghost_keys[c->gh_pos[i]] != key)
         i = (i + 1) & c->gh_mask;
     return i;
 }
@@ -192,16 +194,15 @@ static void g_del_at(recmg_cache *c, uint64_t i)
     uint64_t j = i;
     for (;;) {
         j = (j + 1) & c->gh_mask;
-        if (c->gh_keys[j] == EMPTY_KEY)
+        if (c->gh_pos[j] == NONE)
             break;
-        uint64_t home = mix(c->gh_keys[j]) & c->gh_mask;
+        uint64_t home = mix(c->ghost_keys[c->gh_pos[j]]) & c->gh_mask;
         if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-            c->gh_keys[i] = c->gh_keys[j];
-            c->gh_vals[i] = c->gh_vals[j];
+            c->gh_pos[i] = c->gh_pos[j];
             i = j;
         }
     }
-    c->gh_keys[i] = EMPTY_KEY;
+    c->gh_pos[i] = NONE;
 }
 
 static void ghost_add(recmg_cache *c, uint64_t key)
@@ -209,20 +210,19 @@ static void ghost_add(recmg_cache *c, uint64_t key)
     if (c->ghost_cap == 0)
         return;
     if (c->ghost_len == c->ghost_cap) { /* drop the oldest, if still current */
-        uint64_t k = c->ghost_keys[c->ghost_head], s = c->ghost_seq[c->ghost_head];
-        uint64_t i = g_find(c, k);
-        if (c->gh_keys[i] == k && c->gh_vals[i] == s)
+        uint64_t i = g_find(c, c->ghost_keys[c->ghost_head]);
+        if (c->gh_pos[i] == c->ghost_head)
             g_del_at(c, i);
         c->ghost_head = (c->ghost_head + 1) % c->ghost_cap;
         c->ghost_len--;
     }
-    uint64_t pos = (c->ghost_head + c->ghost_len) % c->ghost_cap, seq = c->ghost_next_seq++;
-    c->ghost_keys[pos] = key;
-    c->ghost_seq[pos] = seq;
-    c->ghost_len++;
+    uint64_t pos = (c->ghost_head + c->ghost_len) % c->ghost_cap;
     uint64_t i = g_find(c, key);
-    c->gh_keys[i] = key;
-    c->gh_vals[i] = seq;
+    if (c->gh_pos[i] != NONE) /* an older copy of the key is still current: this one wins */
+        g_del_at(c, i);
+    c->ghost_keys[pos] = key;
+    c->ghost_len++;
+    c->gh_pos[g_find(c, key)] = (uint32_t)pos;
 }
 
 static int ghost_take(recmg_cache *c, uint64_t key)
@@ -230,7 +230,7 @@ static int ghost_take(recmg_cache *c, uint64_t key)
     if (c->ghost_cap == 0)
         return 0;
     uint64_t i = g_find(c, key);
-    if (c->gh_keys[i] != key)
+    if (c->gh_pos[i] == NONE)
         return 0;
     g_del_at(c, i);
     return 1;
@@ -260,21 +260,19 @@ recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
         c->ghost_cap = capacity - c->small_cap;
         if (c->ghost_cap) {
             c->ghost_keys = malloc(c->ghost_cap * sizeof(uint64_t));
-            c->ghost_seq = malloc(c->ghost_cap * sizeof(uint64_t));
             c->gh_mask = pow2_at_least(2 * c->ghost_cap) - 1;
-            c->gh_keys = malloc((c->gh_mask + 1) * sizeof(uint64_t));
-            c->gh_vals = malloc((c->gh_mask + 1) * sizeof(uint64_t));
+            c->gh_pos = malloc((c->gh_mask + 1) * sizeof(uint32_t));
         }
     }
     if (!c->nodes || !c->free_stack || !c->slots ||
         ((policy == RECMG_LFU || policy == RECMG_BELADY) && !c->heap) ||
-        (c->ghost_cap && (!c->ghost_keys || !c->ghost_seq || !c->gh_keys || !c->gh_vals))) {
+        (c->ghost_cap && (!c->ghost_keys || !c->gh_pos))) {
         recmg_cache_free(c);
         return NULL;
     }
     memset(c->slots, 0xff, (c->mask + 1) * sizeof(uint32_t));
-    if (c->gh_keys)
-        memset(c->gh_keys, 0xff, (c->gh_mask + 1) * sizeof(uint64_t));
+    if (c->gh_pos)
+        memset(c->gh_pos, 0xff, (c->gh_mask + 1) * sizeof(uint32_t));
     for (uint64_t i = 0; i < capacity; i++)
         c->free_stack[i] = (uint32_t)(capacity - 1 - i);
     c->n_free = capacity;
@@ -290,9 +288,7 @@ void recmg_cache_free(recmg_cache *c)
     free(c->slots);
     free(c->heap);
     free(c->ghost_keys);
-    free(c->ghost_seq);
-    free(c->gh_keys);
-    free(c->gh_vals);
+    free(c->gh_pos);
     free(c);
 }
 
@@ -539,72 +535,88 @@ uint64_t recmg_cache_resident(const recmg_cache *c, uint64_t *out, uint64_t max)
     return k;
 }
 
-uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
-                              uint32_t *counts)
-{
-    uint64_t mask = pow2_at_least(2 * n) - 1, k = 0;
-    uint32_t *slot = malloc((mask + 1) * sizeof(uint32_t));
-    if (!slot)
-        return UINT64_MAX;
-    memset(slot, 0xff, (mask + 1) * sizeof(uint32_t));
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t h = mix(keys[i]) & mask;
-        while (slot[h] != NONE && out[slot[h]] != keys[i])
-            h = (h + 1) & mask;
-        if (slot[h] == NONE) {
-            slot[h] = (uint32_t)k;
-            out[k] = keys[i];
-            if (counts)
-                counts[k] = 0;
-            k++;
-        }
-        if (counts)
-            counts[slot[h]]++;
-    }
-    free(slot);
-    return k;
-}
 
-/* first[i] = 1 at the first occurrence of keys[i] within its batch (batch b is
- * keys[offs[b] .. offs[b+1])), else 0: the distinct keys of each batch in first-use
- * order, without a sort.  One hash table sized for the largest batch, cleared per
- * batch by a generation stamp.  Returns 0, or -1 if out of memory or offsets are bad. */
-int recmg_first_in_batches(const uint64_t *keys, uint64_t n, const uint64_t *offs,
-                           uint64_t nb, uint8_t *first)
+/* ---- distinct keys per batch ----
+ * A hash of indices into out (linear probing, NONE = empty), cleared after each
+ * batch by undoing its insertions in reverse order (which restores a linear-probing
+ * table exactly), so a batch costs its own size, never the table's.  Tables up to
+ * SCRATCH_SLOTS are kept per thread between calls: a fresh multi-megabyte table per
+ * batch costs more in page faults than the hashing itself. */
+#define SCRATCH_SLOTS (1ULL << 22)
+static __thread uint32_t *scratch;
+static __thread uint64_t scratch_slots;
+
+static uint64_t distinct_core(const uint64_t *keys, uint64_t n, const uint64_t *offs,
+                              uint64_t nb, uint64_t *out, uint32_t *counts, uint64_t *out_offs)
 {
     uint64_t big = 0;
     for (uint64_t b = 0; b < nb; b++) {
         if (offs[b + 1] < offs[b] || offs[b + 1] > n)
-            return -1;
+            return UINT64_MAX;
         if (offs[b + 1] - offs[b] > big)
             big = offs[b + 1] - offs[b];
     }
-    uint64_t mask = pow2_at_least(2 * big + 2) - 1;
-    uint64_t *slot_key = malloc((mask + 1) * sizeof(uint64_t));
-    uint32_t *slot_gen = calloc(mask + 1, sizeof(uint32_t));
-    if (!slot_key || !slot_gen) {
-        free(slot_key);
-        free(slot_gen);
-        return -1;
-    }
-    uint32_t gen = 0;
-    for (uint64_t b = 0; b < nb; b++) {
-        if (++gen == 0) { /* wrapped: clear the stamps once every 2^32 batches */
-            memset(slot_gen, 0, (mask + 1) * sizeof(uint32_t));
-            gen = 1;
+    if (big >= NONE)
+        return UINT64_MAX;
+    uint64_t size = pow2_at_least(2 * big + 2);
+    uint32_t *slot;
+    if (size <= scratch_slots) {
+        slot = scratch, size = scratch_slots;
+    } else {
+        slot = malloc(size * sizeof(uint32_t));
+        if (!slot)
+            return UINT64_MAX;
+        memset(slot, 0xff, size * sizeof(uint32_t));
+        if (size <= SCRATCH_SLOTS) { /* keep it for the next calls */
+            free(scratch);
+            scratch = slot, scratch_slots = size;
         }
+    }
+    uint64_t mask = size - 1, k = 0;
+    for (uint64_t b = 0; b < nb; b++) {
+        uint64_t first = k;
+        if (out_offs)
+            out_offs[b] = k;
         for (uint64_t i = offs[b]; i < offs[b + 1]; i++) {
             uint64_t h = mix(keys[i]) & mask;
-            while (slot_gen[h] == gen && slot_key[h] != keys[i])
+            while (slot[h] != NONE && out[first + slot[h]] != keys[i])
                 h = (h + 1) & mask;
-            first[i] = slot_gen[h] != gen;
-            slot_gen[h] = gen;
-            slot_key[h] = keys[i];
+            if (slot[h] == NONE) {
+                slot[h] = (uint32_t)(k - first);
+                out[k] = keys[i];
+                if (counts)
+                    counts[k] = 0;
+                k++;
+            }
+            if (counts)
+                counts[first + slot[h]]++;
+        }
+        for (uint64_t j = k; j-- > first;) { /* undo, newest first */
+            uint64_t h = mix(out[j]) & mask;
+            while (slot[h] != j - first)
+                h = (h + 1) & mask;
+            slot[h] = NONE;
         }
     }
-    free(slot_key);
-    free(slot_gen);
-    return 0;
+    if (out_offs)
+        out_offs[nb] = k;
+    if (slot != scratch)
+        free(slot);
+    return k;
+}
+
+uint64_t recmg_distinct_in_batches(const uint64_t *keys, uint64_t n, const uint64_t *offs,
+                                   uint64_t nb, uint64_t *out, uint32_t *counts,
+                                   uint64_t *out_offs)
+{
+    return distinct_core(keys, n, offs, nb, out, counts, out_offs);
+}
+
+uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
+                              uint32_t *counts)
+{
+    uint64_t offs[2] = {0, n};
+    return distinct_core(keys, n, offs, 1, out, counts, NULL);
 }
 
 /* ---- scores: each key's value in fast memory, by the policy's own eviction order ----

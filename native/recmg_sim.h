@@ -70,9 +70,11 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
 uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
                               uint32_t *counts);
 
-/* first[i] = 1 where keys[i] first occurs within its batch (batches at offs[0..nb]).
- * 0 on success, -1 on bad offsets or out of memory. */
-int recmg_first_in_batches(const uint64_t *keys, uint64_t n, const uint64_t *offs,
-                           uint64_t nb, uint8_t *first);
+/* Each batch's distinct keys in first-use order (batches at offs[0..nb]) into out,
+ * their counts within the batch, and each batch's start in out into out_offs[0..nb].
+ * Returns how many were written; UINT64_MAX on bad offsets or out of memory. */
+uint64_t recmg_distinct_in_batches(const uint64_t *keys, uint64_t n, const uint64_t *offs,
+                                   uint64_t nb, uint64_t *out, uint32_t *counts,
+                                   uint64_t *out_offs);
 
 #endif

@@ -93,17 +93,19 @@ assert not bad, bad
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_first_in_batches_is_each_batchs_distinct_keys_in_first_use_order():
+def test_distinct_in_batches_is_each_batchs_distinct_keys_in_first_use_order():
     rng = np.random.default_rng(0)
     batches = [rng.integers(0, 20, int(n)) for n in rng.integers(0, 40, 30)]
     keys = np.concatenate(batches).astype(np.uint64)
     offs = np.concatenate(([0], np.cumsum([len(b) for b in batches])))
-    got = cache_mod.first_in_batches(keys, offs)
-    want = np.concatenate([[k not in b[:i] for i, k in enumerate(b)] for b in batches]
-                          ).astype(bool)
-    assert np.array_equal(got, want)
+    got, counts, starts = cache_mod.distinct_in_batches(keys, offs)
+    want = [list(dict.fromkeys(b.tolist())) for b in batches]
+    assert got.tolist() == [k for w in want for k in w]
+    assert counts.tolist() == [b.tolist().count(k) for b, w in zip(batches, want) for k in w]
+    assert starts.tolist() == np.cumsum([0] + [len(w) for w in want]).tolist()
     with pytest.raises(ValueError, match="offsets"):
-        cache_mod.first_in_batches(keys, [0, len(keys) + 1])
+        cache_mod.distinct_in_batches(keys, [0, len(keys) + 1])
+    assert [len(x) for x in cache_mod.distinct_in_batches(keys[:0], [0])] == [0, 0, 1]
 
 
 def test_engine_configurations_are_checked():

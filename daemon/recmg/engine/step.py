@@ -25,7 +25,7 @@ from recmg.capture.reader import AccessBatch
 from recmg.engine import planner
 from recmg.engine.contracts import CachePolicy, Controls, Mover, Prefetcher, StepResult
 from recmg.engine.layout import Layout
-from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, first_in_batches,
+from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, distinct_in_batches,
                                        unique_ordered)
 from recmg.engine.stats import Stats
 from recmg.trace.format import ROW_MASK, TABLE_SHIFT
@@ -110,15 +110,14 @@ class Engine:
         """One window of batches.  ``next_use`` (offline policies) and ``future`` (the
         oracle prefetcher) come from a trace; recmgd never has them."""
         keys = np.asarray(batch.keys, np.uint64)
-        units = self.units(keys)
         self.stats.batches += batch.n_batches
-        self.stats.accesses += len(units)
+        self.stats.accesses += len(keys)
         if self.mover.ideal and self.cfg.observe == "access":
-            res = self._paper_step(units, next_use, future)
+            res = self._paper_step(self.units(keys), next_use, future)
         elif self.mover.ideal:
-            res = self._ideal_step(units, batch.batch_offsets, next_use, future)
+            res = self._ideal_step(self.units(keys), batch.batch_offsets, next_use, future)
         else:
-            res = self._planned_step(keys, units, batch.batch_offsets, ctl)
+            res = self._planned_step(keys, batch.batch_offsets, ctl)
         self.steps += 1
         return res
 
@@ -167,22 +166,22 @@ class Engine:
         s = self.stats
         while self.pending and self.pending[0][0] <= self.steps:
             self.pbuf.insert(self.pending.popleft()[1])
-        first = first_in_batches(units, offsets)
-        in_cache = self.cache.contains(units)
-        in_pf = self.pbuf.contains(units) if self.pbuf is not None else \
-            np.zeros(len(units), bool)
+        uniq, counts, _ = distinct_in_batches(units, offsets)
+        in_cache = self.cache.contains(uniq)
+        in_pf = self.pbuf.contains(uniq) if self.pbuf is not None else \
+            np.zeros(len(uniq), bool)
         fast = in_cache | in_pf
-        missed = units[first & ~fast]
+        missed = uniq[~fast]
         if self.pending:
             in_flight = np.concatenate([p[1] for p in self.pending])
             s.prefetch_late += int(np.count_nonzero(np.isin(missed, in_flight)))
-        hits = int(np.count_nonzero(fast))
+        hits = int(counts[fast].sum())
         s.hits += hits
-        s.prefetch_useful += int(np.count_nonzero(in_pf[first] & ~in_cache[first]))
+        s.prefetch_useful += int(np.count_nonzero(in_pf & ~in_cache))
         self._count_misses(missed)
         if self.pbuf is not None and in_pf.any():
-            self.pbuf.remove(units[first & in_pf])
-        seen = units[first] if self.cfg.observe == "batch" else units
+            self.pbuf.remove(uniq[in_pf])
+        seen = uniq if self.cfg.observe == "batch" else units
         self.cache.access(seen, next_use)
         issued = 0
         if self.pbuf is not None:
@@ -195,26 +194,26 @@ class Engine:
         return StepResult(accesses=len(units), hits=hits, ondemand=len(missed),
                           prefetch_issued=issued)
 
-    def _planned_step(self, keys, units, offsets, ctl: Controls) -> StepResult:
+    def _planned_step(self, keys, offsets, ctl: Controls) -> StepResult:
         """recmgd's step: measure against the page placement, observe, score every page,
         plan within budget, rate cap and hysteresis, and move."""
         s, cfg = self.stats, self.cfg
-        gidx = self.layout.pages_of_keys(keys)
-        fast = np.isin(self.placement[gidx], self.fast)
         # nothing is brought in on demand here: each distinct vector a batch reads from
         # a slow page is one on-demand fetch (a slow read)
-        miss = first_in_batches(keys, offsets) & ~fast
-        hits = int(np.count_nonzero(fast))
+        vk, counts, _ = distinct_in_batches(keys, offsets)
+        fast = np.isin(self.placement[self.layout.pages_of_keys(vk)], self.fast)
+        missed = vk[~fast]
+        hits = int(counts[fast].sum())
         s.hits += hits
-        self._count_misses(keys[miss])
-        seen = units if cfg.observe == "access" else \
-            units[first_in_batches(units, offsets)]
+        self._count_misses(missed)
+        units = self.units(keys)
+        seen = units if cfg.observe == "access" else distinct_in_batches(units, offsets)[0]
         if len(seen):
             self.cache.access(seen)
-        cand = self._candidates(seen, unique_ordered(units[miss]), None,
+        cand = self._candidates(seen, unique_ordered(self.units(missed)), None,
                                 lambda c: self.cache.contains(c)) if len(seen) else \
             np.zeros(0, np.uint64)
-        base = dict(accesses=len(units), hits=hits, ondemand=int(np.count_nonzero(miss)))
+        base = dict(accesses=len(keys), hits=hits, ondemand=len(missed))
         if not ctl.plan:
             return StepResult(**base)
         # page scores: the caching policy's eviction rank for its residents (1 = next

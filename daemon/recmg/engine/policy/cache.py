@@ -165,20 +165,27 @@ def make(name: str, capacity: int, aging: int = 0) -> Cache:
     return CACHE_POLICIES[name](capacity, aging=aging)
 
 
-def first_in_batches(keys, batch_offsets) -> np.ndarray:
-    """Bool mask over keys: True at the first occurrence of each key within its batch
-    (keys[offs[b]:offs[b+1]]).  One pass in C with a hash table, no sort."""
+def distinct_in_batches(keys, batch_offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each batch's distinct keys in first-use order (batch b is keys[offs[b]:offs[b+1]]):
+    (keys, how often each occurs in its batch (uint32), where each batch's distinct keys
+    start (len = batches + 1)).  One pass in C with a hash table, no sort."""
     keys = _u64(keys)
     offs = _u64(batch_offsets)
-    out = np.zeros(len(keys), np.uint8)
-    if len(offs) < 2:
-        return out.view(bool)
-    if lib.recmg_first_in_batches(_ptr(keys, "uint64_t *"), len(keys),
-                                  _ptr(offs, "uint64_t *"), len(offs) - 1,
-                                  _ptr(out, "uint8_t *")) != 0:
-        raise ValueError("first_in_batches: batch offsets out of order or out of range "
-                         "(or out of memory)")
-    return out.view(bool)
+    nb = max(len(offs) - 1, 0)
+    out = np.empty(len(keys), np.uint64)
+    counts = np.empty(len(keys), np.uint32)
+    out_offs = np.zeros(nb + 1, np.uint64)
+    if nb:
+        n = lib.recmg_distinct_in_batches(_ptr(keys, "uint64_t *"), len(keys),
+                                          _ptr(offs, "uint64_t *"), nb,
+                                          _ptr(out, "uint64_t *"), _ptr(counts, "uint32_t *"),
+                                          _ptr(out_offs, "uint64_t *"))
+        if n == NEVER:
+            raise ValueError("distinct_in_batches: batch offsets out of order or out of "
+                             "range (or out of memory)")
+    else:
+        n = 0
+    return out[:n], counts[:n], out_offs
 
 
 def unique_ordered(keys, with_counts: bool = False):
