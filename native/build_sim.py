@@ -1,5 +1,6 @@
-"""cffi out-of-line build of the cache core (native/recmg_sim.c) and the prefetcher
-cores (native/recmg_prefetch.c) as recmg._simcore."""
+"""cffi out-of-line build of the cache core (native/recmg_sim.c), the prefetcher
+cores (native/recmg_prefetch.c) and the online features (native/recmg_features.c) as
+recmg._simcore."""
 
 import sys
 from pathlib import Path
@@ -10,12 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_shim import header_declarations  # noqa: E402
 
 ffibuilder = FFI()
-ffibuilder.cdef(header_declarations("recmg_sim.h", "RECMG_")
-                + header_declarations("recmg_prefetch.h", "RECMG_"))
+PARTS = ("recmg_sim", "recmg_prefetch", "recmg_features")
+ffibuilder.cdef("\n".join(header_declarations(f"{p}.h", "RECMG_") for p in PARTS))
 ffibuilder.set_source(
-    "recmg._simcore", '#include "recmg_sim.h"\n#include "recmg_prefetch.h"\n',
-    sources=["native/recmg_sim.c", "native/recmg_prefetch.c"], include_dirs=["native"],
-    extra_compile_args=["-O3", "-Wall", "-Wextra", "-std=gnu11"],
+    "recmg._simcore", "".join(f'#include "{p}.h"\n' for p in PARTS),
+    sources=[f"native/{p}.c" for p in PARTS], include_dirs=["native"],
+    extra_compile_args=["-O3", "-Wall", "-Wextra", "-std=gnu11"], libraries=["m"],
 )
 
 if __name__ == "__main__":

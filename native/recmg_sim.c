@@ -239,7 +239,7 @@ static int ghost_take(recmg_cache *c, uint64_t key)
 /* ---- construction ---- */
 recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
 {
-    if (policy < RECMG_LRU || policy > RECMG_BELADY || capacity == 0 ||
+    if (policy < RECMG_LRU || policy > RECMG_SCORED || capacity == 0 ||
         capacity >= (uint64_t)NONE)
         return NULL;
     recmg_cache *c = calloc(1, sizeof(*c));
@@ -252,7 +252,7 @@ recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
     c->nodes = malloc(capacity * sizeof(node));
     c->free_stack = malloc(capacity * sizeof(uint32_t));
     c->slots = malloc((c->mask + 1) * sizeof(uint32_t));
-    if (policy == RECMG_LFU || policy == RECMG_BELADY)
+    if (policy == RECMG_LFU || policy == RECMG_BELADY || policy == RECMG_SCORED)
         c->heap = malloc(capacity * sizeof(uint32_t));
     c->lru.head = c->lru.tail = c->small.head = c->small.tail = NONE;
     if (policy == RECMG_S3FIFO) {
@@ -265,7 +265,8 @@ recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
         }
     }
     if (!c->nodes || !c->free_stack || !c->slots ||
-        ((policy == RECMG_LFU || policy == RECMG_BELADY) && !c->heap) ||
+        ((policy == RECMG_LFU || policy == RECMG_BELADY || policy == RECMG_SCORED) &&
+         !c->heap) ||
         (c->ghost_cap && (!c->ghost_keys || !c->gh_pos))) {
         recmg_cache_free(c);
         return NULL;
@@ -321,6 +322,7 @@ static void evict_one(recmg_cache *c)
         break;
     case RECMG_LFU:
     case RECMG_BELADY:
+    case RECMG_SCORED:
         v = c->heap[0];
         heap_remove(c, v);
         break;
@@ -382,6 +384,7 @@ static void touch(recmg_cache *c, uint32_t n, uint64_t nu)
         break;
     }
     case RECMG_BELADY:
+    case RECMG_SCORED:
         x->score = nu;
         sift_up(c, x->heap_pos);
         sift_down(c, x->heap_pos);
@@ -398,6 +401,9 @@ static int admit(recmg_cache *c, uint64_t key, uint64_t nu)
     if (c->policy == RECMG_BELADY && c->len == c->capacity &&
         nu >= c->nodes[c->heap[0]].score)
         return 0; /* used later than everything resident: MIN does not keep it */
+    if (c->policy == RECMG_SCORED && c->len == c->capacity &&
+        nu <= c->nodes[c->heap[0]].score)
+        return 0; /* worth no more than the next victim: not admitted */
     int from_ghost = c->policy == RECMG_S3FIFO && ghost_take(c, key);
     if (c->len == c->capacity)
         evict_one(c);
@@ -413,6 +419,7 @@ static int admit(recmg_cache *c, uint64_t key, uint64_t nu)
         sift_up(c, c->len - 1);
         break;
     case RECMG_BELADY:
+    case RECMG_SCORED:
         c->nodes[n].score = nu;
         heap_set(c, c->len - 1, n);
         sift_up(c, c->len - 1);
@@ -507,6 +514,7 @@ uint64_t recmg_cache_remove(recmg_cache *c, const uint64_t *keys, uint64_t n)
             break;
         case RECMG_LFU:
         case RECMG_BELADY:
+        case RECMG_SCORED:
             heap_remove(c, x);
             break;
         default:

@@ -6,7 +6,10 @@
  * Policies: LRU, LFU with aging (frequencies halve every `aging` accesses), S3-FIFO
  * (Yang et al., SOSP'23: small FIFO 10%, main FIFO, ghost FIFO, 2-bit frequency),
  * Belady MIN (offline: the caller passes each access's next use; a miss whose next
- * use is later than every resident key's is not admitted).
+ * use is later than every resident key's is not admitted), and "scored" (the caller
+ * passes a priority per access, in the next_use slot: the key keeps it until its next
+ * access; the lowest priority is evicted first, and a miss whose priority is not above
+ * every resident key's is not admitted: a learned policy's mechanism).
  * State: one node per resident key (32 bytes) plus a hash slot array of twice the
  * capacity (16 bytes each), so at most 64 bytes per resident key.
  */
@@ -20,6 +23,8 @@
 #define RECMG_LFU 1
 #define RECMG_S3FIFO 2
 #define RECMG_BELADY 3
+/* a caller's priority per access; the lowest is evicted first */
+#define RECMG_SCORED 4
 
 /* access result codes written by recmg_cache_access_two */
 #define RECMG_MISS 0

@@ -13,7 +13,7 @@ import numpy as np
 from recmg._simcore import ffi, lib
 
 _KINDS = {"lru": lib.RECMG_LRU, "lfu": lib.RECMG_LFU, "s3fifo": lib.RECMG_S3FIFO,
-            "belady": lib.RECMG_BELADY}
+          "belady": lib.RECMG_BELADY, "scored": lib.RECMG_SCORED}
 MISS, HIT, PREFETCH_HIT = lib.RECMG_MISS, lib.RECMG_HIT, lib.RECMG_PREFETCH_HIT
 NEVER = np.iinfo(np.uint64).max
 
@@ -54,9 +54,10 @@ class Cache:
         return int(lib.recmg_cache_len(self._c))
 
     def _nu(self, keys, next_use):
-        if self.offline:
+        if self.policy in ("belady", "scored"):
             if next_use is None:
-                raise ValueError("belady needs next-use times (offline policy)")
+                raise ValueError("belady needs next-use times (offline policy)"
+                                 if self.offline else "a scored cache needs priorities")
             nu = _u64(next_use)
             if len(nu) != len(keys):
                 raise ValueError("next_use must match keys")
@@ -158,11 +159,15 @@ class Belady(Cache):
 CACHE_POLICIES: dict[str, type[Cache]] = {c.name: c for c in (LRU, LFU, S3FIFO, Belady)}
 
 
-def make(name: str, capacity: int, aging: int = 0) -> Cache:
-    """The registered caching policy ``name``; an unknown name lists the known ones."""
-    if name not in CACHE_POLICIES:
-        raise ValueError(f"unknown caching policy {name!r}; known: {', '.join(CACHE_POLICIES)}")
-    return CACHE_POLICIES[name](capacity, aging=aging)
+def make(name: str, capacity: int, aging: int = 0, **kw) -> Cache:
+    """The registered caching policy ``name`` (recmg.engine.registry, which adds the
+    learned one: ``model=`` its ONNX file); an unknown name lists the known ones."""
+    from recmg.engine.registry import ROLES
+
+    known = ROLES["caching"]
+    if name not in known:
+        raise ValueError(f"unknown caching policy {name!r}; known: {', '.join(known)}")
+    return known[name](capacity, aging=aging, **kw)
 
 
 def distinct_in_batches(keys, batch_offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,54 @@
+"""Online features for the learned caching model: one module for training and
+serving (recmg.engine's learned policy calls the same ``OnlineFeatures.observe``).
+
+Per access, from the access stream alone (never the future): the key's state before
+the access, kept in C (native/recmg_features.h: recency, three previous gaps,
+decayed counts at half-lives of 2^10, 2^14 and 2^18 accesses, total count; bounded
+to ``max_keys`` keys, least recently accessed forgotten first), then its table.  Time
+is counted in accesses observed, so the features do not depend on how the stream is
+cut into batches or ticks.  ``FEATURE_VERSION``
+changes whenever a definition does; a model card names the version it was trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recmg._simcore import ffi, lib
+
+FEATURE_VERSION = 1
+FEATURE_NAMES = ("log2_gap", "log2_gap_1", "log2_gap_2", "log2_gap_3",
+                 "log2_decayed_count_hl1024", "log2_decayed_count_hl16384",
+                 "log2_decayed_count_hl262144", "log2_count", "table")
+N_FEATURES = len(FEATURE_NAMES)
+assert lib.RECMG_FEAT_FEATURES == N_FEATURES
+
+
+class OnlineFeatures:
+    """Per-key state over one stream of keys (one target, or one trace)."""
+
+    def __init__(self, max_keys: int = 1 << 22):
+        p = lib.recmg_feat_new(max_keys)
+        if p == ffi.NULL:
+            raise MemoryError(f"cannot hold features of {max_keys} keys")
+        self._c = ffi.gc(p, lib.recmg_feat_free)
+        self.max_keys = max_keys
+
+    @property
+    def clock(self) -> int:
+        """Accesses observed so far."""
+        return int(lib.recmg_feat_clock(self._c))
+
+    def observe(self, keys: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Features (float32, len(keys) x N_FEATURES) of each access in order, each
+        from the state before it; the state then includes the accesses.  ``out``: a
+        preallocated array of at least that shape (serving reuses one)."""
+        keys = np.ascontiguousarray(keys, np.uint64)
+        if out is None or out.shape[0] < len(keys) or out.shape[1] != N_FEATURES:
+            out = np.empty((len(keys), N_FEATURES), np.float32)
+        out = out[:len(keys)]
+        if not out.flags.c_contiguous or out.dtype != np.float32:
+            raise ValueError("features: out must be C-contiguous float32")
+        lib.recmg_feat_observe(self._c, ffi.cast("uint64_t *", ffi.from_buffer(keys)),
+                               len(keys), ffi.cast("float *", ffi.from_buffer(out)))
+        return out
