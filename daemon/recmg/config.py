@@ -142,6 +142,10 @@ class Profile:
     # simulator's default); the daemon sees every access, so a long half-life keeps
     # the hot set stable across ticks
     lfu_aging_accesses: int = 0
+    # caching = "learned": its ONNX model (a path relative to the profile's directory,
+    # its card beside it) and onnxruntime's intra-op threads
+    model: str = ""
+    model_threads: int = 1
     description: str = ""
 
 
@@ -365,9 +369,31 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("prefetch_observe_max", "must be at most 2^24"))
     if prof.prefetch_observe_max < 1:
         problems.append(("prefetch_observe_max", "must be >= 1"))
+    if not 1 <= prof.model_threads <= 64:
+        problems.append(("model_threads", "must be in 1..64"))
+    if prof.caching == "learned":
+        problems += _check_model(prof, path)
+        if not problems:
+            prof = replace(prof, model=str((path.parent / prof.model).resolve()))
+    elif prof.model:
+        problems.append(("model", "only the learned caching policy takes a model"))
     if problems:
         raise ConfigError(str(path), problems)
     return prof
+
+
+def _check_model(prof: Profile, path: Path) -> list[tuple[str, str]]:
+    """The learned policy's model and its card, checked now (a reload that names a
+    bad model keeps the old one)."""
+    from recmg.models.card import ModelError, load_card
+
+    if not prof.model:
+        return [("model", "caching = \"learned\" needs model = \"FILE.onnx\"")]
+    try:
+        load_card(path.parent / prof.model, "caching")
+    except ModelError as e:
+        return [("model", str(e))]
+    return []
 
 
 def with_socket(cfg: Config, socket: str) -> Config:

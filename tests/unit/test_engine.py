@@ -37,7 +37,8 @@ def test_the_registry_block_of_the_docs_is_current():
         "run: python -m recmg.engine.registry --update docs/policies.md"
 
 
-@pytest.mark.parametrize("role,name", [(r, n) for r in registry.ROLES for n in registry.ROLES[r]])
+@pytest.mark.parametrize("role,name", [(r, n) for r in registry.ROLES for n in registry.ROLES[r]
+                                       if n != "learned"])  # test_learned.py: needs a model
 def test_every_registered_class_meets_its_contract(role, name):
     if role == "caching":
         obj, proto = cache_mod.make(name, 4), contracts.CachePolicy

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma list of caching policies: " + registry.help_text("caching"))
     sim.add_argument("--prefetchers", default="none",
                      help="comma list of prefetchers: " + registry.help_text("prefetcher"))
+    sim.add_argument("--model", help="the learned caching policy's ONNX file (its card "
+                     "beside it)")
     sim.add_argument("--budget", type=int, default=1024,
                      help="prefetches per window (batch), vectors or pages")
     sim.add_argument("--lead", type=int, default=1, help="batches until a prefetch arrives")
@@ -157,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--batches", type=int, help="at most this many batches (presets)")
     lab.add_argument("--chunk", type=int, default=1 << 23, help="accesses per chunk")
     lab.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    trn = sub.add_parser("train", help="train a learned model (needs recmg[train])")
+    tsub = trn.add_subparsers(dest="what", required=True, metavar="MODEL")
+    tc = tsub.add_parser("cache", help="the caching model, on Belady keep labels")
+    tc.add_argument("traces", nargs="+", help=".rtrace files, or preset:NAME[:SCALE[:SEED]]")
+    tc.add_argument("-o", "--output", required=True, help="directory for NAME.onnx and its card")
+    tc.add_argument("--name", default="caching")
+    tc.add_argument("--size", type=float, default=0.1,
+                    help="fast tier the labels assume (share of distinct vectors)")
+    tc.add_argument("--train-frac", type=float, default=0.7,
+                    help="the earlier share of each trace that trains; the rest is held out")
+    tc.add_argument("--epochs", type=int, default=4)
+    tc.add_argument("--hidden", type=int, default=32)
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--batches", type=int, help="at most this many batches per trace")
+    tc.add_argument("--quiet", action="store_true")
 
     pages = sub.add_parser("pages", help="page placement of a process")
     psub = pages.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -394,9 +412,11 @@ def cmd_sim(args) -> int:
     sizes = [float(x) for x in args.sizes.split(",")]
     if any(not 0 < x <= 1 for x in sizes):
         raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
+    if "learned" in policies and not args.model:
+        raise ValueError("the learned caching policy needs --model FILE.onnx")
     rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
                              args.budget, args.lead, args.batches,
-                             not args.quiet)
+                             not args.quiet, args.model)
     sys.stdout.write(matrix.render_table(rows))
     if args.csv:
         matrix.write_csv(rows, args.csv)
@@ -456,6 +476,30 @@ def cmd_label(args) -> int:
     return EX_OK
 
 
+def cmd_train(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return fail("training needs PyTorch: pip install 'recmg[train]'", EX_UNAVAILABLE)
+    from recmg.models import labels, train
+    from recmg.sim import matrix
+
+    if not 0 < args.train_frac < 1:
+        raise ValueError("--train-frac must be in (0, 1)")
+    traces = []
+    for spec in args.traces:
+        name, tr = matrix.load_trace(spec, args.batches)
+        traces.append((name, tr, None if spec.startswith("preset:") else labels.sha256_of(spec)))
+    card = train.train_cache(traces, args.output, args.name, args.size, args.train_frac,
+                             args.epochs, args.hidden, args.seed, show_progress=not args.quiet,
+                             command=" ".join(["recmg"] + sys.argv[1:]))
+    h = card["held_out"]
+    print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held out "
+          f"({h['accesses']} accesses): AUC {h['auc']}, accuracy {h['accuracy']} "
+          f"(keep rate {h['keep_positive']})")
+    return EX_OK
+
+
 def cmd_demo(args) -> int:
     require_daemon_extra()
     from recmg.service import demo
@@ -466,7 +510,7 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return guarded({"topology": cmd_topology, "pages": cmd_pages, "workload": cmd_workload,
-                    "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim, "label": cmd_label,
+                    "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim, "label": cmd_label, "train": cmd_train,
                     "demo": cmd_demo}[args.command], args)
 
 

@@ -36,6 +36,9 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
 
 
 def make_cache(profile: Profile, budget: int) -> cache_mod.Cache:
+    if profile.caching == "learned":
+        return cache_mod.make("learned", budget, model=profile.model,
+                              threads=profile.model_threads)
     return cache_mod.make(profile.caching, budget, aging=profile.lfu_aging_accesses)
 
 
@@ -58,8 +61,8 @@ def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
     """Reload: swap the configuration; keep learned state that still fits (the cache
     when its policy, budget and aging are unchanged, the prefetcher when its name is)."""
     ec = planned_config(cfg, profile, engine.layout, engine.mover.real, override)
-    same_cache = (old.caching, old.lfu_aging_accesses, engine.cfg.budget) == \
-        (profile.caching, profile.lfu_aging_accesses, ec.budget)
+    same_cache = (old.caching, old.lfu_aging_accesses, old.model, engine.cfg.budget) == \
+        (profile.caching, profile.lfu_aging_accesses, profile.model, ec.budget)
     cache = None if same_cache else make_cache(profile, ec.budget)
     pre = None if old.prefetcher == profile.prefetcher else make_prefetcher(profile, engine.layout)
     engine.reconfigure(ec, cache, pre)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 
 from recmg.engine.policy.cache import CACHE_POLICIES
+from recmg.engine.policy.learned import Learned
 from recmg.engine.policy.prefetch import PREFETCHERS
 from recmg.movers import MOVERS
 
-ROLES = {"caching": CACHE_POLICIES, "prefetcher": PREFETCHERS, "mover": MOVERS}
+ROLES = {"caching": {**CACHE_POLICIES, Learned.name: Learned}, "prefetcher": PREFETCHERS,
+         "mover": MOVERS}
 BEGIN, END = "<!-- registry: generated, do not edit -->", "<!-- registry: end -->"
 
 

@@ -35,27 +35,31 @@ class Row:
 
 
 def load_trace(spec: str, batches: int | None) -> tuple[str, tf.Trace]:
-    """A trace from a path (.rtrace) or ``preset:NAME[:SCALE]``."""
+    """A trace from a path (.rtrace) or ``preset:NAME[:SCALE[:SEED]]``."""
     if spec.startswith("preset:"):
         parts = spec.split(":")
         scale = float(parts[2]) if len(parts) > 2 else 1.0
-        ps = synthetic.preset(parts[1], scale)
-        return parts[1] if len(parts) == 2 else f"{parts[1]}@{scale}", \
-            synthetic.trace(ps, batches or 20)
+        seed = {"seed": int(parts[3])} if len(parts) > 3 else {}
+        ps = synthetic.preset(parts[1], scale, **seed)
+        name = parts[1] if len(parts) == 2 else f"{parts[1]}@{scale}"
+        return name + (f"#{parts[3]}" if seed else ""), synthetic.trace(ps, batches or 20)
     t = tf.read(spec)
     return Path(spec).stem, t
 
 
 def run_one(trace: tf.Trace, mode: str, policy: str, capacity: int, prefetcher: str,
-            budget: int, lead: int, nb: int) -> Stats:
-    return modes.simulate(trace, mode, policy, capacity, prefetcher, budget, lead, nb)
+            budget: int, lead: int, nb: int, model: str | None = None) -> Stats:
+    return modes.simulate(trace, mode, policy, capacity, prefetcher, budget, lead, nb,
+                          model=model)
 
 
 def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies: list[str],
                prefetchers: list[str], budget: int = 1024, lead: int = 1,
-               batches: int | None = None, progress: bool = False) -> list[Row]:
+               batches: int | None = None, progress: bool = False,
+               model: str | None = None) -> list[Row]:
     """Every (trace, mode, size, policy, prefetcher) run, with ratios to LRU and to the
-    oracle reference; ``progress`` shows a bar on stderr."""
+    oracle reference; ``progress`` shows a bar on stderr; ``model``: the learned
+    caching policy's ONNX file."""
     rows: list[Row] = []
     loaded = [load_trace(t, batches) for t in traces]
     combos = [(name, tr, mode, size) for name, tr in loaded for mode in modes for size in sizes]
@@ -63,13 +67,13 @@ def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies
     with pbar.bar(total, "sim", "run", progress) as status:
         for name, tr, mode, size in combos:
             rows += _run_combo(name, tr, mode, size, policies, prefetchers, budget, lead,
-                               batches, status)
+                               batches, status, model)
     return rows
 
 
 def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[str],
                prefetchers: list[str], budget: int, lead: int, batches: int | None,
-               status) -> list[Row]:
+               status, model: str | None = None) -> list[Row]:
     nb = tr.n_batches if batches is None else min(batches, tr.n_batches)
     cap = max(1, int(round(modes.distinct_units(tr, mode, nb) * size)))
     base = run_one(tr, mode, "lru", cap, "none", budget, lead, nb)
@@ -88,7 +92,7 @@ def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[s
             elif (pol, pre) == ("belady", "oracle"):
                 m = oracle
             else:
-                m = run_one(tr, mode, pol, cap, pre, budget, lead, nb)
+                m = run_one(tr, mode, pol, cap, pre, budget, lead, nb, model)
             group.append(Row(name, mode, size, cap, pol, pre, m))
             status.set_postfix_str(f"{name} {mode} {size:.0%} {pol}+{pre}")
     if oracle is not None and ("belady", "oracle") not in {(r.policy, r.prefetcher)

@@ -77,9 +77,11 @@ def _units_per_table(trace: Trace, layout: Layout | None) -> np.ndarray:
 
 def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: str = "none",
              budget: int = 1024, lead: int = 1, max_batches: int | None = None,
-             pf_capacity: int | None = None, cost: CostModel = CostModel()) -> Stats:
+             pf_capacity: int | None = None, cost: CostModel = CostModel(),
+             model: str | None = None) -> Stats:
     """One simulator run: the engine configured for ``mode``, one step per batch.
-    Capacity and budget count the mode's units (vectors, or pages)."""
+    Capacity and budget count the mode's units (vectors, or pages).  ``model``: the
+    ONNX file of the ``learned`` caching policy."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     t0 = time.perf_counter()
@@ -87,13 +89,13 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
     layout = Layout.virtual(trace.tables, cost.page_bytes) if paged else None
     src = TraceSource(trace, 1, max_batches)
     nb = src.end
-    cache = cache_mod.make(policy, capacity)
+    cache = cache_mod.make(policy, capacity, **({"model": model} if policy == "learned" else {}))
     pre = pf_mod.make(prefetcher, _units_per_table(trace, layout), budget)
     if mode == "daemon":
         if not cache.online or pre.needs_future:
             raise ValueError("daemon mode runs recmgd's planned placement: online policies "
                              "only (no belady, no oracle)")
-        eng = _daemon_engine(layout, policy, capacity, prefetcher, budget)
+        eng = _daemon_engine(layout, policy, capacity, prefetcher, budget, model)
     else:
         pbuf = 0 if prefetcher == "none" else (
             pf_capacity or max(budget, 1) if mode == "access" else
@@ -139,7 +141,7 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
 
 
 def _daemon_engine(layout: Layout, policy: str, capacity: int, prefetcher: str,
-                   budget: int) -> Engine:
+                   budget: int, model: str | None) -> Engine:
     """recmgd's engine as ``recmg.engine.build`` makes it from a config, with the
     rate cap and hysteresis off and an exact page budget."""
     from recmg import config as cfgmod
@@ -148,7 +150,8 @@ def _daemon_engine(layout: Layout, policy: str, capacity: int, prefetcher: str,
     cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nrate_mib_s = 1000000.0\n'
                        'min_residency_ticks = 0\n')
     profile = cfgmod.Profile(name="sim", caching=policy, prefetcher=prefetcher,
-                             prefetch_budget_pages=budget if prefetcher != "none" else 0)
+                             prefetch_budget_pages=budget if prefetcher != "none" else 0,
+                             model=model or "")
     return build.planned(cfg, profile, layout, SimulatedMigrator(),
                          np.ones(layout.n_pages, np.int16), [0], [1], override=capacity)
 

@@ -1,0 +1,102 @@
+"""Model cards and the ONNX runner the engine's learned policies use.
+
+A model ``NAME.onnx`` travels with ``NAME.card.json``: what it is (kind, label and
+its definition, the fast-tier size it was labelled at), its inputs (feature names and
+version), how it was made (training traces with sha256, seed, split, command, date),
+its held-out metrics, the onnx opset and the model's own sha256.  Loading checks all
+of it against this recmg: a model whose features, version, kind or bytes do not match
+fails with an error that names the mismatch (and a reload keeps the old model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recmg.models import features as ft
+
+CARD_SUFFIX = ".card.json"
+
+
+class ModelError(ValueError):
+    """A model file or its card is missing, malformed, or does not match."""
+
+
+def card_path(onnx_path: str | Path) -> Path:
+    p = Path(onnx_path)
+    return p.with_name(p.name[:-len(".onnx")] + CARD_SUFFIX if p.name.endswith(".onnx")
+                       else p.name + CARD_SUFFIX)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_card(onnx_path: str | Path, kind: str) -> dict:
+    """The card of a model, checked against the file and this recmg's features."""
+    onnx_path = Path(onnx_path)
+    cp = card_path(onnx_path)
+    try:
+        card = json.loads(cp.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{onnx_path}: no model card ({cp.name} beside it)") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{cp}: unreadable model card: {e}") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{cp}: a model card is a JSON object")
+    if card.get("kind") != kind:
+        raise ModelError(f"{cp}: a {card.get('kind')!r} model, not a {kind} model")
+    feats = card.get("features") or {}
+    if feats.get("version") != ft.FEATURE_VERSION or \
+            list(feats.get("names") or []) != list(ft.FEATURE_NAMES):
+        raise ModelError(f"{cp}: trained on features version {feats.get('version')} "
+                         f"{feats.get('names')}; this recmg computes version "
+                         f"{ft.FEATURE_VERSION} {list(ft.FEATURE_NAMES)}")
+    try:
+        digest = sha256_file(onnx_path)
+    except OSError as e:
+        raise ModelError(f"{onnx_path}: {e.strerror or e}") from None
+    if card.get("onnx_sha256") != digest:
+        raise ModelError(f"{onnx_path}: sha256 {digest[:12]}... is not the card's "
+                         f"{str(card.get('onnx_sha256'))[:12]}... (model and card do not "
+                         "belong together)")
+    return card
+
+
+class OnnxModel:
+    """An ONNX model with its card, run by onnxruntime on the CPU: one batched call
+    per step, float32 features in, one float32 per row out."""
+
+    def __init__(self, path: str | Path, kind: str = "caching", threads: int = 1):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.card = load_card(self.path, kind)
+        self.sha256 = self.card["onnx_sha256"]
+        self.name = self.card.get("name", self.path.stem)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, int(threads))
+        so.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), so,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from None
+        inp = self.session.get_inputs()
+        if len(inp) != 1 or inp[0].shape[-1] != ft.N_FEATURES:
+            raise ModelError(f"{self.path}: expects inputs {[(i.name, i.shape) for i in inp]},"
+                             f" not one (n, {ft.N_FEATURES}) feature matrix")
+        self.input = inp[0].name
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros(0, np.float32)
+        out = self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
+        return np.asarray(out, np.float32).reshape(len(x))

@@ -1,0 +1,207 @@
+"""``recmg train cache``: the caching model, trained on Belady keep labels.
+
+Data: for each trace, OPT labels at ``size`` (recmg.models.labels) and the online
+features of every access (recmg.models.features), split by time: the first
+``train_frac`` of each trace's accesses train, the rest is held out (never trained
+on) and every reported metric is computed there.  Model: a small MLP over the
+features (their normalization built in, a sigmoid at the end: the ONNX file takes
+raw features and returns keep probabilities).  Deterministic for a seed (torch and
+numpy seeded, one thread), resumable (a checkpoint per epoch in the output
+directory), CPU by default.  Output: ``DIR/NAME.onnx`` and ``DIR/NAME.card.json``.
+
+Needs the ``train`` extra (torch, onnx).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recmg import progress
+from recmg.models import card as cardmod
+from recmg.models import features as ft
+from recmg.models import labels as lab
+
+MAX_TRAIN_ROWS = 4_000_000  # sampled (seeded) above this, to bound memory and time
+
+
+@dataclass
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_held: np.ndarray
+    y_held: np.ndarray
+
+
+def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
+    """(features, keep labels, the held-out start index, the labels' meta)."""
+    labels = lab.label(trace, size, granularity)
+    keys = np.asarray(trace.keys, np.uint64)
+    if granularity == "page":
+        from recmg.engine.layout import Layout
+        from recmg.sim.source import id_to_position, positional
+
+        keys = Layout.virtual(trace.tables).table_page_keys(positional(keys,
+                                                                       id_to_position(trace)))
+    x = ft.OnlineFeatures().observe(keys)
+    cut = int(len(keys) * train_frac)
+    # cut at a batch boundary, so no batch is in both parts
+    offs = np.asarray(trace.batch_offsets, np.int64)
+    cut = int(offs[np.searchsorted(offs, cut)]) if len(offs) else cut
+    return x, np.asarray(labels.keep, np.float32), cut, labels.meta
+
+
+def auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Area under the ROC curve (ties averaged), NaN with one class only."""
+    pos = y > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    # average ranks over ties
+    bounds = np.flatnonzero(np.diff(sorted_s)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(s)]))
+    avg = (starts + ends - 1) / 2.0 + 1
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _model(mean, std, hidden: int):
+    import torch
+    from torch import nn
+
+    class KeepMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+            self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+            self.net = nn.Sequential(nn.Linear(ft.N_FEATURES, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+        def forward(self, x):
+            return torch.sigmoid(self.net((x - self.mean) / self.std)).squeeze(-1)
+
+    return KeepMLP()
+
+
+def train_cache(traces: list, out_dir: str, name: str = "caching", size: float = 0.1,
+                train_frac: float = 0.7, epochs: int = 4, hidden: int = 32, seed: int = 0,
+                batch_size: int = 4096, lr: float = 3e-3, window_factor: float = 4.0,
+                show_progress: bool = True, command: str = "") -> dict:
+    """Train, export and write the card; returns the card.  ``traces``: (name, Trace,
+    sha256 or None) triples."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    xs, ys, xh, yh, sources = [], [], [], [], []
+    for tname, trace, digest in traces:
+        x, y, cut, meta = dataset(trace, size, train_frac)
+        xs.append(x[:cut])
+        ys.append(y[:cut])
+        xh.append(x[cut:])
+        yh.append(y[cut:])
+        sources.append({"name": tname, "sha256": digest, "accesses": len(y),
+                        "train_accesses": cut, "capacity": meta["capacity"],
+                        "keep_positive": round(float(y.mean()), 4) if len(y) else 0.0})
+    data = Split(np.concatenate(xs), np.concatenate(ys), np.concatenate(xh), np.concatenate(yh))
+    if len(data.y_train) > MAX_TRAIN_ROWS:
+        pick = np.sort(rng.choice(len(data.y_train), MAX_TRAIN_ROWS, replace=False))
+        data.x_train, data.y_train = data.x_train[pick], data.y_train[pick]
+    mean = data.x_train.mean(axis=0)
+    std = data.x_train.std(axis=0) + 1e-3
+    model = _model(mean, std, hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ckpt = out / f"{name}.checkpoint.pt"
+    first_epoch = 0
+    if ckpt.exists():  # resume
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        first_epoch = int(state["epoch"]) + 1
+    xt = torch.from_numpy(data.x_train)
+    yt = torch.from_numpy(data.y_train)
+    loss_fn = torch.nn.BCELoss()
+    n = len(yt)
+    steps = max(1, (n + batch_size - 1) // batch_size)
+    with progress.bar((epochs - first_epoch) * steps, "train", "batch", show_progress) as bar:
+        for epoch in range(first_epoch, epochs):
+            g = torch.Generator().manual_seed(seed * 1000 + epoch)
+            perm = torch.randperm(n, generator=g)
+            total = 0.0
+            for i in range(steps):
+                idx = perm[i * batch_size:(i + 1) * batch_size]
+                opt.zero_grad()
+                loss = loss_fn(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                bar.update(1)
+            bar.set_postfix_str(f"epoch {epoch} loss {total / max(n, 1):.4f}")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch},
+                       ckpt)
+    model.eval()
+    with torch.no_grad():
+        p_held = model(torch.from_numpy(data.x_held)).numpy() if len(data.y_held) else \
+            np.zeros(0, np.float32)
+    held = {"accesses": int(len(data.y_held)),
+            "auc": round(auc(data.y_held, p_held), 4),
+            "accuracy": round(float(((p_held > 0.5) == (data.y_held > 0.5)).mean()), 4)
+            if len(p_held) else float("nan"),
+            "keep_positive": round(float(data.y_held.mean()), 4) if len(p_held) else 0.0}
+    onnx_path = out / f"{name}.onnx"
+    export(model, onnx_path)
+    card = {
+        "name": name, "kind": "caching", "onnx": onnx_path.name,
+        "onnx_sha256": cardmod.sha256_file(onnx_path), "opset": OPSET,
+        "features": {"version": ft.FEATURE_VERSION, "names": list(ft.FEATURE_NAMES)},
+        "label": {"name": "keep", "definition": lab.DEFINITIONS["keep"],
+                  "label_version": lab.LABEL_VERSION, "size": size,
+                  "granularity": "vector"},
+        "model": {"family": "mlp", "hidden": [hidden, hidden], "parameters":
+                  int(sum(p.numel() for p in model.parameters()))},
+        "training": {"traces": sources, "train_fraction": train_frac, "split": "by time: "
+                     "the first train_fraction of each trace's accesses (cut at a batch "
+                     "boundary) train; the rest is held out",
+                     "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr,
+                     "rows": int(len(data.y_train)), "command": command,
+                     "date": datetime.date.today().isoformat(),
+                     "torch": torch.__version__},
+        "held_out": held,
+        "serving": {"window_factor": window_factor},
+    }
+    cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+    ckpt.unlink(missing_ok=True)
+    return card
+
+
+OPSET = 17
+
+
+def export(model, path: Path) -> None:
+    """ONNX through torch's TorchScript exporter (the dynamo exporter would need
+    onnxscript; this one needs nothing beyond torch and onnx)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(2, ft.N_FEATURES),), str(path),
+                          input_names=["features"], output_names=["keep_probability"],
+                          dynamic_axes={"features": {0: "n"}, "keep_probability": {0: "n"}},
+                          opset_version=OPSET, dynamo=False)
+
+
+def main_command() -> str:
+    return " ".join(["recmg"] + sys.argv[1:])

@@ -1,0 +1,130 @@
+"""The learned caching policy: training (seeded, time-split), ONNX export with a card,
+torch/onnxruntime parity, loading checks, and the policy in the engine."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from recmg import config as cfgmod  # noqa: E402
+from recmg.cli import recmg as cli  # noqa: E402
+from recmg.engine.policy import cache as cache_mod  # noqa: E402
+from recmg.engine import contracts  # noqa: E402
+from recmg.models import card as cardmod  # noqa: E402
+from recmg.models import features as ft  # noqa: E402
+from recmg.models import train  # noqa: E402
+from recmg.sim import matrix, modes  # noqa: E402
+from recmg.trace import synthetic  # noqa: E402
+
+
+def small(seed, batches=8):
+    return synthetic.trace(synthetic.preset("meta2021-small", 0.02, seed=seed), batches)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    card = train.train_cache([("a", small(1), None), ("b", small(2), None)], str(out),
+                             "tiny", size=0.1, epochs=2, hidden=8, seed=3,
+                             show_progress=False, command="test")
+    return out / "tiny.onnx", card
+
+
+def test_the_card_says_what_the_model_is(model):
+    path, card = model
+    assert card["kind"] == "caching" and card["onnx_sha256"] == cardmod.sha256_file(path)
+    assert card["features"] == {"version": ft.FEATURE_VERSION, "names": list(ft.FEATURE_NAMES)}
+    assert card["label"]["name"] == "keep" and card["label"]["size"] == 0.1
+    tr = card["training"]
+    assert tr["seed"] == 3 and [t["name"] for t in tr["traces"]] == ["a", "b"]
+    # held out: the later 30% of each trace, never trained on
+    assert all(t["train_accesses"] < t["accesses"] for t in tr["traces"])
+    assert card["held_out"]["accesses"] == sum(t["accesses"] - t["train_accesses"]
+                                               for t in tr["traces"])
+    assert 0.5 < card["held_out"]["auc"] <= 1.0
+    assert json.loads(cardmod.card_path(path).read_text()) == card
+
+
+def test_torch_and_onnxruntime_agree(tmp_path):
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(2, 3, (500, ft.N_FEATURES)).astype(np.float32)
+    m = train._model(x.mean(0), x.std(0) + 1e-3, 16)
+    path = tmp_path / "p.onnx"
+    train.export(m, path)
+    cardmod.card_path(path).write_text(json.dumps({
+        "kind": "caching", "onnx_sha256": cardmod.sha256_file(path),
+        "features": {"version": ft.FEATURE_VERSION, "names": list(ft.FEATURE_NAMES)}}))
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    got = cardmod.OnnxModel(path).predict(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_training_is_deterministic_for_a_seed(model, tmp_path):
+    path, card = model
+    again = train.train_cache([("a", small(1), None), ("b", small(2), None)], str(tmp_path),
+                              "tiny", size=0.1, epochs=2, hidden=8, seed=3,
+                              show_progress=False, command="test")
+    assert again["onnx_sha256"] == card["onnx_sha256"]
+
+
+def test_a_model_that_does_not_match_is_refused_by_name(model, tmp_path):
+    path, card = model
+    p = tmp_path / "m.onnx"
+    shutil.copy(path, p)
+    with pytest.raises(cardmod.ModelError, match="no model card"):
+        cardmod.OnnxModel(p)
+    bad = dict(card, features={"version": 99, "names": ["x"]})
+    cardmod.card_path(p).write_text(json.dumps(bad))
+    with pytest.raises(cardmod.ModelError, match="features version 99"):
+        cardmod.OnnxModel(p)
+    cardmod.card_path(p).write_text(json.dumps(card))
+    assert cardmod.OnnxModel(p).sha256 == card["onnx_sha256"]
+    p.write_bytes(p.read_bytes() + b"\0")
+    with pytest.raises(cardmod.ModelError, match="do not belong together"):
+        cardmod.OnnxModel(p)
+    with pytest.raises(cardmod.ModelError, match="a 'caching' model, not a prefetch model"):
+        cardmod.load_card(path, "prefetch")
+
+
+def test_the_learned_policy_runs_in_every_sim_mode_and_meets_the_contract(model, capsys):
+    path, _ = model
+    c = cache_mod.make("learned", 50, model=str(path))
+    assert isinstance(c, contracts.CachePolicy) and c.name == "learned"
+    t = small(7, 6)  # a seed it was not trained on
+    for mode in modes.MODES:
+        cap = max(1, modes.distinct_units(t, mode) // 10)
+        m = modes.simulate(t, mode, "learned", cap, model=str(path))
+        assert 0 < m.ondemand < m.accesses
+    rows = matrix.run_matrix(["preset:meta2021-small:0.02:7"], ["access"], [0.1],
+                             ["learned", "s3fifo"], ["none"], batches=6, model=str(path))
+    assert {r.policy for r in rows} >= {"learned", "s3fifo"}
+    assert cli.main(["sim", "preset:meta2021-small:0.02:7", "--batches", "4", "--policies",
+                     "learned", "--quiet"]) == 64  # needs --model
+    assert "needs --model" in capsys.readouterr().err
+
+
+def test_a_profile_selects_the_learned_policy_and_its_model(model, tmp_path):
+    path, _ = model
+    shutil.copy(path, tmp_path / "m.onnx")
+    shutil.copy(cardmod.card_path(path), tmp_path / "m.card.json")
+    (tmp_path / "learned.toml").write_text('schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n')
+    prof = cfgmod.load_profile("learned", [tmp_path])
+    assert prof.model == str((tmp_path / "m.onnx").resolve())
+    (tmp_path / "nomodel.toml").write_text('schema = 1\ncaching = "learned"\n')
+    with pytest.raises(cfgmod.ConfigError, match="needs model"):
+        cfgmod.load_profile("nomodel", [tmp_path])
+    (tmp_path / "m.card.json").write_text("{}")
+    with pytest.raises(cfgmod.ConfigError, match="a None model, not a caching model"):
+        cfgmod.load_profile("learned", [tmp_path])
+
+
+def test_train_cli(tmp_path, capsys):
+    assert cli.main(["train", "cache", "preset:meta2021-small:0.02:4", "--batches", "5",
+                     "-o", str(tmp_path), "--epochs", "1", "--hidden", "4", "--quiet"]) == 0
+    assert "AUC" in capsys.readouterr().out
+    assert (tmp_path / "caching.onnx").exists() and (tmp_path / "caching.card.json").exists()
+    assert not (tmp_path / "caching.checkpoint.pt").exists()
