@@ -29,6 +29,7 @@ from recmg.models import features as ft
 from recmg.models import labels as lab
 
 MAX_TRAIN_ROWS = 4_000_000  # sampled (seeded) above this, to bound memory and time
+WINDOW_FACTORS = (1.0, 4.0, 16.0, 64.0, 256.0)  # the serving window, x capacity
 
 
 @dataclass
@@ -93,9 +94,37 @@ def _model(mean, std, hidden: int):
     return KeepMLP()
 
 
+def _card_base(name: str, onnx_path: Path) -> dict:
+    return {"name": name, "kind": "caching", "onnx": onnx_path.name,
+            "onnx_sha256": cardmod.sha256_file(onnx_path), "opset": OPSET,
+            "features": {"version": ft.FEATURE_VERSION, "names": list(ft.FEATURE_NAMES)}}
+
+
+def choose_window(onnx_path: Path, cuts) -> dict:
+    """The serving window (keep_until = clock + p x factor x capacity) that fetches
+    least on the held-out tails of the training traces (their OPT-labelled size),
+    each replayed whole so the features are warm, misses counted after the cut."""
+    from recmg.engine.policy.learned import Learned
+
+    model = cardmod.OnnxModel(onnx_path)
+    misses = {}
+    for factor in WINDOW_FACTORS:
+        total = 0
+        for trace, cut, cap in cuts:
+            keys = np.asarray(trace.keys, np.uint64)
+            c = Learned(cap, model=model, window_factor=factor)
+            c.access(keys[:cut])  # warm: features and cache
+            total += int(np.count_nonzero(~c.access(keys[cut:])))
+        misses[str(factor)] = total
+    best = min(WINDOW_FACTORS, key=lambda f: (misses[str(f)], f))
+    return {"best": best, "held_out_misses": misses,
+            "rule": "the factor with the fewest misses on the held-out tails of the "
+                    "training traces"}
+
+
 def train_cache(traces: list, out_dir: str, name: str = "caching", size: float = 0.1,
                 train_frac: float = 0.7, epochs: int = 4, hidden: int = 32, seed: int = 0,
-                batch_size: int = 4096, lr: float = 3e-3, window_factor: float = 4.0,
+                batch_size: int = 4096, lr: float = 3e-3,
                 show_progress: bool = True, command: str = "") -> dict:
     """Train, export and write the card; returns the card.  ``traces``: (name, Trace,
     sha256 or None) triples."""
@@ -106,9 +135,10 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    xs, ys, xh, yh, sources = [], [], [], [], []
+    xs, ys, xh, yh, sources, cuts = [], [], [], [], [], []
     for tname, trace, digest in traces:
         x, y, cut, meta = dataset(trace, size, train_frac)
+        cuts.append((trace, cut, meta["capacity"]))
         xs.append(x[:cut])
         ys.append(y[:cut])
         xh.append(x[cut:])
@@ -163,10 +193,10 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
             "keep_positive": round(float(data.y_held.mean()), 4) if len(p_held) else 0.0}
     onnx_path = out / f"{name}.onnx"
     export(model, onnx_path)
+    cardmod.card_path(onnx_path).write_text(json.dumps(_card_base(name, onnx_path)))
+    window = choose_window(onnx_path, cuts)
     card = {
-        "name": name, "kind": "caching", "onnx": onnx_path.name,
-        "onnx_sha256": cardmod.sha256_file(onnx_path), "opset": OPSET,
-        "features": {"version": ft.FEATURE_VERSION, "names": list(ft.FEATURE_NAMES)},
+        **_card_base(name, onnx_path),
         "label": {"name": "keep", "definition": lab.DEFINITIONS["keep"],
                   "label_version": lab.LABEL_VERSION, "size": size,
                   "granularity": "vector"},
@@ -180,7 +210,7 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
                      "date": datetime.date.today().isoformat(),
                      "torch": torch.__version__},
         "held_out": held,
-        "serving": {"window_factor": window_factor},
+        "serving": {"window_factor": window["best"], "window_selection": window},
     }
     cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
     ckpt.unlink(missing_ok=True)
