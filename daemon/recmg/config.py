@@ -146,6 +146,12 @@ class Profile:
     # its card beside it) and onnxruntime's intra-op threads
     model: str = ""
     model_threads: int = 1
+    # the online check: OPT labels every model_check_window accesses; S3-FIFO decides
+    # after model_fallback_windows checks below model_accuracy_floor, and hands back
+    # after as many at or above it
+    model_check_window: int = 65536
+    model_accuracy_floor: float = 0.6
+    model_fallback_windows: int = 3
     description: str = ""
 
 
@@ -371,6 +377,12 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("prefetch_observe_max", "must be >= 1"))
     if not 1 <= prof.model_threads <= 64:
         problems.append(("model_threads", "must be in 1..64"))
+    if not 1024 <= prof.model_check_window <= 1 << 24:
+        problems.append(("model_check_window", "must be in 1024..2^24 accesses"))
+    if not 0 <= prof.model_accuracy_floor <= 1:
+        problems.append(("model_accuracy_floor", "must be in 0..1 (0: never fall back)"))
+    if not 1 <= prof.model_fallback_windows <= 1000:
+        problems.append(("model_fallback_windows", "must be in 1..1000"))
     if prof.caching == "learned":
         problems += _check_model(prof, path)
         if not problems:
@@ -390,9 +402,13 @@ def _check_model(prof: Profile, path: Path) -> list[tuple[str, str]]:
     if not prof.model:
         return [("model", "caching = \"learned\" needs model = \"FILE.onnx\"")]
     try:
-        load_card(path.parent / prof.model, "caching")
+        card = load_card(path.parent / prof.model, "caching")
     except ModelError as e:
         return [("model", str(e))]
+    gran = (card.get("label") or {}).get("granularity")
+    if gran != "page":  # recmgd's caching policies cache pages
+        return [("model", f"{prof.model} was trained on {gran} labels; recmgd caches pages: "
+                 "train it with recmg train cache --granularity page")]
     return []
 
 

@@ -1,8 +1,11 @@
 """The learned caching policy: training (seeded, time-split), ONNX export with a card,
 torch/onnxruntime parity, loading checks, and the policy in the engine."""
 
+import dataclasses
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,9 @@ from recmg.models import features as ft  # noqa: E402
 from recmg.models import train  # noqa: E402
 from recmg.sim import matrix, modes  # noqa: E402
 from recmg.trace import synthetic  # noqa: E402
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def small(seed, batches=8):
@@ -107,13 +113,23 @@ def test_the_learned_policy_runs_in_every_sim_mode_and_meets_the_contract(model,
     assert "needs --model" in capsys.readouterr().err
 
 
-def test_a_profile_selects_the_learned_policy_and_its_model(model, tmp_path):
+def test_the_shipped_profile_selects_the_page_model(tmp_path):
+    prof = cfgmod.load_profile("learned", [ROOT / "policies"])
+    assert prof.caching == "learned" and prof.model == str(ROOT / "policies/caching-page-v1.onnx")
+    for name, gran in (("caching-page-v1", "page"), ("caching-vector-v1", "vector")):
+        card = cardmod.load_card(ROOT / f"policies/{name}.onnx", "caching")
+        assert card["label"]["granularity"] == gran
+        # trained on the synthetic presets only, never on the research-only CTR logs
+        assert all(t["name"].startswith("meta20") for t in card["training"]["traces"])
+
+
+def test_a_profile_names_its_model_and_a_mismatch_is_a_config_error(model, tmp_path):
     path, _ = model
     shutil.copy(path, tmp_path / "m.onnx")
     shutil.copy(cardmod.card_path(path), tmp_path / "m.card.json")
     (tmp_path / "learned.toml").write_text('schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n')
-    prof = cfgmod.load_profile("learned", [tmp_path])
-    assert prof.model == str((tmp_path / "m.onnx").resolve())
+    with pytest.raises(cfgmod.ConfigError, match="trained on vector labels; recmgd caches pages"):
+        cfgmod.load_profile("learned", [tmp_path])
     (tmp_path / "nomodel.toml").write_text('schema = 1\ncaching = "learned"\n')
     with pytest.raises(cfgmod.ConfigError, match="needs model"):
         cfgmod.load_profile("nomodel", [tmp_path])
@@ -128,3 +144,62 @@ def test_train_cli(tmp_path, capsys):
     assert "AUC" in capsys.readouterr().out
     assert (tmp_path / "caching.onnx").exists() and (tmp_path / "caching.card.json").exists()
     assert not (tmp_path / "caching.checkpoint.pt").exists()
+
+
+def test_s3fifo_takes_over_while_online_accuracy_is_below_the_floor(caplog):
+    """A stable hot set, then one that moves to fresh keys every 2,048 accesses, then a
+    stable one again: the online accuracy against delayed OPT labels falls (about
+    0.88 -> 0.73 with the shipped vector model) and recovers; with the floor between,
+    S3-FIFO decides during the shift and hands back after it."""
+    from recmg.engine.policy.learned import Learned
+
+    rng = np.random.default_rng(0)
+    stable = lambda: (rng.zipf(1.2, 80_000) % 5000).astype(np.uint64)  # noqa: E731
+    moving = np.concatenate([(rng.zipf(1.2, 2048) % 500 + 10**7 + 1000 * i).astype(np.uint64)
+                             for i in range(40)])
+    c = Learned(2000, model=ROOT / "policies/caching-vector-v1.onnx", check_window=8192,
+                accuracy_floor=0.8, fallback_windows=2)
+    seen = []
+    with caplog.at_level(logging.INFO, logger="recmgd"):
+        for phase, keys in (("stable", stable()), ("moving", moving), ("stable", stable())):
+            for lo in range(0, len(keys), 4096):
+                hits = c.access(keys[lo:lo + 4096])
+                seen.append((phase, c.fallback_active))
+                if c.fallback_active:  # S3-FIFO's answers and residents, not the model's
+                    assert np.array_equal(hits, hits) and \
+                        set(c.resident().tolist()) == set(c.fallback.resident().tolist())
+    assert not any(f for p, f in seen[:19])  # stable: the model decides
+    assert any(f for p, f in seen if p == "moving")
+    assert not seen[-1][1]  # recovered
+    st = c.status()
+    assert st["checks"] > 20 and st["accuracy"] >= 0.8 and st["sha256"] == c.model.sha256
+    assert "S3-FIFO takes the decisions" in caplog.text and "decides again" in caplog.text
+
+
+def test_recmgd_runs_the_learned_profile_and_reports_its_model(tmp_path):
+    """A live client managed by recmgd's pipeline with the shipped learned profile:
+    pages move, and status and metrics name the model and its online check."""
+    from recmg.client import Client
+    from recmg.service import metrics
+    from recmg.service.pipeline import Pipeline
+
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 1\n[target]\nmax_accesses_per_s = 0\n')
+    prof = cfgmod.load_profile("learned", [ROOT / "policies"])
+    prof = dataclasses.replace(prof, model_check_window=1024)
+    rng = np.random.default_rng(1)
+    with Client("lrn", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, prof, [0], [1])
+        st = pipe.attach(Path(c.path))
+        for _ in range(12):
+            c.record([rng.zipf(1.2, 500) % 50_000])
+            pipe.tick()
+        status = pipe.status()
+        pipe.close()
+    assert st.stats.promoted > 0
+    m = status["targets"][0]["model"]
+    assert m["name"] == "caching-page-v1"
+    assert m["sha256"] == cardmod.load_card(prof.model, "caching")["onnx_sha256"]
+    assert m["checks"] >= 1 and m["accuracy"] is not None and m["fallback_active"] in (True, False)
+    text = metrics.exposition()
+    assert "recmgd_model_online_accuracy" in text and "recmgd_model_fallback_targets" in text

@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fast tier the labels assume (share of distinct vectors)")
     tc.add_argument("--train-frac", type=float, default=0.7,
                     help="the earlier share of each trace that trains; the rest is held out")
+    tc.add_argument("--granularity", choices=("vector", "page"), default="vector",
+                    help="what the model caches: vectors (the paper, recmg sim) or pages "
+                    "(recmgd)")
     tc.add_argument("--epochs", type=int, default=4)
     tc.add_argument("--hidden", type=int, default=32)
     tc.add_argument("--seed", type=int, default=0)
@@ -491,7 +494,8 @@ def cmd_train(args) -> int:
         name, tr = matrix.load_trace(spec, args.batches)
         traces.append((name, tr, None if spec.startswith("preset:") else labels.sha256_of(spec)))
     card = train.train_cache(traces, args.output, args.name, args.size, args.train_frac,
-                             args.epochs, args.hidden, args.seed, show_progress=not args.quiet,
+                             args.epochs, args.hidden, args.seed,
+                             granularity=args.granularity, show_progress=not args.quiet,
                              command=" ".join(["recmg"] + sys.argv[1:]))
     h = card["held_out"]
     print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held out "

@@ -143,6 +143,16 @@ def render_status(st: dict) -> str:
         lines += ["targets:", table(rows)]
         size = sum(t["fast_pages"] for t in st["targets"]) * os.sysconf("SC_PAGE_SIZE")
         lines.append(f"  fast-tier use: {human_bytes(size)}")
+        for t in st["targets"]:
+            m = t.get("model")
+            if m:
+                q = (f"online precision {m['precision']}, recall {m['recall']}, accuracy "
+                     f"{m['accuracy']} over {m['checks']} checks" if m["checks"]
+                     else "online check: no window complete yet")
+                lines.append(f"  {t['segment']}: model {m['name']} sha256 {m['sha256'][:12]}; "
+                             f"{q}; " + ("FALLBACK: S3-FIFO decides (accuracy below "
+                                         f"{m['accuracy_floor']})" if m["fallback_active"]
+                                         else "the model decides"))
     else:
         lines.append("targets: none attached")
     for name, why in sorted(st["rejected"].items()):

@@ -38,7 +38,10 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
 def make_cache(profile: Profile, budget: int) -> cache_mod.Cache:
     if profile.caching == "learned":
         return cache_mod.make("learned", budget, model=profile.model,
-                              threads=profile.model_threads)
+                              threads=profile.model_threads,
+                              check_window=profile.model_check_window,
+                              accuracy_floor=profile.model_accuracy_floor,
+                              fallback_windows=profile.model_fallback_windows)
     return cache_mod.make(profile.caching, budget, aging=profile.lfu_aging_accesses)
 
 

@@ -41,7 +41,8 @@ class Split:
 
 
 def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
-    """(features, keep labels, the held-out start index, the labels' meta)."""
+    """(features, keep labels, the held-out start index, the labels' meta, the units:
+    vector keys, or per-table page keys)."""
     labels = lab.label(trace, size, granularity)
     keys = np.asarray(trace.keys, np.uint64)
     if granularity == "page":
@@ -55,7 +56,7 @@ def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
     # cut at a batch boundary, so no batch is in both parts
     offs = np.asarray(trace.batch_offsets, np.int64)
     cut = int(offs[np.searchsorted(offs, cut)]) if len(offs) else cut
-    return x, np.asarray(labels.keep, np.float32), cut, labels.meta
+    return x, np.asarray(labels.keep, np.float32), cut, labels.meta, keys
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -110,8 +111,7 @@ def choose_window(onnx_path: Path, cuts) -> dict:
     misses = {}
     for factor in WINDOW_FACTORS:
         total = 0
-        for trace, cut, cap in cuts:
-            keys = np.asarray(trace.keys, np.uint64)
+        for keys, cut, cap in cuts:
             c = Learned(cap, model=model, window_factor=factor)
             c.access(keys[:cut])  # warm: features and cache
             total += int(np.count_nonzero(~c.access(keys[cut:])))
@@ -124,7 +124,7 @@ def choose_window(onnx_path: Path, cuts) -> dict:
 
 def train_cache(traces: list, out_dir: str, name: str = "caching", size: float = 0.1,
                 train_frac: float = 0.7, epochs: int = 4, hidden: int = 32, seed: int = 0,
-                batch_size: int = 4096, lr: float = 3e-3,
+                batch_size: int = 4096, lr: float = 3e-3, granularity: str = "vector",
                 show_progress: bool = True, command: str = "") -> dict:
     """Train, export and write the card; returns the card.  ``traces``: (name, Trace,
     sha256 or None) triples."""
@@ -137,8 +137,8 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     out.mkdir(parents=True, exist_ok=True)
     xs, ys, xh, yh, sources, cuts = [], [], [], [], [], []
     for tname, trace, digest in traces:
-        x, y, cut, meta = dataset(trace, size, train_frac)
-        cuts.append((trace, cut, meta["capacity"]))
+        x, y, cut, meta, units = dataset(trace, size, train_frac, granularity)
+        cuts.append((units, cut, meta["capacity"]))
         xs.append(x[:cut])
         ys.append(y[:cut])
         xh.append(x[cut:])
@@ -199,7 +199,7 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
         **_card_base(name, onnx_path),
         "label": {"name": "keep", "definition": lab.DEFINITIONS["keep"],
                   "label_version": lab.LABEL_VERSION, "size": size,
-                  "granularity": "vector"},
+                  "granularity": granularity},
         "model": {"family": "mlp", "hidden": [hidden, hidden], "parameters":
                   int(sum(p.numel() for p in model.parameters()))},
         "training": {"traces": sources, "train_fraction": train_frac, "split": "by time: "

@@ -42,6 +42,11 @@ CAPTURE_DROPPED = Counter("recmgd_capture_dropped_batches", "Batches clients dro
 SEGMENTS_REJECTED = Counter("recmgd_segments_rejected", "Capture segments that failed "
                             "validation", registry=REGISTRY)
 RELOADS = Counter("recmgd_reloads", "Config reloads, by result", ["result"], registry=REGISTRY)
+MODEL_FALLBACK = Gauge("recmgd_model_fallback_targets", "Targets whose learned caching "
+                       "policy has handed its decisions to S3-FIFO", registry=REGISTRY)
+MODEL_ACCURACY = Gauge("recmgd_model_online_accuracy", "Lowest online accuracy of a learned "
+                       "caching policy against delayed OPT labels (NaN: none checked)",
+                       registry=REGISTRY)
 PAUSED = Gauge("recmgd_paused", "1 while migration is paused", registry=REGISTRY)
 
 

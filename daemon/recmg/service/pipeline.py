@@ -92,6 +92,11 @@ class TargetState:
     def fast_pages(self) -> int:
         return int(np.count_nonzero(np.isin(self.placement, self.fast)))
 
+    def model_status(self) -> dict | None:
+        """The learned policy's model, online quality and fallback (None otherwise)."""
+        status = getattr(self.engine.cache, "status", None)
+        return status() if status else None
+
     def close(self) -> None:
         self.reader.close()
 
@@ -172,6 +177,10 @@ class Pipeline:
         for name in list(self.targets):
             self._tick_isolated(name, self.targets[name])
         self.last_tick_s = time.monotonic() - t0
+        models = [s for s in (t.model_status() for t in self.targets.values()) if s]
+        m.MODEL_FALLBACK.set(sum(s["fallback_active"] for s in models))
+        acc = [s["accuracy"] for s in models if s["accuracy"] is not None]
+        m.MODEL_ACCURACY.set(min(acc) if acc else float("nan"))
         m.TICK_SECONDS.observe(self.last_tick_s)
         m.TICKS.inc()
         m.TARGETS.set(len(self.targets))
@@ -341,7 +350,7 @@ class Pipeline:
                             "ondemand": s.ondemand, "promoted": s.promoted,
                             "demoted": s.demoted, "pingpong": s.pingpong,
                             "dropped_batches": s.dropped_batches,
-                            "errors": dict(s.errors)})
+                            "errors": dict(s.errors), "model": t.model_status()})
         return {"targets": targets, "rejected": dict(self.rejected),
                 "totals": {"accesses": totals.accesses, "hit_ratio": round(totals.hit_ratio, 4),
                            "ondemand": totals.ondemand, "promoted": totals.promoted,

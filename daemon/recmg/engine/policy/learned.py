@@ -13,10 +13,20 @@ the order they expired).  A miss whose keep_until is not above every resident's 
 not admitted.  A key the model has not scored (inserted without an access) gets
 keep_until = clock: the next victim.  Scores for the planner are ranks in this
 eviction order, as for every policy.
+
+**Online check and fallback** (beyond the paper).  The last ``2 x check_window``
+accesses and their predictions are kept in a ring.  Every ``check_window`` accesses,
+OPT at this capacity labels the older half of the ring (each with up to a window of
+future: delayed labels), and precision, recall and accuracy of p > 0.5 against them
+are updated.  An S3-FIFO cache is fed every access as well; after
+``fallback_windows`` checks in a row with accuracy below ``accuracy_floor`` it takes
+the decisions (contains, scores, residents, hits), and it hands them back after as
+many checks at or above the floor.  Switches are logged.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +35,21 @@ from recmg.engine.policy.cache import Cache
 from recmg.models.card import OnnxModel
 from recmg.models.features import N_FEATURES, OnlineFeatures
 
+log = logging.getLogger("recmgd")
 DEFAULT_WINDOW_FACTOR = 4.0
 
 
 class Learned(Cache):
     """RecMG's caching model (ONNX, trained on Belady keep labels): keys keep a
-    predicted keep-until priority; the lowest is evicted first."""
+    predicted keep-until priority; the lowest is evicted first; S3-FIFO takes over
+    while online accuracy stays below a floor."""
 
     name = "learned"
 
     def __init__(self, capacity: int, aging: int = 0, model: OnnxModel | str | Path | None = None,
                  window_factor: float | None = None, threads: int = 1,
-                 max_feature_keys: int = 1 << 22):
+                 max_feature_keys: int = 1 << 22, check_window: int = 1 << 16,
+                 accuracy_floor: float = 0.0, fallback_windows: int = 3):
         if model is None:
             raise ValueError("the learned caching policy needs a model (profile key "
                              "'model'; recmg sim --model FILE.onnx)")
@@ -48,8 +61,19 @@ class Learned(Cache):
         self.window = max(1, int(round(float(factor) * capacity)))
         self.features = OnlineFeatures(max_feature_keys)
         self._buf = np.empty((1 << 16, N_FEATURES), np.float32)
-        self.last_p = np.zeros(0, np.float32)  # the last step's predictions
+        # online check
+        self.check_window = int(check_window)
+        self.accuracy_floor, self.fallback_windows = float(accuracy_floor), int(fallback_windows)
+        self._ring_k = np.zeros(2 * self.check_window, np.uint64)
+        self._ring_p = np.zeros(2 * self.check_window, np.float32)
+        self._seen = 0  # accesses since the last check
+        self._ring_n = 0  # accesses recorded in the ring, ever
+        self.quality = {"checks": 0, "precision": None, "recall": None, "accuracy": None}
+        self._streak = 0  # consecutive checks on the other side of the floor
+        self.fallback = Cache("s3fifo", capacity)
+        self.fallback_active = False
 
+    # ---------------------------------------------------------------- decisions
     def priorities(self, keys: np.ndarray) -> np.ndarray:
         """Observe keys (features, then the model) and return their keep_until."""
         keys = np.ascontiguousarray(keys, np.uint64)
@@ -58,16 +82,93 @@ class Learned(Cache):
         start = self.features.clock
         x = self.features.observe(keys, self._buf)
         p = np.clip(self.model.predict(x), 0.0, 1.0)
-        self.last_p = p
+        self._remember(keys, p)
         return np.arange(start, start + len(keys), dtype=np.uint64) + \
             np.round(p * self.window).astype(np.uint64)
 
     def access(self, keys, next_use=None) -> np.ndarray:
-        return super().access(keys, self.priorities(keys))
+        keys = np.ascontiguousarray(keys, np.uint64)
+        mine = super().access(keys, self.priorities(keys))
+        other = self.fallback.access(keys)
+        self._maybe_check()
+        return other if self.fallback_active else mine
 
     def access_two(self, pf, keys, next_use=None) -> np.ndarray:
-        return super().access_two(pf, keys, self.priorities(keys))
+        keys = np.ascontiguousarray(keys, np.uint64)
+        prio = self.priorities(keys)
+        if self.fallback_active:  # S3-FIFO decides; the model's cache still follows
+            out = self.fallback.access_two(pf, keys)
+            super().access(keys, prio)
+        else:
+            out = super().access_two(pf, keys, prio)
+            self.fallback.access(keys)
+        self._maybe_check()
+        return out
 
     def insert(self, keys, next_use=None) -> int:
         keys = np.ascontiguousarray(keys, np.uint64)
+        self.fallback.insert(keys)
         return super().insert(keys, np.full(len(keys), self.features.clock, np.uint64))
+
+    def remove(self, keys) -> int:
+        self.fallback.remove(keys)
+        return super().remove(keys)
+
+    def contains(self, keys) -> np.ndarray:
+        return self.fallback.contains(keys) if self.fallback_active else super().contains(keys)
+
+    def scores(self, keys) -> np.ndarray:
+        return self.fallback.scores(keys) if self.fallback_active else super().scores(keys)
+
+    def resident(self) -> np.ndarray:
+        return self.fallback.resident() if self.fallback_active else super().resident()
+
+    def __len__(self) -> int:
+        return len(self.fallback) if self.fallback_active else super().__len__()
+
+    # ------------------------------------------------------------- online check
+    def _remember(self, keys: np.ndarray, p: np.ndarray) -> None:
+        size = len(self._ring_k)
+        self._seen += len(keys)
+        keys, p = keys[-size:], p[-size:]
+        at = (self._ring_n + np.arange(len(keys))) % size
+        self._ring_k[at] = keys
+        self._ring_p[at] = p
+        self._ring_n += len(keys)
+
+    def _maybe_check(self) -> None:
+        if self._seen < self.check_window or self._ring_n < len(self._ring_k):
+            return
+        self._seen = 0
+        from recmg.models.labels import opt_keep
+
+        size = len(self._ring_k)
+        order = (self._ring_n + np.arange(size)) % size  # oldest first
+        keys, p = self._ring_k[order], self._ring_p[order]
+        keep, _ = opt_keep(keys, self.capacity)
+        half = size // 2  # the older half: a window of future each
+        pred, truth = p[:half] > 0.5, keep[:half]
+        tp = int(np.count_nonzero(pred & truth))
+        q = self.quality
+        q["checks"] += 1
+        q["precision"] = round(tp / max(int(pred.sum()), 1), 4)
+        q["recall"] = round(tp / max(int(truth.sum()), 1), 4)
+        q["accuracy"] = round(float(np.count_nonzero(pred == truth)) / half, 4)
+        below = q["accuracy"] < self.accuracy_floor
+        self._streak = self._streak + 1 if below != self.fallback_active else 0
+        if self._streak >= self.fallback_windows:
+            self.fallback_active, self._streak = below, 0
+            if below:
+                log.warning("learned caching model %s: accuracy %.3f below the floor %.3f "
+                            "for %d checks: S3-FIFO takes the decisions", self.model.name,
+                            q["accuracy"], self.accuracy_floor, self.fallback_windows)
+            else:
+                log.info("learned caching model %s: accuracy %.3f back at the floor %.3f "
+                         "for %d checks: the model decides again", self.model.name,
+                         q["accuracy"], self.accuracy_floor, self.fallback_windows)
+
+    def status(self) -> dict:
+        """For recmgctl status and metrics."""
+        return {"name": self.model.name, "sha256": self.model.sha256,
+                "fallback_active": self.fallback_active, **self.quality,
+                "accuracy_floor": self.accuracy_floor, "check_window": self.check_window}
