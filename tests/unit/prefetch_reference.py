@@ -5,7 +5,7 @@ from collections import OrderedDict, defaultdict
 
 import numpy as np
 
-from recmg.engine.policy.prefetch import REGION_ROWS, Prefetcher, _split
+from recmg.engine.policy.prefetch import REGION_ROWS, Prefetcher, _split  # noqa: F401
 from recmg.trace.format import TABLE_SHIFT
 
 
@@ -214,3 +214,38 @@ class ISB(Prefetcher):
                 if nxt is not None:
                     out.append(nxt)
         return np.array(out, np.uint64)
+
+
+class Stride(Prefetcher):
+    """Per-table stride detection (Chen & Baer): when two successive misses of a table
+    have the same row distance d != 0, fetch r + d, r + 2d, ... r + degree*d."""
+
+    name = "stride"
+
+    def __init__(self, table_rows, budget=1024, degree=4):
+        super().__init__(table_rows, budget, degree)
+        self.last = {}  # table -> (row, stride)
+
+    def _candidates(self, keys, misses, future):
+        t, r = _split(misses)
+        out_t, out_r = [], []
+        order = np.argsort(t, kind="stable")
+        t, r = t[order], r[order]
+        bounds = np.flatnonzero(np.diff(t)) + 1
+        for seg_t, seg_r in zip(np.split(t, bounds), np.split(r, bounds)):
+            if not len(seg_t):
+                continue
+            table = int(seg_t[0])
+            prev = self.last.get(table)
+            # strides[j] is the step that arrived at row ends[j]; the previous window's
+            # last (row, stride) comes first, so a stride carries across windows
+            rows = seg_r if prev is None else np.concatenate(([prev[0]], seg_r))
+            ends = rows[1:] if prev is None else rows
+            d = np.diff(rows)
+            strides = d if prev is None else np.concatenate(([prev[1]], d))
+            ok = np.flatnonzero((strides[1:] == strides[:-1]) & (strides[1:] != 0)) + 1
+            for j in ok[-self.budget:]:
+                out_t += [table] * self.degree
+                out_r += [int(ends[j]) + int(strides[j]) * k for k in range(1, self.degree + 1)]
+            self.last[table] = (int(rows[-1]), int(strides[-1]) if len(strides) else 0)
+        return self._valid(np.array(out_t, np.int64), np.array(out_r, np.int64))

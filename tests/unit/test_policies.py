@@ -270,7 +270,7 @@ def test_scores_rank_residents_in_the_policys_eviction_order(policy):
                                      ("bingo", {"entries": 32}), ("bestoffset", {}),
                                      ("stms", {}), ("isb", {}), ("bingo", {}),
                                      ("domino", {"history": 5}), ("isb", {"history": 3}),
-                                     ("bingo", {"entries": 4})])
+                                     ("bingo", {"entries": 4}), ("stride", {})])
 def test_native_prefetchers_propose_what_the_python_models_did(name, kw):
     """The C (and vectorized) prefetchers against their former pure-Python code
     (tests/unit/prefetch_reference.py), window by window, small histories included so
@@ -278,9 +278,10 @@ def test_native_prefetchers_propose_what_the_python_models_did(name, kw):
     import prefetch_reference as ref
 
     rows = [300, 50, 2000]
-    now = pf.make(name, rows, budget=10**6, degree=3 if name != "sms" and name != "bingo"
+    budget = 2 if name == "stride" else 10**6  # stride: per table, the last `budget`
+    now = pf.make(name, rows, budget=budget, degree=3 if name != "sms" and name != "bingo"
                   else 0, **kw)
-    old = getattr(ref, type(now).__name__)(rows, budget=10**6, degree=now.degree, **kw)
+    old = getattr(ref, type(now).__name__)(rows, budget=budget, degree=now.degree, **kw)
     rng = np.random.default_rng(7)
     for w in range(60):
         t = rng.integers(0, 3, 120)
@@ -289,3 +290,24 @@ def test_native_prefetchers_propose_what_the_python_models_did(name, kw):
         keys = (t.astype(np.uint64) << np.uint64(40)) | r.astype(np.uint64)
         misses = keys[rng.random(120) < 0.5]
         assert now.observe(keys, misses).tolist() == old.observe(keys, misses).tolist(), w
+
+
+@pytest.mark.parametrize("budget", [2, 100])
+def test_vectorized_stride_proposes_what_the_python_model_did_on_strided_misses(budget):
+    import prefetch_reference as ref
+
+    rows = [300, 50, 2000]
+    now, old = pf.make("stride", rows, budget=budget, degree=3), \
+        ref.Stride(rows, budget=budget, degree=3)
+    rng = np.random.default_rng(7)
+    proposed = 0
+    for w in range(200):
+        t = rng.integers(0, 3, 60)
+        base = rng.integers(0, 50, 60) * (rng.random(60) < 0.3)
+        r = (np.arange(60) * rng.integers(1, 4) + base) % np.array(rows)[t]
+        keys = (t.astype(np.uint64) << np.uint64(40)) | r.astype(np.uint64)
+        misses = keys[rng.random(60) < 0.8]
+        got = now.observe(keys, misses).tolist()
+        assert got == old.observe(keys, misses).tolist(), w
+        proposed += len(got)
+    assert proposed > 1000

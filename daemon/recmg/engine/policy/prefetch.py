@@ -88,31 +88,49 @@ class Stride(Prefetcher):
 
     def __init__(self, table_rows, budget=1024, degree=4):
         super().__init__(table_rows, budget, degree)
-        self.last = {}  # table -> (row, stride)
+        n = len(self.rows)
+        self.last_row = np.zeros(n, np.int64)  # per table: the last miss's row
+        self.last_stride = np.zeros(n, np.int64)  # the step that arrived at it (0: none)
+        self.seen = np.zeros(n, bool)
 
     def _candidates(self, keys, misses, future):
         t, r = _split(misses)
-        out_t, out_r = [], []
-        order = np.argsort(t, kind="stable")
+        ok = t < len(self.rows)
+        t, r = t[ok], r[ok]
+        if not len(t):
+            return np.zeros(0, np.uint64)
+        order = np.argsort(t, kind="stable")  # by table, misses in order within one
         t, r = t[order], r[order]
-        bounds = np.flatnonzero(np.diff(t)) + 1
-        for seg_t, seg_r in zip(np.split(t, bounds), np.split(r, bounds)):
-            if not len(seg_t):
-                continue
-            table = int(seg_t[0])
-            prev = self.last.get(table)
-            # strides[j] is the step that arrived at row ends[j]; the previous window's
-            # last (row, stride) comes first, so a stride carries across windows
-            rows = seg_r if prev is None else np.concatenate(([prev[0]], seg_r))
-            ends = rows[1:] if prev is None else rows
-            d = np.diff(rows)
-            strides = d if prev is None else np.concatenate(([prev[1]], d))
-            ok = np.flatnonzero((strides[1:] == strides[:-1]) & (strides[1:] != 0)) + 1
-            for j in ok[-self.budget:]:
-                out_t += [table] * self.degree
-                out_r += [int(ends[j]) + int(strides[j]) * k for k in range(1, self.degree + 1)]
-            self.last[table] = (int(rows[-1]), int(strides[-1]) if len(strides) else 0)
-        return self._valid(np.array(out_t, np.int64), np.array(out_r, np.int64))
+        first = np.concatenate(([True], t[1:] != t[:-1]))
+        # the step that arrived at each miss, and the one before it (per table; the
+        # previous window's last row and step carry over); defined[i] says it exists
+        prev_row = np.where(first, self.last_row[t], np.concatenate(([0], r[:-1])))
+        has_step = ~first | self.seen[t]
+        step = r - prev_row
+        prev_ok = np.concatenate(([False], has_step[:-1])) & ~first
+        prev_step = np.where(first, self.last_stride[t], np.concatenate(([0], step[:-1])))
+        prev_ok |= first & self.seen[t]
+        hit = has_step & prev_ok & (step == prev_step) & (step != 0)
+        # at most ``budget`` per table: the last ones
+        idx = np.flatnonzero(hit)
+        if len(idx):
+            tab = t[idx]
+            from_end = np.zeros(len(idx), np.int64)
+            ends = np.concatenate((tab[1:] != tab[:-1], [True]))
+            group_end = np.flatnonzero(ends)
+            sizes = np.diff(np.concatenate(([-1], group_end)))
+            from_end = np.repeat(group_end, sizes) - np.arange(len(idx))
+            idx = idx[from_end < self.budget]
+        k = np.arange(1, self.degree + 1)
+        cand_t = np.repeat(t[idx], self.degree)
+        cand_r = (r[idx, None] + step[idx, None] * k).ravel()
+        # state: each table's last row and the step that arrived at it
+        last = np.concatenate((t[1:] != t[:-1], [True]))
+        lt = t[last]
+        self.last_stride[lt] = np.where(has_step[last], step[last], 0)
+        self.last_row[lt] = r[last]
+        self.seen[lt] = True
+        return self._valid(cand_t, cand_r)
 
 
 def _u64p(a: np.ndarray):
