@@ -7,11 +7,12 @@
 2. Daemon CPU seconds per million accesses (process CPU time of those ticks).
 3. Control-socket `status` latency while a recmgd process manages a live workload.
 
-    python bench/daemon_bench.py
+    python bench/daemon_bench.py [--profiles default,learned] [--rates 1,10]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -29,7 +30,8 @@ from recmg.service.pipeline import Pipeline
 from recmg.trace import synthetic
 
 
-def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 40) -> dict:
+def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 40,
+                 profile: str = "default") -> dict:
     tables, rows, dim = 8, 500_000, 32  # 512 MB of tables
     per_tick = int(rate * tick_ms / 1000)
     # 8 tables x pooling 8 = 64 keys a sample
@@ -42,7 +44,7 @@ def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 
     cfg = cfgmod.parse(f'tick_ms = {tick_ms}\n[migration]\nbackend = "simulated"\n'
                        f'[budget]\nfast_mib_per_target = 64\n'
                        f'[target]\nmax_accesses_per_s = 0\nmax_batches_per_read = 65536\n')
-    prof = cfgmod.load_profile("default")
+    prof = cfgmod.load_profile(profile)
     d = tempfile.mkdtemp()
     lat, cpu, n = [], 0.0, 0
     with Client("bench", [(f"t{i}", rows, dim) for i in range(tables)], shm_dir=d,
@@ -96,19 +98,27 @@ def status_latency(n: int = 50) -> dict:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profiles", default="default",
+                    help="comma list of policy profiles (learned: the shipped model)")
+    ap.add_argument("--rates", default="1,10", help="M accesses/s, comma list")
+    ap.add_argument("--no-status", action="store_true", help="skip the status latency part")
+    a = ap.parse_args()
     print("recmgd benchmarks (one run, one process per part)")
-    print("| accesses/s | keys/batch | accesses/tick | tick p50 ms | tick p99 ms | "
+    print("| profile | accesses/s | keys/batch | accesses/tick | tick p50 ms | tick p99 ms | "
           "p99 / 100 ms period | CPU s per M accesses |")
-    print("|---|---|---|---|---|---|---|")
-    for rate in (1e6, 10e6):
-        for keys in (64, 1024, 65536):
-            r = tick_latency(rate, keys)
-            print(f"| {rate / 1e6:.0f} M | {r['batch_keys']} | {r['accesses_per_tick']} | "
-                  f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p99_ms'] / r['budget_ms']:.2f} | "
-                  f"{r['cpu_s_per_M']:.3f} |")
-    s = status_latency()
-    print(f"  control socket `status` while migrating: p50 {s['p50_ms']:.2f} ms, "
-          f"p99 {s['p99_ms']:.2f} ms")
+    print("|---|---|---|---|---|---|---|---|")
+    for profile in a.profiles.split(","):
+        for rate in (float(x) * 1e6 for x in a.rates.split(",")):
+            for keys in (64, 1024, 65536):
+                r = tick_latency(rate, keys, profile=profile)
+                print(f"| {profile} | {rate / 1e6:.0f} M | {r['batch_keys']} | "
+                      f"{r['accesses_per_tick']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                      f"{r['p99_ms'] / r['budget_ms']:.2f} | {r['cpu_s_per_M']:.3f} |")
+    if not a.no_status:
+        s = status_latency()
+        print(f"  control socket `status` while migrating: p50 {s['p50_ms']:.2f} ms, "
+              f"p99 {s['p99_ms']:.2f} ms")
 
 
 if __name__ == "__main__":

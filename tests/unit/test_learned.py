@@ -203,3 +203,28 @@ def test_recmgd_runs_the_learned_profile_and_reports_its_model(tmp_path):
     assert m["checks"] >= 1 and m["accuracy"] is not None and m["fallback_active"] in (True, False)
     text = metrics.exposition()
     assert "recmgd_model_online_accuracy" in text and "recmgd_model_fallback_targets" in text
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint(model, tmp_path, monkeypatch):
+    """Killed after its first epoch, a rerun of the same command picks up at the
+    second and makes the same model as an uninterrupted run."""
+    _, card = model
+    saves = []
+    real_save = torch.save
+
+    def dying_save(obj, path):
+        real_save(obj, path)
+        saves.append(path)
+        if len(saves) == 1:
+            raise KeyboardInterrupt  # the process is stopped after epoch 0 was saved
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    args = ([("a", small(1), None), ("b", small(2), None)], str(tmp_path), "tiny")
+    kw = dict(size=0.1, epochs=2, hidden=8, seed=3, show_progress=False, command="test")
+    with pytest.raises(KeyboardInterrupt):
+        train.train_cache(*args, **kw)
+    assert (tmp_path / "tiny.checkpoint.pt").exists()
+    resumed = train.train_cache(*args, **kw)
+    assert len(saves) == 2  # only epoch 1 was trained again
+    assert resumed["onnx_sha256"] == card["onnx_sha256"]
+    assert not (tmp_path / "tiny.checkpoint.pt").exists()

@@ -155,12 +155,18 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     model = _model(mean, std, hidden)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ckpt = out / f"{name}.checkpoint.pt"
+    # a checkpoint is resumed only by the same run (more epochs may be asked for)
+    run = json.dumps({"traces": [(s["name"], s["sha256"], s["accesses"]) for s in sources],
+                      "size": size, "train_frac": train_frac, "hidden": hidden, "seed": seed,
+                      "batch_size": batch_size, "lr": lr, "granularity": granularity},
+                     sort_keys=True)
     first_epoch = 0
-    if ckpt.exists():  # resume
+    if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        first_epoch = int(state["epoch"]) + 1
+        if state.get("run") == run:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            first_epoch = int(state["epoch"]) + 1
     xt = torch.from_numpy(data.x_train)
     yt = torch.from_numpy(data.y_train)
     loss_fn = torch.nn.BCELoss()
@@ -180,8 +186,8 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
                 total += float(loss.detach()) * len(idx)
                 bar.update(1)
             bar.set_postfix_str(f"epoch {epoch} loss {total / max(n, 1):.4f}")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch},
-                       ckpt)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
+                        "run": run}, ckpt)
     model.eval()
     with torch.no_grad():
         p_held = model(torch.from_numpy(data.x_held)).numpy() if len(data.y_held) else \
