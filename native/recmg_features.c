@@ -9,7 +9,7 @@
 
 typedef struct {
     uint64_t key, last;  /* last: clock of the previous access */
-    uint32_t gap[3];     /* previous inter-arrival gaps, newest first (0: none) */
+    float lgap[3];       /* log2(1 + the previous gaps), newest first (0: none) */
     uint32_t count;
     float decayed[3];    /* counts decayed to `last` */
     uint32_t prev, next; /* recency list: towards older / newer */
@@ -22,7 +22,7 @@ struct recmg_feat {
     uint32_t oldest, newest;
 };
 
-static const double HALF_LIFE[3] = {1024.0, 16384.0, 262144.0};
+static const float HALF_LIFE[3] = {1024.0f, 16384.0f, 262144.0f};
 
 static inline uint64_t fmix(uint64_t x)
 {
@@ -120,7 +120,7 @@ static void delete_slot(recmg_feat *f, uint64_t h)
     }
 }
 
-static inline float lg(double x) { return (float)log2(1.0 + x); }
+static inline float lg(float x) { return log2f(1.0f + x); }
 
 void recmg_feat_observe(recmg_feat *f, const uint64_t *keys, uint64_t n, float *out)
 {
@@ -155,17 +155,18 @@ void recmg_feat_observe(recmg_feat *f, const uint64_t *keys, uint64_t n, float *
         }
         kstate *x = &f->s[i];
         uint64_t gap = now - x->last;
-        out[0] = lg((double)gap);
+        float lgap = lg((float)gap);
+        out[0] = lgap;
         for (int g = 0; g < 3; g++)
-            out[1 + g] = lg((double)x->gap[g]);
+            out[1 + g] = x->lgap[g];
         for (int d = 0; d < 3; d++) {
-            double c = x->decayed[d] * exp2(-(double)gap / HALF_LIFE[d]);
+            float c = x->decayed[d] * exp2f(-(float)gap / HALF_LIFE[d]);
             out[4 + d] = lg(c);
-            x->decayed[d] = (float)(c + 1.0);
+            x->decayed[d] = c + 1.0f;
         }
-        out[7] = lg((double)x->count);
-        x->gap[2] = x->gap[1], x->gap[1] = x->gap[0];
-        x->gap[0] = gap > UINT32_MAX ? UINT32_MAX : (uint32_t)gap;
+        out[7] = lg((float)x->count);
+        x->lgap[2] = x->lgap[1], x->lgap[1] = x->lgap[0];
+        x->lgap[0] = lgap;
         x->count += x->count < UINT32_MAX;
         x->last = now;
         unlink_s(f, i);

@@ -3,7 +3,8 @@
  * training (over a recorded trace) and for serving (over the live stream), so the
  * two agree bit for bit.
  *
- * For access i of key k the features describe k's past only, before access i:
+ * For access i of key k the features describe k's past only, before access i (single
+ * precision: log2f, exp2f):
  *   0      log2(1 + accesses since k's previous access), 0 for a first access
  *   1..3   log2(1 + the three previous inter-arrival gaps of k), 0 where missing
  *   4..6   k's access count decayed with half-lives of 2^10, 2^14 and 2^18 accesses,

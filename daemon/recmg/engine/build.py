@@ -35,9 +35,11 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
         stall_ns_per_ondemand=0.0 if real else mig.simulated_slow_ns - mig.simulated_fast_ns)
 
 
-def make_cache(profile: Profile, budget: int) -> cache_mod.Cache:
+def make_cache(profile: Profile, budget: int, layout: Layout | None = None) -> cache_mod.Cache:
     if profile.caching == "learned":
-        return cache_mod.make("learned", budget, model=profile.model,
+        # features for at most every page of the target (a small table stays in cache)
+        keys = min(1 << 22, max(1024, layout.n_pages)) if layout is not None else 1 << 22
+        return cache_mod.make("learned", budget, model=profile.model, max_feature_keys=keys,
                               threads=profile.model_threads,
                               check_window=profile.model_check_window,
                               accuracy_floor=profile.model_accuracy_floor,
@@ -55,7 +57,8 @@ def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,
             placement: np.ndarray, fast: list[int], slow: list[int], pid: int = 0,
             override: int | None = None) -> Engine:
     ec = planned_config(cfg, profile, layout, mover.real, override)
-    return Engine(ec, make_cache(profile, ec.budget), make_prefetcher(profile, layout), mover,
+    return Engine(ec, make_cache(profile, ec.budget, layout), make_prefetcher(profile, layout),
+                  mover,
                   layout=layout, placement=placement, fast=fast, slow=slow, pid=pid)
 
 
@@ -66,7 +69,7 @@ def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
     ec = planned_config(cfg, profile, engine.layout, engine.mover.real, override)
     same_cache = (old.caching, old.lfu_aging_accesses, old.model, engine.cfg.budget) == \
         (profile.caching, profile.lfu_aging_accesses, profile.model, ec.budget)
-    cache = None if same_cache else make_cache(profile, ec.budget)
+    cache = None if same_cache else make_cache(profile, ec.budget, engine.layout)
     pre = None if old.prefetcher == profile.prefetcher else make_prefetcher(profile, engine.layout)
     engine.reconfigure(ec, cache, pre)
     engine.prefetcher.budget = profile.prefetch_budget_pages

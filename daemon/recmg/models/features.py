@@ -16,7 +16,7 @@ import numpy as np
 
 from recmg._simcore import ffi, lib
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: single precision (log2f, exp2f), gaps' logs kept in the state
 FEATURE_NAMES = ("log2_gap", "log2_gap_1", "log2_gap_2", "log2_gap_3",
                  "log2_decayed_count_hl1024", "log2_decayed_count_hl16384",
                  "log2_decayed_count_hl262144", "log2_count", "table")

@@ -208,9 +208,9 @@ def write_misses(path: str | os.PathLike, trace: tf.Trace, hit: np.ndarray) -> i
     """The accesses OPT missed, as a trace with the same tables and batches (each batch
     keeps its misses in order).  Returns how many."""
     offs = np.asarray(trace.batch_offsets, np.int64)
-    missed_per_batch = np.add.reduceat(~np.asarray(hit[:offs[-1]], bool), offs[:-1]) \
-        if len(offs) > 1 and offs[-1] else np.zeros(max(len(offs) - 1, 0), np.int64)
-    missed_per_batch[np.diff(offs) == 0] = 0  # reduceat of an empty batch is its neighbour
+    # per batch (offline: a batch at a time keeps the temporaries to one batch)
+    missed_per_batch = np.array([len(hit[lo:hi]) - int(np.count_nonzero(hit[lo:hi]))
+                                 for lo, hi in zip(offs[:-1], offs[1:])], np.int64)
     shell = tf.Trace(tables=trace.tables, keys=np.zeros(0, np.uint64),
                      batch_offsets=np.concatenate(([0], np.cumsum(missed_per_batch))).astype(
                          np.uint64),

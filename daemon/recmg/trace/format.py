@@ -116,7 +116,11 @@ def validate(trace: Trace, where: str = "trace") -> None:
     ids = [t.id for t in trace.tables]
     if len(set(ids)) != len(ids) or any(not 0 <= i < MAX_TABLES for i in ids):
         raise TraceError(f"{where}: table ids must be unique and below 2^24")
-    check_keys(trace.keys, trace.tables, where)
+    for lo in range(0, len(trace.keys), CHECK_CHUNK):  # bounded temporaries
+        check_keys(trace.keys[lo:lo + CHECK_CHUNK], trace.tables, where, lo)
+
+
+CHECK_CHUNK = 1 << 22  # keys validated at a time: a 100 M-key trace needs no 800 MB arrays
 
 
 def check_keys(keys: np.ndarray, tables: list[TableInfo], where: str, first: int = 0) -> None:
