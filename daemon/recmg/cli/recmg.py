@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--granularity", choices=("vector", "page"), default="vector",
                     help="what the model caches: vectors (the paper, recmg sim) or pages "
                     "(recmgd)")
+    tc.add_argument("--family", choices=("mlp", "table"), default="mlp",
+                    help="mlp: the feature MLP; table: a Hawkeye-style per-table keep rate "
+                    "(a learned baseline)")
     tc.add_argument("--epochs", type=int, default=4)
     tc.add_argument("--hidden", type=int, default=32)
     tc.add_argument("--seed", type=int, default=0)
@@ -495,7 +498,8 @@ def cmd_train(args) -> int:
         traces.append((name, tr, None if spec.startswith("preset:") else labels.sha256_of(spec)))
     card = train.train_cache(traces, args.output, args.name, args.size, args.train_frac,
                              args.epochs, args.hidden, args.seed,
-                             granularity=args.granularity, show_progress=not args.quiet,
+                             granularity=args.granularity, family=args.family,
+                             show_progress=not args.quiet,
                              command=" ".join(["recmg"] + sys.argv[1:]))
     h = card["held_out"]
     print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held out "

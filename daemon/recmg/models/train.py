@@ -122,10 +122,40 @@ def choose_window(onnx_path: Path, cuts) -> dict:
                     "training traces"}
 
 
+def _table_model(tables: np.ndarray, y: np.ndarray):
+    """Hawkeye's predictor in offline form: the PC of a load is the table here, and its
+    counter is the table's share of keep labels in the training data (tables never
+    seen get the overall share).  A learned baseline, served like the MLP."""
+    import torch
+    from torch import nn
+
+    t = tables.astype(np.int64)
+    n = int(t.max()) + 2 if len(t) else 1
+    counts = np.bincount(t, minlength=n).astype(np.float64)
+    keeps = np.bincount(t, weights=y, minlength=n)
+    overall = float(y.mean()) if len(y) else 0.5
+    rates = np.where(counts > 0, keeps / np.maximum(counts, 1), overall).astype(np.float32)
+    rates[-1] = overall  # the slot for tables beyond those seen
+
+    class TableRate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("rates", torch.from_numpy(rates))
+
+        def forward(self, x):
+            idx = x[:, ft.FEATURE_NAMES.index("table")].long().clamp(0, len(rates) - 1)
+            return self.rates[idx]
+
+    return TableRate()
+
+
+FAMILIES = ("mlp", "table")
+
+
 def train_cache(traces: list, out_dir: str, name: str = "caching", size: float = 0.1,
                 train_frac: float = 0.7, epochs: int = 4, hidden: int = 32, seed: int = 0,
                 batch_size: int = 4096, lr: float = 3e-3, granularity: str = "vector",
-                show_progress: bool = True, command: str = "") -> dict:
+                family: str = "mlp", show_progress: bool = True, command: str = "") -> dict:
     """Train, export and write the card; returns the card.  ``traces``: (name, Trace,
     sha256 or None) triples."""
     import torch
@@ -152,18 +182,25 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
         data.x_train, data.y_train = data.x_train[pick], data.y_train[pick]
     mean = data.x_train.mean(axis=0)
     std = data.x_train.std(axis=0) + 1e-3
-    model = _model(mean, std, hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    if family == "table":
+        model = _table_model(data.x_train[:, ft.FEATURE_NAMES.index("table")], data.y_train)
+        epochs = 0  # closed form: nothing to iterate
+    else:
+        model = _model(mean, std, hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=lr) if family == "mlp" else None
     ckpt = out / f"{name}.checkpoint.pt"
     # a checkpoint is resumed only by the same run (more epochs may be asked for)
     run = json.dumps({"traces": [(s["name"], s["sha256"], s["accesses"]) for s in sources],
                       "size": size, "train_frac": train_frac, "hidden": hidden, "seed": seed,
-                      "batch_size": batch_size, "lr": lr, "granularity": granularity},
+                      "batch_size": batch_size, "lr": lr, "granularity": granularity,
+                      "family": family},
                      sort_keys=True)
     first_epoch = 0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
-        if state.get("run") == run:
+        if state.get("run") == run and opt is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             first_epoch = int(state["epoch"]) + 1
@@ -206,8 +243,10 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
         "label": {"name": "keep", "definition": lab.DEFINITIONS["keep"],
                   "label_version": lab.LABEL_VERSION, "size": size,
                   "granularity": granularity},
-        "model": {"family": "mlp", "hidden": [hidden, hidden], "parameters":
-                  int(sum(p.numel() for p in model.parameters()))},
+        "model": {"family": family, "hidden": [hidden, hidden] if family == "mlp" else [],
+                  # trainable weights; the table family's are its rates
+                  "parameters": int(sum(p.numel() for p in model.parameters())
+                                    or sum(b.numel() for b in model.buffers()))},
         "training": {"traces": sources, "train_fraction": train_frac, "split": "by time: "
                      "the first train_fraction of each trace's accesses (cut at a batch "
                      "boundary) train; the rest is held out",
