@@ -40,7 +40,8 @@ def traces(shared: Path) -> list[str]:
 def run(tr, mode, model, policies):
     return {(r.trace, r.size, r.policy): r.metrics.ondemand
             for r in matrix.run_matrix(tr, [mode], SIZES, policies, ["none"], batches=20,
-                                       model=str(model))}
+                                       model=str(model))
+            if r.prefetcher == "none"}  # not the oracle reference (Belady + oracle)
 
 
 def closed(s3, learned, opt):
