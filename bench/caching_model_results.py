@@ -7,8 +7,9 @@ Test traces: the synthetic presets with a seed the shipped models were not train
 on (7), and Criteo and Avazu from ../shared/real_traces when present (read, never
 written back).  Models: policies/caching-vector-v1.onnx (access mode) and
 policies/caching-page-v1.onnx (page and daemon mode); with --baseline-dir, also the
-per-table keep-rate models made there by
-``recmg train cache ... --family table -o DIR --name table-vector|table-page``.
+per-table keep-rate models and the attention ablations made there by
+``recmg train cache ... --family table|attention -o DIR --name
+table-vector|table-page|attention-vector|attention-page``.
 """
 
 from __future__ import annotations
@@ -59,12 +60,14 @@ def main() -> None:
                         ("daemon", "caching-page-v1")):
         pols = ["lru", "s3fifo", "learned"] + (["belady"] if mode != "daemon" else [])
         res = run(tr, mode, ROOT / f"policies/{model}.onnx", pols)
-        tab = None
+        extra = {}
         if base is not None and mode != "daemon":
             kind = "vector" if mode == "access" else "page"
-            tab = run(tr, mode, base / f"table-{kind}.onnx", ["learned"])
-        head = ["trace", "size", "LRU", "S3-FIFO", f"learned ({model})"]
-        head += ["per-table baseline"] if tab else []
+            for fam, label in (("table", "per-table baseline"),
+                               ("attention", "attention (paper's family)")):
+                if (base / f"{fam}-{kind}.onnx").exists():
+                    extra[label] = run(tr, mode, base / f"{fam}-{kind}.onnx", ["learned"])
+        head = ["trace", "size", "LRU", "S3-FIFO", f"learned ({model})", *extra]
         head += ["OPT", "S3-FIFO -> OPT gap closed"] if mode != "daemon" else []
         print(f"**{mode} mode**\n")
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -73,8 +76,8 @@ def main() -> None:
                 lru, s3, le = res[(t, s, "lru")], res[(t, s, "s3fifo")], res[(t, s, "learned")]
                 row = [t, f"{s:.0%}", f"{lru:,}", f"{s3:,} ({s3 / lru:.3f})",
                        ("**{:,} ({:.3f})**" if le < s3 else "{:,} ({:.3f})").format(le, le / lru)]
-                if tab:
-                    tb = tab[(t, s, "learned")]
+                for res_x in extra.values():
+                    tb = res_x[(t, s, "learned")]
                     row.append(f"{tb:,} ({tb / lru:.3f})")
                 if mode != "daemon":
                     opt = res[(t, s, "belady")]

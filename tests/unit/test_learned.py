@@ -228,3 +228,30 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(model, tmp_path, mo
     assert len(saves) == 2  # only epoch 1 was trained again
     assert resumed["onnx_sha256"] == card["onnx_sha256"]
     assert not (tmp_path / "tiny.checkpoint.pt").exists()
+
+
+def test_the_papers_attention_family_trains_exports_and_serves(tmp_path):
+    """The ablation over windows of recent accesses: its card says the window, and
+    served step by step (windows carried across steps) it predicts what it predicts
+    on the whole stream at once."""
+    from recmg.engine.policy.learned import Learned
+
+    card = train.train_cache([("a", small(1, 5), None)], str(tmp_path), "attn", size=0.1,
+                             epochs=1, seed=0, family="attention", show_progress=False)
+    assert card["model"]["family"] == "attention" and card["input"]["recent_accesses"] == 8
+    m = cardmod.OnnxModel(tmp_path / "attn.onnx")
+    assert m.window == 8
+    keys = np.asarray(small(9, 3).keys, np.uint64)
+    whole = Learned(100, model=m)
+    whole.priorities(keys)
+    stepped = Learned(100, model=m)
+    got = []
+    for lo in range(0, len(keys), 777):
+        stepped.priorities(keys[lo:lo + 777])
+        got.append(stepped._ring_p[(stepped._ring_n - len(keys[lo:lo + 777]) +
+                                    np.arange(len(keys[lo:lo + 777]))) % len(stepped._ring_p)])
+    n = min(len(keys), len(whole._ring_p))
+    np.testing.assert_allclose(np.concatenate(got)[-n:], whole._ring_p[
+        (whole._ring_n - n + np.arange(n)) % len(whole._ring_p)], rtol=1e-5, atol=1e-6)
+    assert 0 < modes.simulate(small(9, 3), "access", "learned", 200,
+                              model=str(tmp_path / "attn.onnx")).ondemand

@@ -173,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--granularity", choices=("vector", "page"), default="vector",
                     help="what the model caches: vectors (the paper, recmg sim) or pages "
                     "(recmgd)")
-    tc.add_argument("--family", choices=("mlp", "table"), default="mlp",
+    tc.add_argument("--family", choices=("mlp", "table", "attention"), default="mlp",
                     help="mlp: the feature MLP; table: a Hawkeye-style per-table keep rate "
-                    "(a learned baseline)")
+                    "(a learned baseline); attention: attention over the last 8 accesses "
+                    "(the paper's family, an ablation)")
     tc.add_argument("--epochs", type=int, default=4)
     tc.add_argument("--hidden", type=int, default=32)
     tc.add_argument("--seed", type=int, default=0)

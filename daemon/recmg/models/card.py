@@ -90,12 +90,18 @@ class OnnxModel:
         except Exception as e:  # onnxruntime raises its own exception types
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from None
         inp = self.session.get_inputs()
-        if len(inp) != 1 or inp[0].shape[-1] != ft.N_FEATURES:
+        shape = inp[0].shape if len(inp) == 1 else []
+        if len(inp) != 1 or shape[-1] != ft.N_FEATURES or len(shape) not in (2, 3) or \
+                (len(shape) == 3 and not isinstance(shape[1], int)):
             raise ModelError(f"{self.path}: expects inputs {[(i.name, i.shape) for i in inp]},"
-                             f" not one (n, {ft.N_FEATURES}) feature matrix")
+                             f" not one (n, {ft.N_FEATURES}) feature matrix or (n, window, "
+                             f"{ft.N_FEATURES}) windows of recent accesses")
         self.input = inp[0].name
+        # how many recent accesses one prediction sees (1: the access alone)
+        self.window = shape[1] if len(shape) == 3 else 1
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """x: (n, F), or (n, window, F) for a windowed model."""
         if not len(x):
             return np.zeros(0, np.float32)
         out = self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]

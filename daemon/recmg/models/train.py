@@ -149,7 +149,42 @@ def _table_model(tables: np.ndarray, y: np.ndarray):
     return TableRate()
 
 
-FAMILIES = ("mlp", "table")
+def _attention_model(mean, std, d: int = 16, heads: int = 2):
+    """The paper's family as an ablation: attention over the features of the last
+    ATTENTION_WINDOW accesses (the current one last), the current access as the query,
+    as the RecMG artifact attends over a window of recent keys; input (n, window, F)."""
+    import torch
+    from torch import nn
+
+    class AttnKeep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+            self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+            self.embed = nn.Linear(ft.N_FEATURES, d)
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.out = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
+
+        def forward(self, x):
+            h = self.embed((x - self.mean) / self.std)
+            a, _ = self.attn(h[:, -1:, :], h, h, need_weights=False)
+            return torch.sigmoid(self.out(a[:, 0] + h[:, -1])).squeeze(-1)
+
+    return AttnKeep()
+
+
+ATTENTION_WINDOW = 8
+ATTENTION_ROWS = 300_000  # sampled per trace and part: windows are 8x the features
+
+
+def windows(x: np.ndarray, w: int) -> np.ndarray:
+    """(n, w, F) view: each row's features and the w - 1 before it (zeros before the
+    trace's first access)."""
+    padded = np.concatenate((np.zeros((w - 1, x.shape[1]), x.dtype), x))
+    return np.lib.stride_tricks.sliding_window_view(padded, w, axis=0).transpose(0, 2, 1)
+
+
+FAMILIES = ("mlp", "table", "attention")
 
 
 def train_cache(traces: list, out_dir: str, name: str = "caching", size: float = 0.1,
@@ -169,10 +204,20 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     for tname, trace, digest in traces:
         x, y, cut, meta, units = dataset(trace, size, train_frac, granularity)
         cuts.append((units, cut, meta["capacity"]))
-        xs.append(x[:cut])
-        ys.append(y[:cut])
-        xh.append(x[cut:])
-        yh.append(y[cut:])
+        if family == "attention":  # windows of recent accesses, a seeded sample of rows
+            win = windows(x, ATTENTION_WINDOW)
+            tr = np.sort(rng.choice(cut, min(cut, ATTENTION_ROWS), replace=False))
+            he = cut + np.sort(rng.choice(len(y) - cut, min(len(y) - cut, ATTENTION_ROWS),
+                                          replace=False))
+            xs.append(win[tr])
+            ys.append(y[tr])
+            xh.append(win[he])
+            yh.append(y[he])
+        else:
+            xs.append(x[:cut])
+            ys.append(y[:cut])
+            xh.append(x[cut:])
+            yh.append(y[cut:])
         sources.append({"name": tname, "sha256": digest, "accesses": len(y),
                         "train_accesses": cut, "capacity": meta["capacity"],
                         "keep_positive": round(float(y.mean()), 4) if len(y) else 0.0})
@@ -180,16 +225,19 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     if len(data.y_train) > MAX_TRAIN_ROWS:
         pick = np.sort(rng.choice(len(data.y_train), MAX_TRAIN_ROWS, replace=False))
         data.x_train, data.y_train = data.x_train[pick], data.y_train[pick]
-    mean = data.x_train.mean(axis=0)
-    std = data.x_train.std(axis=0) + 1e-3
+    flat = data.x_train.reshape(-1, ft.N_FEATURES)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0) + 1e-3
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     if family == "table":
         model = _table_model(data.x_train[:, ft.FEATURE_NAMES.index("table")], data.y_train)
         epochs = 0  # closed form: nothing to iterate
+    elif family == "attention":
+        model = _attention_model(mean, std)
     else:
         model = _model(mean, std, hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr) if family == "mlp" else None
+    opt = torch.optim.Adam(model.parameters(), lr=lr) if family != "table" else None
     ckpt = out / f"{name}.checkpoint.pt"
     # a checkpoint is resumed only by the same run (more epochs may be asked for)
     run = json.dumps({"traces": [(s["name"], s["sha256"], s["accesses"]) for s in sources],
@@ -235,15 +283,17 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
             if len(p_held) else float("nan"),
             "keep_positive": round(float(data.y_held.mean()), 4) if len(p_held) else 0.0}
     onnx_path = out / f"{name}.onnx"
-    export(model, onnx_path)
+    window = ATTENTION_WINDOW if family == "attention" else 1
+    export(model, onnx_path, window)
     cardmod.card_path(onnx_path).write_text(json.dumps(_card_base(name, onnx_path)))
-    window = choose_window(onnx_path, cuts)
+    serving_window = choose_window(onnx_path, cuts)
     card = {
         **_card_base(name, onnx_path),
         "label": {"name": "keep", "definition": lab.DEFINITIONS["keep"],
                   "label_version": lab.LABEL_VERSION, "size": size,
                   "granularity": granularity},
-        "model": {"family": family, "hidden": [hidden, hidden] if family == "mlp" else [],
+        "model": {"family": family, "hidden": [hidden, hidden] if family == "mlp" else
+                  [16] if family == "attention" else [],
                   # trainable weights; the table family's are its rates
                   "parameters": int(sum(p.numel() for p in model.parameters())
                                     or sum(b.numel() for b in model.buffers()))},
@@ -255,7 +305,9 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
                      "date": datetime.date.today().isoformat(),
                      "torch": torch.__version__},
         "held_out": held,
-        "serving": {"window_factor": window["best"], "window_selection": window},
+        "serving": {"window_factor": serving_window["best"],
+                    "window_selection": serving_window},
+        "input": {"recent_accesses": window},
     }
     cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
     ckpt.unlink(missing_ok=True)
@@ -265,14 +317,19 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
 OPSET = 17
 
 
-def export(model, path: Path) -> None:
+def export(model, path: Path, window: int = 1) -> None:
     """ONNX through torch's TorchScript exporter (the dynamo exporter would need
-    onnxscript; this one needs nothing beyond torch and onnx)."""
+    onnxscript; this one needs nothing beyond torch and onnx).  Input (n, F), or
+    (n, window, F) for a model over recent accesses."""
     import torch
 
+    example = torch.zeros(2, ft.N_FEATURES) if window == 1 else \
+        torch.zeros(2, window, ft.N_FEATURES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(2, ft.N_FEATURES),), str(path),
+        # shape checks inside attention become constants: the shapes are fixed but n
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(model, (example,), str(path),
                           input_names=["features"], output_names=["keep_probability"],
                           dynamic_axes={"features": {0: "n"}, "keep_probability": {0: "n"}},
                           opset_version=OPSET, dynamo=False)

@@ -61,6 +61,9 @@ class Learned(Cache):
         self.window = max(1, int(round(float(factor) * capacity)))
         self.features = OnlineFeatures(max_feature_keys)
         self._buf = np.empty((1 << 16, N_FEATURES), np.float32)
+        # a windowed model (the paper's family) sees the features of the accesses
+        # before each one too: the last window - 1 rows carry over between steps
+        self._tail = np.zeros((self.model.window - 1, N_FEATURES), np.float32)
         # online check
         self.check_window = int(check_window)
         self.accuracy_floor, self.fallback_windows = float(accuracy_floor), int(fallback_windows)
@@ -81,6 +84,11 @@ class Learned(Cache):
             self._buf = np.empty((len(keys), N_FEATURES), np.float32)
         start = self.features.clock
         x = self.features.observe(keys, self._buf)
+        if len(self._tail):
+            full = np.concatenate((self._tail, x))
+            self._tail = full[len(full) - len(self._tail):].copy()
+            x = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(
+                full, len(self._tail) + 1, axis=0).transpose(0, 2, 1))
         p = np.clip(self.model.predict(x), 0.0, 1.0)
         self._remember(keys, p)
         return np.arange(start, start + len(keys), dtype=np.uint64) + \
