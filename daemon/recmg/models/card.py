@@ -100,9 +100,13 @@ class OnnxModel:
         # how many recent accesses one prediction sees (1: the access alone)
         self.window = shape[1] if len(shape) == 3 else 1
 
+    CHUNK = 1 << 16  # rows per onnxruntime call: bounds its working memory
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """x: (n, F), or (n, window, F) for a windowed model."""
-        if not len(x):
-            return np.zeros(0, np.float32)
-        out = self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
-        return np.asarray(out, np.float32).reshape(len(x))
+        """x: (n, F), or (n, window, F) for a windowed model; one call per CHUNK rows."""
+        out = np.empty(len(x), np.float32)
+        for lo in range(0, len(x), self.CHUNK):
+            part = np.ascontiguousarray(x[lo:lo + self.CHUNK], np.float32)
+            out[lo:lo + len(part)] = np.asarray(
+                self.session.run(None, {self.input: part})[0], np.float32).reshape(len(part))
+        return out

@@ -84,11 +84,11 @@ class Learned(Cache):
             self._buf = np.empty((len(keys), N_FEATURES), np.float32)
         start = self.features.clock
         x = self.features.observe(keys, self._buf)
-        if len(self._tail):
+        if len(self._tail):  # a view: the model's runner copies a chunk at a time
             full = np.concatenate((self._tail, x))
             self._tail = full[len(full) - len(self._tail):].copy()
-            x = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(
-                full, len(self._tail) + 1, axis=0).transpose(0, 2, 1))
+            x = np.lib.stride_tricks.sliding_window_view(
+                full, len(self._tail) + 1, axis=0).transpose(0, 2, 1)
         p = np.clip(self.model.predict(x), 0.0, 1.0)
         self._remember(keys, p)
         return np.arange(start, start + len(keys), dtype=np.uint64) + \
