@@ -110,7 +110,7 @@ class Pipeline:
         self.fast, self.slow = fast, slow
         self.proc_root, self.sys_root = proc_root, sys_root
         self.migrator = movers.make(cfg.migration.backend, cfg.migration.batch_pages,
-                                       cfg.migration.rate_mib_s)
+                                    cfg.migration.rate_mib_s)
         self.targets: dict[str, TargetState] = {}
         self.retired = Stats()  # totals of targets that were detached
         self.rejected: dict[str, str] = {}  # segment file name -> why (bounded)
@@ -163,10 +163,11 @@ class Pipeline:
         if cfg.migration.backend != self.cfg.migration.backend:
             raise ValueError("migration.backend cannot change on reload; restart recmgd")
         self.migrator = movers.make(cfg.migration.backend, cfg.migration.batch_pages,
-                                       cfg.migration.rate_mib_s)
+                                    cfg.migration.rate_mib_s)
         self.cfg, self.profile = cfg, profile
         for t in self.targets.values():
             t.set_policy(cfg, profile)
+            t.engine.mover = self.migrator  # the new batch size and rate apply at once
 
     # ------------------------------------------------------------------------ tick
     def tick(self) -> None:
