@@ -53,9 +53,6 @@ class CostModel:
     page_bytes: int = PAGE_SIZE
 
 
-Metrics = Stats  # what a simulator run reports: the daemon's stats model
-
-
 def _batch_next_use(units_per_batch: list[np.ndarray]) -> list[np.ndarray]:
     """For each batch's distinct units (first-use order), the index of the next batch
     that reads the unit (NEVER if none): Belady at batch granularity."""
