@@ -340,20 +340,18 @@ uint64_t recmg_pf_regions(recmg_pf *p, const uint64_t *table, const uint64_t *tr
             if (p->kind == RECMG_PF_BINGO)
                 prefetch_slot(&p->index, LONG_TAG | table[i + AHEAD], trigger[i + AHEAD]);
         }
-        uint64_t off = row % REGION_ROWS, base = row - off, short_old;
-        /* the long event is read before anything changes; the short one is read and
-         * stored in one probe (the order of stores, short then long, is Bingo's) */
-        int found = p->kind == RECMG_PF_BINGO && missed[i] &&
-                    lmap_get(&p->index, LONG_TAG | t, row, &pattern);
-        int short_found = lmap_swap(&p->index, SHORT_TAG | t, off, bits[i], &short_old, ev) & 1;
-        if (missed[i] && !found && short_found) {
-            pattern = short_old;
-            found = 1;
+        uint64_t off = row % REGION_ROWS, base = row - off;
+        if (missed[i]) {
+            int found = p->kind == RECMG_PF_BINGO &&
+                        lmap_get(&p->index, LONG_TAG | t, row, &pattern);
+            if (!found)
+                found = lmap_get(&p->index, SHORT_TAG | t, off, &pattern);
+            if (found)
+                for (uint64_t b = 0; b < REGION_ROWS; b++)
+                    if (pattern >> b & 1)
+                        out[k++] = t << 40 | (base + b);
         }
-        if (missed[i] && found)
-            for (uint64_t b = 0; b < REGION_ROWS; b++)
-                if (pattern >> b & 1)
-                    out[k++] = t << 40 | (base + b);
+        lmap_put(&p->index, SHORT_TAG | t, off, bits[i], ev);
         if (p->kind == RECMG_PF_BINGO)
             lmap_put(&p->index, LONG_TAG | t, row, bits[i], ev);
     }
@@ -364,18 +362,16 @@ int recmg_bo_scores(const uint64_t *misses, uint64_t n, const uint64_t *recent, 
                     const int64_t *offsets, uint64_t k, const uint64_t *rows,
                     uint64_t n_tables, uint64_t *scores)
 {
-    uint64_t size = 16, bits = 4;
+    uint64_t size = 16;
     while (size < 2 * m)
-        size <<= 1, bits++;
+        size <<= 1;
     uint64_t mask = size - 1;
-    /* a small set probed 24 times per miss: multiplicative hashing is enough */
-#define BO_HASH(k) (((k) * 0x9e3779b97f4a7c15ULL) >> (64 - bits))
     uint64_t *set = malloc(size * sizeof(uint64_t));
     if (!set)
         return -1;
     memset(set, 0xff, size * sizeof(uint64_t)); /* UINT64_MAX: empty (never a key) */
     for (uint64_t i = 0; i < m; i++) {
-        uint64_t h = BO_HASH(recent[i]);
+        uint64_t h = mix2(recent[i], 0) & mask;
         while (set[h] != UINT64_MAX && set[h] != recent[i])
             h = (h + 1) & mask;
         set[h] = recent[i];
@@ -390,7 +386,7 @@ int recmg_bo_scores(const uint64_t *misses, uint64_t n, const uint64_t *recent, 
             int64_t c = (int64_t)r - offsets[j];
             if (c < 0 || (uint64_t)c >= rows[t])
                 continue;
-            uint64_t key = t << 40 | (uint64_t)c, h = BO_HASH(key);
+            uint64_t key = t << 40 | (uint64_t)c, h = mix2(key, 0) & mask;
             while (set[h] != UINT64_MAX && set[h] != key)
                 h = (h + 1) & mask;
             scores[j] += set[h] == key;
@@ -398,5 +394,4 @@ int recmg_bo_scores(const uint64_t *misses, uint64_t n, const uint64_t *recent, 
     }
     free(set);
     return 0;
-#undef BO_HASH
 }
