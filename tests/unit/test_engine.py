@@ -183,3 +183,17 @@ def test_the_dry_run_logs_each_move_it_would_make(caplog):
     assert out.moved == 2 and placement.tolist()[:4] == [0, 1, 1, 0]
     assert f"would move 2 pages to node 0: {1 << 20:#x} {(1 << 20) + 3 * PAGE_SIZE:#x}" \
         in caplog.text
+
+
+def test_a_reload_that_changes_the_policy_replaces_it_and_one_that_does_not_keeps_it():
+    rows = PAGE_SIZE // 64
+    tables = [tf.TableInfo(0, "a", 8 * rows, 64)]
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
+    lru = cfgmod.Profile(name="l", caching="lru")
+    eng = _planned(tables, lru)
+    eng.step(batch_of(tf.make_keys(0, [0, rows])), contracts.Controls(tick=1))
+    kept = eng.cache
+    build.reconfigure(eng, lru, cfg, lru, override=64)
+    assert eng.cache is kept and len(eng.cache) == 2  # learned state kept
+    build.reconfigure(eng, lru, cfg, cfgmod.Profile(name="s", caching="s3fifo"), override=64)
+    assert eng.cache is not kept and eng.cache.name == "s3fifo" and len(eng.cache) == 0

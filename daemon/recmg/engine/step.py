@@ -100,8 +100,10 @@ class Engine:
                     prefetcher: Prefetcher | None = None) -> None:
         """Swap config and, where given, policies; the rest of the state is kept."""
         self.cfg = cfg
-        self.cache = cache or self.cache
-        self.prefetcher = prefetcher or self.prefetcher
+        if cache is not None:  # (not `or`: an empty cache is falsy, having a __len__)
+            self.cache = cache
+        if prefetcher is not None:
+            self.prefetcher = prefetcher
 
     # -------------------------------------------------------------------- step
     def step(self, batch: AccessBatch, ctl: Controls = FREE,

@@ -18,7 +18,7 @@ eviction order, as for every policy.
 accesses and their predictions are kept in a ring.  Every ``check_window`` accesses,
 OPT at this capacity labels the older half of the ring (each with up to a window of
 future: delayed labels), and precision, recall and accuracy of p > 0.5 against them
-are updated.  An S3-FIFO cache is fed every access as well; after
+are updated.  With a floor above 0 an S3-FIFO cache is fed every access as well; after
 ``fallback_windows`` checks in a row with accuracy below ``accuracy_floor`` it takes
 the decisions (contains, scores, residents, hits), and it hands them back after as
 many checks at or above the floor.  Switches are logged.
@@ -73,7 +73,8 @@ class Learned(Cache):
         self._ring_n = 0  # accesses recorded in the ring, ever
         self.quality = {"checks": 0, "precision": None, "recall": None, "accuracy": None}
         self._streak = 0  # consecutive checks on the other side of the floor
-        self.fallback = Cache("s3fifo", capacity)
+        # the S3-FIFO that takes over; none when the floor is 0 (it never would)
+        self.fallback = Cache("s3fifo", capacity) if self.accuracy_floor > 0 else None
         self.fallback_active = False
 
     # ---------------------------------------------------------------- decisions
@@ -97,7 +98,7 @@ class Learned(Cache):
     def access(self, keys, next_use=None) -> np.ndarray:
         keys = np.ascontiguousarray(keys, np.uint64)
         mine = super().access(keys, self.priorities(keys))
-        other = self.fallback.access(keys)
+        other = self.fallback.access(keys) if self.fallback is not None else mine
         self._maybe_check()
         return other if self.fallback_active else mine
 
@@ -109,17 +110,20 @@ class Learned(Cache):
             super().access(keys, prio)
         else:
             out = super().access_two(pf, keys, prio)
-            self.fallback.access(keys)
+            if self.fallback is not None:
+                self.fallback.access(keys)
         self._maybe_check()
         return out
 
     def insert(self, keys, next_use=None) -> int:
         keys = np.ascontiguousarray(keys, np.uint64)
-        self.fallback.insert(keys)
+        if self.fallback is not None:
+            self.fallback.insert(keys)
         return super().insert(keys, np.full(len(keys), self.features.clock, np.uint64))
 
     def remove(self, keys) -> int:
-        self.fallback.remove(keys)
+        if self.fallback is not None:
+            self.fallback.remove(keys)
         return super().remove(keys)
 
     def contains(self, keys) -> np.ndarray:
