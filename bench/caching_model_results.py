@@ -7,9 +7,9 @@ Test traces: the synthetic presets with a seed the shipped models were not train
 on (7), and Criteo and Avazu from ../shared/real_traces when present (read, never
 written back).  Models: policies/caching-vector-v1.onnx (access mode) and
 policies/caching-page-v1.onnx (page and daemon mode); with --baseline-dir, also the
-per-table keep-rate models and the attention ablations made there by
-``recmg train cache ... --family table|attention -o DIR --name
-table-vector|table-page|attention-vector|attention-page``.
+per-table keep-rate models, the LRB-style next-use models and the attention ablations
+made there by ``recmg train cache ... --family table|next-use|attention -o DIR --name
+FAMILY-vector`` (and ``--granularity page --name FAMILY-page``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
         if base is not None and mode != "daemon":
             kind = "vector" if mode == "access" else "page"
             for fam, label in (("table", "per-table baseline"),
+                               ("next-use", "LRB-style next-use baseline"),
                                ("attention", "attention (paper's family)")):
                 if (base / f"{fam}-{kind}.onnx").exists():
                     extra[label] = run(tr, mode, base / f"{fam}-{kind}.onnx", ["learned"])

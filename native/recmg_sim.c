@@ -10,7 +10,12 @@
 typedef struct {
     uint64_t key;
     uint64_t score; /* LFU: freq << 40 | tick; Belady: next use; S3-FIFO: freq */
-    uint32_t prev, next;
+    union {
+        struct {
+            uint32_t prev, next; /* LRU and S3-FIFO lists */
+        };
+        uint64_t last; /* sampled: the clock at the key's last access */
+    };
     uint32_t heap_pos;
     uint8_t queue; /* S3-FIFO: 0 small, 1 main */
     uint8_t pad[3];
@@ -24,6 +29,7 @@ typedef struct {
 struct recmg_cache {
     int policy;
     uint64_t capacity, len, aging, tick;
+    uint64_t rng; /* sampled eviction: xorshift64 state, fixed seed (reproducible) */
     node *nodes;
     uint32_t *free_stack;
     uint64_t n_free;
@@ -119,8 +125,21 @@ static void l_unlink(recmg_cache *c, list *l, uint32_t n)
 }
 
 /* ---- binary heap over node indices; max_heap for Belady ---- */
+/* Sampled (LRB-style) eviction order: the key expected to be used furthest ahead
+ * goes first (Belady's choice on predictions).  Expected next use: the predicted
+ * one, or for a key already idle longer than predicted (a misprediction), now plus
+ * its idle time so far (the longer a key has stayed unused, the longer it is
+ * expected to stay so), whichever is later. */
+static inline uint64_t expected_use(const recmg_cache *c, uint32_t n)
+{
+    uint64_t s = c->nodes[n].score, idle = c->tick - c->nodes[n].last;
+    return s > c->tick + idle ? s : c->tick + idle;
+}
+
 static inline int h_before(const recmg_cache *c, uint32_t a, uint32_t b)
 {
+    if (c->policy == RECMG_SAMPLED)
+        return expected_use(c, a) > expected_use(c, b);
     if (c->policy == RECMG_BELADY)
         return c->nodes[a].score > c->nodes[b].score;
     return c->nodes[a].score < c->nodes[b].score;
@@ -172,7 +191,9 @@ static void heap_remove(recmg_cache *c, uint32_t n)
     uint64_t pos = c->nodes[n].heap_pos;
     uint32_t last = c->heap[c->len - 1];
     c->len--; /* caller keeps len in sync: len counts heap entries for heap policies */
-    if (pos < c->len) {
+    if (pos < c->len && c->policy == RECMG_SAMPLED) {
+        heap_set(c, pos, last); /* a dense array of residents, no order */
+    } else if (pos < c->len) {
         heap_set(c, pos, last);
         sift_down(c, pos);
         sift_up(c, c->nodes[last].heap_pos);
@@ -239,20 +260,21 @@ static int ghost_take(recmg_cache *c, uint64_t key)
 /* ---- construction ---- */
 recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
 {
-    if (policy < RECMG_LRU || policy > RECMG_SCORED || capacity == 0 ||
+    if (policy < RECMG_LRU || policy > RECMG_SAMPLED || capacity == 0 ||
         capacity >= (uint64_t)NONE)
         return NULL;
     recmg_cache *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
     c->policy = policy;
+    c->rng = 0x9E3779B97F4A7C15ULL;
     c->capacity = capacity;
     c->aging = aging;
     c->mask = pow2_at_least(2 * capacity) - 1;
     c->nodes = malloc(capacity * sizeof(node));
     c->free_stack = malloc(capacity * sizeof(uint32_t));
     c->slots = malloc((c->mask + 1) * sizeof(uint32_t));
-    if (policy == RECMG_LFU || policy == RECMG_BELADY || policy == RECMG_SCORED)
+    if (policy == RECMG_LFU || policy == RECMG_BELADY || policy >= RECMG_SCORED)
         c->heap = malloc(capacity * sizeof(uint32_t));
     c->lru.head = c->lru.tail = c->small.head = c->small.tail = NONE;
     if (policy == RECMG_S3FIFO) {
@@ -265,7 +287,7 @@ recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
         }
     }
     if (!c->nodes || !c->free_stack || !c->slots ||
-        ((policy == RECMG_LFU || policy == RECMG_BELADY || policy == RECMG_SCORED) &&
+        ((policy == RECMG_LFU || policy == RECMG_BELADY || policy >= RECMG_SCORED) &&
          !c->heap) ||
         (c->ghost_cap && (!c->ghost_keys || !c->gh_pos))) {
         recmg_cache_free(c);
@@ -312,6 +334,7 @@ static void release_node(recmg_cache *c, uint32_t n)
 }
 
 /* ---- eviction ---- */
+#define EVICTION_SAMPLES 64 /* LRB's sample size (Song et al., NSDI 2020) */
 static void evict_one(recmg_cache *c)
 {
     uint32_t v;
@@ -324,6 +347,18 @@ static void evict_one(recmg_cache *c)
     case RECMG_BELADY:
     case RECMG_SCORED:
         v = c->heap[0];
+        heap_remove(c, v);
+        break;
+    case RECMG_SAMPLED: /* LRB: the worst of EVICTION_SAMPLES residents drawn at random */
+        v = c->heap[0];
+        for (int i = 0; i < EVICTION_SAMPLES; i++) {
+            c->rng ^= c->rng << 13;
+            c->rng ^= c->rng >> 7;
+            c->rng ^= c->rng << 17;
+            uint32_t w = c->heap[c->rng % c->len];
+            if (h_before(c, w, v))
+                v = w;
+        }
         heap_remove(c, v);
         break;
     default: /* S3-FIFO */
@@ -389,6 +424,10 @@ static void touch(recmg_cache *c, uint32_t n, uint64_t nu)
         sift_up(c, x->heap_pos);
         sift_down(c, x->heap_pos);
         break;
+    case RECMG_SAMPLED:
+        x->score = nu;
+        x->last = c->tick;
+        break;
     default:
         if (x->score < 3)
             x->score++;
@@ -423,6 +462,11 @@ static int admit(recmg_cache *c, uint64_t key, uint64_t nu)
         c->nodes[n].score = nu;
         heap_set(c, c->len - 1, n);
         sift_up(c, c->len - 1);
+        break;
+    case RECMG_SAMPLED:
+        c->nodes[n].score = nu;
+        c->nodes[n].last = c->tick;
+        heap_set(c, c->len - 1, n);
         break;
     default:
         c->nodes[n].queue = from_ghost ? 1 : 0;
@@ -515,6 +559,7 @@ uint64_t recmg_cache_remove(recmg_cache *c, const uint64_t *keys, uint64_t n)
         case RECMG_LFU:
         case RECMG_BELADY:
         case RECMG_SCORED:
+        case RECMG_SAMPLED:
             heap_remove(c, x);
             break;
         default:
@@ -664,7 +709,7 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
     case RECMG_S3FIFO:
         rank_list(c, &c->lru, rank, rank_list(c, &c->small, rank, 0));
         break;
-    default: { /* LFU, Belady: the heap's nodes sorted by eviction order */
+    default: { /* LFU, Belady, scored, sampled: residents sorted by eviction order */
         uint32_t *order = malloc((c->len + 1) * sizeof *order);
         if (!order) {
             free(rank);

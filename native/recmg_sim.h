@@ -25,6 +25,9 @@
 #define RECMG_BELADY 3
 /* a caller's priority per access; the lowest is evicted first */
 #define RECMG_SCORED 4
+/* a caller's predicted next-use time per access (LRB-style): sampled eviction of
+ * the key expected furthest ahead (recmg_sim.c, expected_use) */
+#define RECMG_SAMPLED 5
 
 /* access result codes written by recmg_cache_access_two */
 #define RECMG_MISS 0

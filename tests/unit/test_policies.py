@@ -265,6 +265,36 @@ def test_scores_rank_residents_in_the_policys_eviction_order(policy):
         assert not c.contains(np.array([victim], np.uint64))[0], (policy, trial)
 
 
+def test_sampled_eviction_with_true_next_uses_approaches_belady():
+    """The LRB-style core: fed exact next-use times, its sampled eviction (64 draws)
+    fetches within 10% of MIN-with-bypass and far less than LRU."""
+    rng = np.random.default_rng(5)
+    keys = (rng.zipf(1.2, 40_000) % 5000).astype(np.uint64)
+    nu = next_use(keys)
+    # the core's clock at each access is its position + 1
+    pred = np.where(nu == np.iinfo(np.uint64).max, np.uint64(1 << 40), nu + np.uint64(1))
+    misses = {}
+    for policy in ("lru", "belady", "sampled"):
+        c = Cache(policy, 300)
+        hits = c.access(keys, {"lru": None, "belady": nu, "sampled": pred}[policy])
+        misses[policy] = int(np.count_nonzero(~hits))
+    assert misses["sampled"] <= 1.1 * misses["belady"] < misses["lru"], misses
+    assert len(c) == 300 and len(set(c.resident().tolist())) == 300
+
+
+def test_sampled_eviction_expects_an_idle_key_back_no_sooner_than_its_idle_time():
+    """A key predicted back soon that stays idle is a misprediction: its expected next
+    use becomes now + its idle time, so it goes before a key predicted moderately far."""
+    c = Cache("sampled", 2)
+    seq = [1, 2] + [2] * 28  # clock 1: key 1 predicted at 2; key 2 then predicted at 50
+    c.access(np.array(seq, np.uint64), np.array([2] + [50] * 29, np.uint64))
+    c.access(np.array([3], np.uint64), np.array([35], np.uint64))  # clock 31: one eviction
+    # key 1: max(2, 31 + 30) = 61 > key 2's 50: key 1 goes
+    assert sorted(c.resident().tolist()) == [2, 3]
+    # the next victim is the key expected furthest ahead: key 2 (50), then key 3 (35)
+    assert c.scores(np.array([2, 3], np.uint64)).tolist() == [1.0, 2.0]
+
+
 @pytest.mark.parametrize("name,kw", [("stms", {"history": 64}), ("domino", {"history": 64}),
                                      ("isb", {"history": 64}), ("sms", {"entries": 32}),
                                      ("bingo", {"entries": 32}), ("bestoffset", {}),

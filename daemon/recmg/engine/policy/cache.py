@@ -13,7 +13,8 @@ import numpy as np
 from recmg._simcore import ffi, lib
 
 _KINDS = {"lru": lib.RECMG_LRU, "lfu": lib.RECMG_LFU, "s3fifo": lib.RECMG_S3FIFO,
-          "belady": lib.RECMG_BELADY, "scored": lib.RECMG_SCORED}
+          "belady": lib.RECMG_BELADY, "scored": lib.RECMG_SCORED,
+          "sampled": lib.RECMG_SAMPLED}
 MISS, HIT, PREFETCH_HIT = lib.RECMG_MISS, lib.RECMG_HIT, lib.RECMG_PREFETCH_HIT
 NEVER = np.iinfo(np.uint64).max
 
@@ -54,7 +55,7 @@ class Cache:
         return int(lib.recmg_cache_len(self._c))
 
     def _nu(self, keys, next_use):
-        if self.policy in ("belady", "scored"):
+        if self.policy in ("belady", "scored", "sampled"):
             if next_use is None:
                 raise ValueError("belady needs next-use times (offline policy)"
                                  if self.offline else "a scored cache needs priorities")

@@ -22,6 +22,14 @@ are updated.  With a floor above 0 an S3-FIFO cache is fed every access as well;
 ``fallback_windows`` checks in a row with accuracy below ``accuracy_floor`` it takes
 the decisions (contains, scores, residents, hits), and it hands them back after as
 many checks at or above the floor.  Switches are logged.
+
+**Next-use models** (an LRB-style learned baseline, Song et al. NSDI 2020; card label
+``next_use``): the model gives log2 of the accesses until the key's next use, the key
+holds its predicted next-use time, and the C core's "sampled" kind evicts, of 64
+residents drawn at random, the one expected to be used furthest ahead: its predicted
+next use, or, once it has stayed idle longer than predicted, now plus its idle time so
+far.  Every miss is admitted.  For the online check such a model "keeps" a key it predicts back within
+the window.
 """
 
 from __future__ import annotations
@@ -53,9 +61,11 @@ class Learned(Cache):
         if model is None:
             raise ValueError("the learned caching policy needs a model (profile key "
                              "'model'; recmg sim --model FILE.onnx)")
-        super().__init__("scored", capacity)
         self.model = model if isinstance(model, OnnxModel) else OnnxModel(model, "caching",
                                                                           threads)
+        # a keep model's p orders a heap; a next-use model (LRB-style) feeds sampled eviction
+        self.next_use = self.model.card.get("label", {}).get("name") == "next_use"
+        super().__init__("sampled" if self.next_use else "scored", capacity)
         factor = window_factor or self.model.card.get("serving", {}).get(
             "window_factor", DEFAULT_WINDOW_FACTOR)
         self.window = max(1, int(round(float(factor) * capacity)))
@@ -90,10 +100,16 @@ class Learned(Cache):
             self._tail = full[len(full) - len(self._tail):].copy()
             x = np.lib.stride_tricks.sliding_window_view(
                 full, len(self._tail) + 1, axis=0).transpose(0, 2, 1)
-        p = np.clip(self.model.predict(x), 0.0, 1.0)
+        y = self.model.predict(x)
+        clock = np.arange(start, start + len(keys), dtype=np.uint64)
+        if self.next_use:  # y: log2 of the predicted accesses until the next use
+            d = np.round(np.exp2(np.clip(y, 0.0, 62.0))).astype(np.uint64)
+            # "kept" for the online check: predicted back within the window
+            self._remember(keys, (d <= self.window).astype(np.float32))
+            return clock + 1 + d  # the core's clock at the predicted next access
+        p = np.clip(y, 0.0, 1.0)
         self._remember(keys, p)
-        return np.arange(start, start + len(keys), dtype=np.uint64) + \
-            np.round(p * self.window).astype(np.uint64)
+        return clock + np.round(p * self.window).astype(np.uint64)
 
     def access(self, keys, next_use=None) -> np.ndarray:
         keys = np.ascontiguousarray(keys, np.uint64)
