@@ -61,7 +61,7 @@ def main() -> None:
         pols = ["lru", "s3fifo", "learned"] + (["belady"] if mode != "daemon" else [])
         res = run(tr, mode, ROOT / f"policies/{model}.onnx", pols)
         extra = {}
-        if base is not None and mode != "daemon":
+        if base is not None:
             kind = "vector" if mode == "access" else "page"
             for fam, label in (("table", "per-table baseline"),
                                ("next-use", "LRB-style next-use baseline"),

@@ -86,3 +86,24 @@ void recmg_feat_observe(recmg_feat *f, const uint64_t *keys, uint64_t n, float *
         x->last = now;
     }
 }
+
+void recmg_feat_peek(const recmg_feat *f, const uint64_t *keys, uint64_t n, float *out)
+{
+    for (uint64_t a = 0; a < n; a++, out += RECMG_FEAT_FEATURES) {
+        uint64_t key = keys[a];
+        out[RECMG_FEAT_KEY_FEATURES] = (float)(key >> 40);
+        uint32_t i = f->keys.slot[lmap_pos(&f->keys, key, 0)];
+        if (i == NIL) {
+            memset(out, 0, RECMG_FEAT_KEY_FEATURES * sizeof(float));
+            continue;
+        }
+        const kstate *x = &f->s[i];
+        uint64_t gap = f->clock - x->last;
+        out[0] = lg((float)gap);
+        for (int g = 0; g < 3; g++)
+            out[1 + g] = x->lgap[g];
+        for (int d = 0; d < 3; d++)
+            out[4 + d] = lg(x->decayed[d] * exp2f(-(float)gap / HALF_LIFE[d]));
+        out[7] = lg((float)x->count);
+    }
+}

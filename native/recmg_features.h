@@ -31,6 +31,9 @@ void recmg_feat_free(recmg_feat *f);
  * major), updating the state after each access. */
 void recmg_feat_observe(recmg_feat *f, const uint64_t *keys, uint64_t n, float *out);
 
+/* The features keys[0..n) would have if each were accessed now, without changing
+ * the state (the learned prefetcher's candidates). */
+void recmg_feat_peek(const recmg_feat *f, const uint64_t *keys, uint64_t n, float *out);
 /* Accesses observed so far, and keys held. */
 uint64_t recmg_feat_clock(const recmg_feat *f);
 uint64_t recmg_feat_len(const recmg_feat *f);

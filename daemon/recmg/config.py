@@ -152,6 +152,9 @@ class Profile:
     model_check_window: int = 65536
     model_accuracy_floor: float = 0.6
     model_fallback_windows: int = 3
+    # prefetcher = "learned": its ONNX model (a path as for model; onnxruntime runs it
+    # with model_threads too)
+    prefetch_model: str = ""
     description: str = ""
 
 
@@ -383,32 +386,38 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("model_accuracy_floor", "must be in 0..1 (0: never fall back)"))
     if not 1 <= prof.model_fallback_windows <= 1000:
         problems.append(("model_fallback_windows", "must be in 1..1000"))
-    if prof.caching == "learned":
-        problems += _check_model(prof, path)
-        if not problems:
-            prof = replace(prof, model=str((path.parent / prof.model).resolve()))
-    elif prof.model:
-        problems.append(("model", "only the learned caching policy takes a model"))
+    for role, key, kind in (("caching", "model", "caching"),
+                            ("prefetcher", "prefetch_model", "prefetch")):
+        file = getattr(prof, key)
+        if getattr(prof, role) == "learned":
+            found = _check_model(key, file, kind, path)
+            problems += found
+            if not found:
+                prof = replace(prof, **{key: str((path.parent / file).resolve())})
+        elif file:
+            problems.append((key, f"only the learned {role} takes {key}"))
     if problems:
         raise ConfigError(str(path), problems)
     return prof
 
 
-def _check_model(prof: Profile, path: Path) -> list[tuple[str, str]]:
-    """The learned policy's model and its card, checked now (a reload that names a
-    bad model keeps the old one)."""
+def _check_model(key: str, file: str, kind: str, path: Path) -> list[tuple[str, str]]:
+    """A learned policy's model (profile key ``key``) and its card, checked now (a
+    reload that names a bad model keeps the old one)."""
     from recmg.models.card import ModelError, load_card
 
-    if not prof.model:
-        return [("model", "caching = \"learned\" needs model = \"FILE.onnx\"")]
+    role = "caching" if kind == "caching" else "prefetcher"
+    if not file:
+        return [(key, f"{role} = \"learned\" needs {key} = \"FILE.onnx\"")]
     try:
-        card = load_card(path.parent / prof.model, "caching")
+        card = load_card(path.parent / file, kind)
     except ModelError as e:
-        return [("model", str(e))]
+        return [(key, str(e))]
     gran = (card.get("label") or {}).get("granularity")
-    if gran != "page":  # recmgd's caching policies cache pages
-        return [("model", f"{prof.model} was trained on {gran} labels; recmgd caches pages: "
-                 "train it with recmg train cache --granularity page")]
+    if gran != "page":  # recmgd caches and prefetches pages
+        return [(key, f"{file} was trained on {gran} labels; recmgd manages pages: "
+                 f"train it with recmg train {'cache' if kind == 'caching' else 'prefetch'} "
+                 "--granularity page")]
     return []
 
 

@@ -20,14 +20,8 @@ from recmg.models import card as cardmod  # noqa: E402
 from recmg.models import features as ft  # noqa: E402
 from recmg.models import train  # noqa: E402
 from recmg.sim import matrix, modes  # noqa: E402
-from recmg.trace import synthetic  # noqa: E402
+from small_traces import ROOT, small  # noqa: E402
 
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def small(seed, batches=8):
-    return synthetic.trace(synthetic.preset("meta2021-small", 0.02, seed=seed), batches)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +122,7 @@ def test_a_profile_names_its_model_and_a_mismatch_is_a_config_error(model, tmp_p
     shutil.copy(path, tmp_path / "m.onnx")
     shutil.copy(cardmod.card_path(path), tmp_path / "m.card.json")
     (tmp_path / "learned.toml").write_text('schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n')
-    with pytest.raises(cfgmod.ConfigError, match="trained on vector labels; recmgd caches pages"):
+    with pytest.raises(cfgmod.ConfigError, match="trained on vector labels; recmgd manages pages"):
         cfgmod.load_profile("learned", [tmp_path])
     (tmp_path / "nomodel.toml").write_text('schema = 1\ncaching = "learned"\n')
     with pytest.raises(cfgmod.ConfigError, match="needs model"):
@@ -255,3 +249,24 @@ def test_the_papers_attention_family_trains_exports_and_serves(tmp_path):
         (whole._ring_n - n + np.arange(n)) % len(whole._ring_p)], rtol=1e-5, atol=1e-6)
     assert 0 < modes.simulate(small(9, 3), "access", "learned", 200,
                               model=str(tmp_path / "attn.onnx")).ondemand
+
+
+def test_the_lrb_style_next_use_baseline_trains_and_serves_with_sampled_eviction(tmp_path):
+    """The learned baseline regressing log2 next-use distance: its card says so, it is
+    reported against the keep labels like the others, and the policy serves it with
+    the core's sampled eviction in the simulator."""
+    from recmg.engine.policy.learned import Learned
+
+    card = train.train_cache([("a", small(1, 5), None)], str(tmp_path), "nu", size=0.1,
+                             epochs=2, hidden=8, seed=0, family="next-use",
+                             show_progress=False)
+    assert card["label"]["name"] == "next_use" and card["model"]["family"] == "next-use"
+    assert 0.5 < card["held_out"]["auc"] <= 1.0 and card["held_out"]["log2_distance_mae"] > 0
+    assert card["serving"]["window_factor"] in train.WINDOW_FACTORS
+    pol = Learned(100, model=tmp_path / "nu.onnx")
+    assert pol.policy == "sampled"
+    keys = np.asarray(small(9, 3).keys, np.uint64)
+    hits = pol.access(keys)
+    assert len(pol) == 100 and 0 < hits.sum() < len(keys)
+    lru = cache_mod.Cache("lru", 100)
+    assert int((~hits).sum()) < int((~lru.access(keys)).sum())

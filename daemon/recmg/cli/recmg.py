@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma list of prefetchers: " + registry.help_text("prefetcher"))
     sim.add_argument("--model", help="the learned caching policy's ONNX file (its card "
                      "beside it)")
+    sim.add_argument("--prefetch-model", help="the learned prefetcher's ONNX file (its "
+                     "card beside it)")
     sim.add_argument("--budget", type=int, default=1024,
                      help="prefetches per window (batch), vectors or pages")
     sim.add_argument("--lead", type=int, default=1, help="batches until a prefetch arrives")
@@ -163,25 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
     trn = sub.add_parser("train", help="train a learned model (needs recmg[train])")
     tsub = trn.add_subparsers(dest="what", required=True, metavar="MODEL")
     tc = tsub.add_parser("cache", help="the caching model, on Belady keep labels")
-    tc.add_argument("traces", nargs="+", help=".rtrace files, or preset:NAME[:SCALE[:SEED]]")
-    tc.add_argument("-o", "--output", required=True, help="directory for NAME.onnx and its card")
-    tc.add_argument("--name", default="caching")
-    tc.add_argument("--size", type=float, default=0.1,
-                    help="fast tier the labels assume (share of distinct vectors)")
-    tc.add_argument("--train-frac", type=float, default=0.7,
-                    help="the earlier share of each trace that trains; the rest is held out")
-    tc.add_argument("--granularity", choices=("vector", "page"), default="vector",
-                    help="what the model caches: vectors (the paper, recmg sim) or pages "
-                    "(recmgd)")
-    tc.add_argument("--family", choices=("mlp", "table", "attention"), default="mlp",
+    _train_args(tc, "caching", epochs=4)
+    tc.add_argument("--family", choices=("mlp", "table", "attention", "next-use"),
+                    default="mlp",
                     help="mlp: the feature MLP; table: a Hawkeye-style per-table keep rate "
                     "(a learned baseline); attention: attention over the last 8 accesses "
-                    "(the paper's family, an ablation)")
-    tc.add_argument("--epochs", type=int, default=4)
-    tc.add_argument("--hidden", type=int, default=32)
-    tc.add_argument("--seed", type=int, default=0)
-    tc.add_argument("--batches", type=int, help="at most this many batches per trace")
-    tc.add_argument("--quiet", action="store_true")
+                    "(the paper's family, an ablation); next-use: an LRB-style MLP "
+                    "regressing log2 next-use distance, served with sampled eviction "
+                    "(a learned baseline)")
+    tp = tsub.add_parser("prefetch", help="the prefetch model, on the next step's OPT "
+                         "misses, with a Chamfer set loss")
+    _train_args(tp, "prefetch", epochs=20)
+    tp.add_argument("--loss", choices=("chamfer", "bce"), default="chamfer",
+                    help="chamfer: the set loss; bce: per-candidate cross-entropy (ablation)")
+    tp.add_argument("--alpha", type=float, default=0.5,
+                    help="weight of the Chamfer precision term (1 - alpha: coverage)")
+    tp.add_argument("--ring", type=int, default=1 << 16,
+                    help="recent misses remembered (at least; 4 x the fast tier's units)")
+    tp.add_argument("--candidates", type=int, default=1 << 15,
+                    help="at most this many candidates per step")
+    tp.add_argument("--budget", type=int, default=1024,
+                    help="prefetches per step the held-out metrics assume")
 
     pages = sub.add_parser("pages", help="page placement of a process")
     psub = pages.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -421,9 +425,11 @@ def cmd_sim(args) -> int:
         raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
     if "learned" in policies and not args.model:
         raise ValueError("the learned caching policy needs --model FILE.onnx")
+    if "learned" in prefetchers and not args.prefetch_model:
+        raise ValueError("the learned prefetcher needs --prefetch-model FILE.onnx")
     rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
                              args.budget, args.lead, args.batches,
-                             not args.quiet, args.model)
+                             not args.quiet, args.model, args.prefetch_model)
     sys.stdout.write(matrix.render_table(rows))
     if args.csv:
         matrix.write_csv(rows, args.csv)
@@ -483,6 +489,24 @@ def cmd_label(args) -> int:
     return EX_OK
 
 
+def _train_args(p, name: str, epochs: int) -> None:
+    """The arguments every ``recmg train`` model takes."""
+    p.add_argument("traces", nargs="+", help=".rtrace files, or preset:NAME[:SCALE[:SEED]]")
+    p.add_argument("-o", "--output", required=True, help="directory for NAME.onnx and its card")
+    p.add_argument("--name", default=name)
+    p.add_argument("--size", type=float, default=0.1,
+                   help="fast tier the OPT labels assume (share of distinct units)")
+    p.add_argument("--train-frac", type=float, default=0.7,
+                   help="the earlier share of each trace that trains; the rest is held out")
+    p.add_argument("--granularity", choices=("vector", "page"), default="vector",
+                   help="vectors (the paper, recmg sim) or pages (recmgd)")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batches", type=int, help="at most this many batches per trace")
+    p.add_argument("--quiet", action="store_true")
+
+
 def cmd_train(args) -> int:
     try:
         import torch  # noqa: F401
@@ -497,11 +521,26 @@ def cmd_train(args) -> int:
     for spec in args.traces:
         name, tr = matrix.load_trace(spec, args.batches)
         traces.append((name, tr, None if spec.startswith("preset:") else labels.sha256_of(spec)))
+    command = " ".join(["recmg"] + sys.argv[1:])
+    if args.what == "prefetch":
+        from recmg.models import train_prefetch
+
+        card = train_prefetch.train_prefetch(
+            traces, args.output, args.name, args.size, args.train_frac, args.epochs,
+            args.hidden, args.seed, granularity=args.granularity, loss=args.loss,
+            alpha=args.alpha, ring=args.ring, max_candidates=args.candidates,
+            k=args.budget, show_progress=not args.quiet, command=command)
+        h = card["held_out"]
+        print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held "
+              f"out ({h['steps']} steps, {h['k']} prefetches each): precision "
+              f"{h['precision_at_k']}, recall {h['recall_at_k']} (most recent misses first: "
+              f"{h['newest_first_precision_at_k']}, {h['newest_first_recall_at_k']}); "
+              f"AUC {h['auc']}")
+        return EX_OK
     card = train.train_cache(traces, args.output, args.name, args.size, args.train_frac,
                              args.epochs, args.hidden, args.seed,
                              granularity=args.granularity, family=args.family,
-                             show_progress=not args.quiet,
-                             command=" ".join(["recmg"] + sys.argv[1:]))
+                             show_progress=not args.quiet, command=command)
     h = card["held_out"]
     print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held out "
           f"({h['accesses']} accesses): AUC {h['auc']}, accuracy {h['accuracy']} "

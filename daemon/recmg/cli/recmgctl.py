@@ -153,6 +153,14 @@ def render_status(st: dict) -> str:
                              f"{q}; " + ("FALLBACK: S3-FIFO decides (accuracy below "
                                          f"{m['accuracy_floor']})" if m["fallback_active"]
                                          else "the model decides"))
+            pf = t.get("prefetch") or {}
+            if pf.get("name", "none") != "none":
+                pm = pf.get("model")
+                lines.append(f"  {t['segment']}: prefetcher {pf['name']}"
+                             + (f" (model {pm['name']} sha256 {pm['sha256'][:12]})" if pm
+                                else "")
+                             + f": {pf['issued']} pages prefetched, {pf['useful']} read while "
+                             "fast")
     else:
         lines.append("targets: none attached")
     for name, why in sorted(st["rejected"].items()):

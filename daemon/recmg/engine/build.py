@@ -30,6 +30,8 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
     rate = int(mig.rate_mib_s * (1 << 20) * cfg.tick_ms / 1000 // layout.page_size)
     return EngineConfig(
         granularity="page", observe="access", observe_max=profile.prefetch_observe_max,
+        # prefetched pages stay wanted until read or pushed out by newer prefetches
+        prefetch_buffer=profile.prefetch_budget_pages if profile.prefetcher != "none" else 0,
         budget=budget_pages(cfg, layout, override), rate_pages=max(rate, 1),
         min_residency_ticks=mig.min_residency_ticks,
         stall_ns_per_ondemand=0.0 if real else mig.simulated_slow_ns - mig.simulated_fast_ns)
@@ -47,17 +49,24 @@ def make_cache(profile: Profile, budget: int, layout: Layout | None = None) -> c
     return cache_mod.make(profile.caching, budget, aging=profile.lfu_aging_accesses)
 
 
-def make_prefetcher(profile: Profile, layout: Layout) -> pf_mod.Prefetcher:
-    """The profile's prefetcher over the target's pages, per table."""
+def make_prefetcher(profile: Profile, layout: Layout, budget: int) -> pf_mod.Prefetcher:
+    """The profile's prefetcher over the target's pages, per table (``budget``: the
+    target's fast pages)."""
+    kw = {}
+    if profile.prefetcher == "learned":
+        kw = {"model": profile.prefetch_model, "threads": profile.model_threads,
+              "max_feature_keys": min(1 << 22, max(1024, layout.n_pages)),
+              "capacity": budget}
     return pf_mod.make(profile.prefetcher, layout.pages_per_table(),
-                       budget=profile.prefetch_budget_pages)
+                       budget=profile.prefetch_budget_pages, **kw)
 
 
 def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,
             placement: np.ndarray, fast: list[int], slow: list[int], pid: int = 0,
             override: int | None = None) -> Engine:
     ec = planned_config(cfg, profile, layout, mover.real, override)
-    return Engine(ec, make_cache(profile, ec.budget, layout), make_prefetcher(profile, layout),
+    return Engine(ec, make_cache(profile, ec.budget, layout),
+                  make_prefetcher(profile, layout, ec.budget),
                   mover,
                   layout=layout, placement=placement, fast=fast, slow=slow, pid=pid)
 
@@ -70,6 +79,8 @@ def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
     same_cache = (old.caching, old.lfu_aging_accesses, old.model, engine.cfg.budget) == \
         (profile.caching, profile.lfu_aging_accesses, profile.model, ec.budget)
     cache = None if same_cache else make_cache(profile, ec.budget, engine.layout)
-    pre = None if old.prefetcher == profile.prefetcher else make_prefetcher(profile, engine.layout)
+    same_pre = (old.prefetcher, old.prefetch_model) == (profile.prefetcher,
+                                                         profile.prefetch_model)
+    pre = None if same_pre else make_prefetcher(profile, engine.layout, ec.budget)
     engine.reconfigure(ec, cache, pre)
     engine.prefetcher.budget = profile.prefetch_budget_pages

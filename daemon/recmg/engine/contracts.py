@@ -62,14 +62,16 @@ class CachePolicy(Protocol):
 @runtime_checkable
 class Prefetcher(Protocol):
     """Sees a window's keys and its on-demand misses; proposes distinct keys, best first
-    (the engine drops resident ones and keeps ``budget``)."""
+    (the engine drops resident ones and keeps ``budget``).  ``resident``: the engine's
+    predicate on keys (in fast memory or already prefetched), for a prefetcher that
+    wants to choose among the others."""
 
     name: str
     budget: int
     needs_future: bool  # the oracle: observe() takes the next window's keys
 
     def observe(self, keys: np.ndarray, misses: np.ndarray,
-                future: np.ndarray | None = None) -> np.ndarray: ...
+                future: np.ndarray | None = None, resident=None) -> np.ndarray: ...
 
 
 class Planner(Protocol):

@@ -13,10 +13,12 @@ import sys
 
 from recmg.engine.policy.cache import CACHE_POLICIES
 from recmg.engine.policy.learned import Learned
+from recmg.engine.policy.learned_prefetch import LearnedPrefetcher
 from recmg.engine.policy.prefetch import PREFETCHERS
 from recmg.movers import MOVERS
 
-ROLES = {"caching": {**CACHE_POLICIES, Learned.name: Learned}, "prefetcher": PREFETCHERS,
+ROLES = {"caching": {**CACHE_POLICIES, Learned.name: Learned},
+         "prefetcher": {**PREFETCHERS, LearnedPrefetcher.name: LearnedPrefetcher},
          "mover": MOVERS}
 BEGIN, END = "<!-- registry: generated, do not edit -->", "<!-- registry: end -->"
 

@@ -43,7 +43,9 @@ class EngineConfig:
     # what the caching policy and the prefetcher see: "access" (every access in order)
     # or "batch" (each batch's distinct units, first-use order)
     observe: str = "batch"
-    prefetch_buffer: int = 0  # ideal placement: prefetch buffer capacity (units), 0 = none
+    # prefetch buffer capacity (units), 0 = none: ideal placement's buffer, or the
+    # planned placement's prefetched pages (they displace the policy's next victims)
+    prefetch_buffer: int = 0
     lead: int = 1  # ideal, per batch: prefetches issued after step s arrive at s + lead
     observe_max: int = NO_LIMIT  # at most this many misses reach the prefetcher a step
     budget: int = 1  # planned: fast-memory budget (pages)
@@ -76,8 +78,8 @@ class Engine:
         self.per_table = np.zeros(max(n_tables, len(layout.offset) - 1 if layout else 0),
                                   np.int64)
         self.steps = 0
+        self.pbuf = Cache("lru", cfg.prefetch_buffer) if cfg.prefetch_buffer else None
         if mover.ideal:
-            self.pbuf = Cache("lru", cfg.prefetch_buffer) if cfg.prefetch_buffer else None
             self.pending: deque = deque()  # (arrival step, keys)
         else:
             n = layout.n_pages
@@ -99,6 +101,8 @@ class Engine:
     def reconfigure(self, cfg: EngineConfig, cache: CachePolicy | None = None,
                     prefetcher: Prefetcher | None = None) -> None:
         """Swap config and, where given, policies; the rest of the state is kept."""
+        if cfg.prefetch_buffer != self.cfg.prefetch_buffer:  # resized: prefetches go
+            self.pbuf = Cache("lru", cfg.prefetch_buffer) if cfg.prefetch_buffer else None
         self.cfg = cfg
         if cache is not None:  # (not `or`: an empty cache is falsy, having a __len__)
             self.cache = cache
@@ -134,7 +138,7 @@ class Engine:
         """The prefetcher's candidates not in fast memory, at most its budget."""
         if self.prefetcher.name == "none":
             return np.zeros(0, np.uint64)
-        cand = self.prefetcher.observe(seen, missed[:self.cfg.observe_max], future)
+        cand = self.prefetcher.observe(seen, missed[:self.cfg.observe_max], future, resident)
         if len(cand):
             cand = cand[~resident(cand)][:self.prefetcher.budget]
         return cand
@@ -212,24 +216,34 @@ class Engine:
         seen = units if cfg.observe == "access" else distinct_in_batches(units, offsets)[0]
         if len(seen):
             self.cache.access(seen)
-        cand = self._candidates(seen, unique_ordered(self.units(missed)), None,
-                                lambda c: self.cache.contains(c)) if len(seen) else \
-            np.zeros(0, np.uint64)
         base = dict(accesses=len(keys), hits=hits, ondemand=len(missed))
+        if self.pbuf is not None and len(seen):
+            # a prefetched page read while fast was useful; read, it is the caching
+            # policy's now (the policy saw the access)
+            pb = unique_ordered(seen[self.pbuf.contains(seen)])
+            s.prefetch_useful += int(np.count_nonzero(
+                np.isin(self.placement[self._global(pb)], self.fast)))
+            self.pbuf.remove(pb)
+            cand = self._candidates(seen, unique_ordered(self.units(missed)), None,
+                                    lambda c: self.cache.contains(c) | self.pbuf.contains(c))
+            base["prefetch_issued"] = self.pbuf.insert(cand)
+            s.prefetch_issued += base["prefetch_issued"]
         if not ctl.plan:
             return StepResult(**base)
         # page scores: the caching policy's eviction rank for its residents (1 = next
-        # victim), then prefetch candidates in (0, 0.5], best first, below every cached
-        # page; 0 for the rest.  wanted = score > 0.
+        # victim); the prefetch buffer's m pages not cached score in (m, m + 1), most
+        # recently prefetched highest, so they take the places of the policy's next m
+        # victims (the paper's prefetch buffer, carved out of the same fast memory);
+        # 0 for the rest.  wanted = score > 0.
         scores = np.zeros(self.layout.n_pages, np.float64)
         res = self.cache.resident()
         scores[self._global(res)] = self.cache.scores(res)
-        if len(cand):
-            g = self._global(cand)
-            g = g[scores[g] == 0]
-            scores[g] = 0.5 * (1 - np.arange(len(g)) / (len(g) + 1))
-            s.prefetch_issued += len(g)
-            base["prefetch_issued"] = len(g)
+        if self.pbuf is not None and len(self.pbuf):
+            pb = self.pbuf.resident()
+            g = self._global(pb)
+            mine = scores[g] == 0
+            m = int(mine.sum())
+            scores[g[mine]] = m + self.pbuf.scores(pb[mine]) / (len(pb) + 1)
         want = scores > 0
         np.add(self.unwanted_ticks, 1, out=self.unwanted_ticks, where=~want)
         self.unwanted_ticks[want] = 0

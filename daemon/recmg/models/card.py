@@ -39,6 +39,14 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def feature_names(kind: str) -> tuple[str, ...]:
+    """The inputs of a model of this kind: per access (caching), per candidate
+    (prefetch)."""
+    from recmg.models.candidates import CANDIDATE_FEATURE_NAMES
+
+    return CANDIDATE_FEATURE_NAMES if kind == "prefetch" else ft.FEATURE_NAMES
+
+
 def load_card(onnx_path: str | Path, kind: str) -> dict:
     """The card of a model, checked against the file and this recmg's features."""
     onnx_path = Path(onnx_path)
@@ -54,11 +62,12 @@ def load_card(onnx_path: str | Path, kind: str) -> dict:
     if card.get("kind") != kind:
         raise ModelError(f"{cp}: a {card.get('kind')!r} model, not a {kind} model")
     feats = card.get("features") or {}
+    names = feature_names(kind)
     if feats.get("version") != ft.FEATURE_VERSION or \
-            list(feats.get("names") or []) != list(ft.FEATURE_NAMES):
+            list(feats.get("names") or []) != list(names):
         raise ModelError(f"{cp}: trained on features version {feats.get('version')} "
                          f"{feats.get('names')}; this recmg computes version "
-                         f"{ft.FEATURE_VERSION} {list(ft.FEATURE_NAMES)}")
+                         f"{ft.FEATURE_VERSION} {list(names)}")
     try:
         digest = sha256_file(onnx_path)
     except OSError as e:
@@ -91,11 +100,12 @@ class OnnxModel:
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from None
         inp = self.session.get_inputs()
         shape = inp[0].shape if len(inp) == 1 else []
-        if len(inp) != 1 or shape[-1] != ft.N_FEATURES or len(shape) not in (2, 3) or \
+        nf = len(feature_names(kind))
+        if len(inp) != 1 or shape[-1] != nf or len(shape) not in (2, 3) or \
                 (len(shape) == 3 and not isinstance(shape[1], int)):
             raise ModelError(f"{self.path}: expects inputs {[(i.name, i.shape) for i in inp]},"
-                             f" not one (n, {ft.N_FEATURES}) feature matrix or (n, window, "
-                             f"{ft.N_FEATURES}) windows of recent accesses")
+                             f" not one (n, {nf}) feature matrix or (n, window, "
+                             f"{nf}) windows of recent accesses")
         self.input = inp[0].name
         # how many recent accesses one prediction sees (1: the access alone)
         self.window = shape[1] if len(shape) == 3 else 1

@@ -52,3 +52,13 @@ class OnlineFeatures:
         lib.recmg_feat_observe(self._c, ffi.cast("uint64_t *", ffi.from_buffer(keys)),
                                len(keys), ffi.cast("float *", ffi.from_buffer(out)))
         return out
+
+    def peek(self, keys: np.ndarray) -> np.ndarray:
+        """The features ``keys`` would have if each were accessed now (float32, len(keys)
+        x N_FEATURES; a key never seen, or forgotten, gets a first access's), without
+        changing the state: the learned prefetcher's view of its candidates."""
+        keys = np.ascontiguousarray(keys, np.uint64)
+        out = np.empty((len(keys), N_FEATURES), np.float32)
+        lib.recmg_feat_peek(self._c, ffi.cast("uint64_t *", ffi.from_buffer(keys)),
+                            len(keys), ffi.cast("float *", ffi.from_buffer(out)))
+        return out

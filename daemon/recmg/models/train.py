@@ -40,10 +40,9 @@ class Split:
     y_held: np.ndarray
 
 
-def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
-    """(features, keep labels, the held-out start index, the labels' meta, the units:
-    vector keys, or per-table page keys)."""
-    labels = lab.label(trace, size, granularity)
+def units(trace, granularity: str) -> np.ndarray:
+    """The trace's accesses as the model sees them: vector keys, or per-table page keys
+    of recmgd's layout."""
     keys = np.asarray(trace.keys, np.uint64)
     if granularity == "page":
         from recmg.engine.layout import Layout
@@ -51,6 +50,14 @@ def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
 
         keys = Layout.virtual(trace.tables).table_page_keys(positional(keys,
                                                                        id_to_position(trace)))
+    return keys
+
+
+def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
+    """(features, keep labels, the held-out start index, the labels' meta, the units:
+    vector keys, or per-table page keys)."""
+    labels = lab.label(trace, size, granularity)
+    keys = units(trace, granularity)
     x = ft.OnlineFeatures().observe(keys)
     cut = int(len(keys) * train_frac)
     # cut at a batch boundary, so no batch is in both parts
@@ -77,7 +84,9 @@ def auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _model(mean, std, hidden: int):
+def _model(mean, std, hidden: int, sigmoid: bool = True, n_features: int = ft.N_FEATURES):
+    """The feature MLP: a keep probability, or (``sigmoid=False``) a regression output
+    (the next-use family's log2 distance)."""
     import torch
     from torch import nn
 
@@ -86,19 +95,52 @@ def _model(mean, std, hidden: int):
             super().__init__()
             self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
             self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
-            self.net = nn.Sequential(nn.Linear(ft.N_FEATURES, hidden), nn.ReLU(),
+            self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(),
                                      nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
         def forward(self, x):
-            return torch.sigmoid(self.net((x - self.mean) / self.std)).squeeze(-1)
+            y = self.net((x - self.mean) / self.std)
+            return (torch.sigmoid(y) if sigmoid else y).squeeze(-1)
 
     return KeepMLP()
 
 
-def _card_base(name: str, onnx_path: Path) -> dict:
-    return {"name": name, "kind": "caching", "onnx": onnx_path.name,
+NEXT_USE_BOUNDARY = 256  # x capacity: next uses further away (or none) count as this far
+
+
+def next_use_log2(units: np.ndarray, capacity: int) -> np.ndarray:
+    """The next-use family's target: log2 of the accesses until each access's key is
+    used again, clipped at NEXT_USE_BOUNDARY x capacity (LRB's Belady boundary:
+    beyond it every key is equally worth evicting), a last use counting as the
+    boundary."""
+    from recmg.engine.policy.cache import NEVER, next_use
+
+    nu = next_use(units)
+    bound = float(NEXT_USE_BOUNDARY * capacity)
+    d = np.where(nu == NEVER, bound,
+                 np.minimum(nu.astype(np.float64) - np.arange(len(nu)), bound))
+    return np.log2(d).astype(np.float32)
+
+
+def choose_threshold(d_log2: np.ndarray, keep: np.ndarray, capacity_of: np.ndarray) -> dict:
+    """For a next-use model, which window (x capacity) makes "predicted back within the
+    window" agree best with OPT's keep labels on the held-out tails: the online check's
+    definition of a kept key."""
+    acc = {}
+    for f in WINDOW_FACTORS:
+        pred = d_log2 <= np.log2(f * capacity_of)
+        acc[str(f)] = round(float(np.mean(pred == (keep > 0.5))), 4) if len(keep) else 0.0
+    best = max(WINDOW_FACTORS, key=lambda f: (acc[str(f)], -f))
+    return {"best": best, "held_out_keep_accuracy": acc,
+            "rule": "the factor whose 'predicted back within factor x capacity' agrees "
+                    "best with the keep labels of the held-out tails"}
+
+
+def _card_base(name: str, onnx_path: Path, kind: str = "caching") -> dict:
+    return {"name": name, "kind": kind, "onnx": onnx_path.name,
             "onnx_sha256": cardmod.sha256_file(onnx_path), "opset": OPSET,
-            "features": {"version": ft.FEATURE_VERSION, "names": list(ft.FEATURE_NAMES)}}
+            "features": {"version": ft.FEATURE_VERSION,
+                         "names": list(cardmod.feature_names(kind))}}
 
 
 def choose_window(onnx_path: Path, cuts) -> dict:
@@ -184,7 +226,7 @@ def windows(x: np.ndarray, w: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, w, axis=0).transpose(0, 2, 1)
 
 
-FAMILIES = ("mlp", "table", "attention")
+FAMILIES = ("mlp", "table", "attention", "next-use")
 
 
 def train_cache(traces: list, out_dir: str, name: str = "caching", size: float = 0.1,
@@ -201,9 +243,14 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     xs, ys, xh, yh, sources, cuts = [], [], [], [], [], []
+    keep_held, cap_held = [], []  # next-use family: held-out keep labels, capacities
     for tname, trace, digest in traces:
         x, y, cut, meta, units = dataset(trace, size, train_frac, granularity)
         cuts.append((units, cut, meta["capacity"]))
+        if family == "next-use":  # the target: log2 distance; the keep labels for reports
+            keep_held.append(y[cut:])
+            cap_held.append(np.full(len(y) - cut, meta["capacity"], np.float32))
+            y = next_use_log2(units, meta["capacity"])
         if family == "attention":  # windows of recent accesses, a seeded sample of rows
             win = windows(x, ATTENTION_WINDOW)
             tr = np.sort(rng.choice(cut, min(cut, ATTENTION_ROWS), replace=False))
@@ -236,7 +283,7 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     elif family == "attention":
         model = _attention_model(mean, std)
     else:
-        model = _model(mean, std, hidden)
+        model = _model(mean, std, hidden, sigmoid=family != "next-use")
     opt = torch.optim.Adam(model.parameters(), lr=lr) if family != "table" else None
     ckpt = out / f"{name}.checkpoint.pt"
     # a checkpoint is resumed only by the same run (more epochs may be asked for)
@@ -245,54 +292,44 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
                       "batch_size": batch_size, "lr": lr, "granularity": granularity,
                       "family": family},
                      sort_keys=True)
-    first_epoch = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        if state.get("run") == run and opt is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            first_epoch = int(state["epoch"]) + 1
     xt = torch.from_numpy(data.x_train)
     yt = torch.from_numpy(data.y_train)
-    loss_fn = torch.nn.BCELoss()
-    n = len(yt)
-    steps = max(1, (n + batch_size - 1) // batch_size)
-    with progress.bar((epochs - first_epoch) * steps, "train", "batch", show_progress) as bar:
-        for epoch in range(first_epoch, epochs):
-            g = torch.Generator().manual_seed(seed * 1000 + epoch)
-            perm = torch.randperm(n, generator=g)
-            total = 0.0
-            for i in range(steps):
-                idx = perm[i * batch_size:(i + 1) * batch_size]
-                opt.zero_grad()
-                loss = loss_fn(model(xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                bar.update(1)
-            bar.set_postfix_str(f"epoch {epoch} loss {total / max(n, 1):.4f}")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
-                        "run": run}, ckpt)
+    loss_fn = torch.nn.MSELoss() if family == "next-use" else torch.nn.BCELoss()
+    if opt is not None:
+        fit(model, opt, epochs, len(yt), batch_size, lambda idx: loss_fn(model(xt[idx]), yt[idx]),
+            seed, ckpt, run, "batch", show_progress)
     model.eval()
     with torch.no_grad():
         p_held = model(torch.from_numpy(data.x_held)).numpy() if len(data.y_held) else \
             np.zeros(0, np.float32)
-    held = {"accesses": int(len(data.y_held)),
-            "auc": round(auc(data.y_held, p_held), 4),
-            "accuracy": round(float(((p_held > 0.5) == (data.y_held > 0.5)).mean()), 4)
-            if len(p_held) else float("nan"),
-            "keep_positive": round(float(data.y_held.mean()), 4) if len(p_held) else 0.0}
+    if family == "next-use":  # reported against the keep labels, as the others are
+        keep = np.concatenate(keep_held)
+        threshold = choose_threshold(p_held, keep, np.concatenate(cap_held))
+        held = {"accesses": int(len(keep)), "auc": round(auc(keep, -p_held), 4),
+                "accuracy": threshold["held_out_keep_accuracy"][str(threshold["best"])],
+                "keep_positive": round(float(keep.mean()), 4) if len(keep) else 0.0,
+                "log2_distance_mae": round(float(np.abs(p_held - data.y_held).mean()), 4)
+                if len(keep) else float("nan")}
+    else:
+        held = {"accesses": int(len(data.y_held)),
+                "auc": round(auc(data.y_held, p_held), 4),
+                "accuracy": round(float(((p_held > 0.5) == (data.y_held > 0.5)).mean()), 4)
+                if len(p_held) else float("nan"),
+                "keep_positive": round(float(data.y_held.mean()), 4) if len(p_held) else 0.0}
     onnx_path = out / f"{name}.onnx"
     window = ATTENTION_WINDOW if family == "attention" else 1
-    export(model, onnx_path, window)
+    export(model, onnx_path, window,
+           "log2_next_use" if family == "next-use" else "keep_probability")
     cardmod.card_path(onnx_path).write_text(json.dumps(_card_base(name, onnx_path)))
-    serving_window = choose_window(onnx_path, cuts)
+    serving_window = threshold if family == "next-use" else choose_window(onnx_path, cuts)
+    label = {"name": "keep", "definition": lab.DEFINITIONS["keep"]} if family != "next-use" \
+        else {"name": "next_use", "definition": "log2 of the accesses until this unit's "
+              f"next use, clipped at {NEXT_USE_BOUNDARY} x capacity (no next use: the clip)"}
     card = {
         **_card_base(name, onnx_path),
-        "label": {"name": "keep", "definition": lab.DEFINITIONS["keep"],
-                  "label_version": lab.LABEL_VERSION, "size": size,
+        "label": {**label, "label_version": lab.LABEL_VERSION, "size": size,
                   "granularity": granularity},
-        "model": {"family": family, "hidden": [hidden, hidden] if family == "mlp" else
+        "model": {"family": family, "hidden": [hidden, hidden] if family in ("mlp", "next-use") else
                   [16] if family == "attention" else [],
                   # trainable weights; the table family's are its rates
                   "parameters": int(sum(p.numel() for p in model.parameters())
@@ -314,24 +351,58 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     return card
 
 
+def fit(model, opt, epochs: int, n: int, chunk: int, step, seed: int, ckpt: Path, run: str,
+        unit: str, show_progress: bool) -> None:
+    """The epoch loop of every trainer: each epoch a seeded permutation of the ``n``
+    training items in chunks of ``chunk``, ``step(indices)`` -> the chunk's loss, one
+    optimizer step per chunk, a checkpoint after each epoch.  A checkpoint of the same
+    ``run`` (the arguments that shape the result) is resumed from; another is ignored."""
+    import torch
+
+    first = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        if state.get("run") == run:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            first = int(state["epoch"]) + 1
+    steps = max(1, (n + chunk - 1) // chunk)
+    with progress.bar((epochs - first) * steps, "train", unit, show_progress) as bar:
+        for epoch in range(first, epochs):
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            total = 0.0
+            for i in range(steps):
+                idx = perm[i * chunk:(i + 1) * chunk]
+                opt.zero_grad()
+                loss = step(idx)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                bar.update(1)
+            bar.set_postfix_str(f"epoch {epoch} loss {total / max(n, 1):.4f}")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
+                        "run": run}, ckpt)
+
+
 OPSET = 17
 
 
-def export(model, path: Path, window: int = 1) -> None:
+def export(model, path: Path, window: int = 1, output: str = "keep_probability",
+           n_features: int = ft.N_FEATURES) -> None:
     """ONNX through torch's TorchScript exporter (the dynamo exporter would need
     onnxscript; this one needs nothing beyond torch and onnx).  Input (n, F), or
     (n, window, F) for a model over recent accesses."""
     import torch
 
-    example = torch.zeros(2, ft.N_FEATURES) if window == 1 else \
-        torch.zeros(2, window, ft.N_FEATURES)
+    example = torch.zeros(2, n_features) if window == 1 else \
+        torch.zeros(2, window, n_features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         # shape checks inside attention become constants: the shapes are fixed but n
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(model, (example,), str(path),
-                          input_names=["features"], output_names=["keep_probability"],
-                          dynamic_axes={"features": {0: "n"}, "keep_probability": {0: "n"}},
+                          input_names=["features"], output_names=[output],
+                          dynamic_axes={"features": {0: "n"}, output: {0: "n"}},
                           opset_version=OPSET, dynamo=False)
 
 

@@ -97,6 +97,12 @@ class TargetState:
         status = getattr(self.engine.cache, "status", None)
         return status() if status else None
 
+    def prefetch_status(self) -> dict:
+        """The prefetcher, its counts, and its model where it is the learned one."""
+        s, status = self.engine.stats, getattr(self.engine.prefetcher, "status", None)
+        return {"name": self.engine.prefetcher.name, "issued": s.prefetch_issued,
+                "useful": s.prefetch_useful, "model": status() if status else None}
+
     def close(self) -> None:
         self.reader.close()
 
@@ -351,7 +357,8 @@ class Pipeline:
                             "ondemand": s.ondemand, "promoted": s.promoted,
                             "demoted": s.demoted, "pingpong": s.pingpong,
                             "dropped_batches": s.dropped_batches,
-                            "errors": dict(s.errors), "model": t.model_status()})
+                            "errors": dict(s.errors), "model": t.model_status(),
+                            "prefetch": t.prefetch_status()})
         return {"targets": targets, "rejected": dict(self.rejected),
                 "totals": {"accesses": totals.accesses, "hit_ratio": round(totals.hit_ratio, 4),
                            "ondemand": totals.ondemand, "promoted": totals.promoted,

@@ -48,18 +48,19 @@ def load_trace(spec: str, batches: int | None) -> tuple[str, tf.Trace]:
 
 
 def run_one(trace: tf.Trace, mode: str, policy: str, capacity: int, prefetcher: str,
-            budget: int, lead: int, nb: int, model: str | None = None) -> Stats:
+            budget: int, lead: int, nb: int, model: str | None = None,
+            prefetch_model: str | None = None) -> Stats:
     return modes.simulate(trace, mode, policy, capacity, prefetcher, budget, lead, nb,
-                          model=model)
+                          model=model, prefetch_model=prefetch_model)
 
 
 def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies: list[str],
                prefetchers: list[str], budget: int = 1024, lead: int = 1,
                batches: int | None = None, progress: bool = False,
-               model: str | None = None) -> list[Row]:
+               model: str | None = None, prefetch_model: str | None = None) -> list[Row]:
     """Every (trace, mode, size, policy, prefetcher) run, with ratios to LRU and to the
-    oracle reference; ``progress`` shows a bar on stderr; ``model``: the learned
-    caching policy's ONNX file."""
+    oracle reference; ``progress`` shows a bar on stderr; ``model``,
+    ``prefetch_model``: the learned caching policy's and prefetcher's ONNX files."""
     rows: list[Row] = []
     loaded = [load_trace(t, batches) for t in traces]
     combos = [(name, tr, mode, size) for name, tr in loaded for mode in modes for size in sizes]
@@ -67,13 +68,14 @@ def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies
     with pbar.bar(total, "sim", "run", progress) as status:
         for name, tr, mode, size in combos:
             rows += _run_combo(name, tr, mode, size, policies, prefetchers, budget, lead,
-                               batches, status, model)
+                               batches, status, model, prefetch_model)
     return rows
 
 
 def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[str],
                prefetchers: list[str], budget: int, lead: int, batches: int | None,
-               status, model: str | None = None) -> list[Row]:
+               status, model: str | None = None,
+               prefetch_model: str | None = None) -> list[Row]:
     nb = tr.n_batches if batches is None else min(batches, tr.n_batches)
     cap = max(1, int(round(modes.distinct_units(tr, mode, nb) * size)))
     base = run_one(tr, mode, "lru", cap, "none", budget, lead, nb)
@@ -92,7 +94,7 @@ def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[s
             elif (pol, pre) == ("belady", "oracle"):
                 m = oracle
             else:
-                m = run_one(tr, mode, pol, cap, pre, budget, lead, nb, model)
+                m = run_one(tr, mode, pol, cap, pre, budget, lead, nb, model, prefetch_model)
             group.append(Row(name, mode, size, cap, pol, pre, m))
             status.set_postfix_str(f"{name} {mode} {size:.0%} {pol}+{pre}")
     if oracle is not None and ("belady", "oracle") not in {(r.policy, r.prefetcher)

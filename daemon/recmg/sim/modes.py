@@ -75,10 +75,11 @@ def _units_per_table(trace: Trace, layout: Layout | None) -> np.ndarray:
 def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: str = "none",
              budget: int = 1024, lead: int = 1, max_batches: int | None = None,
              pf_capacity: int | None = None, cost: CostModel = CostModel(),
-             model: str | None = None) -> Stats:
+             model: str | None = None, prefetch_model: str | None = None) -> Stats:
     """One simulator run: the engine configured for ``mode``, one step per batch.
-    Capacity and budget count the mode's units (vectors, or pages).  ``model``: the
-    ONNX file of the ``learned`` caching policy."""
+    Capacity and budget count the mode's units (vectors, or pages).  ``model``,
+    ``prefetch_model``: the ONNX files of the ``learned`` caching policy and
+    prefetcher."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     t0 = time.perf_counter()
@@ -87,12 +88,15 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
     src = TraceSource(trace, 1, max_batches)
     nb = src.end
     cache = cache_mod.make(policy, capacity, **({"model": model} if policy == "learned" else {}))
-    pre = pf_mod.make(prefetcher, _units_per_table(trace, layout), budget)
+    pre = pf_mod.make(prefetcher, _units_per_table(trace, layout), budget,
+                      **({"model": prefetch_model, "capacity": capacity}
+                         if prefetcher == "learned" else {}))
     if mode == "daemon":
         if not cache.online or pre.needs_future:
             raise ValueError("daemon mode runs recmgd's planned placement: online policies "
                              "only (no belady, no oracle)")
-        eng = _daemon_engine(layout, policy, capacity, prefetcher, budget, model)
+        eng = _daemon_engine(layout, policy, capacity, prefetcher, budget, model,
+                             prefetch_model)
     else:
         pbuf = 0 if prefetcher == "none" else (
             pf_capacity or max(budget, 1) if mode == "access" else
@@ -138,7 +142,7 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
 
 
 def _daemon_engine(layout: Layout, policy: str, capacity: int, prefetcher: str,
-                   budget: int, model: str | None) -> Engine:
+                   budget: int, model: str | None, prefetch_model: str | None) -> Engine:
     """recmgd's engine as ``recmg.engine.build`` makes it from a config, with the
     rate cap and hysteresis off and an exact page budget."""
     from recmg import config as cfgmod
@@ -148,7 +152,7 @@ def _daemon_engine(layout: Layout, policy: str, capacity: int, prefetcher: str,
                        'min_residency_ticks = 0\n')
     profile = cfgmod.Profile(name="sim", caching=policy, prefetcher=prefetcher,
                              prefetch_budget_pages=budget if prefetcher != "none" else 0,
-                             model=model or "")
+                             model=model or "", prefetch_model=prefetch_model or "")
     return build.planned(cfg, profile, layout, SimulatedMigrator(),
                          np.ones(layout.n_pages, np.int16), [0], [1], override=capacity)
 

@@ -51,8 +51,8 @@ class Prefetcher:
         return ((tables[ok].astype(np.uint64) << np.uint64(TABLE_SHIFT))
                 | rows[ok].astype(np.uint64))
 
-    def observe(self, keys: np.ndarray, misses: np.ndarray, future: np.ndarray | None = None
-                ) -> np.ndarray:
+    def observe(self, keys: np.ndarray, misses: np.ndarray, future: np.ndarray | None = None,
+                resident=None) -> np.ndarray:
         cand = self._candidates(np.asarray(keys, np.uint64), np.asarray(misses, np.uint64),
                                 future)
         # drop duplicates (first wins, one pass of the C hash); the engine drops keys
@@ -281,6 +281,11 @@ PREFETCHERS: dict[str, type[Prefetcher]] = {c.name: c for c in (
 
 
 def make(name: str, table_rows, budget: int = 1024, **kw) -> Prefetcher:
-    if name not in PREFETCHERS:
-        raise ValueError(f"unknown prefetcher {name!r}; known: {', '.join(PREFETCHERS)}")
-    return PREFETCHERS[name](table_rows, budget=budget, **kw)
+    """The registered prefetcher ``name`` (recmg.engine.registry, which adds the
+    learned one: ``model=`` its ONNX file); an unknown name lists the known ones."""
+    from recmg.engine.registry import ROLES
+
+    known = ROLES["prefetcher"]
+    if name not in known:
+        raise ValueError(f"unknown prefetcher {name!r}; known: {', '.join(known)}")
+    return known[name](table_rows, budget=budget, **kw)

@@ -1,0 +1,161 @@
+"""RecMG (learned caching + learned prefetch) against the baseline prefetchers: the
+paper's comparison (docs/results.md, "RecMG vs baselines").  Prints Markdown.
+
+    python bench/prefetch_model_results.py [--shared ../shared] [--work DIR]
+
+Test traces: the synthetic presets with a seed the shipped models never saw (7), with
+the shipped models (policies/*-v1.onnx, trained on seeds 1 and 2); and the Criteo and
+Avazu logs from ../shared/real_traces when present, split by time: both models are
+trained on the first half of each log's batches (into --work, never committed) and
+the runs replay the second half.  Also trained into --work: the Chamfer-vs-BCE
+ablation (the same prefetch model with --loss bce).
+
+Per trace, mode and fast-tier size, on-demand fetches of: LRU without prefetching;
+the best temporal (STMS, Domino, ISB) and the best spatial (next-N, stride,
+Best-Offset, SMS, Bingo) prefetcher over LRU; S3-FIFO; RecMG; the ablations; and the
+oracle bound (Belady with the oracle prefetcher), with the compulsory misses (first
+accesses of the replayed part, which no predictor avoids) beside it.  Modes: access
+(the paper's buffer semantics: a prefetch buffer as large as the cache), batch and
+page (recmgd's layout; the page models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from recmg.models import train, train_prefetch
+from recmg.sim import matrix, modes
+from recmg.trace import format as tf
+from recmg.trace import readers
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [0.1, 0.2]
+MODES = ["access", "batch", "page"]
+TEMPORAL = ["stms", "domino", "isb"]
+SPATIAL = ["nextn", "stride", "bestoffset", "sms", "bingo"]
+BUDGET = {"access": 1024, "batch": 1024, "page": 256}
+PRESET_TRAIN = ["preset:meta2021-small:1:1", "preset:meta2021-small:1:2",
+                "preset:meta2022-small:1:1"]
+
+
+def half(trace: tf.Trace, second: bool) -> tf.Trace:
+    """The first or the second half of a trace's batches."""
+    nb = trace.n_batches
+    lo, hi = (nb // 2, nb) if second else (0, nb // 2)
+    offs = np.asarray(trace.batch_offsets, np.uint64)
+    return tf.Trace(trace.tables, trace.keys[int(offs[lo]):int(offs[hi])],
+                    offs[lo:hi + 1] - offs[lo], meta=dict(trace.meta))
+
+
+def models(work: Path, name: str, sources: list, gran: str) -> dict:
+    """Caching, prefetch and BCE-ablation models for ``sources`` ((name, Trace,
+    sha256) triples), trained into ``work``; the presets' are the shipped ones plus a
+    BCE ablation."""
+    kind = "vector" if gran == "vector" else "page"
+    k = BUDGET["page" if gran == "page" else "batch"]
+    out = {}
+    if name == "presets":
+        out["cache"] = ROOT / f"policies/caching-{kind}-v1.onnx"
+        out["prefetch"] = ROOT / f"policies/prefetch-{kind}-v1.onnx"
+    else:
+        train.train_cache(sources, str(work), f"{name}-cache-{kind}", granularity=gran,
+                          show_progress=False)
+        train_prefetch.train_prefetch(sources, str(work), f"{name}-prefetch-{kind}",
+                                      granularity=gran, k=k, show_progress=False)
+        out["cache"] = work / f"{name}-cache-{kind}.onnx"
+        out["prefetch"] = work / f"{name}-prefetch-{kind}.onnx"
+    train_prefetch.train_prefetch(sources, str(work), f"{name}-bce-{kind}", granularity=gran,
+                                  loss="bce", k=k, show_progress=False)
+    out["bce"] = work / f"{name}-bce-{kind}.onnx"
+    return {key: str(v) for key, v in out.items()}
+
+
+def compulsory(trace: tf.Trace, mode: str) -> int:
+    return modes.distinct_units(trace, mode)
+
+
+def row(tname, trace, mode, size, m) -> dict:
+    cap = max(1, int(round(modes.distinct_units(trace, mode) * size)))
+    budget = BUDGET[mode]
+    pfc = cap if mode == "access" else None
+
+    def run(pol, pre, model=None, pmodel=None):
+        return modes.simulate(trace, mode, pol, cap, pre, budget, pf_capacity=pfc,
+                              model=model, prefetch_model=pmodel)
+
+    r = {"lru": run("lru", "none"), "s3fifo": run("s3fifo", "none")}
+    for p in TEMPORAL + SPATIAL:
+        r[p] = run("lru", p)
+    r["recmg"] = run("learned", "learned", m["cache"], m["prefetch"])
+    r["cache only"] = run("learned", "none", m["cache"])
+    r["prefetch only"] = run("lru", "learned", pmodel=m["prefetch"])
+    r["bce"] = run("learned", "learned", m["cache"], m["bce"])
+    r["oracle"] = run("belady", "oracle")
+    return {"trace": tname, "mode": mode, "size": size, "runs": r,
+            "compulsory": compulsory(trace, mode)}
+
+
+def render(rows: list[dict]) -> str:
+    out = []
+    for mode in MODES:
+        out += [f"**{mode} mode**", "",
+                "| trace | size | LRU | best temporal | best spatial | S3-FIFO | RecMG | "
+                "caching only | prefetch only | RecMG, BCE loss | oracle bound (compulsory) "
+                "| temporal / RecMG | spatial / RecMG | gap closed | RecMG pf acc / cov |",
+                "|" + "---|" * 15]
+        for x in (r for r in rows if r["mode"] == mode):
+            r = x["runs"]
+            od = {k: v.ondemand for k, v in r.items()}
+            bt = min(TEMPORAL, key=lambda p: od[p])
+            bs = min(SPATIAL, key=lambda p: od[p])
+            best = min(od[bt], od[bs], od["s3fifo"])
+            rec, orc = od["recmg"], od["oracle"]
+            gap = f"{100 * (best - rec) / (best - orc):.0f}%" if best > orc else "-"
+            lru = od["lru"]
+            f = lambda k: f"{od[k]:,} ({od[k] / lru:.3f})"  # noqa: E731
+            out.append(" | ".join([
+                f"| {x['trace']}", f"{x['size']:.0%}", f"{lru:,}", f"{bt} {f(bt)}",
+                f"{bs} {f(bs)}", f("s3fifo"), f"**{f('recmg')}**", f("cache only"),
+                f("prefetch only"), f("bce"), f"{f('oracle')} ({x['compulsory']:,})",
+                f"{od[bt] / rec:.2f}x", f"{od[bs] / rec:.2f}x", gap,
+                f"{r['recmg'].accuracy:.2f} / {r['recmg'].coverage:.2f} |"]))
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    ap.add_argument("--work", help="where the models trained here go (default: a temp dir)")
+    a = ap.parse_args()
+    work = Path(a.work or tempfile.mkdtemp(prefix="recmg-pf-"))
+    work.mkdir(parents=True, exist_ok=True)
+    suites = []  # (name, training sources, [(test name, test trace)])
+    presets = [matrix.load_trace(s, 20) for s in PRESET_TRAIN]
+    tests = [matrix.load_trace(f"preset:{p}:1:7", 20) for p in ("meta2021-small",
+                                                              "meta2022-small")]
+    suites.append(("presets", [(n, t, None) for n, t in presets], tests))
+    rt = Path(a.shared) / "real_traces"
+    for name, reader, f in (("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
+                            ("avazu", readers.read_avazu, "avazu_train_first8999.csv")):
+        if (rt / f).exists():
+            tr = reader(rt / f)
+            suites.append((name, [(f"{name} first half", half(tr, False), None)],
+                           [(f"{name} second half", half(tr, True))]))
+    rows = []
+    for name, sources, tests in suites:
+        for gran, ms in (("vector", ("access", "batch")), ("page", ("page",))):
+            m = models(work, name, sources, gran)
+            for tname, trace in tests:
+                for mode in ms:
+                    for size in SIZES:
+                        rows.append(row(tname, trace, mode, size, m))
+    print(render(rows))
+
+
+if __name__ == "__main__":
+    main()

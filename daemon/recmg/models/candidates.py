@@ -1,0 +1,76 @@
+"""The learned prefetcher's candidates and their features: one module for training
+and serving (recmg.engine.policy.learned_prefetch calls the same ``Candidates.step``).
+
+Hashed embedding ids have no meaningful numeric order, so the model does not regress
+key values (the RecMG artifact's scalar keys): it scores a **candidate set gathered
+from the recent miss history**, and its outputs are those candidates, valid keys by
+construction.  Per step (a batch, or a tick of recmgd), after the step's accesses:
+
+- the online features (recmg.models.features) observe every access;
+- the step's misses (in training, OPT's misses; in serving, the fast tier's on-demand
+  fetches) enter a ring of the last ``ring`` misses;
+- the candidates are the distinct keys of the ring not in fast memory (serving: the
+  engine's residency; training: OPT's cache), most recently missed first, at most
+  ``max_candidates``.  The ring is sized to the fast tier (``RING_PER_CAPACITY`` x its
+  capacity, at least ``ring``): the keys worth prefetching are the ones evicted, and
+  the most recent misses are mostly still resident;
+- each candidate's features: its online features as if it were read now
+  (``OnlineFeatures.peek``: idle time, previous gaps, decayed counts, count, table),
+  then log2(1 + its rank among the candidates) and log2(1 + its misses in the ring).
+
+Everything is bounded: the ring, the candidates, and the features' key state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recmg.engine.policy.cache import unique_ordered
+from recmg.models.features import FEATURE_NAMES, OnlineFeatures
+
+CANDIDATE_FEATURE_NAMES = FEATURE_NAMES + ("log2_miss_rank", "log2_misses_in_ring")
+N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURE_NAMES)
+RING_PER_CAPACITY = 4
+MAX_RING = 1 << 22  # 32 MiB of keys
+
+
+def ring_size(ring: int, capacity: int, per_capacity: int = RING_PER_CAPACITY) -> int:
+    """The ring for a fast tier of ``capacity`` units: ``per_capacity`` x capacity, at
+    least ``ring``, at most MAX_RING."""
+    return int(min(max(ring, per_capacity * capacity), MAX_RING))
+
+
+class Candidates:
+    """Ring of recent misses plus the online features of one stream of keys."""
+
+    def __init__(self, ring: int = 1 << 16, max_candidates: int = 1 << 15,
+                 max_feature_keys: int = 1 << 22):
+        if ring < 1 or max_candidates < 1:
+            raise ValueError("candidates: ring and max_candidates must be at least 1")
+        self.features = OnlineFeatures(max_feature_keys)
+        self.max_candidates = int(max_candidates)
+        self._ring = np.zeros(int(ring), np.uint64)
+        self._n = 0  # misses ever added
+
+    def step(self, keys: np.ndarray, misses: np.ndarray,
+             resident=None) -> tuple[np.ndarray, np.ndarray]:
+        """Observe a step's accesses and misses; return (candidate keys, their features:
+        float32, one row of N_CANDIDATE_FEATURES each), most recently missed first.
+        ``resident``: a predicate on keys; those it holds are not candidates."""
+        self.features.observe(np.asarray(keys, np.uint64))
+        misses = np.asarray(misses, np.uint64)[-len(self._ring):]
+        at = (self._n + np.arange(len(misses))) % len(self._ring)
+        self._ring[at] = misses
+        self._n += len(misses)
+        held = min(self._n, len(self._ring))
+        newest_first = self._ring[(self._n - 1 - np.arange(held)) % len(self._ring)]
+        cand, counts = unique_ordered(newest_first, with_counts=True)
+        if resident is not None and len(cand):
+            out = ~np.asarray(resident(cand), bool)
+            cand, counts = cand[out], counts[out]
+        cand, counts = cand[:self.max_candidates], counts[:self.max_candidates]
+        x = np.empty((len(cand), N_CANDIDATE_FEATURES), np.float32)
+        x[:, :len(FEATURE_NAMES)] = self.features.peek(cand)
+        x[:, -2] = np.log2(1.0 + np.arange(len(cand), dtype=np.float32))
+        x[:, -1] = np.log2(1.0 + counts.astype(np.float32))
+        return cand, x

@@ -1,0 +1,224 @@
+"""RecMG's prefetch model: the Chamfer set loss (gradient, and its value at 0/1
+memberships), candidates shared by training and serving, ONNX export with a card,
+torch/onnxruntime parity, and the learned prefetcher in the engine and recmgd."""
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from recmg import config as cfgmod  # noqa: E402
+from recmg.cli import recmg as cli  # noqa: E402
+from recmg.engine import contracts  # noqa: E402
+from recmg.engine.policy import prefetch as pf_mod  # noqa: E402
+from recmg.models import card as cardmod  # noqa: E402
+from recmg.models import train_prefetch as tp  # noqa: E402
+from recmg.models.candidates import N_CANDIDATE_FEATURES, Candidates  # noqa: E402
+from recmg.models.features import OnlineFeatures  # noqa: E402
+from recmg.sim import modes  # noqa: E402
+from small_traces import ROOT, small  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pf")
+    card = tp.train_prefetch([("a", small(1), None), ("b", small(2), None)], str(out), "tiny",
+                             epochs=3, hidden=8, seed=1, ring=1 << 15,
+                             max_candidates=4096, k=64, show_progress=False, command="test")
+    return out / "tiny.onnx", card
+
+
+def _ragged():
+    rng = np.random.default_rng(0)
+    sid = torch.tensor([0] * 7 + [1] * 5 + [2] * 4)
+    y = torch.tensor(rng.integers(0, 2, 16), dtype=torch.float64)
+    y[12:] = 0  # sample 2: no target among its candidates
+    n_targets = torch.tensor([float(y[:7].sum()) + 3, float(y[7:12].sum()), 0.0],
+                             dtype=torch.float64)
+    s = torch.tensor(rng.uniform(0.05, 0.95, 16), dtype=torch.float64, requires_grad=True)
+    return s, y, sid, n_targets
+
+
+def test_the_chamfer_loss_gradient_matches_finite_differences():
+    """End to end differentiable: autograd's gradient equals central differences, for
+    ragged samples (one with targets outside its candidates, one with none)."""
+    s, y, sid, n_targets = _ragged()
+    assert torch.autograd.gradcheck(lambda v: tp.chamfer(v, y, sid, n_targets, 0.3), (s,),
+                                    eps=1e-6, atol=1e-7)
+    loss = tp.chamfer(s, y, sid, n_targets)
+    loss.backward()
+    # samples 0 and 1 pull every membership; sample 2 has no target, so every
+    # prediction is equally wrong: a constant, no gradient
+    assert torch.count_nonzero(s.grad[:12]) == 12 and torch.count_nonzero(s.grad[12:]) == 0
+    # through a model too: every weight gets a gradient (the artifact's loss gave none)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sigmoid()).double()
+    out = net(torch.randn(16, 3, dtype=torch.float64))[:, 0]
+    tp.chamfer(out, y, sid, n_targets).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_at_zero_one_memberships_the_loss_is_the_chamfer_set_distance():
+    """With the discrete metric on keys, brute force over predicted sets."""
+    cands = np.array([11, 12, 13, 14, 15], np.uint64)
+    targets = {12, 14, 99}  # 99: a target no candidate reaches
+    y = torch.tensor([float(int(c) in targets) for c in cands], dtype=torch.float64)
+    d = lambda a, b: float(a != b)  # noqa: E731
+    for bits in itertools.product((0, 1), repeat=len(cands)):
+        pred = [int(c) for c, b in zip(cands, bits) if b]
+        if not pred:
+            continue
+        want = 0.4 * np.mean([min(d(p, t) for t in targets) for p in pred]) + \
+            0.6 * np.mean([min(d(t, p) for p in pred) for t in targets])
+        got = tp.chamfer(torch.tensor(bits, dtype=torch.float64), y,
+                         torch.zeros(5, dtype=torch.long),
+                         torch.tensor([3.0], dtype=torch.float64), alpha=0.4)
+        assert abs(float(got) - want) < 1e-12, bits
+
+
+def test_candidates_come_from_the_recent_misses_with_the_features_of_a_read_now():
+    c = Candidates(ring=6, max_candidates=4)
+    keys = np.array([1, 2, 3, 1, 4], np.uint64)
+    cand, x = c.step(keys, np.array([1, 2, 3], np.uint64))
+    assert cand.tolist() == [3, 2, 1] and x.shape == (3, N_CANDIDATE_FEATURES)
+    cand, x = c.step(np.array([5, 6], np.uint64), np.array([5, 6, 3, 7, 8], np.uint64))
+    # the ring keeps the last 6 misses (1, 2, 3, 5, 6, 3, 7, 8 -> 3, 5, 6, 3, 7, 8); newest
+    # first, distinct, at most 4
+    assert cand.tolist() == [8, 7, 3, 6]
+    np.testing.assert_allclose(x[:, -1], [1.0, 1.0, np.log2(3.0), 1.0])  # 3: missed twice
+    # peek gives what an access now would see, and changes nothing
+    f, g = OnlineFeatures(), OnlineFeatures()
+    stream = np.array([1, 2, 1, 3, 2, 2, 1], np.uint64)
+    f.observe(stream)
+    g.observe(stream)
+    peeked = f.peek(np.array([1, 2, 9], np.uint64))
+    assert f.clock == 7
+    for i, k in enumerate([1, 2, 9]):
+        h = OnlineFeatures()
+        h.observe(stream)
+        np.testing.assert_array_equal(peeked[i], h.observe(np.array([k], np.uint64))[0])
+    np.testing.assert_array_equal(f.observe(stream), g.observe(stream))
+
+
+def test_the_card_and_the_held_out_report(model):
+    path, card = model
+    assert card["kind"] == "prefetch" and card["onnx_sha256"] == cardmod.sha256_file(path)
+    assert card["label"]["name"] == "opt_miss_next_step" and card["loss"]["name"] == "chamfer"
+    assert card["candidates"] == {"ring": 1 << 15, "ring_per_capacity": 4,
+                                  "max_candidates": 4096}
+    h = card["held_out"]
+    assert h["steps"] > 0 and h["k"] == 64 and 0 <= h["recall_at_k"] <= h["targets_among_candidates"]
+    assert json.loads(cardmod.card_path(path).read_text()) == card
+    with pytest.raises(cardmod.ModelError, match="a 'prefetch' model, not a caching model"):
+        cardmod.OnnxModel(path, "caching")
+
+
+def test_torch_and_onnxruntime_agree(tmp_path):
+    from recmg.models import train
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(2, 3, (500, N_CANDIDATE_FEATURES)).astype(np.float32)
+    m = train._model(x.mean(0), x.std(0) + 1e-3, 16, n_features=N_CANDIDATE_FEATURES)
+    path = tmp_path / "p.onnx"
+    train.export(m, path, output="membership", n_features=N_CANDIDATE_FEATURES)
+    cardmod.card_path(path).write_text(json.dumps(train._card_base("p", path, "prefetch")))
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(cardmod.OnnxModel(path, "prefetch").predict(x), want,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_training_is_deterministic_and_the_bce_ablation_trains(model, tmp_path):
+    path, card = model
+    args = ([("a", small(1), None), ("b", small(2), None)], str(tmp_path), "tiny")
+    kw = dict(epochs=3, hidden=8, seed=1, ring=1 << 15, max_candidates=4096, k=64,
+              show_progress=False, command="test")
+    assert tp.train_prefetch(*args, **kw)["onnx_sha256"] == card["onnx_sha256"]
+    bce = tp.train_prefetch(*args, **{**kw, "epochs": 1}, loss="bce")
+    assert bce["loss"] == {"name": "bce", "alpha": None}
+
+
+def test_the_learned_prefetcher_in_the_simulator(model, capsys):
+    path, _ = model
+    t = small(7, 6)  # a seed it was not trained on
+    p = pf_mod.make("learned", [tb.rows for tb in t.tables], budget=50, model=str(path))
+    assert isinstance(p, contracts.Prefetcher) and p.name == "learned"
+    for mode in ("access", "batch", "page", "daemon"):
+        cap = max(1, modes.distinct_units(t, mode) // 10)
+        m = modes.simulate(t, mode, "lru", cap, "learned", budget=50,
+                           prefetch_model=str(path))
+        assert m.prefetch_issued > 0 and m.ondemand < m.accesses, mode
+    # candidates are distinct keys of the trace's tables
+    keys = np.asarray(t.keys, np.uint64)
+    got = p.observe(keys[:5000], keys[:3000])
+    assert len(got) == len(set(got.tolist())) and np.isin(got, keys[:3000]).all()
+    assert cli.main(["sim", "preset:meta2021-small:0.02:7", "--batches", "4",
+                     "--prefetchers", "learned", "--quiet"]) == 64
+    assert "needs --prefetch-model" in capsys.readouterr().err
+
+
+def test_train_prefetch_cli(tmp_path, capsys):
+    assert cli.main(["train", "prefetch", "preset:meta2021-small:0.02:4", "--batches", "5",
+                     "-o", str(tmp_path), "--epochs", "1", "--hidden", "4", "--ring", "1024",
+                     "--candidates", "512", "--quiet"]) == 0
+    assert "precision" in capsys.readouterr().out
+    assert (tmp_path / "prefetch.onnx").exists() and (tmp_path / "prefetch.card.json").exists()
+
+
+def test_a_profile_with_a_prefetch_model_is_checked(model, tmp_path):
+    path, _ = model
+    (tmp_path / "p.onnx").write_bytes(path.read_bytes())
+    (tmp_path / "p.card.json").write_text(cardmod.card_path(path).read_text())
+    (tmp_path / "x.toml").write_text('schema = 1\nprefetcher = "learned"\n'
+                                     'prefetch_model = "p.onnx"\n')
+    with pytest.raises(cfgmod.ConfigError, match="trained on vector labels; recmgd manages"):
+        cfgmod.load_profile("x", [tmp_path])
+    (tmp_path / "y.toml").write_text('schema = 1\nprefetch_model = "p.onnx"\n')
+    with pytest.raises(cfgmod.ConfigError, match="only the learned prefetcher takes"):
+        cfgmod.load_profile("y", [tmp_path])
+    (tmp_path / "z.toml").write_text('schema = 1\nprefetcher = "learned"\n')
+    with pytest.raises(cfgmod.ConfigError, match="needs prefetch_model"):
+        cfgmod.load_profile("z", [tmp_path])
+
+
+def test_recmgd_runs_the_shipped_recmg_profile(tmp_path):
+    """The combined profile (learned caching and prefetch models) in recmgd's pipeline
+    with a live client: it loads, pages move, prefetches are issued."""
+    from recmg.client import Client
+    from recmg.service.pipeline import Pipeline
+
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 1\n[target]\nmax_accesses_per_s = 0\n')
+    prof = cfgmod.load_profile("recmg", [ROOT / "policies"])
+    assert prof.caching == prof.prefetcher == "learned"
+    assert cardmod.load_card(prof.prefetch_model, "prefetch")["label"]["granularity"] == "page"
+    prof = dataclasses.replace(prof, model_check_window=1024)
+    rng = np.random.default_rng(1)
+    with Client("rmg", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, prof, [0], [1])
+        st = pipe.attach(Path(c.path))
+        for i in range(16):
+            c.record([(rng.zipf(1.2, 500) + 997 * (i // 4)) % 50_000])
+            pipe.tick()
+        status = pipe.status()["targets"][0]
+        pipe.close()
+    assert st.stats.promoted > 0 and st.stats.prefetch_issued > 0
+    pf = status["prefetch"]
+    assert pf["name"] == "learned" and pf["issued"] == st.stats.prefetch_issued
+    assert pf["model"]["name"] == "prefetch-page-v1"
+    assert status["model"]["name"] == "caching-page-v1"
+    from recmg.cli import recmgctl
+
+    st = {"version": "t", "uptime_s": 1, "tick": 16, "last_tick_ms": 1, "paused": False,
+          "brake": None, "backend": "simulated", "real_migration": False, "fast_nodes": [0],
+          "slow_nodes": [1], "tier_basis": "test", "profile": "recmg", "caching": "learned",
+          "prefetcher": "learned", "config": "-", "rejected": {}, "targets": [status],
+          "totals": {"accesses": 1, "hit_ratio": 0.5, "ondemand": 1, "promoted": 1,
+                     "demoted": 0, "pingpong": 0, "errors": {}}}
+    text = recmgctl.render_status(st)
+    assert f"prefetcher learned (model prefetch-page-v1 sha256 {pf['model']['sha256'][:12]})" \
+        f": {pf['issued']} pages prefetched" in text
