@@ -116,7 +116,9 @@ def render(rows: list[dict]) -> str:
             rec, orc = od["recmg"], od["oracle"]
             gap = f"{100 * (best - rec) / (best - orc):.0f}%" if best > orc else "-"
             lru = od["lru"]
-            f = lambda k: f"{od[k]:,} ({od[k] / lru:.3f})"  # noqa: E731
+
+            def f(k, od=od, lru=lru):
+                return f"{od[k]:,} ({od[k] / lru:.3f})"
             out.append(" | ".join([
                 f"| {x['trace']}", f"{x['size']:.0%}", f"{lru:,}", f"{bt} {f(bt)}",
                 f"{bs} {f(bs)}", f("s3fifo"), f"**{f('recmg')}**", f("cache only"),
