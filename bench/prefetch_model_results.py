@@ -11,12 +11,16 @@ the runs replay the second half.  Also trained into --work: the Chamfer-vs-BCE
 ablation (the same prefetch model with --loss bce).
 
 Per trace, mode and fast-tier size, on-demand fetches of: LRU without prefetching;
-the best temporal (STMS, Domino, ISB) and the best spatial (next-N, stride,
-Best-Offset, SMS, Bingo) prefetcher over LRU; S3-FIFO; RecMG; the ablations; and the
-oracle bound (Belady with the oracle prefetcher), with the compulsory misses (first
-accesses of the replayed part, which no predictor avoids) beside it.  Modes: access
-(the paper's buffer semantics: a prefetch buffer as large as the cache), batch and
-page (recmgd's layout; the page models).
+the best temporal (STMS, Domino, ISB), the best spatial (next-N, stride, Best-Offset,
+SMS, Bingo) and the best ML (Delta-LSTM, Voyager-style; trained into --work on the
+same data as RecMG's models) prefetcher over LRU; S3-FIFO; RecMG; the ablations
+(caching model only, prefetch model only, the prefetch model trained with BCE, the
+artifact's prefetch configuration with RecMG's caching model); and the bounds: Belady
+with the oracle prefetcher restricted to keys read before (a predictor that learns
+from history cannot name a new key), its compulsory misses (first accesses of the
+replayed part) in brackets, and with the unrestricted oracle.  Modes: access (the
+paper's buffer semantics: a prefetch buffer as large as the cache), batch and page
+(recmgd's layout; the page models).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recmg.models import train, train_prefetch
+from recmg.models import train, train_prefetch, train_sequence
 from recmg.sim import matrix, modes
 from recmg.trace import format as tf
 from recmg.trace import readers
@@ -37,6 +41,7 @@ SIZES = [0.1, 0.2]
 MODES = ["access", "batch", "page"]
 TEMPORAL = ["stms", "domino", "isb"]
 SPATIAL = ["nextn", "stride", "bestoffset", "sms", "bingo"]
+ML = {"deltalstm": "delta-lstm", "voyager": "voyager"}  # prefetcher -> training family
 BUDGET = {"access": 1024, "batch": 1024, "page": 256}
 PRESET_TRAIN = ["preset:meta2021-small:1:1", "preset:meta2021-small:1:2",
                 "preset:meta2022-small:1:1"]
@@ -71,6 +76,10 @@ def models(work: Path, name: str, sources: list, gran: str) -> dict:
     train_prefetch.train_prefetch(sources, str(work), f"{name}-bce-{kind}", granularity=gran,
                                   loss="bce", k=k, show_progress=False)
     out["bce"] = work / f"{name}-bce-{kind}.onnx"
+    for family in (*ML.values(), "artifact"):
+        train_sequence.train_sequence(sources, str(work), f"{name}-{family}-{kind}", family,
+                                      granularity=gran, show_progress=False)
+        out[family] = work / f"{name}-{family}-{kind}.onnx"
     return {key: str(v) for key, v in out.items()}
 
 
@@ -90,10 +99,14 @@ def row(tname, trace, mode, size, m) -> dict:
     r = {"lru": run("lru", "none"), "s3fifo": run("s3fifo", "none")}
     for p in TEMPORAL + SPATIAL:
         r[p] = run("lru", p)
+    for p, family in ML.items():
+        r[p] = run("lru", p, pmodel=m[family])
     r["recmg"] = run("learned", "learned", m["cache"], m["prefetch"])
     r["cache only"] = run("learned", "none", m["cache"])
     r["prefetch only"] = run("lru", "learned", pmodel=m["prefetch"])
     r["bce"] = run("learned", "learned", m["cache"], m["bce"])
+    r["artifact"] = run("learned", "artifact", m["cache"], m["artifact"])
+    r["bound"] = run("belady", "oracle-seen")
     r["oracle"] = run("belady", "oracle")
     return {"trace": tname, "mode": mode, "size": size, "runs": r,
             "compulsory": compulsory(trace, mode)}
@@ -103,28 +116,34 @@ def render(rows: list[dict]) -> str:
     out = []
     for mode in MODES:
         out += [f"**{mode} mode**", "",
-                "| trace | size | LRU | best temporal | best spatial | S3-FIFO | RecMG | "
-                "caching only | prefetch only | RecMG, BCE loss | oracle bound (compulsory) "
-                "| temporal / RecMG | spatial / RecMG | gap closed | RecMG pf acc / cov |",
-                "|" + "---|" * 15]
+                "| trace | size | LRU | best temporal | best spatial | best ML | S3-FIFO | "
+                "RecMG | caching only | prefetch only | BCE loss | artifact config | "
+                "bound (compulsory) | any-key oracle | temporal / RecMG | spatial / RecMG | "
+                "ML / RecMG | gap closed | RecMG pf acc / cov / timely |",
+                "|" + "---|" * 19]
         for x in (r for r in rows if r["mode"] == mode):
             r = x["runs"]
             od = {k: v.ondemand for k, v in r.items()}
             bt = min(TEMPORAL, key=lambda p: od[p])
             bs = min(SPATIAL, key=lambda p: od[p])
-            best = min(od[bt], od[bs], od["s3fifo"])
-            rec, orc = od["recmg"], od["oracle"]
-            gap = f"{100 * (best - rec) / (best - orc):.0f}%" if best > orc else "-"
+            bm = min(ML, key=lambda p: od[p])
+            best = min(od[bt], od[bs], od[bm], od["s3fifo"])
+            rec, bound = od["recmg"], od["bound"]
+            gap = f"{100 * (best - rec) / (best - bound):.0f}%" if best > bound else "-"
             lru = od["lru"]
 
             def f(k, od=od, lru=lru):
                 return f"{od[k]:,} ({od[k] / lru:.3f})"
+
+            q = r["recmg"]
             out.append(" | ".join([
                 f"| {x['trace']}", f"{x['size']:.0%}", f"{lru:,}", f"{bt} {f(bt)}",
-                f"{bs} {f(bs)}", f("s3fifo"), f"**{f('recmg')}**", f("cache only"),
-                f("prefetch only"), f("bce"), f"{f('oracle')} ({x['compulsory']:,})",
-                f"{od[bt] / rec:.2f}x", f"{od[bs] / rec:.2f}x", gap,
-                f"{r['recmg'].accuracy:.2f} / {r['recmg'].coverage:.2f} |"]))
+                f"{bs} {f(bs)}", f"{bm} {f(bm)}", f("s3fifo"), f"**{f('recmg')}**",
+                f("cache only"), f("prefetch only"), f("bce"), f("artifact"),
+                f"{f('bound')} ({x['compulsory']:,})", f("oracle"),
+                f"{od[bt] / rec:.2f}x", f"{od[bs] / rec:.2f}x", f"{od[bm] / rec:.2f}x", gap,
+                f"{q.accuracy:.2f} / {q.coverage:.2f} / "
+                + (f"{q.timeliness:.2f} |" if mode != "access" else "- |")]))
         out.append("")
     return "\n".join(out)
 

@@ -152,8 +152,8 @@ class Profile:
     model_check_window: int = 65536
     model_accuracy_floor: float = 0.6
     model_fallback_windows: int = 3
-    # prefetcher = "learned": its ONNX model (a path as for model; onnxruntime runs it
-    # with model_threads too)
+    # a learned prefetcher (learned, deltalstm, voyager, artifact): its ONNX model (a
+    # path as for model; onnxruntime runs it with model_threads too)
     prefetch_model: str = ""
     description: str = ""
 
@@ -389,8 +389,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
     for role, key, kind in (("caching", "model", "caching"),
                             ("prefetcher", "prefetch_model", "prefetch")):
         file = getattr(prof, key)
-        if getattr(prof, role) == "learned":
-            found = _check_model(key, file, kind, path)
+        if registry.needs_model(role, getattr(prof, role)):
+            found = _check_model(key, file, kind, path, getattr(prof, role))
             problems += found
             if not found:
                 prof = replace(prof, **{key: str((path.parent / file).resolve())})
@@ -401,18 +401,24 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
     return prof
 
 
-def _check_model(key: str, file: str, kind: str, path: Path) -> list[tuple[str, str]]:
+def _check_model(key: str, file: str, kind: str, path: Path,
+                 name: str) -> list[tuple[str, str]]:
     """A learned policy's model (profile key ``key``) and its card, checked now (a
     reload that names a bad model keeps the old one)."""
     from recmg.models.card import ModelError, load_card
 
     role = "caching" if kind == "caching" else "prefetcher"
     if not file:
-        return [(key, f"{role} = \"learned\" needs {key} = \"FILE.onnx\"")]
+        return [(key, f"{role} = \"{name}\" needs {key} = \"FILE.onnx\"")]
     try:
         card = load_card(path.parent / file, kind)
     except ModelError as e:
         return [(key, str(e))]
+    family = (card.get("model") or {}).get("family")
+    want = getattr(registry.ROLES[role][name], "family", "") or None
+    if kind == "prefetch" and family != (want or "mlp"):
+        return [(key, f"{file} is a {family!r} model; prefetcher {name!r} runs "
+                 f"{want or 'mlp'!r} models")]
     gran = (card.get("label") or {}).get("granularity")
     if gran != "page":  # recmgd caches and prefetches pages
         return [(key, f"{file} was trained on {gran} labels; recmgd manages pages: "

@@ -222,3 +222,67 @@ def test_recmgd_runs_the_shipped_recmg_profile(tmp_path):
     text = recmgctl.render_status(st)
     assert f"prefetcher learned (model prefetch-page-v1 sha256 {pf['model']['sha256'][:12]})" \
         f": {pf['issued']} pages prefetched" in text
+
+
+@pytest.mark.parametrize("family,name", [("delta-lstm", "deltalstm"), ("voyager", "voyager"),
+                                         ("artifact", "artifact")])
+def test_the_sequence_baselines_train_export_and_serve(family, name, tmp_path):
+    """Delta-LSTM, Voyager-style and the artifact's configuration: trained with the
+    same tooling, torch and onnxruntime agree at another batch size than the export's,
+    and each serves in the simulator as its registered prefetcher."""
+    from recmg.models import sequence as sq
+    from recmg.models import train_sequence as ts
+
+    card = ts.train_sequence([("a", small(1, 5), None)], str(tmp_path), "m", family,
+                             epochs=1, hidden=8, seed=0, show_progress=False)
+    assert card["model"]["family"] == family and card["kind"] == "prefetch"
+    assert card["features"]["names"] == list(sq.TOKEN_NAMES[family])
+    m = cardmod.OnnxModel(tmp_path / "m.onnx", "prefetch")
+    tok = sq.Tokens(family, 20, np.asarray(card["vocabulary"], np.int64))
+    keys = np.asarray(small(9, 2).keys, np.uint64)[:333]
+    x = tok.windows(tok.encode(keys)).astype(np.float32)
+    net = ts._model(family, len(card["vocabulary"]), 8)
+    torch.manual_seed(0)
+    # the exported weights are the trained ones: compare through a fresh export
+    ref = tmp_path / "ref.onnx"
+    from recmg.models import train
+
+    train.export(net.eval(), ref, sq.WINDOW[family], ("a", "b") if family == "voyager" else
+                 "a", n_features=len(sq.TOKEN_NAMES[family]))
+    cardmod.card_path(ref).write_text(json.dumps({**train._card_base("ref", ref, "prefetch",
+                                                                     family),
+                                                  "model": {"family": family}}))
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))
+    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    got = cardmod.OnnxModel(ref, "prefetch").run(x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    assert len(m.run(x)[0]) == len(x)
+    t = small(7, 4)
+    p = pf_mod.make(name, [tb.rows for tb in t.tables], budget=64, model=str(tmp_path / "m.onnx"))
+    assert isinstance(p, contracts.Prefetcher) and p.name == name
+    got = p.observe(np.asarray(t.keys, np.uint64)[:20000], np.asarray(t.keys, np.uint64)[:9000])
+    t_of, r_of = sq.split(got)
+    assert (r_of < np.array([tb.rows for tb in t.tables])[t_of]).all()  # valid keys only
+    s = modes.simulate(t, "batch", "lru", 500, name, budget=64,
+                       prefetch_model=str(tmp_path / "m.onnx"))
+    assert s.ondemand < s.accesses
+    with pytest.raises(cardmod.ModelError, match="not a"):
+        pf_mod.make("voyager" if name != "voyager" else "deltalstm", [10], model=m)
+
+
+def test_tokens_carried_across_steps_equal_the_whole_stream():
+    from recmg.models import sequence as sq
+
+    keys = np.asarray(small(3, 2).keys, np.uint64)[:5000]
+    vocab = {"delta-lstm": sq.frequent(np.arange(-50, 50), 100),
+             "voyager": sq.frequent((keys >> np.uint64(40)).astype(np.int64) << 40, 10),
+             "artifact": np.zeros(0, np.int64)}
+    for family in sq.FAMILIES:
+        whole = sq.Tokens(family, 20, vocab[family])
+        want = whole.windows(whole.encode(keys))
+        stepped = sq.Tokens(family, 20, vocab[family])
+        got = np.concatenate([stepped.windows(stepped.encode(keys[lo:lo + 777]))
+                              for lo in range(0, len(keys), 777)])
+        np.testing.assert_array_equal(got, want)

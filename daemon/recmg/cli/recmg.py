@@ -175,9 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a learned baseline)")
     tp = tsub.add_parser("prefetch", help="the prefetch model, on the next step's OPT "
                          "misses, with a Chamfer set loss")
-    _train_args(tp, "prefetch", epochs=20)
+    _train_args(tp, "prefetch", epochs=None, hidden=None)
+    tp.add_argument("--family", choices=("mlp", "delta-lstm", "voyager", "artifact"),
+                    default="mlp",
+                    help="mlp: RecMG's prefetch model over recent-miss candidates (prefetcher "
+                    "'learned'); delta-lstm, voyager: the ML baselines (prefetchers "
+                    "'deltalstm', 'voyager'); artifact: the RecMG artifact's configuration, "
+                    "an ablation (prefetcher 'artifact')")
     tp.add_argument("--loss", choices=("chamfer", "bce"), default="chamfer",
-                    help="chamfer: the set loss; bce: per-candidate cross-entropy (ablation)")
+                    help="mlp: chamfer, the set loss; bce: per-candidate cross-entropy "
+                    "(ablation)")
     tp.add_argument("--alpha", type=float, default=0.5,
                     help="weight of the Chamfer precision term (1 - alpha: coverage)")
     tp.add_argument("--ring", type=int, default=1 << 16,
@@ -425,8 +432,9 @@ def cmd_sim(args) -> int:
         raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
     if "learned" in policies and not args.model:
         raise ValueError("the learned caching policy needs --model FILE.onnx")
-    if "learned" in prefetchers and not args.prefetch_model:
-        raise ValueError("the learned prefetcher needs --prefetch-model FILE.onnx")
+    learned = [p for p in prefetchers if registry.needs_model("prefetcher", p)]
+    if learned and not args.prefetch_model:
+        raise ValueError(f"the {learned[0]} prefetcher needs --prefetch-model FILE.onnx")
     rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
                              args.budget, args.lead, args.batches,
                              not args.quiet, args.model, args.prefetch_model)
@@ -489,8 +497,8 @@ def cmd_label(args) -> int:
     return EX_OK
 
 
-def _train_args(p, name: str, epochs: int) -> None:
-    """The arguments every ``recmg train`` model takes."""
+def _train_args(p, name: str, epochs: int | None, hidden: int | None = 32) -> None:
+    """The arguments every ``recmg train`` model takes (None: the family's default)."""
     p.add_argument("traces", nargs="+", help=".rtrace files, or preset:NAME[:SCALE[:SEED]]")
     p.add_argument("-o", "--output", required=True, help="directory for NAME.onnx and its card")
     p.add_argument("--name", default=name)
@@ -500,8 +508,10 @@ def _train_args(p, name: str, epochs: int) -> None:
                    help="the earlier share of each trace that trains; the rest is held out")
     p.add_argument("--granularity", choices=("vector", "page"), default="vector",
                    help="vectors (the paper, recmg sim) or pages (recmgd)")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=epochs,
+                   help="default: 4 (cache), 20 (prefetch mlp), 2 (sequence families)")
+    p.add_argument("--hidden", type=int, default=hidden,
+                   help="hidden units; default: 32 (mlp), 64 (sequence families)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batches", type=int, help="at most this many batches per trace")
     p.add_argument("--quiet", action="store_true")
@@ -522,12 +532,23 @@ def cmd_train(args) -> int:
         name, tr = matrix.load_trace(spec, args.batches)
         traces.append((name, tr, None if spec.startswith("preset:") else labels.sha256_of(spec)))
     command = " ".join(["recmg"] + sys.argv[1:])
+    if args.what == "prefetch" and args.family != "mlp":
+        from recmg.models import train_sequence
+
+        card = train_sequence.train_sequence(
+            traces, args.output, args.name, args.family, args.size, args.train_frac,
+            args.epochs or 2, args.hidden or 64, args.seed, granularity=args.granularity,
+            show_progress=not args.quiet,
+            command=command)
+        print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held "
+              f"out: {card['held_out']}")
+        return EX_OK
     if args.what == "prefetch":
         from recmg.models import train_prefetch
 
         card = train_prefetch.train_prefetch(
-            traces, args.output, args.name, args.size, args.train_frac, args.epochs,
-            args.hidden, args.seed, granularity=args.granularity, loss=args.loss,
+            traces, args.output, args.name, args.size, args.train_frac, args.epochs or 20,
+            args.hidden or 32, args.seed, granularity=args.granularity, loss=args.loss,
             alpha=args.alpha, ring=args.ring, max_candidates=args.candidates,
             k=args.budget, show_progress=not args.quiet, command=command)
         h = card["held_out"]

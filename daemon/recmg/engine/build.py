@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from recmg.config import Config, Profile
+from recmg.engine import registry
 from recmg.engine.layout import Layout
 from recmg.engine.policy import cache as cache_mod
 from recmg.engine.policy import prefetch as pf_mod
@@ -53,7 +54,7 @@ def make_prefetcher(profile: Profile, layout: Layout, budget: int) -> pf_mod.Pre
     """The profile's prefetcher over the target's pages, per table (``budget``: the
     target's fast pages)."""
     kw = {}
-    if profile.prefetcher == "learned":
+    if registry.needs_model("prefetcher", profile.prefetcher):
         kw = {"model": profile.prefetch_model, "threads": profile.model_threads,
               "max_feature_keys": min(1 << 22, max(1024, layout.n_pages)),
               "capacity": budget}

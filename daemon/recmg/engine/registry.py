@@ -15,10 +15,12 @@ from recmg.engine.policy.cache import CACHE_POLICIES
 from recmg.engine.policy.learned import Learned
 from recmg.engine.policy.learned_prefetch import LearnedPrefetcher
 from recmg.engine.policy.prefetch import PREFETCHERS
+from recmg.engine.policy.sequence_prefetch import ArtifactPrefetch, DeltaLSTM, Voyager
 from recmg.movers import MOVERS
 
 ROLES = {"caching": {**CACHE_POLICIES, Learned.name: Learned},
-         "prefetcher": {**PREFETCHERS, LearnedPrefetcher.name: LearnedPrefetcher},
+         "prefetcher": {**PREFETCHERS, **{c.name: c for c in (
+             LearnedPrefetcher, DeltaLSTM, Voyager, ArtifactPrefetch)}},
          "mover": MOVERS}
 BEGIN, END = "<!-- registry: generated, do not edit -->", "<!-- registry: end -->"
 
@@ -35,6 +37,13 @@ def online(role: str, cls) -> bool:
     if role == "prefetcher":
         return not cls.needs_future
     return not cls.ideal
+
+
+def needs_model(role: str, name: str) -> bool:
+    """Whether ``name`` runs an ONNX model (profile key ``model`` for caching,
+    ``prefetch_model`` for a prefetcher)."""
+    cls = ROLES[role].get(name)
+    return bool(getattr(cls, "needs_model", False)) or (role == "caching" and name == "learned")
 
 
 def names(role: str, daemon_only: bool = False) -> list[str]:

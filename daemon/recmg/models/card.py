@@ -39,12 +39,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def feature_names(kind: str) -> tuple[str, ...]:
+def feature_names(kind: str, family: str | None = None) -> tuple[str, ...]:
     """The inputs of a model of this kind: per access (caching), per candidate
-    (prefetch)."""
+    (the prefetch model), or per position of a stream (the sequence prefetchers)."""
     from recmg.models.candidates import CANDIDATE_FEATURE_NAMES
+    from recmg.models.sequence import TOKEN_NAMES
 
-    return CANDIDATE_FEATURE_NAMES if kind == "prefetch" else ft.FEATURE_NAMES
+    if kind == "prefetch":
+        return TOKEN_NAMES.get(family or "", CANDIDATE_FEATURE_NAMES)
+    return ft.FEATURE_NAMES
 
 
 def load_card(onnx_path: str | Path, kind: str) -> dict:
@@ -62,7 +65,7 @@ def load_card(onnx_path: str | Path, kind: str) -> dict:
     if card.get("kind") != kind:
         raise ModelError(f"{cp}: a {card.get('kind')!r} model, not a {kind} model")
     feats = card.get("features") or {}
-    names = feature_names(kind)
+    names = feature_names(kind, (card.get("model") or {}).get("family"))
     if feats.get("version") != ft.FEATURE_VERSION or \
             list(feats.get("names") or []) != list(names):
         raise ModelError(f"{cp}: trained on features version {feats.get('version')} "
@@ -100,7 +103,7 @@ class OnnxModel:
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from None
         inp = self.session.get_inputs()
         shape = inp[0].shape if len(inp) == 1 else []
-        nf = len(feature_names(kind))
+        nf = len(feature_names(kind, (self.card.get("model") or {}).get("family")))
         if len(inp) != 1 or shape[-1] != nf or len(shape) not in (2, 3) or \
                 (len(shape) == 3 and not isinstance(shape[1], int)):
             raise ModelError(f"{self.path}: expects inputs {[(i.name, i.shape) for i in inp]},"
@@ -111,6 +114,16 @@ class OnnxModel:
         self.window = shape[1] if len(shape) == 3 else 1
 
     CHUNK = 1 << 16  # rows per onnxruntime call: bounds its working memory
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model for x, one call per CHUNK rows."""
+        parts = [self.session.run(None, {self.input: np.ascontiguousarray(
+            x[lo:lo + self.CHUNK], np.float32)}) for lo in range(0, len(x), self.CHUNK)]
+        if not parts:
+            return [np.zeros((0,) + tuple(d if isinstance(d, int) else 0 for d in o.shape[1:]),
+                             np.float32) for o in self.session.get_outputs()]
+        return [np.concatenate([np.asarray(p[i], np.float32) for p in parts])
+                for i in range(len(parts[0]))]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """x: (n, F), or (n, window, F) for a windowed model; one call per CHUNK rows."""

@@ -136,11 +136,12 @@ def choose_threshold(d_log2: np.ndarray, keep: np.ndarray, capacity_of: np.ndarr
                     "best with the keep labels of the held-out tails"}
 
 
-def _card_base(name: str, onnx_path: Path, kind: str = "caching") -> dict:
+def _card_base(name: str, onnx_path: Path, kind: str = "caching",
+               family: str | None = None) -> dict:
     return {"name": name, "kind": kind, "onnx": onnx_path.name,
             "onnx_sha256": cardmod.sha256_file(onnx_path), "opset": OPSET,
             "features": {"version": ft.FEATURE_VERSION,
-                         "names": list(cardmod.feature_names(kind))}}
+                         "names": list(cardmod.feature_names(kind, family))}}
 
 
 def choose_window(onnx_path: Path, cuts) -> dict:
@@ -387,7 +388,7 @@ def fit(model, opt, epochs: int, n: int, chunk: int, step, seed: int, ckpt: Path
 OPSET = 17
 
 
-def export(model, path: Path, window: int = 1, output: str = "keep_probability",
+def export(model, path: Path, window: int = 1, output: str | tuple = "keep_probability",
            n_features: int = ft.N_FEATURES) -> None:
     """ONNX through torch's TorchScript exporter (the dynamo exporter would need
     onnxscript; this one needs nothing beyond torch and onnx).  Input (n, F), or
@@ -396,13 +397,17 @@ def export(model, path: Path, window: int = 1, output: str = "keep_probability",
 
     example = torch.zeros(2, n_features) if window == 1 else \
         torch.zeros(2, window, n_features)
+    outputs = [output] if isinstance(output, str) else list(output)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         # shape checks inside attention become constants: the shapes are fixed but n
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the LSTM exporter warns about batch sizes other than the example's; the
+        # models start from zero states, and the parity tests run other batch sizes
+        warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size")
         torch.onnx.export(model, (example,), str(path),
-                          input_names=["features"], output_names=[output],
-                          dynamic_axes={"features": {0: "n"}, output: {0: "n"}},
+                          input_names=["features"], output_names=outputs,
+                          dynamic_axes={"features": {0: "n"}, **{o: {0: "n"} for o in outputs}},
                           opset_version=OPSET, dynamo=False)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recmg.engine import registry
 from recmg.engine.contracts import Controls
 from recmg.engine.layout import PAGE_SIZE, Layout
 from recmg.engine.policy import cache as cache_mod
@@ -90,7 +91,7 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
     cache = cache_mod.make(policy, capacity, **({"model": model} if policy == "learned" else {}))
     pre = pf_mod.make(prefetcher, _units_per_table(trace, layout), budget,
                       **({"model": prefetch_model, "capacity": capacity}
-                         if prefetcher == "learned" else {}))
+                         if registry.needs_model("prefetcher", prefetcher) else {}))
     if mode == "daemon":
         if not cache.online or pre.needs_future:
             raise ValueError("daemon mode runs recmgd's planned placement: online policies "

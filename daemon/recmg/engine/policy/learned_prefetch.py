@@ -25,6 +25,7 @@ class LearnedPrefetcher(Prefetcher):
     the recent miss history's keys and proposes the best, within the budget."""
 
     name = "learned"
+    needs_model = True
 
     def __init__(self, table_rows, budget: int = 1024, degree: int = 4,
                  model: OnnxModel | str | Path | None = None, threads: int = 1,

@@ -40,6 +40,7 @@ class Prefetcher:
 
     name = "none"
     needs_future = False
+    needs_model = False  # a learned prefetcher: make() needs model=FILE.onnx
 
     def __init__(self, table_rows, budget: int = 1024, degree: int = 4):
         self.rows = np.asarray(table_rows, dtype=np.int64)
@@ -276,8 +277,27 @@ class Oracle(Prefetcher):
         return np.zeros(0, np.uint64) if future is None else np.asarray(future, np.uint64)
 
 
+class OracleSeen(Oracle):
+    """The oracle restricted to keys read before: the bound for a prefetcher that learns
+    from history, which cannot name a key never seen (first-ever accesses, compulsory
+    misses, stay misses).  Simulator only; remembers every key read."""
+
+    name = "oracle-seen"
+
+    def __init__(self, table_rows, budget: int = 1024, degree: int = 4):
+        super().__init__(table_rows, budget, degree)
+        self.seen = np.zeros(0, np.uint64)
+
+    def _candidates(self, keys, misses, future):
+        self.seen = np.union1d(self.seen, keys)
+        if future is None:
+            return np.zeros(0, np.uint64)
+        future = np.asarray(future, np.uint64)
+        return future[np.isin(future, self.seen)]
+
+
 PREFETCHERS: dict[str, type[Prefetcher]] = {c.name: c for c in (
-    NoPrefetch, NextN, Stride, BestOffset, SMS, Bingo, STMS, Domino, ISB, Oracle)}
+    NoPrefetch, NextN, Stride, BestOffset, SMS, Bingo, STMS, Domino, ISB, Oracle, OracleSeen)}
 
 
 def make(name: str, table_rows, budget: int = 1024, **kw) -> Prefetcher:
