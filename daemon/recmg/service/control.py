@@ -162,14 +162,21 @@ class ControlServer:
             finally:
                 probe.close()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        # bound and listening under a temporary name, then renamed into place: the
+        # socket appears only when it accepts (a client that finds the path never gets
+        # ECONNREFUSED from a daemon still starting)
+        tmp = path + ".new"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)  # a start that died between bind and rename
         old = os.umask(0o117)
         try:
-            self.sock.bind(path)
+            self.sock.bind(tmp)
         finally:
             os.umask(old)
         if self.read_gid is not None:
-            os.chown(path, 0, self.read_gid)
+            os.chown(tmp, 0, self.read_gid)
         self.sock.listen(16)
+        os.rename(tmp, path)
         self.sock.setblocking(False)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.sock, selectors.EVENT_READ, None)
