@@ -81,6 +81,11 @@ class Migration:
     batch_pages: int = 1024  # pages per move_pages call
     tick_deadline_ms: int = 200  # migration stops for this tick when it runs out
     min_residency_ticks: int = 5  # hysteresis: a moved page stays put this long
+    # the closed loop (recmg.service.feedback): every this many ticks, compare the
+    # target's batch interval after moving ticks with after still ones (the window's
+    # last quarter moves nothing); slower by more than feedback_slowdown halves its rate
+    feedback_window_ticks: int = 20  # 0: off
+    feedback_slowdown: float = 0.05
     simulated_slow_ns: float = 300.0  # simulated backend: modelled latencies
     simulated_fast_ns: float = 100.0
 
@@ -188,6 +193,9 @@ _CHECKS = {
     "migration.batch_pages": lambda v: 1 <= v <= 1 << 20 or "must be in 1..1048576",
     "migration.tick_deadline_ms": lambda v: 1 <= v <= 60000 or "must be in 1..60000",
     "migration.min_residency_ticks": lambda v: 0 <= v <= 1 << 20 or "must be in 0..1048576",
+    "migration.feedback_window_ticks": lambda v: v == 0 or 4 <= v <= 100000 or
+    "must be 0 (off) or in 4..100000",
+    "migration.feedback_slowdown": lambda v: 0 < v <= 10 or "must be in (0, 10]",
     "migration.simulated_slow_ns": lambda v: 0 <= v <= 1e9 or "must be in 0..1e9 ns",
     "migration.simulated_fast_ns": lambda v: 0 <= v <= 1e9 or "must be in 0..1e9 ns",
     "safety.free_floor_mib": lambda v: 0 <= v <= 1 << 30 or "must be in 0..2^30",

@@ -199,7 +199,12 @@ def test_oracle_returns_the_future_and_registry_is_complete():
     assert p.needs_future and p.observe(keys(0, [1]), keys(0, [1]),
                                         keys(0, [5, 6])).tolist() == keys(0, [5, 6]).tolist()
     assert set(pf.PREFETCHERS) == {"none", "nextn", "stride", "bestoffset", "sms", "bingo",
-                                   "stms", "domino", "isb", "oracle"}
+                                   "stms", "domino", "isb", "oracle", "oracle-seen"}
+    # the history bound: only keys read before
+    s = pf.make("oracle-seen", ROWS)
+    assert s.needs_future
+    assert s.observe(keys(0, [1, 2]), keys(0, [1]), keys(0, [2, 5, 1])).tolist() == \
+        keys(0, [2, 1]).tolist()
     with pytest.raises(ValueError, match="unknown prefetcher"):
         pf.make("magic", ROWS)
 

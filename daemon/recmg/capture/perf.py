@@ -208,3 +208,51 @@ class AddressSampler:
 
     def __exit__(self, *exc):
         self.close()
+
+
+TICK_EVENTS = ("task_clock_ns", "page_faults", "major_faults", "llc_load_misses")
+
+
+class TickCounters:
+    """recmgd's per-target counters, read once a tick: task clock, page faults, major
+    faults and LLC load misses (counting), and memory-load samples (PMU sampling)
+    where the host has them.  Whatever cannot be opened (no PMU, perf_event_paranoid,
+    no CAP_PERFMON) is listed with its reason and never stops the target."""
+
+    def __init__(self, pid: int, sample_loads: bool = True):
+        self.totals: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+        try:
+            self.counters: PerfCounters | None = PerfCounters(pid, list(TICK_EVENTS))
+            self.unsupported = dict(self.counters.unsupported)
+        except (native.NativeError, OSError) as e:
+            self.counters = None
+            self.unsupported = {n: str(e) for n in TICK_EVENTS}
+        self.loads: AddressSampler | None = None
+        if sample_loads:
+            try:
+                self.loads = AddressSampler(pid, "mem-loads", period=10007)
+            except (native.NativeError, OSError) as e:
+                self.unsupported["memory_load_samples"] = str(e).split(";")[0]
+
+    def tick(self) -> dict[str, int]:
+        """Counts since the previous tick (the first: since attach)."""
+        now = self.counters.read() if self.counters is not None else {}
+        if self.loads is not None:
+            now["memory_load_samples"] = self.totals.get("memory_load_samples", 0) + \
+                len(self.loads.drain())
+        self.last = {k: v - self.totals.get(k, 0) for k, v in now.items()}
+        self.totals = now
+        return self.last
+
+    def status(self, batches: int) -> dict:
+        per_batch = self.last.get("task_clock_ns", 0) / batches if batches else None
+        return {"last_tick": dict(self.last), "totals": dict(self.totals),
+                "task_clock_ms_per_batch": round(per_batch / 1e6, 4) if per_batch else None,
+                "unsupported": dict(self.unsupported)}
+
+    def close(self) -> None:
+        if self.counters is not None:
+            self.counters.close()
+        if self.loads is not None:
+            self.loads.close()

@@ -153,6 +153,23 @@ def render_status(st: dict) -> str:
                              f"{q}; " + ("FALLBACK: S3-FIFO decides (accuracy below "
                                          f"{m['accuracy_floor']})" if m["fallback_active"]
                                          else "the model decides"))
+            perf = t.get("perf")
+            if perf:
+                last = perf["last_tick"]
+                got = ", ".join(f"{k} {v}" for k, v in last.items()) or "nothing"
+                per = perf.get("task_clock_ms_per_batch")
+                lines.append(f"  {t['segment']}: perf last tick: {got}"
+                             + (f"; task clock {per} ms per batch" if per else "")
+                             + ("; unsupported: " + ", ".join(
+                                 f"{k} ({v})" for k, v in perf["unsupported"].items())
+                                if perf["unsupported"] else ""))
+            fb = t.get("feedback")
+            if fb and fb.get("window_ticks"):
+                lines.append(f"  {t['segment']}: closed loop: rate {fb['rate_pages_per_tick']} "
+                             f"pages/tick ({fb['rate_scale']:.3g} of the configured), "
+                             f"{fb['backoffs']} backoffs"
+                             + (f"; last window: {fb['slowdown']:+.1%} batch time after moves "
+                                f"({fb['verdict']})" if "slowdown" in fb else ""))
             pf = t.get("prefetch") or {}
             if pf.get("name", "none") != "none":
                 pm = pf.get("model")

@@ -238,19 +238,22 @@ class Daemon:
                                        f"{len(rec['batches'])} of {rec['want']} batches; ")
             elif len(rec["batches"]) >= rec["want"]:
                 self._finish_recording(name, rec)
-                t.recorder = None
+                t.recorder = t.perf_log = None
 
     def _finish_recording(self, name: str, rec: dict, note: str = "") -> None:
         parts = rec["batches"][: rec["want"]]
-        trace = ticked_trace(parts, rec["tables"], {"source": "recmgd", "segment": name,
-                                                    "pid": rec["pid"]})
+        ticks = {p[3] for p in parts}
+        trace = ticked_trace(parts, rec["tables"], {
+            "source": "recmgd", "segment": name, "pid": rec["pid"],
+            # perf counts of the target in each recorded tick (recmg.capture.perf)
+            "perf_per_tick": [p for p in rec.get("perf", []) if p["tick"] in ticks]})
         try:
             tf.write(rec["output"], trace)
             rec["result"] = f"{note}wrote {len(parts)} batches to {rec['output']}"
         except OSError as e:
             rec["result"] = f"failed: {e}"
         rec["done"] = True
-        rec["batches"] = []  # the file has them now
+        rec["batches"], rec["perf"] = [], []  # the file has them now
 
     # ------------------------------------------------------------------- commands
     def reload(self, new_profile: str | None = None) -> dict:
@@ -367,8 +370,10 @@ class Daemon:
             target = self.pipeline.targets[name]
             rec = {"output": out, "want": want, "batches": [], "done": False, "result": None,
                    "pid": target.pid, "tables": [r.info for r in target.reader.tables]}
+            rec["perf"] = []
             self.recordings[name] = rec
             target.recorder = rec["batches"]
+            target.perf_log = rec["perf"]
         return {"segment": name, "output": out, "batches": want}
 
     # ----------------------------------------------------------------- main loop

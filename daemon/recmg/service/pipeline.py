@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from recmg.capture import segment as seg
+from recmg.capture.perf import TickCounters
 from recmg.capture.reader import SegmentError, SegmentReader
 from recmg import movers
 from recmg.config import Config, Profile
@@ -26,6 +27,7 @@ from recmg.engine.layout import Layout
 from recmg.engine.stats import Stats
 from recmg.service import metrics as m
 from recmg.service import safety
+from recmg.engine.feedback import Feedback
 
 log = logging.getLogger("recmgd")
 
@@ -69,8 +71,16 @@ class TargetState:
         self.last_step = StepResult()
         self.sampling, self.rate = 1, 0.0
         self.last_ts: int | None = None  # client timestamp (ns) of the last batch read
-        # `recmgctl record`: (keys, batch id, ts, tick) per batch read
+        # `recmgctl record`: (keys, batch id, ts, tick) per batch read, and the perf
+        # counts of each tick while recording
         self.recorder: list | None = None
+        self.perf_log: list | None = None
+        self.perf = TickCounters(self.pid)
+        self.feedback = Feedback(cfg.migration.feedback_window_ticks,
+                                 cfg.migration.feedback_slowdown)
+        self.base_rate = self.engine.cfg.rate_pages  # the configured rate cap, pages/tick
+        self.moved_last = False  # whether the previous tick moved pages
+        self.tick_batches = 0
 
     @property
     def stats(self) -> Stats:
@@ -88,6 +98,11 @@ class TargetState:
         """Reload: learned state is kept where it still fits (recmg.engine.build)."""
         build.reconfigure(self.engine, self.profile, cfg, profile)
         self.profile = profile
+        self.base_rate = self.engine.cfg.rate_pages
+        mig = cfg.migration
+        if (mig.feedback_window_ticks, mig.feedback_slowdown) != (self.feedback.window,
+                                                                 self.feedback.slowdown):
+            self.feedback = Feedback(mig.feedback_window_ticks, mig.feedback_slowdown)
 
     def fast_pages(self) -> int:
         return int(np.count_nonzero(np.isin(self.placement, self.fast)))
@@ -104,6 +119,7 @@ class TargetState:
                 "useful": s.prefetch_useful, "model": status() if status else None}
 
     def close(self) -> None:
+        self.perf.close()
         self.reader.close()
 
 
@@ -299,6 +315,7 @@ class Pipeline:
     def _tick_target(self, st: TargetState) -> None:
         t = self.cfg.target
         batch = st.reader.read(t.max_batches_per_read, t.max_keys_per_read)
+        self._feedback(st, batch.timestamps_ns)
         self._adapt_sampling(st, batch)
         s = st.stats
         s.dropped_batches += batch.dropped_batches
@@ -312,10 +329,18 @@ class Pipeline:
         brake = self.brake
         ctl = Controls(tick=self.tick_no, plan=not self.paused,
                        allow_promote=brake is None,
-                       allow_moves=brake is None or brake.stops != "all moves",
+                       allow_moves=(brake is None or brake.stops != "all moves")
+                       and not st.feedback.probe(),
                        deadline=self.move_deadline)
         r = st.engine.step(batch, ctl)
         st.last_step = r
+        st.moved_last = bool(len(r.promoted) or len(r.demoted))
+        st.tick_batches = batch.n_batches
+        counts = st.perf.tick()
+        m.TARGET_TASK_CLOCK.inc(counts.get("task_clock_ns", 0) / 1e9)
+        m.TARGET_PAGE_FAULTS.inc(counts.get("page_faults", 0))
+        if st.perf_log is not None:
+            st.perf_log.append({"tick": self.tick_no, "batches": batch.n_batches, **counts})
         m.ACCESSES.inc(r.accesses)
         m.ONDEMAND.inc(r.ondemand)
         if r.cut_by_rate:
@@ -330,6 +355,21 @@ class Pipeline:
                                     f"with {err} (total {s.errors[err]})")
         if r.deadline_hit:
             m.DEADLINE_HIT.inc()
+
+    def _feedback(self, st: TargetState, timestamps_ns) -> None:
+        """The closed loop (recmg.engine.feedback): back off a target's migration rate
+        while its moves make it slower, restore it when they stop doing so."""
+        fb = st.feedback
+        verdict = fb.before_step(st.engine, st.base_rate, st.moved_last, timestamps_ns,
+                                 st.sampling)
+        if verdict == "backoff":
+            m.FEEDBACK_BACKOFFS.inc()
+            log.warning("%s: batches ran %.1f%% slower after recmgd's moves than without "
+                        "over the last %d ticks: migration rate cut to %.3g of the configured",
+                        st.name, 100 * fb.last["slowdown"], fb.window, fb.scale)
+        elif verdict == "restore":
+            log.info("%s: moves no longer slow it down (%.1f%%): migration rate back to "
+                     "%.3g of the configured", st.name, 100 * fb.last["slowdown"], fb.scale)
 
     def _warn_rate_limited(self, key: str, msg: str, every_s: float = 60.0) -> None:
         """One warning per key per minute, so a failing move cannot flood the journal."""
@@ -358,7 +398,10 @@ class Pipeline:
                             "demoted": s.demoted, "pingpong": s.pingpong,
                             "dropped_batches": s.dropped_batches,
                             "errors": dict(s.errors), "model": t.model_status(),
-                            "prefetch": t.prefetch_status()})
+                            "prefetch": t.prefetch_status(),
+                            "perf": t.perf.status(t.tick_batches),
+                            "feedback": {**t.feedback.status(),
+                                         "rate_pages_per_tick": t.engine.cfg.rate_pages}})
         return {"targets": targets, "rejected": dict(self.rejected),
                 "totals": {"accesses": totals.accesses, "hit_ratio": round(totals.hit_ratio, 4),
                            "ondemand": totals.ondemand, "promoted": totals.promoted,

@@ -5,7 +5,8 @@ from the trace, over the simulated tier; ticks group batches as recmgd read them
 What a replay predicts and what it cannot (docs/architecture.md): the same moves per
 tick as a live recmgd with the same config, profile and batch-to-tick grouping, on a
 host where no safety brake engages (free-memory floor, PSI and node share read the
-live host; a replay has none) and no move fails.  Placement starts on the slow tier,
+live host; a replay has none) and no move fails.  The closed loop runs on the
+recorded batch timestamps, as live (with the sampling the recording had).  Placement starts on the slow tier,
 as with the simulated backend.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from recmg import config as cfgmod
 from recmg.engine import build
 from recmg.engine.contracts import Controls
+from recmg.engine.feedback import Feedback
 from recmg.engine.layout import Layout
 from recmg.engine.stats import Stats
 from recmg.movers import SimulatedMigrator
@@ -54,9 +56,15 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
                         mover.initial_placement(0, layout, 0, 1), [0], [1])
     ticks = []
     tick = 0
+    # the closed loop, on the recorded batch timestamps, as recmgd ran it
+    fb = Feedback(cfg.migration.feedback_window_ticks, cfg.migration.feedback_slowdown)
+    base, moved = eng.cfg.rate_pages, False
     while not src.done:
         tick += 1
-        r = eng.step(src.read(cfg.target.max_batches_per_read), Controls(tick=tick))
+        batch = src.read(cfg.target.max_batches_per_read)
+        fb.before_step(eng, base, moved, batch.timestamps_ns)
+        r = eng.step(batch, Controls(tick=tick, allow_moves=not fb.probe()))
+        moved = bool(len(r.promoted) or len(r.demoted))
         ticks.append({"tick": tick, "batches": eng.stats.batches,
                       "promoted": r.promoted.tolist(), "demoted": r.demoted.tolist()})
     return eng.stats, ticks
