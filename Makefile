@@ -14,7 +14,7 @@ DEBS   := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-stati
           libsystemd-dev pkgconf gcc
 HARNESS := $(BIN)/python tests/vm/harness.py
 
-.PHONY: print-debs setup debs venv install run test lint unit vm-test bench soak clean
+.PHONY: print-debs setup debs venv install run test lint unit vm-test bench migration-bench soak clean
 
 setup: debs install
 
@@ -80,6 +80,9 @@ soak: setup
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+migration-bench: setup
+	$(HARNESS) --hmat -- $(BIN)/python bench/migration_bench.py --mib 256 --rounds 3
 
 clean:
 	rm -rf $(VENV) build daemon/*.egg-info native/build
