@@ -1,15 +1,20 @@
-"""The learned caching policy against LRU, S3-FIFO and OPT on traces its models never
-saw, with a learned baseline (docs/models.md).  Prints Markdown.
+"""The learned caching policy against LRU, S3-FIFO and OPT, with the learned baselines,
+on traces its models never saw (docs/models.md).  Prints Markdown.
 
     python bench/caching_model_results.py [--shared ../shared] [--baseline-dir DIR]
+                                          [--work DIR]
 
-Test traces: the synthetic presets with a seed the shipped models were not trained
-on (7), and Criteo and Avazu from ../shared/real_traces when present (read, never
-written back).  Models: policies/caching-vector-v1.onnx (access mode) and
-policies/caching-page-v1.onnx (page and daemon mode); with --baseline-dir, also the
-per-table keep-rate models, the LRB-style next-use models and the attention ablations
-made there by ``recmg train cache ... --family table|next-use|attention -o DIR --name
-FAMILY-vector`` (and ``--granularity page --name FAMILY-page``).
+Test traces and models:
+- the synthetic presets with a seed the shipped models were not trained on (7): the
+  shipped MLP (policies/caching-{vector,page}-v1.onnx) and the baseline families
+  made by ``recmg train cache preset:meta2021-small:1:1 preset:meta2021-small:1:2
+  preset:meta2022-small:1:1 --batches 20 --seed 0 -o DIR --family F --name
+  F-vector`` (and ``--granularity page --name F-page``) for F in table, next-use and
+  attention (``--epochs 3``), found in --baseline-dir (trained into --work if absent);
+- Criteo and Avazu from ../shared/real_traces when present, split by time: every
+  family is trained on the first half of each log's batches (into --work, never
+  committed) and the runs replay the second half.
+Modes: access and batch (the vector models), page and daemon (the page models).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
+from recmg.models import train
 from recmg.sim import matrix
 from recmg.trace import format as tf
 from recmg.trace import readers
@@ -26,22 +34,41 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZES = [0.05, 0.1, 0.2]
 
 
-def traces(shared: Path) -> list[str]:
-    out = ["preset:meta2021-small:1:7", "preset:meta2022-small:1:7"]
-    rt = shared / "real_traces"
-    if rt.exists():
-        tmp = Path(tempfile.mkdtemp(prefix="recmg-models-"))
-        for name, reader, f in (("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
-                                ("avazu", readers.read_avazu, "avazu_train_first8999.csv")):
-            tf.write(tmp / f"{name}.rtrace", reader(rt / f))
-            out.append(str(tmp / f"{name}.rtrace"))
-    return out
+FAMILIES = (("mlp", "learned MLP"), ("table", "per-table baseline"),
+            ("next-use", "LRB-style next-use baseline"),
+            ("attention", "attention (paper's family)"))
+MODES = (("access", "vector"), ("batch", "vector"), ("page", "page"), ("daemon", "page"))
+PRESET_TRAIN = ["preset:meta2021-small:1:1", "preset:meta2021-small:1:2",
+                "preset:meta2022-small:1:1"]
 
 
-def run(tr, mode, model, policies):
-    return {(r.trace, r.size, r.policy): r.metrics.ondemand
-            for r in matrix.run_matrix(tr, [mode], SIZES, policies, ["none"], batches=20,
-                                       model=str(model))
+def half(trace: tf.Trace, second: bool) -> tf.Trace:
+    nb = trace.n_batches
+    lo, hi = (nb // 2, nb) if second else (0, nb // 2)
+    offs = np.asarray(trace.batch_offsets, np.uint64)
+    return tf.Trace(trace.tables, trace.keys[int(offs[lo]):int(offs[hi])],
+                    offs[lo:hi + 1] - offs[lo], meta=dict(trace.meta))
+
+
+def model_file(work: Path, base: Path | None, suite: str, sources, family: str,
+               gran: str) -> Path:
+    """The model of a family: shipped (the presets' MLP), from --baseline-dir, or
+    trained here into ``work``."""
+    if suite == "presets" and family == "mlp":
+        return ROOT / f"policies/caching-{gran}-v1.onnx"
+    if suite == "presets" and base is not None and (base / f"{family}-{gran}.onnx").exists():
+        return base / f"{family}-{gran}.onnx"
+    name = f"{suite}-{family}-{gran}"
+    if not (work / f"{name}.onnx").exists():
+        train.train_cache(sources, str(work), name, granularity=gran, family=family,
+                          epochs=3 if family == "attention" else 4, show_progress=False)
+    return work / f"{name}.onnx"
+
+
+def run(spec: str, mode: str, model, policies) -> dict:
+    return {(r.size, r.policy): r.metrics.ondemand
+            for r in matrix.run_matrix([spec], [mode], SIZES, policies, ["none"], batches=20,
+                                       model=str(model) if model else None)
             if r.prefetcher == "none"}  # not the oracle reference (Belady + oracle)
 
 
@@ -52,38 +79,50 @@ def closed(s3, learned, opt):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
-    ap.add_argument("--baseline-dir", help="where the --family table models are")
+    ap.add_argument("--baseline-dir", help="the presets' baseline families (see above)")
+    ap.add_argument("--work", help="where models trained here and trace halves go")
     a = ap.parse_args()
-    tr = traces(Path(a.shared))
     base = Path(a.baseline_dir) if a.baseline_dir else None
-    for mode, model in (("access", "caching-vector-v1"), ("page", "caching-page-v1"),
-                        ("daemon", "caching-page-v1")):
-        pols = ["lru", "s3fifo", "learned"] + (["belady"] if mode != "daemon" else [])
-        res = run(tr, mode, ROOT / f"policies/{model}.onnx", pols)
-        extra = {}
-        if base is not None:
-            kind = "vector" if mode == "access" else "page"
-            for fam, label in (("table", "per-table baseline"),
-                               ("next-use", "LRB-style next-use baseline"),
-                               ("attention", "attention (paper's family)")):
-                if (base / f"{fam}-{kind}.onnx").exists():
-                    extra[label] = run(tr, mode, base / f"{fam}-{kind}.onnx", ["learned"])
-        head = ["trace", "size", "LRU", "S3-FIFO", f"learned ({model})", *extra]
-        head += ["OPT", "S3-FIFO -> OPT gap closed"] if mode != "daemon" else []
+    work = Path(a.work or tempfile.mkdtemp(prefix="recmg-models-"))
+    work.mkdir(parents=True, exist_ok=True)
+    suites = [("presets", [(n, t, None) for n, t in
+                           (matrix.load_trace(x, 20) for x in PRESET_TRAIN)],
+               ["preset:meta2021-small:1:7", "preset:meta2022-small:1:7"])]
+    rt = Path(a.shared) / "real_traces"
+    for name, reader, f in (("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
+                            ("avazu", readers.read_avazu, "avazu_train_first8999.csv")):
+        if (rt / f).exists():
+            tr = reader(rt / f)
+            tf.write(work / f"{name}-second-half.rtrace", half(tr, True))
+            suites.append((name, [(f"{name} first half", half(tr, False), None)],
+                           [str(work / f"{name}-second-half.rtrace")]))
+    for mode, gran in MODES:
+        head = ["trace", "size", "LRU", "S3-FIFO", *(label for _, label in FAMILIES)]
+        head += ["OPT", "S3-FIFO -> OPT gap closed (MLP)"] if mode != "daemon" else []
         print(f"**{mode} mode**\n")
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-        for t in dict.fromkeys(k[0] for k in res):
-            for s in SIZES:
-                lru, s3, le = res[(t, s, "lru")], res[(t, s, "s3fifo")], res[(t, s, "learned")]
-                row = [t, f"{s:.0%}", f"{lru:,}", f"{s3:,} ({s3 / lru:.3f})",
-                       ("**{:,} ({:.3f})**" if le < s3 else "{:,} ({:.3f})").format(le, le / lru)]
-                for res_x in extra.values():
-                    tb = res_x[(t, s, "learned")]
-                    row.append(f"{tb:,} ({tb / lru:.3f})")
-                if mode != "daemon":
-                    opt = res[(t, s, "belady")]
-                    row += [f"{opt:,} ({opt / lru:.3f})", closed(s3, le, opt)]
-                print("| " + " | ".join(row) + " |")
+        for suite, sources, tests in suites:
+            models = {fam: model_file(work, base, suite, sources, fam, gran)
+                      for fam, _ in FAMILIES}
+            for spec in tests:
+                res = run(spec, mode, None, ["lru", "s3fifo"] +
+                          (["belady"] if mode != "daemon" else []))
+                for fam, m in models.items():
+                    res.update({(sz, fam): v for (sz, _), v in
+                                run(spec, mode, m, ["learned"]).items()})
+                tname = matrix.load_trace(spec, 1)[0] if spec.startswith("preset:") \
+                    else Path(spec).stem
+                for sz in SIZES:
+                    lru, s3 = res[(sz, "lru")], res[(sz, "s3fifo")]
+                    row = [tname, f"{sz:.0%}", f"{lru:,}", f"{s3:,} ({s3 / lru:.3f})"]
+                    for fam, _ in FAMILIES:
+                        v = res[(sz, fam)]
+                        row.append(("**{:,} ({:.3f})**" if v < s3 else "{:,} ({:.3f})")
+                                   .format(v, v / lru))
+                    if mode != "daemon":
+                        opt = res[(sz, "belady")]
+                        row += [f"{opt:,} ({opt / lru:.3f})", closed(s3, res[(sz, "mlp")], opt)]
+                    print("| " + " | ".join(row) + " |")
         print()
 
 
