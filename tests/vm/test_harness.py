@@ -27,6 +27,7 @@ def test_guest_exit_status_reaches_the_host():
     assert rc == 3 and "inside" in console, console[-3000:]
 
 
+@pytest.mark.timeout(900)  # the boot's own limit: the suite takes 4-6 min under TCG
 def test_guest_suite():
     rc, console = boot([PY, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
                         "--color=no", "-m", "guest", "-v",
