@@ -205,6 +205,13 @@ def test_recmgd_runs_the_shipped_recmg_profile(tmp_path):
             c.record([(rng.zipf(1.2, 500) + 997 * (i // 4)) % 50_000])
             pipe.tick()
         status = pipe.status()["targets"][0]
+        # one set of online features for both models (computed once per access) ...
+        assert st.engine.prefetcher.candidates.features is st.engine.cache.features
+        # ... and the prefetcher's own again when the caching policy is not learned
+        pipe.reconfigure(cfg, dataclasses.replace(prof, caching="s3fifo", model=""))
+        assert st.engine.prefetcher.candidates.owns_features
+        c.record([np.arange(100)])
+        pipe.tick()
         pipe.close()
     assert st.stats.promoted > 0 and st.stats.prefetch_issued > 0
     pf = status["prefetch"]

@@ -66,10 +66,20 @@ def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,
             placement: np.ndarray, fast: list[int], slow: list[int], pid: int = 0,
             override: int | None = None) -> Engine:
     ec = planned_config(cfg, profile, layout, mover.real, override)
-    return Engine(ec, make_cache(profile, ec.budget, layout),
-                  make_prefetcher(profile, layout, ec.budget),
+    cache, pre = make_cache(profile, ec.budget, layout), make_prefetcher(profile, layout,
+                                                                         ec.budget)
+    _share(cache, pre)
+    return Engine(ec, cache, pre,
                   mover,
                   layout=layout, placement=placement, fast=fast, slow=slow, pid=pid)
+
+
+def _share(cache, pre) -> None:
+    """Both learned: the prefetcher reads the caching policy's features (recmgd feeds
+    both every access of the target, in order) instead of computing them again; with
+    another caching policy it keeps its own."""
+    if hasattr(pre, "share_features"):
+        pre.share_features(getattr(cache, "features", None))
 
 
 def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
@@ -83,5 +93,8 @@ def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
     same_pre = (old.prefetcher, old.prefetch_model) == (profile.prefetcher,
                                                          profile.prefetch_model)
     pre = None if same_pre else make_prefetcher(profile, engine.layout, ec.budget)
+    if cache is not None or pre is not None:  # (not `or`: an empty cache is falsy)
+        _share(engine.cache if cache is None else cache,
+               engine.prefetcher if pre is None else pre)
     engine.reconfigure(ec, cache, pre)
     engine.prefetcher.budget = profile.prefetch_budget_pages

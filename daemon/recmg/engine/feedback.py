@@ -14,7 +14,8 @@ every tick still gives a reference.  At the end of a window, when the median int
 after moving ticks exceeds the median after still ticks by more than ``slowdown`` (a
 share), the target's migration rate is halved (down to 1/64 of the configured rate)
 and the daemon says so; when it does not, the rate doubles back towards the
-configured one.  Medians, so one descheduled tick does not decide.  Task clock per
+configured one.  Medians, so one descheduled tick does not decide; batches less
+than 0.1 ms apart (recorded in bursts) are no evidence either way.  Task clock per
 batch (perf) is reported beside it; the decision uses the interval, which perf
 permissions cannot take away.
 
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 MIN_SCALE = 1 / 64
+# batches closer together than this are recorded in bursts (a client that records a
+# tick's worth at once, a replay): their spacing is not the target's pace
+MIN_INTERVAL_NS = 100_000
 
 
 @dataclass
@@ -68,6 +72,10 @@ class Feedback:
             self.last = {"verdict": "no comparison (ticks of one kind only)"}
             return None
         after_move, still = float(np.median(w.moved)), float(np.median(w.still))
+        if still < MIN_INTERVAL_NS:
+            self.last = {"verdict": f"no comparison (batches {still / 1e3:.0f} us apart: "
+                         "recorded in bursts)"}
+            return None
         slower = after_move / still - 1
         self.last = {"after_move_batch_ms": round(after_move / 1e6, 4),
                      "still_batch_ms": round(still / 1e6, 4), "slowdown": round(slower, 4)}

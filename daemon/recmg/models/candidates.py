@@ -44,10 +44,14 @@ class Candidates:
     """Ring of recent misses plus the online features of one stream of keys."""
 
     def __init__(self, ring: int = 1 << 16, max_candidates: int = 1 << 15,
-                 max_feature_keys: int = 1 << 22):
+                 max_feature_keys: int = 1 << 22, features: OnlineFeatures | None = None):
+        """``features``: another component's features of the same stream (recmgd's
+        learned caching policy observes every access too): used as they are, not
+        observed again."""
         if ring < 1 or max_candidates < 1:
             raise ValueError("candidates: ring and max_candidates must be at least 1")
-        self.features = OnlineFeatures(max_feature_keys)
+        self.owns_features = features is None
+        self.features = OnlineFeatures(max_feature_keys) if features is None else features
         self.max_candidates = int(max_candidates)
         self._ring = np.zeros(int(ring), np.uint64)
         self._n = 0  # misses ever added
@@ -57,7 +61,8 @@ class Candidates:
         """Observe a step's accesses and misses; return (candidate keys, their features:
         float32, one row of N_CANDIDATE_FEATURES each), most recently missed first.
         ``resident``: a predicate on keys; those it holds are not candidates."""
-        self.features.observe(np.asarray(keys, np.uint64))
+        if self.owns_features:
+            self.features.observe(np.asarray(keys, np.uint64))
         misses = np.asarray(misses, np.uint64)[-len(self._ring):]
         at = (self._n + np.arange(len(misses))) % len(self._ring)
         self._ring[at] = misses

@@ -43,6 +43,16 @@ class LearnedPrefetcher(Prefetcher):
         self.candidates = Candidates(ring, int(c.get("max_candidates", 1 << 15)),
                                      max_feature_keys)
 
+    def share_features(self, features) -> None:
+        """Use the learned caching policy's features of the same stream (it observes
+        every access before the prefetcher does): computed once, not twice.  None:
+        compute its own again.  The miss ring starts empty."""
+        c = self.candidates
+        if features is c.features or (features is None and c.owns_features):
+            return
+        self.candidates = Candidates(len(c._ring), c.max_candidates,
+                                     c.features.max_keys, features=features)
+
     def observe(self, keys, misses, future=None, resident=None) -> np.ndarray:
         cand, x = self.candidates.step(np.asarray(keys, np.uint64),
                                        np.asarray(misses, np.uint64), resident)
