@@ -23,7 +23,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from recmg.models import train
 from recmg.sim import matrix
@@ -43,11 +42,9 @@ PRESET_TRAIN = ["preset:meta2021-small:1:1", "preset:meta2021-small:1:2",
 
 
 def half(trace: tf.Trace, second: bool) -> tf.Trace:
+    """The first or the second half of a trace's batches (a time split)."""
     nb = trace.n_batches
-    lo, hi = (nb // 2, nb) if second else (0, nb // 2)
-    offs = np.asarray(trace.batch_offsets, np.uint64)
-    return tf.Trace(trace.tables, trace.keys[int(offs[lo]):int(offs[hi])],
-                    offs[lo:hi + 1] - offs[lo], meta=dict(trace.meta))
+    return trace.batches(nb // 2, nb) if second else trace.batches(0, nb // 2)
 
 
 def model_file(work: Path, base: Path | None, suite: str, sources, family: str,

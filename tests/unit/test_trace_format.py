@@ -79,3 +79,14 @@ def test_inconsistent_traces_are_refused_on_write(tmp_path, keys, offsets, messa
     with pytest.raises(tf.TraceError, match=message):
         tf.write(tmp_path / "bad.rtrace", t)
     assert not (tmp_path / "bad.rtrace").exists()
+
+
+def test_a_range_of_batches_is_a_trace_of_its_own():
+    from recmg.trace import synthetic
+
+    t = synthetic.trace(synthetic.preset("meta2021-small", 0.02, seed=1), 6)
+    part = t.batches(2, 5)
+    assert part.n_batches == 3 and part.tables == t.tables
+    for b in range(3):
+        np.testing.assert_array_equal(part.batch(b), t.batch(b + 2))
+    assert part.batch_ids.tolist() == t.batch_ids[2:5].tolist()

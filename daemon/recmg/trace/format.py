@@ -81,6 +81,15 @@ class Trace:
     def batch(self, b: int) -> np.ndarray:
         return self.keys[int(self.batch_offsets[b]):int(self.batch_offsets[b + 1])]
 
+    def batches(self, lo: int, hi: int) -> Trace:
+        """Batches lo..hi-1 as a trace of their own (the tables and meta shared): a
+        time split of a recorded trace."""
+        offs = np.asarray(self.batch_offsets, np.uint64)
+        a, b = int(offs[lo]), int(offs[hi])
+        return Trace(self.tables, self.keys[a:b], offs[lo:hi + 1] - offs[lo],
+                     np.asarray(self.batch_ids)[lo:hi], np.asarray(self.timestamps_ns)[lo:hi],
+                     dict(self.meta))
+
     def table_of(self, tid: int) -> TableInfo:
         for t in self.tables:
             if t.id == tid:
