@@ -210,24 +210,45 @@ class AddressSampler:
         self.close()
 
 
-TICK_EVENTS = ("task_clock_ns", "page_faults", "major_faults", "llc_load_misses")
+TICK_EVENTS = ("cpu_time_ns", "page_faults", "major_faults", "llc_load_misses")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_counts(pid: int, proc_root: str = "/proc") -> dict[str, int]:
+    """CPU time (user + system, ns, at the kernel's clock-tick resolution: 10 ms with
+    USER_HZ 100) and page faults (minor + major, and major) of the whole process, from
+    /proc/PID/stat (proc(5): fields 10, 12, 14, 15; the threads that exited included)."""
+    text = Path(proc_root, str(pid), "stat").read_text()
+    f = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 is f[0]
+    minflt, majflt, utime, stime = int(f[7]), int(f[9]), int(f[11]), int(f[12])
+    return {"cpu_time_ns": (utime + stime) * 1_000_000_000 // _CLK_TCK,
+            "page_faults": minflt + majflt, "major_faults": majflt}
 
 
 class TickCounters:
-    """recmgd's per-target counters, read once a tick: task clock, page faults, major
-    faults and LLC load misses (counting), and memory-load samples (PMU sampling)
-    where the host has them.  Whatever cannot be opened (no PMU, perf_event_paranoid,
-    no CAP_PERFMON) is listed with its reason and never stops the target."""
+    """recmgd's per-target counters, read once a tick: CPU time and page faults from
+    /proc/PID/stat (everywhere, no permission beyond reading the target's /proc), LLC
+    load misses (perf, counting) and memory-load samples (perf, PMU sampling) where the
+    host has a PMU.  Whatever cannot be read is listed with its reason and never stops
+    the target.
 
-    def __init__(self, pid: int, sample_loads: bool = True):
+    Why not perf's software events for CPU time and faults: opening and closing them
+    flips static keys in the scheduler and page-fault paths, and the kernel patches
+    its own text to do it (text_poke_bp).  Under an emulated guest (QEMU TCG) that
+    patching raced a fault on the other vCPU and took the guest kernel down ("Oops:
+    int3" in do_user_addr_fault, Linux 6.12); /proc gives the same counts without it."""
+
+    def __init__(self, pid: int, sample_loads: bool = True, proc_root: str = "/proc"):
+        self.pid, self.proc_root = pid, proc_root
         self.totals: dict[str, int] = {}
         self.last: dict[str, int] = {}
+        self.unsupported: dict[str, str] = {}
         try:
-            self.counters: PerfCounters | None = PerfCounters(pid, list(TICK_EVENTS))
-            self.unsupported = dict(self.counters.unsupported)
+            self.counters: PerfCounters | None = PerfCounters(pid, ["llc_load_misses"])
+            self.unsupported.update(self.counters.unsupported)
         except (native.NativeError, OSError) as e:
             self.counters = None
-            self.unsupported = {n: str(e) for n in TICK_EVENTS}
+            self.unsupported["llc_load_misses"] = str(e)
         self.loads: AddressSampler | None = None
         if sample_loads:
             try:
@@ -236,8 +257,15 @@ class TickCounters:
                 self.unsupported["memory_load_samples"] = str(e).split(";")[0]
 
     def tick(self) -> dict[str, int]:
-        """Counts since the previous tick (the first: since attach)."""
-        now = self.counters.read() if self.counters is not None else {}
+        """Counts since the previous tick (the first: since the process started for
+        /proc's, since attach for perf's)."""
+        now: dict[str, int] = {}
+        try:
+            now.update(proc_counts(self.pid, self.proc_root))
+        except (OSError, ValueError, IndexError) as e:  # exiting, or /proc unreadable
+            self.unsupported["cpu_time_ns"] = f"/proc/{self.pid}/stat: {e}"
+        if self.counters is not None:
+            now.update(self.counters.read())
         if self.loads is not None:
             now["memory_load_samples"] = self.totals.get("memory_load_samples", 0) + \
                 len(self.loads.drain())
@@ -246,9 +274,9 @@ class TickCounters:
         return self.last
 
     def status(self, batches: int) -> dict:
-        per_batch = self.last.get("task_clock_ns", 0) / batches if batches else None
+        per_batch = self.last.get("cpu_time_ns", 0) / batches if batches else None
         return {"last_tick": dict(self.last), "totals": dict(self.totals),
-                "task_clock_ms_per_batch": round(per_batch / 1e6, 4) if per_batch else None,
+                "cpu_ms_per_batch": None if per_batch is None else round(per_batch / 1e6, 4),
                 "unsupported": dict(self.unsupported)}
 
     def close(self) -> None:

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=20.0)
     demo.add_argument("--backend", choices=["auto", "move_pages", "simulated"], default="auto")
     demo.add_argument("--budget-mib", type=int, default=8)
+    demo.add_argument("--profiles", default="recmg,learned,default",
+                      help="comma list of the shipped profiles to run before tiering off")
 
     cap = sub.add_parser("capture", help="capture segments of instrumented processes")
     csub = cap.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -573,7 +575,12 @@ def cmd_demo(args) -> int:
     require_daemon_extra()
     from recmg.service import demo
 
-    return demo.run(args.seconds, args.backend, args.budget_mib)
+    names = [p for p in args.profiles.split(",") if p]
+    unknown = [p for p in names if p not in dict(demo.PROFILES)]
+    if unknown or not names:
+        raise ValueError(f"--profiles: unknown {unknown}; known: "
+                         f"{', '.join(dict(demo.PROFILES))}")
+    return demo.run(args.seconds, args.backend, args.budget_mib, profiles=names)
 
 
 def main(argv: list[str] | None = None) -> int:

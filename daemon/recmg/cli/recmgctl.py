@@ -157,9 +157,9 @@ def render_status(st: dict) -> str:
             if perf:
                 last = perf["last_tick"]
                 got = ", ".join(f"{k} {v}" for k, v in last.items()) or "nothing"
-                per = perf.get("task_clock_ms_per_batch")
+                per = perf.get("cpu_ms_per_batch")
                 lines.append(f"  {t['segment']}: perf last tick: {got}"
-                             + (f"; task clock {per} ms per batch" if per else "")
+                             + (f"; CPU {per} ms per batch" if per else "")
                              + ("; unsupported: " + ", ".join(
                                  f"{k} ({v})" for k, v in perf["unsupported"].items())
                                 if perf["unsupported"] else ""))

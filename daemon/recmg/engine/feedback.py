@@ -15,9 +15,9 @@ after moving ticks exceeds the median after still ticks by more than ``slowdown`
 share), the target's migration rate is halved (down to 1/64 of the configured rate)
 and the daemon says so; when it does not, the rate doubles back towards the
 configured one.  Medians, so one descheduled tick does not decide; batches less
-than 0.1 ms apart (recorded in bursts) are no evidence either way.  Task clock per
-batch (perf) is reported beside it; the decision uses the interval, which perf
-permissions cannot take away.
+than 0.1 ms apart (recorded in bursts) are no evidence either way.  CPU time per batch
+(/proc) is reported beside it; the decision uses the interval, which needs nothing
+from the host.
 
 State per target: at most ``window`` intervals.
 """

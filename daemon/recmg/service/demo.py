@@ -105,7 +105,8 @@ def _one_run(tmp: Path, cfg: Path, seconds: float, slow: int | None, paused: boo
             daemon.kill()
 
 
-def run(seconds: float = 20.0, backend: str = "auto", budget_mib: int = 8, out=print) -> int:
+def run(seconds: float = 20.0, backend: str = "auto", budget_mib: int = 8, out=print,
+        profiles: list[str] | None = None) -> int:
     def say(msg):
         out(msg)
         sys.stdout.flush()
@@ -125,11 +126,12 @@ def run(seconds: float = 20.0, backend: str = "auto", budget_mib: int = 8, out=p
     tmp = Path(tempfile.mkdtemp(prefix="recmg-demo-"))
     runs = {}
     try:
-        for i, (profile, what) in enumerate(PROFILES, 1):
+        chosen = [(p, w) for p, w in PROFILES if profiles is None or p in profiles]
+        for i, (profile, what) in enumerate(chosen, 1):
             say(f"run {i}: recmgd managing the workload, profile '{profile}' ({what})")
             runs[profile] = _one_run(tmp, _config(tmp, backend, budget_mib, profile), seconds,
                                      slow, False, say)
-        say(f"run {len(PROFILES) + 1}: the same, tiering off (recmgd paused: measures, "
+        say(f"run {len(chosen) + 1}: the same, tiering off (recmgd paused: measures, "
             "moves nothing)")
         runs["off"] = _one_run(tmp, _config(tmp, backend, budget_mib, "default"), seconds,
                                slow, True, say)

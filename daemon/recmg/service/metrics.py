@@ -33,11 +33,12 @@ PINGPONG = Counter("recmgd_pingpong_pages", "Pages demoted soon after their prom
                    registry=REGISTRY)
 RATE_LIMITED = Counter("recmgd_rate_limited_pages", "Planned moves deferred by the rate cap",
                        registry=REGISTRY)
-TARGET_TASK_CLOCK = Counter("recmgd_target_task_clock_seconds", "CPU time of the managed "
-                            "processes (perf task clock), summed over targets",
-                            registry=REGISTRY)
+TARGET_CPU = Counter("recmgd_target_cpu_seconds", "CPU time of the managed processes "
+                     "(/proc/PID/stat user + system), summed over targets",
+                     registry=REGISTRY)
 TARGET_PAGE_FAULTS = Counter("recmgd_target_page_faults", "Page faults of the managed "
-                             "processes (perf), summed over targets", registry=REGISTRY)
+                             "processes (/proc/PID/stat), summed over targets",
+                             registry=REGISTRY)
 FEEDBACK_BACKOFFS = Counter("recmgd_feedback_backoffs", "Times a target's migration rate was "
                             "halved because its batches ran slower after moves",
                             registry=REGISTRY)

@@ -337,7 +337,7 @@ class Pipeline:
         st.moved_last = bool(len(r.promoted) or len(r.demoted))
         st.tick_batches = batch.n_batches
         counts = st.perf.tick()
-        m.TARGET_TASK_CLOCK.inc(counts.get("task_clock_ns", 0) / 1e9)
+        m.TARGET_CPU.inc(counts.get("cpu_time_ns", 0) / 1e9)
         m.TARGET_PAGE_FAULTS.inc(counts.get("page_faults", 0))
         if st.perf_log is not None:
             st.perf_log.append({"tick": self.tick_no, "batches": batch.n_batches, **counts})
