@@ -38,6 +38,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch-pages", type=int, default=1024,
+                    help="recmgd's migration.batch_pages (its default: 1024)")
     a = ap.parse_args()
     if not topology.probe().can_migrate:
         print("migration_bench: this host has one NUMA node; `make migration-bench` runs it "
@@ -47,11 +49,12 @@ def main() -> int:
         print("migratepages (numactl) is not installed")
         return 2
     times: dict[tuple[str, int], list[float]] = {}
+    ours = f"recmgd (move_pages, {a.batch_pages}-page batches)"
     with pagedemo.RegionChild(a.mib, thp=False) as child:
         pages = child.pages()
 
         def recmgd(node):  # what MovePagesMigrator.apply runs for a tick's moves
-            placement.move_to_node(child.pid, pages, node, batch_pages=1024)
+            placement.move_to_node(child.pid, pages, node, batch_pages=a.batch_pages)
 
         def one_call(node):
             status = np.zeros(len(pages), np.int32)
@@ -61,7 +64,7 @@ def main() -> int:
             subprocess.run(["migratepages", str(child.pid), str(1 - node), str(node)],
                            check=True)
 
-        methods = {"recmgd (move_pages, 1024-page batches)": recmgd,
+        methods = {ours: recmgd,
                    "one move_pages call": one_call, "migratepages": migratepages}
         for _ in range(a.rounds):
             for name, fn in methods.items():
@@ -80,7 +83,6 @@ def main() -> int:
     rate = {k: a.mib / statistics.median(v) for k, v in times.items()}
     for name in methods:
         print(f"| {name} | {rate[(name, 1)]:.0f} | {rate[(name, 0)]:.0f} |")
-    ours = "recmgd (move_pages, 1024-page batches)"
     for other in ("migratepages", "one move_pages call"):
         r = [rate[(ours, n)] / rate[(other, n)] for n in (1, 0)]
         print(f"recmgd / {other}: {r[0]:.2f} (to node 1), {r[1]:.2f} (to node 0)")
