@@ -293,3 +293,26 @@ def test_tokens_carried_across_steps_equal_the_whole_stream():
         got = np.concatenate([stepped.windows(stepped.encode(keys[lo:lo + 777]))
                               for lo in range(0, len(keys), 777)])
         np.testing.assert_array_equal(got, want)
+
+
+def test_bad_training_and_demo_arguments_say_what_is_known(model, tmp_path, capsys):
+    """Each error names the problem and the accepted values; a profile naming a prefetch
+    model of another family is a config error."""
+    path, _ = model
+    with pytest.raises(ValueError, match="unknown loss 'mse'; known: chamfer, bce"):
+        tp.train_prefetch([("a", small(1, 3), None)], str(tmp_path), loss="mse")
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
+        tp.train_prefetch([("a", small(1, 3), None)], str(tmp_path), alpha=1.5)
+    with pytest.raises(ValueError, match="ring and max_candidates must be at least 1"):
+        Candidates(ring=0)
+    assert cli.main(["demo", "--profiles", "recmg,fastest"]) == 64
+    assert "unknown ['fastest']; known: recmg, learned, default" in capsys.readouterr().err
+    card = json.loads(cardmod.card_path(path).read_text())
+    (tmp_path / "p.onnx").write_bytes(path.read_bytes())
+    card["label"]["granularity"] = "page"  # right granularity, wrong family for voyager
+    (tmp_path / "p.card.json").write_text(json.dumps(card))
+    (tmp_path / "v.toml").write_text('schema = 1\nprefetcher = "voyager"\n'
+                                     'prefetch_model = "p.onnx"\n')
+    with pytest.raises(cfgmod.ConfigError, match="is a 'mlp' model; prefetcher 'voyager' "
+                       "runs 'voyager' models"):
+        cfgmod.load_profile("v", [tmp_path])

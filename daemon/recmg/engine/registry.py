@@ -43,7 +43,7 @@ def needs_model(role: str, name: str) -> bool:
     """Whether ``name`` runs an ONNX model (profile key ``model`` for caching,
     ``prefetch_model`` for a prefetcher)."""
     cls = ROLES[role].get(name)
-    return bool(getattr(cls, "needs_model", False)) or (role == "caching" and name == "learned")
+    return bool(getattr(cls, "needs_model", False))
 
 
 def names(role: str, daemon_only: bool = False) -> list[str]:

@@ -56,6 +56,11 @@ class Candidates:
         self._ring = np.zeros(int(ring), np.uint64)
         self._n = 0  # misses ever added
 
+    @property
+    def ring(self) -> int:
+        """Misses the ring holds."""
+        return len(self._ring)
+
     def step(self, keys: np.ndarray, misses: np.ndarray,
              resident=None) -> tuple[np.ndarray, np.ndarray]:
         """Observe a step's accesses and misses; return (candidate keys, their features:

@@ -53,16 +53,21 @@ def units(trace, granularity: str) -> np.ndarray:
     return keys
 
 
+def time_cut(trace, train_frac: float) -> int:
+    """The access index where a trace's training part ends: the first ``train_frac``
+    of its accesses, moved up to a batch boundary so no batch is in both parts."""
+    cut = int(len(trace.keys) * train_frac)
+    offs = np.asarray(trace.batch_offsets, np.int64)
+    return int(offs[np.searchsorted(offs, cut)]) if len(offs) else cut
+
+
 def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
     """(features, keep labels, the held-out start index, the labels' meta, the units:
     vector keys, or per-table page keys)."""
     labels = lab.label(trace, size, granularity)
     keys = units(trace, granularity)
     x = ft.OnlineFeatures().observe(keys)
-    cut = int(len(keys) * train_frac)
-    # cut at a batch boundary, so no batch is in both parts
-    offs = np.asarray(trace.batch_offsets, np.int64)
-    cut = int(offs[np.searchsorted(offs, cut)]) if len(offs) else cut
+    cut = time_cut(trace, train_frac)
     return x, np.asarray(labels.keep, np.float32), cut, labels.meta, keys
 
 

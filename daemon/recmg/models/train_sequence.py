@@ -38,10 +38,7 @@ def _stream(trace, size: float, granularity: str, train_frac: float, family: str
     labels = lab.label(trace, size, granularity)
     units = train.units(trace, granularity)
     miss = ~np.asarray(labels.hit, bool)
-    cut = int(len(units) * train_frac)
-    offs = np.asarray(trace.batch_offsets, np.int64)
-    cut = int(offs[np.searchsorted(offs, cut)]) if len(offs) else cut
-    in_train = np.arange(len(units)) < cut
+    in_train = np.arange(len(units)) < train.time_cut(trace, train_frac)
     if family == "artifact":
         return units, in_train, miss
     return units[miss], in_train[miss], None

@@ -33,6 +33,7 @@ class Cache:
 
     name = ""
     online = True  # False: needs the future (next-use times), simulator only
+    needs_model = False  # a learned policy: make() needs model=FILE.onnx
 
     def __init__(self, policy: str, capacity: int, aging: int = 0):
         if policy not in _KINDS:

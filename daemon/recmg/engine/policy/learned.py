@@ -53,6 +53,7 @@ class Learned(Cache):
     while online accuracy stays below a floor."""
 
     name = "learned"
+    needs_model = True  # make() needs model=FILE.onnx (recmg.engine.registry)
 
     def __init__(self, capacity: int, aging: int = 0, model: OnnxModel | str | Path | None = None,
                  window_factor: float | None = None, threads: int = 1,

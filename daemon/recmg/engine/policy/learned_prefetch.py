@@ -50,7 +50,7 @@ class LearnedPrefetcher(Prefetcher):
         c = self.candidates
         if features is c.features or (features is None and c.owns_features):
             return
-        self.candidates = Candidates(len(c._ring), c.max_candidates,
+        self.candidates = Candidates(c.ring, c.max_candidates,
                                      c.features.max_keys, features=features)
 
     def observe(self, keys, misses, future=None, resident=None) -> np.ndarray:
