@@ -14,7 +14,7 @@ DEBS   := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-stati
           libsystemd-dev pkgconf gcc
 HARNESS := $(BIN)/python tests/vm/harness.py
 
-.PHONY: print-debs setup debs venv install run test lint unit vm-test bench migration-bench soak clean
+.PHONY: print-debs setup debs venv install run test lint unit vm-test bench migration-bench tiering-bench soak clean
 
 setup: debs install
 
@@ -42,7 +42,7 @@ $(VENV)/.deps: pyproject.toml Makefile | debs
 	# torch pinned first: this machine kind carries a local CPU build of exactly 2.13.0;
 	# an unpinned torch would download a multi-GB CUDA build.
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check '.[daemon,dev,train,plots]'
+	$(BIN)/pip install -q --disable-pip-version-check '.[daemon,dev,train,plots,bench]'
 	touch $@
 
 venv: $(VENV)/.deps
@@ -84,6 +84,12 @@ bench: setup
 
 migration-bench: setup
 	$(HARNESS) --hmat -- $(BIN)/python bench/migration_bench.py --mib 256 --rounds 3
+
+# recmgd against no tiering, all DRAM, the kernel's tiering and DAMON (docs/results.md).
+TIERING_OUT ?= build/tiering
+tiering-bench: setup
+	mkdir -p $(TIERING_OUT)
+	$(HARNESS) --hmat --out $(TIERING_OUT) -- sh -c '$(BIN)/recmg bench tiering --out "$$RECMG_VM_OUT"'
 
 clean:
 	rm -rf $(VENV) build daemon/*.egg-info native/build

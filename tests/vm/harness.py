@@ -77,6 +77,9 @@ if [ -n "$WITH_OUT" ]; then
         && OUT_ENV=RECMG_VM_OUT=/run/recmg-vm-out
 fi
 [ -d /host/sys/kernel/mm/damon ] && mount -t debugfs none /host/sys/kernel/debug 2>/dev/null
+# damo checks kernel features through tracefs (a host has it mounted; the guest must)
+mount -t tracefs none /host/sys/kernel/tracing 2>/dev/null
+mount -t cgroup2 none /host/sys/fs/cgroup 2>/dev/null
 echo "${NUMA_BALANCING:-0}" > /proc/sys/kernel/numa_balancing
 cp /cmd.sh /host/tmp/recmg-guest-cmd.sh
 echo "@@CMD_START@@"

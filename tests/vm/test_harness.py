@@ -22,6 +22,15 @@ def boot(cmd, timeout=900, **kw):
     return rc, out.getvalue().decode(errors="replace")
 
 
+def boot_hmat_612(cmd, out_dir):
+    """boot() on the 6.12 kernel with HMAT tiers (6.1 ignores HMAT for tiering and has
+    no DAMON migrate actions), writable out_dir at $RECMG_VM_OUT."""
+    k612 = sorted(Path("/boot").glob("vmlinuz-6.12*"))
+    if not k612:
+        pytest.skip("HMAT tiers need a 6.12 kernel (apt-get install linux-image-6.12-amd64)")
+    return boot(["sh", "-c", cmd], kernel=str(k612[-1]), hmat=True, out_dir=str(out_dir))
+
+
 def test_guest_exit_status_reaches_the_host():
     rc, console = boot(["sh", "-c", "echo inside; exit 3"])
     assert rc == 3 and "inside" in console, console[-3000:]
@@ -38,12 +47,8 @@ def test_guest_suite():
 
 
 def test_hmat_makes_node_1_a_lower_memory_tier(tmp_path):
-    k612 = sorted(Path("/boot").glob("vmlinuz-6.12*"))
-    if not k612:
-        pytest.skip("HMAT tiers need a 6.12 kernel (apt-get install linux-image-6.12-amd64)")
-    rc, console = boot(["sh", "-c", f"{Path(PY).parent}/recmgctl check --json "
-                        "> $RECMG_VM_OUT/check.json"],
-                       kernel=str(k612[-1]), hmat=True, out_dir=str(tmp_path))
+    rc, console = boot_hmat_612(f"{Path(PY).parent}/recmgctl check --json "
+                                "> $RECMG_VM_OUT/check.json", tmp_path)
     assert rc == 0, console[-4000:]
     report = json.loads((tmp_path / "check.json").read_text())
     assert report["tier_basis"] == "memory tiers"
@@ -57,3 +62,30 @@ def test_missing_command_and_timeout(tmp_path):
     assert rc == 127
     rc, console = boot(["sleep", "600"], timeout=25)
     assert rc == 125
+
+
+@pytest.mark.timeout(900)
+def test_tiering_bench_in_the_hmat_guest(tmp_path):
+    """`recmg bench tiering`, short, with the contenders that each exercise one mechanism:
+    the kernel's tiering, DAMON through damo, recmgd, and the unmanaged baseline."""
+    rc, console = boot_hmat_612(f"{Path(PY).parent}/recmg bench tiering --batches 24 "
+                                "--contenders slow,kernel,damon,recmgd-default "
+                                "--out $RECMG_VM_OUT", tmp_path)
+    assert rc == 0, console[-4000:]
+    result = json.loads((tmp_path / "tiering.json").read_text())
+    rows = {r["contender"]: r for r in result["rows"]}
+    assert set(rows) == {"slow", "kernel", "damon", "recmgd-default", "OPT (bound)"}
+    slow, kernel, damon, recmgd = (rows[n] for n in ("slow", "kernel", "damon",
+                                                     "recmgd-default"))
+    for r in (slow, kernel, damon, recmgd):
+        assert r["batches"] == 24 and r["accesses"] == 24 * 256 * 4 * 8
+        assert r["samples"] > 2
+        # the budget held: node 0 had about the budget + its high watermark free
+        assert r["node0_free_mib"] < result["budget_mib"] + 24
+    assert slow["fast_share"] < 0.02 and slow["pages_migrated"] < 64
+    assert kernel["vmstat"]["numa_hint_faults"] > 0  # the kernel's scanner ran
+    assert damon["manager_cpu_s"] > 0  # kdamonds ran
+    assert recmgd["recmgd"]["promoted"] > 0 and recmgd["fast_share"] > slow["fast_share"] + 0.1
+    assert recmgd["table_mib_fast"] <= result["budget_mib"] + 1
+    bound = rows["OPT (bound)"]["fast_share"]
+    assert all(bound >= r["fast_share"] for r in (slow, kernel, damon))

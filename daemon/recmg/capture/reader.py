@@ -187,6 +187,58 @@ def process_mappings(pid: int, proc_root: str = "/proc") -> list[tuple[int, int]
     return merged
 
 
+def _registry(fd: int, n_tables: int, pid: int, proc_root: str, fail) -> list[TableRegion]:
+    """The table registry of an open segment, each table checked to be consistent and
+    inside the mappings of process pid; ``fail(why)`` raises."""
+    regs = os.pread(fd, n_tables * seg.TABLE_ENTRY_BYTES, seg.REGISTRY_OFFSET)
+    if len(regs) != n_tables * seg.TABLE_ENTRY_BYTES:
+        fail(f"truncated table registry ({len(regs)} bytes for {n_tables} tables)")
+    maps = process_mappings(pid, proc_root)
+    tables = []
+    for i in range(n_tables):
+        (name, tid, _r, rows, dim, row_bytes, base, length, dtype) = seg.TABLE_ENTRY.unpack_from(
+            regs, i * seg.TABLE_ENTRY_BYTES)
+        tname = name.rstrip(b"\0").decode("utf-8", "replace")
+        if tid != i or rows == 0 or row_bytes == 0 or length != rows * row_bytes:
+            fail(f"table {i} ({tname!r}): inconsistent registry entry "
+                 f"(id {tid}, rows {rows}, row_bytes {row_bytes}, length {length})")
+        if not any(lo <= base and base + length <= hi for lo, hi in maps):
+            fail(f"table {i} ({tname!r}): range {base:#x}-{base + length:#x} is "
+                 f"not inside the mappings of process {pid}")
+        tables.append(TableRegion(TableInfo(i, tname, rows, row_bytes, dim,
+                                            dtype.rstrip(b"\0").decode("ascii", "replace")),
+                                  base, length))
+    return tables
+
+
+def peek_tables(path: str | os.PathLike, proc_root: str = "/proc"
+                ) -> tuple[int, list[TableRegion]]:
+    """(pid, tables) of a segment, read-only and without attaching: the ring stays
+    with its one consumer.  For observers (`recmg bench tiering` samples where the
+    tables' pages are); the same registry checks as attaching."""
+    path = Path(path)
+
+    def fail(why):
+        raise SegmentError(f"{path}: {why}")
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        raise SegmentError(f"{path}: cannot open: {e.strerror}") from None
+    try:
+        head = os.pread(fd, seg.FIXED.size, 0)
+        if len(head) != seg.FIXED.size:
+            fail("truncated header")
+        magic, version, _h, pid, _u, n_tables, entry_bytes = seg.FIXED.unpack(head)[:7]
+        if magic != seg.MAGIC or version != seg.VERSION:
+            fail(f"not a version {seg.VERSION} recmg capture segment")
+        if entry_bytes != seg.TABLE_ENTRY_BYTES or not 1 <= n_tables <= seg.MAX_TABLES:
+            fail(f"bad table registry geometry ({n_tables} tables of {entry_bytes} B)")
+        return pid, _registry(fd, n_tables, pid, proc_root, fail)
+    finally:
+        os.close(fd)
+
+
 class SegmentReader:
     """Attach to one segment; ``read()`` returns the batches published since the last
     call and frees their ring space."""
@@ -261,22 +313,7 @@ class SegmentReader:
             self._fail(f"owner mismatch: {e}")
         if allowed_uids is not None and uid not in allowed_uids:
             self._fail(f"uid {uid} is not in the allowed uids {sorted(allowed_uids)}")
-        regs = os.pread(fd, n_tables * seg.TABLE_ENTRY_BYTES, seg.REGISTRY_OFFSET)
-        maps = process_mappings(pid, self.proc_root)
-        tables = []
-        for i in range(n_tables):
-            (name, tid, _r, rows, dim, row_bytes, base, length, dtype) = seg.TABLE_ENTRY.unpack_from(
-                regs, i * seg.TABLE_ENTRY_BYTES)
-            tname = name.rstrip(b"\0").decode("utf-8", "replace")
-            if tid != i or rows == 0 or row_bytes == 0 or length != rows * row_bytes:
-                self._fail(f"table {i} ({tname!r}): inconsistent registry entry "
-                           f"(id {tid}, rows {rows}, row_bytes {row_bytes}, length {length})")
-            if not any(lo <= base and base + length <= hi for lo, hi in maps):
-                self._fail(f"table {i} ({tname!r}): range {base:#x}-{base + length:#x} is "
-                           f"not inside the mappings of process {pid}")
-            tables.append(TableRegion(TableInfo(i, tname, rows, row_bytes, dim,
-                                                dtype.rstrip(b"\0").decode("ascii", "replace")),
-                                      base, length))
+        tables = _registry(fd, n_tables, pid, self.proc_root, self._fail)
         self.pid, self.uid, self.tables = pid, uid, tables
         self._kcap, self._bcap, self._total = kcap, bcap, total
         try:

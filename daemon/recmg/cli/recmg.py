@@ -21,6 +21,12 @@ from recmg.sim.modes import MODES
 from recmg.tiering import topology
 
 
+def _contenders():
+    from recmg.tiering.headtohead import CONTENDERS
+
+    return CONTENDERS
+
+
 def _int(text: str) -> int:
     """Decimal or 0x-prefixed hexadecimal integer."""
     return int(text, 0)
@@ -58,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="place the tables on this NUMA node at first touch")
     wl.add_argument("--checksum", action="store_true",
                     help="report whether table contents are unchanged at the end")
+    wl.add_argument("--drift-period", type=int, default=0,
+                    help="batches between remaps of each hot-set group (0: a fixed hot set)")
+    wl.add_argument("--batch-times", metavar="FILE.npy",
+                    help="write each batch's start time (CLOCK_MONOTONIC ns) at the end")
+    wl.add_argument("--stop-before-fill", action="store_true",
+                    help="SIGSTOP once the tables are mapped, before first touch")
     demo = sub.add_parser("demo", help="the newcomer's demo: the workload under recmgd, "
                           "beside the same run with tiering off")
     demo.add_argument("--seconds", type=float, default=20.0)
@@ -196,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--budget", type=int, default=1024,
                     help="prefetches per step the held-out metrics assume")
 
+    bench = sub.add_parser("bench", help="benchmarks that need a machine of their own")
+    bsub = bench.add_subparsers(dest="which", required=True, metavar="BENCH")
+    bt = bsub.add_parser("tiering", help="recmgd against no tiering, all DRAM, the kernel's "
+                         "tiering and DAMON on one workload and DRAM budget (root, a slow "
+                         "node: make tiering-bench runs it in the two-node guest)")
+    bt.add_argument("--contenders", default="all",
+                    help="comma-separated, or 'all' (all but recmgd-lru); known: " +
+                    ", ".join(c.name for c in _contenders()))
+    bt.add_argument("--budget-mib", type=int, default=32, help="fast memory for the tables")
+    bt.add_argument("--batches", type=int, default=120, help="the workload's length")
+    bt.add_argument("--sample-ms", type=int, default=500,
+                    help="placement sampling period")
+    bt.add_argument("--out", help="write tiering.json here")
+
     pages = sub.add_parser("pages", help="page placement of a process")
     psub = pages.add_subparsers(dest="action", required=True, metavar="ACTION")
     where = psub.add_parser("where", help="pages per node of an address range of PID")
@@ -257,6 +283,8 @@ def cmd_workload(args) -> int:
     for name in ("tables", "rows", "dim", "pooling", "batch_size"):
         if getattr(args, name) < 1:
             return fail(f"--{name.replace('_', '-')} must be at least 1", EX_USAGE)
+    if args.drift_period < 0:
+        return fail("--drift-period must be at least 0", EX_USAGE)
     return run.main_args(args)
 
 
@@ -583,11 +611,29 @@ def cmd_demo(args) -> int:
     return demo.run(args.seconds, args.backend, args.budget_mib, profiles=names)
 
 
+def cmd_bench(args) -> int:
+    require_daemon_extra()
+    from recmg.tiering import headtohead as hh
+
+    names = hh.DEFAULT if args.contenders == "all" else \
+        [n for n in args.contenders.split(",") if n]
+    if args.budget_mib < 1 or args.batches < 1 or args.sample_ms < 10:
+        return fail("--budget-mib and --batches must be at least 1, --sample-ms at least 10",
+                    EX_USAGE)
+    wl = hh.Workload(batches=args.batches)
+    try:
+        hh.run(names, wl, args.budget_mib, Path(args.out) if args.out else None,
+               sample_ms=args.sample_ms)
+    except hh.BenchError as e:
+        return fail(str(e), EX_UNAVAILABLE)
+    return EX_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return guarded({"topology": cmd_topology, "pages": cmd_pages, "workload": cmd_workload,
                     "capture": cmd_capture, "trace": cmd_trace, "sim": cmd_sim, "label": cmd_label, "train": cmd_train,
-                    "demo": cmd_demo}[args.command], args)
+                    "demo": cmd_demo, "bench": cmd_bench}[args.command], args)
 
 
 if __name__ == "__main__":

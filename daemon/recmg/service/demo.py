@@ -35,12 +35,14 @@ PROFILES = (("recmg", "RecMG: learned caching + learned prefetch"),
             ("default", "S3-FIFO + STMS"))
 
 
-def _config(tmp: Path, backend: str, budget_mib: int, profile: str) -> Path:
+def config(tmp: Path, backend: str, budget_mib: int, profile: str, *, segment: str = "demo",
+           free_floor_mib: int = 64) -> Path:
+    """recmgd.toml in tmp for one managed segment (also `recmg bench tiering`'s)."""
     p = tmp / "recmgd.toml"
     p.write_text(f"""# embedded demo config
 tick_ms = 250
 [target]
-segments = ["demo"]
+segments = ["{segment}"]
 [migration]
 backend = "{backend}"
 rate_mib_s = 64.0
@@ -48,7 +50,7 @@ min_residency_ticks = 4
 [budget]
 fast_mib_per_target = {budget_mib}
 [safety]
-free_floor_mib = 64
+free_floor_mib = {free_floor_mib}
 [control]
 socket = "{tmp / 'control.sock'}"
 [policy]
@@ -61,15 +63,9 @@ def _one_run(tmp: Path, cfg: Path, seconds: float, slow: int | None, paused: boo
              say) -> dict:
     sock = tmp / "control.sock"
     bindir = Path(sys.executable).parent
-    daemon = subprocess.Popen([str(bindir / "recmgd"), "-c", str(cfg), "--log-level",
-                               "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    daemon = start_recmgd(cfg, sock)
     try:
         t0 = time.monotonic()
-        while not sock.exists():
-            if daemon.poll() is not None or time.monotonic() - t0 > 30:
-                raise RuntimeError("recmgd did not start: " + (daemon.communicate()[0] or ""))
-            time.sleep(0.05)
         if paused:
             control.request(str(sock), {"cmd": "pause"})
         wl_args = [str(bindir / "recmg"), "workload", *WORKLOAD, "--name", "demo",
@@ -98,11 +94,32 @@ def _one_run(tmp: Path, cfg: Path, seconds: float, slow: int | None, paused: boo
         return {"totals": status["totals"], "intact": intact, "p50_ms": p50,
                 "backend": status["backend"], "real": status["real_migration"]}
     finally:
+        stop_recmgd(daemon)
+
+
+def start_recmgd(cfg: Path, sock: Path, start_timeout_s: float = 120.0) -> subprocess.Popen:
+    """recmgd on cfg, returned once its control socket listens (the socket appears
+    only then).  Under TCG its imports alone take tens of seconds."""
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "recmgd"), "-c", str(cfg),
+                               "--log-level", "warning"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    t0 = time.monotonic()
+    while not sock.exists():
+        if daemon.poll() is not None or time.monotonic() - t0 > start_timeout_s:
+            raise RuntimeError("recmgd did not start: " + stop_recmgd(daemon))
+        time.sleep(0.05)
+    return daemon
+
+
+def stop_recmgd(daemon: subprocess.Popen) -> str:
+    """SIGTERM, then SIGKILL after 30 s; returns what it printed."""
+    if daemon.poll() is None:
         daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+    try:
+        return daemon.communicate(timeout=30)[0] or ""
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        return daemon.communicate()[0] or ""
 
 
 def run(seconds: float = 20.0, backend: str = "auto", budget_mib: int = 8, out=print,
@@ -129,11 +146,11 @@ def run(seconds: float = 20.0, backend: str = "auto", budget_mib: int = 8, out=p
         chosen = [(p, w) for p, w in PROFILES if profiles is None or p in profiles]
         for i, (profile, what) in enumerate(chosen, 1):
             say(f"run {i}: recmgd managing the workload, profile '{profile}' ({what})")
-            runs[profile] = _one_run(tmp, _config(tmp, backend, budget_mib, profile), seconds,
+            runs[profile] = _one_run(tmp, config(tmp, backend, budget_mib, profile), seconds,
                                      slow, False, say)
         say(f"run {len(chosen) + 1}: the same, tiering off (recmgd paused: measures, "
             "moves nothing)")
-        runs["off"] = _one_run(tmp, _config(tmp, backend, budget_mib, "default"), seconds,
+        runs["off"] = _one_run(tmp, config(tmp, backend, budget_mib, "default"), seconds,
                                slow, True, say)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

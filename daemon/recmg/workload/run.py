@@ -39,6 +39,15 @@ def trace_batches(trace: tf.Trace, n_tables: int, batch_size: int
         yield idx, offs
 
 
+def synthetic_spec(spec: ModelSpec, batch_size: int, pooling: int, alpha: float, seed: int,
+                   drift_period: int = 0) -> synthetic.SyntheticSpec:
+    """The lookups run() makes without a trace: replaying this spec gives its access
+    stream exactly (`recmg bench tiering` joins it with sampled page placement)."""
+    return synthetic.SyntheticSpec(rows=spec.rows, pooling=(pooling,) * len(spec.rows),
+                                   batch_size=batch_size, alpha=alpha, seed=seed,
+                                   drift_period=drift_period)
+
+
 def percentiles(values) -> dict[str, float]:
     if not len(values):
         return {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0}
@@ -51,9 +60,18 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
         batch_size: int = 256, pooling: int = 8, alpha: float = 1.05,
         trace_path: str | None = None, segment_name: str | None = "workload",
         seed: int = 0, report_every_s: float = 5.0, prefer_node: int | None = None,
-        checksum: bool = False, out=print) -> dict:
-    """Run until batches or duration_s (or SIGTERM/SIGINT); returns the summary."""
-    model = DLRM(spec, segment_name=segment_name, seed=seed, prefer_node=prefer_node)
+        checksum: bool = False, drift_period: int = 0, batch_times: str | None = None,
+        stop_before_fill: bool = False, out=print) -> dict:
+    """Run until batches or duration_s (or SIGTERM/SIGINT); returns the summary.
+
+    drift_period: the synthetic hot set's drift (recmg.trace.synthetic). batch_times: a
+    .npy file to write each batch's start (time.monotonic_ns(), CLOCK_MONOTONIC, so
+    other processes can join it with their own samples). stop_before_fill: SIGSTOP
+    this process once the tables are mapped, before their first touch, until a
+    SIGCONT (the caller sets up memory meanwhile)."""
+    pause = (lambda: os.kill(os.getpid(), signal.SIGSTOP)) if stop_before_fill else None
+    model = DLRM(spec, segment_name=segment_name, seed=seed, prefer_node=prefer_node,
+                 before_fill=pause)
     start_sum = model.checksum() if checksum else None
     stop = {"flag": False}
 
@@ -66,8 +84,7 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
         source = trace_batches(trace, len(spec.rows), batch_size)
         limit = trace.n_batches if batches is None else min(batches, trace.n_batches)
     else:
-        syn = synthetic.SyntheticSpec(rows=spec.rows, pooling=(pooling,) * len(spec.rows),
-                                      batch_size=batch_size, alpha=alpha, seed=seed)
+        syn = synthetic_spec(spec, batch_size, pooling, alpha, seed, drift_period)
         limit = batches if batches is not None else (1 << 62)
         source = synthetic.batches(syn, limit)
     rng = np.random.default_rng(seed + 1)
@@ -78,7 +95,7 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
     say(f"workload: pid {os.getpid()}, {len(spec.rows)} tables, "
         f"{spec.table_bytes / 2**20:.1f} MiB of embeddings, "
         + (f"segment {model.client.path}" if model.client else "not instrumented"))
-    lat, window = [], []
+    lat, window, starts = [], [], []
     t_start = last = time.monotonic()
     n = accesses = 0
     try:
@@ -89,6 +106,7 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
             if trace_path:
                 idx = [r % rows for r, rows in zip(idx, spec.rows)]
             dense = rng.standard_normal((batch_size, spec.dense_features), dtype=np.float32)
+            starts.append(time.monotonic_ns())
             t0 = time.perf_counter()
             model.forward(dense, idx, offs)
             dt = time.perf_counter() - t0
@@ -113,6 +131,8 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
         if checksum:  # the tables are read-only during inference: moves must keep them
             summary["tables_intact"] = model.checksum() == start_sum
         model.close()
+        if batch_times:
+            np.save(batch_times, np.asarray(starts, np.int64))
     return summary
 
 
@@ -123,7 +143,9 @@ def main_args(args) -> int:
                   batch_size=args.batch_size, pooling=args.pooling, alpha=args.alpha,
                   trace_path=args.trace, segment_name=None if args.no_instrument else args.name,
                   seed=args.seed, report_every_s=args.report_every,
-                  prefer_node=args.prefer_node, checksum=args.checksum)
+                  prefer_node=args.prefer_node, checksum=args.checksum,
+                  drift_period=args.drift_period, batch_times=args.batch_times,
+                  stop_before_fill=args.stop_before_fill)
     print("workload summary: " + " ".join(f"{k}={v}" for k, v in summary.items()))
     sys.stdout.flush()
     return 0

@@ -1,0 +1,606 @@
+"""`recmg bench tiering`: recmgd against what the kernel already offers, on one workload,
+one DRAM budget and one metric, on a host (or the two-node guest) with a slow node.
+
+Contenders (each a fresh run of the same instrumented DLRM workload: fixed seed, fixed
+number of batches, the same tables):
+  first-touch   no tiering: the tables where first touch put them (under the budget)
+  slow          no tiering: the tables on the slow node
+  all-dram      all tables in DRAM (no budget): the ceiling
+  kernel        the kernel's tiering: kernel.numa_balancing=2 (hinting-fault promotion,
+                Linux 5.18+) and demotion_enabled=1 (reclaim demotes to the slow tier)
+  damon         DAMON via the damo tool: a paddr kdamond per node, migrate_hot on the
+                slow node and migrate_cold on the fast one (DAMOS actions of Linux 6.11+)
+  recmgd-NAME   recmgd with the shipped profile NAME
+Every managed contender starts from the "slow" placement: the manager has to find the
+hot pages itself.
+
+The budget: before the tables are touched, fast node 0's free memory is cut to the
+budget plus the zones' high watermarks by reserving 2 MiB huge pages on that node
+(/sys/devices/system/node/node0/hugepages: pages nobody can migrate, reclaim or demote),
+so the kernel's promotion (which stops at the high watermark) has the budget to fill;
+recmgd is given the same budget in its config. First touch can fill node 0 down to the
+low watermark, so it may hold more; every row reports the table MiB it actually had on
+the fast node.
+
+The metric, measured the same way for every contender: the share of embedding accesses
+whose page was on the fast node when read. A sampler thread queries the node of every
+table page every ``sample_ms`` with move_pages(2) (nodes = NULL: a query, no move);
+the workload writes each batch's start time; each batch is joined with the last sample
+taken before it, and its lookups (replayed from the workload's seed: the synthetic
+stream is deterministic) are counted by where their pages were. Beside it: pages
+migrated (/proc/vmstat pgmigrate_success, every mechanism's moves), the manager's CPU
+time (recmgd's, and kswapd, kcompactd and kdamond threads'), the workload's own user
+and system time (the kernel's hinting faults are charged to the workload), and the
+bound: Belady's MIN over the same page stream at the same budget (demand moves, no
+prefetch, free and instant).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recmg.capture import reader
+from recmg.tiering import placement
+
+PAGE = placement.PAGE_SIZE
+HUGE = 2 << 20
+MIN_FREE_KBYTES = 8192  # vm.min_free_kbytes during the bench (restored after)
+SYS_NODE = Path("/sys/devices/system/node")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The bench's DLRM run: 4 x 200,000 x 64 float32 (195 MiB), drifting hot set."""
+
+    tables: int = 4
+    rows: int = 200_000
+    dim: int = 64
+    pooling: int = 8
+    batch_size: int = 256
+    alpha: float = 1.05
+    drift_period: int = 100
+    seed: int = 7
+    batches: int = 120
+
+    def args(self) -> list[str]:
+        return ["--tables", str(self.tables), "--rows", str(self.rows), "--dim", str(self.dim),
+                "--pooling", str(self.pooling), "--batch-size", str(self.batch_size),
+                "--alpha", str(self.alpha), "--drift-period", str(self.drift_period),
+                "--seed", str(self.seed), "--batches", str(self.batches),
+                "--report-every", "1000"]
+
+    def batches_of_rows(self):
+        """The run's lookups, batch by batch (per-table row arrays)."""
+        from recmg.trace import synthetic
+        from recmg.workload.dlrm import ModelSpec
+        from recmg.workload.run import synthetic_spec
+
+        spec = synthetic_spec(ModelSpec(rows=(self.rows,) * self.tables, dim=self.dim,
+                                        bottom=(64, self.dim)),
+                              self.batch_size, self.pooling, self.alpha, self.seed,
+                              self.drift_period)
+        for idx, _ in synthetic.batches(spec, self.batches):
+            yield idx
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    what: str
+    placement: str  # "slow", "first-touch" or "dram": where the tables start
+    budget: bool = True  # node 0 cut to the budget
+    kernel_tiering: bool = False
+    damon: bool = False
+    profile: str | None = None  # recmgd's profile
+
+
+CONTENDERS = (
+    Contender("first-touch", "no tiering, tables where first touch put them", "first-touch"),
+    Contender("slow", "no tiering, tables on the slow node", "slow"),
+    Contender("all-dram", "all tables in DRAM, no budget", "dram", budget=False),
+    Contender("kernel", "numa_balancing=2 + demotion", "slow", kernel_tiering=True),
+    Contender("damon", "DAMON (damo): migrate_hot/cold", "slow", damon=True),
+    Contender("recmgd-default", "recmgd, S3-FIFO + STMS", "slow", profile="default"),
+    Contender("recmgd-frequency", "recmgd, LFU", "slow", profile="frequency"),
+    Contender("recmgd-lru", "recmgd, LRU", "slow", profile="lru"),
+    Contender("recmgd-learned", "recmgd, learned caching", "slow", profile="learned"),
+    Contender("recmgd-recmg", "recmgd, learned caching + prefetch", "slow", profile="recmg"),
+)
+BY_NAME = {c.name: c for c in CONTENDERS}
+DEFAULT = [c.name for c in CONTENDERS if c.name != "recmgd-lru"]  # the issue's list
+
+# DAMON's schemes (Linux 6.12 has no node-memory quota goals, those came in 6.16):
+# regions of the slow node accessed in >= 5% of samples go to node 0; regions of node 0
+# not accessed for 2 s go to the slow node; each scheme moves at most 64 MiB a second.
+# Sampling 5 ms, aggregation 100 ms, as in the kernel's samples/damon/mtier.c.
+DAMON_CTX = ["--damon_ctx", "--ops", "paddr", "--monitoring_intervals", "5000", "100000",
+             "1000000"]
+DAMON_HOT = ["--damos_access_rate", "5%", "max", "--damos_age", "0", "max",
+             "--damos_quotas", "0", str(64 << 20), "1000"]
+DAMON_COLD = ["--damos_access_rate", "0%", "0%", "--damos_age", "2000000", "max",
+              "--damos_quotas", "0", str(64 << 20), "1000"]
+
+
+def damo_start_args(fast: int, slow: int, memcg: str) -> list[str]:
+    """`damo start`'s arguments: one kdamond per node, each with one scheme that acts
+    only on the pages of cgroup memcg (the workload's): paddr DAMON sees the whole node,
+    and would otherwise demote every cold page there (the other processes', the page
+    cache) and give the tables more fast memory than the budget."""
+    only = ["--damos_filter", "reject", "none", "memcg", memcg]
+    return ["start",
+            "--kdamond", *DAMON_CTX, "--damon_target", "--numa_node", str(slow),
+            "--damos_scheme", "--damos_action", "migrate_hot", str(fast), *DAMON_HOT, *only,
+            "--kdamond", *DAMON_CTX, "--damon_target", "--numa_node", str(fast),
+            "--damos_scheme", "--damos_action", "migrate_cold", str(slow), *DAMON_COLD, *only]
+
+class BenchError(RuntimeError):
+    """The host cannot run a contender; the message says what is missing."""
+
+
+# ---------------------------------------------------------------------------- kernel state
+
+def _write(path: Path | str, value) -> str:
+    """Write value to a sysfs/procfs file; returns the previous value."""
+    path = Path(path)
+    old = path.read_text().strip()
+    path.write_text(f"{value}\n")
+    return old
+
+
+def node_meminfo(node: int) -> dict[str, int]:
+    """/sys/devices/system/node/nodeN/meminfo in bytes."""
+    out = {}
+    for line in (SYS_NODE / f"node{node}" / "meminfo").read_text().splitlines():
+        m = re.match(r"Node \d+ (\S+):\s+(\d+)(?: kB)?", line)
+        if m:
+            out[m.group(1)] = int(m.group(2)) * (1024 if line.endswith("kB") else 1)
+    return out
+
+
+def high_watermark_bytes(node: int, zoneinfo: str | None = None) -> int:
+    """The sum of the high watermarks of node's zones (/proc/zoneinfo): the kernel
+    promotes to a node only while its free memory stays above them (Linux 5.18+,
+    migrate_balanced_pgdat), and page allocation falls back to another node below the
+    low one."""
+    text = zoneinfo if zoneinfo is not None else Path("/proc/zoneinfo").read_text()
+    total, inside = 0, False
+    for line in text.splitlines():
+        m = re.match(r"Node (\d+), zone", line)
+        if m:
+            inside = int(m.group(1)) == node
+        elif inside:
+            m = re.match(r"\s+high\s+(\d+)$", line)  # not the per-cpu "high:" lines
+            if m:
+                total += int(m.group(1))
+    return total * PAGE
+
+
+class NodeReserve:
+    """Cuts a node's free memory to a target by reserving 2 MiB huge pages there."""
+
+    def __init__(self, node: int):
+        self.path = SYS_NODE / f"node{node}" / "hugepages" / "hugepages-2048kB" / "nr_hugepages"
+        self.node = node
+        if not self.path.exists():
+            raise BenchError(f"{self.path} is missing: the kernel has no 2 MiB huge pages, "
+                             "so the fast-memory budget cannot be set")
+        self.original = int(self.path.read_text())
+
+    def leave_free(self, target: int) -> int:
+        """Reserve or release huge pages until node's MemFree is about target bytes
+        (2 MiB steps); returns the free bytes achieved."""
+        for _ in range(3):  # the kernel may grant fewer pages than asked (fragmentation)
+            free = node_meminfo(self.node)["MemFree"]
+            have = int(self.path.read_text())
+            want = max(0, have + (free - target) // HUGE)
+            if want == have:
+                break
+            self.path.write_text(f"{want}\n")
+        return node_meminfo(self.node)["MemFree"]
+
+    def release(self) -> None:
+        self.path.write_text(f"{self.original}\n")
+
+
+class Cgroup:
+    """A cgroup v2 of its own for the workload (memory controller on), so DAMON's filter
+    can name its pages; it limits nothing."""
+
+    ROOT = Path("/sys/fs/cgroup")
+
+    def __init__(self, name: str):
+        if not (self.ROOT / "cgroup.controllers").exists():
+            raise BenchError(f"no cgroup v2 hierarchy at {self.ROOT} (mount -t cgroup2 none "
+                             f"{self.ROOT})")
+        if "memory" not in (self.ROOT / "cgroup.controllers").read_text().split():
+            raise BenchError("the cgroup v2 memory controller is not available")
+        if "memory" not in (self.ROOT / "cgroup.subtree_control").read_text().split():
+            (self.ROOT / "cgroup.subtree_control").write_text("+memory\n")
+        self.path = self.ROOT / name
+        self.path.mkdir(exist_ok=True)
+        self.name = "/" + name  # as DAMON's memcg_path wants it
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:  # a process still in it (it is empty once the workload is reaped)
+            pass
+
+
+def vmstat() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        k, _, v = line.partition(" ")
+        out[k] = int(v)
+    return out
+
+
+VMSTAT_KEYS = ("pgmigrate_success", "pgpromote_success", "pgdemote_kswapd", "pgdemote_direct",
+               "numa_hint_faults", "pgmigrate_fail")
+MANAGER_THREADS = re.compile(r"^(kswapd\d+|kcompactd\d+|kdamond\.\d+)$")
+
+
+def _proc_cpu(pid: str) -> tuple[str, float] | None:
+    """(comm, user + system seconds) of /proc/PID/stat."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def manager_cpu(pids: list[int]) -> float:
+    """CPU seconds so far of the kernel's tiering threads (kswapd, kcompactd, kdamond)
+    and of the given processes (recmgd): read before a manager stops, since an exited
+    thread's time is gone."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        got = _proc_cpu(pid)
+        if got and (MANAGER_THREADS.match(got[0]) or int(pid) in pids):
+            total += got[1]
+    return total
+
+
+# -------------------------------------------------------------------------------- sampling
+
+class PlacementSampler(threading.Thread):
+    """Every period_s, the node of each page of addrs in process pid (a move_pages
+    query), kept as packed "on a fast node" bits with its CLOCK_MONOTONIC time.  At most
+    max_samples are kept (a longer run keeps its first ones and counts the rest)."""
+
+    def __init__(self, pid: int, addrs: np.ndarray, fast: list[int], period_s: float,
+                 max_samples: int = 20_000):
+        super().__init__(daemon=True)
+        self.pid, self.addrs, self.period_s = pid, addrs, period_s
+        self.fast = np.asarray(fast, np.int32)
+        self.times = np.zeros(max_samples, np.int64)
+        self.bits = np.zeros((max_samples, (len(addrs) + 7) // 8), np.uint8)
+        self.n = self.missed = 0
+        self.query_s = 0.0  # time spent in the queries (the sampler's own cost)
+        self.error: str | None = None
+        self._halt = threading.Event()
+
+    def sample(self) -> None:
+        t = time.monotonic_ns()
+        nodes = placement.query_nodes(self.pid, self.addrs)
+        self.query_s += (time.monotonic_ns() - t) / 1e9
+        if self.n < len(self.times):
+            self.times[self.n] = t
+            self.bits[self.n] = np.packbits(np.isin(nodes, self.fast))
+            self.n += 1
+        else:
+            self.missed += 1
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.sample()
+            except OSError as e:  # the workload exited between two samples
+                self.error = str(e)
+                return
+            self._halt.wait(self.period_s)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def table_pages(tables: list[reader.TableRegion]) -> tuple[np.ndarray, np.ndarray]:
+    """(every table page's address, each table's first index into it)."""
+    per = [placement.page_addresses(t.base, t.length) for t in tables]
+    starts = np.cumsum([0] + [len(p) for p in per])
+    return np.concatenate(per), starts
+
+
+def page_stream(wl: Workload, tables: list[reader.TableRegion], starts: np.ndarray):
+    """Per batch, the index (into table_pages' order) of each lookup's page."""
+    for idx in wl.batches_of_rows():
+        yield np.concatenate([
+            starts[t] + ((tables[t].base % PAGE + rows.astype(np.int64)
+                          * tables[t].info.row_bytes) // PAGE)
+            for t, rows in enumerate(idx)])
+
+
+def join(batch_times: np.ndarray, times: np.ndarray, bits: np.ndarray, stream) -> dict:
+    """Accesses whose page was on a fast node in the last sample before their batch."""
+    fast = total = 0
+    mib = []
+    for b, pages in zip(range(len(batch_times)), stream):
+        j = max(int(np.searchsorted(times, batch_times[b], side="right")) - 1, 0)
+        on = np.unpackbits(bits[j])
+        fast += int(on[pages].sum())
+        total += len(pages)
+        mib.append(int(on.sum()))
+    return {"accesses": total, "fast_share": fast / total if total else 0.0,
+            "table_mib_fast": round(float(np.mean(mib)) * PAGE / 2**20, 1) if mib else 0.0}
+
+
+def opt_bound(wl: Workload, tables: list[reader.TableRegion], starts: np.ndarray,
+              budget_pages: int) -> float:
+    """Belady's MIN over the run's page stream with budget_pages of fast memory: the
+    share of accesses that hit (demand moves only, free and instant)."""
+    from recmg.models.labels import opt_keep
+
+    units = np.concatenate(list(page_stream(wl, tables, starts))).astype(np.uint64)
+    return float(opt_keep(units, budget_pages)[1].mean())
+
+
+# -------------------------------------------------------------------------------- managers
+
+class Manager:
+    """Starts and stops one contender's manager; ``pids`` are its processes."""
+
+    def __init__(self, c: Contender, tmp: Path, budget_mib: int, slow: int, fast: int,
+                 free_floor_mib: int, segment: str, memcg: str):
+        self.c, self.tmp, self.pids, self.memcg = c, tmp, [], memcg
+        self.budget_mib, self.slow, self.fast = budget_mib, slow, fast
+        self.free_floor_mib, self.segment = free_floor_mib, segment
+        self._restore: list[tuple[Path, str]] = []
+        self._daemon = None
+        self.damo: str | None = None  # set once DAMON runs
+        self.log = ""
+
+    def _set(self, path: str, value) -> None:
+        p = Path(path)
+        if not p.exists():
+            raise BenchError(f"{path} is missing: this kernel cannot run {self.c.name!r}")
+        self._restore.append((p, _write(p, value)))
+
+    def start(self) -> None:
+        if self.c.kernel_tiering:
+            self._set("/proc/sys/kernel/numa_balancing", 2)
+            self._set("/sys/kernel/mm/numa/demotion_enabled", 1)
+        if self.c.damon:
+            damo = shutil.which("damo", path=str(Path(sys.executable).parent)) or \
+                shutil.which("damo")
+            if not damo:
+                raise BenchError("damo is not installed (pip install 'recmg[bench]')")
+            cmd = [damo, *damo_start_args(self.fast, self.slow, self.memcg)]
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            self.damo = damo  # stop even after a failed start: one kdamond may run
+            if res.returncode != 0:
+                raise BenchError(f"damo start failed ({res.returncode}): "
+                                 f"{(res.stderr or res.stdout).strip()[-500:]}")
+        if self.c.profile:
+            from recmg.service import demo
+
+            cfg = demo.config(self.tmp, "move_pages", self.budget_mib, self.c.profile,
+                              segment=self.segment, free_floor_mib=self.free_floor_mib)
+            self._daemon = demo.start_recmgd(cfg, self.tmp / "control.sock")
+            self.pids = [self._daemon.pid]
+
+    def status(self) -> dict | None:
+        if self._daemon is None:
+            return None
+        from recmg.service import control
+
+        try:
+            return control.request(str(self.tmp / "control.sock"), {"cmd": "status"})["result"]
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        if self._daemon is not None:
+            from recmg.service import demo
+
+            self.log = demo.stop_recmgd(self._daemon)
+            self._daemon = None
+        if self.damo:
+            subprocess.run([self.damo, "stop"], capture_output=True, timeout=120)
+            self.damo = None
+        for path, old in reversed(self._restore):
+            path.write_text(f"{old}\n")
+        self._restore.clear()
+
+
+# ------------------------------------------------------------------------------------- run
+
+def wait_stopped(pid: int, timeout_s: float) -> None:
+    """Until pid is in state T (it stopped itself) or gone."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            raise BenchError(f"the workload (pid {pid}) exited before its tables were "
+                             "mapped") from None
+        if state in ("T", "t"):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"the workload (pid {pid}) did not reach its tables in {timeout_s:.0f} s")
+
+
+def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, slow: int,
+            sample_ms: int, say) -> tuple[dict, dict]:
+    """One contender: returns (row, raw) where raw has the arrays the join needs."""
+    segment = f"tb{os.getpid()}"
+    times_file = tmp / f"{c.name}.times.npy"
+    bindir = Path(sys.executable).parent
+    args = [str(bindir / "recmg"), "workload", *wl.args(), "--name", segment,
+            "--batch-times", str(times_file), "--stop-before-fill"]
+    if c.placement == "slow":
+        args += ["--prefer-node", str(slow)]
+    elif c.placement == "dram":
+        args += ["--prefer-node", str(fast)]
+    reserve = NodeReserve(fast)
+    cgroup = Cgroup(segment)
+    manager = Manager(c, tmp, budget_mib, slow, fast, free_floor_mib=8, segment=segment,
+                      memcg=cgroup.name)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = None
+    try:
+        wait_stopped(proc.pid, 300)
+        cgroup.add(proc.pid)  # before the tables are touched: their pages are charged there
+        path = Path("/dev/shm") / f"recmg.{segment}.{proc.pid}"
+        _, tables = reader.peek_tables(path)
+        addrs, starts = table_pages(tables)
+        free = None
+        if c.budget:
+            free = reserve.leave_free(budget_mib * 2**20 + high_watermark_bytes(fast))
+        manager.start()
+        cpu0, vm0 = manager_cpu(manager.pids), vmstat()
+        sampler = PlacementSampler(proc.pid, addrs, [fast], sample_ms / 1000)
+        sampler.sample()
+        sampler.start()
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGCONT)
+        _, wstatus, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(wstatus)
+        sampler.stop()
+        cpu1, vm1 = manager_cpu(manager.pids), vmstat()
+        status = manager.status()
+    finally:
+        if sampler is not None and sampler.is_alive():
+            sampler.stop()
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+        manager.stop()
+        cgroup.remove()
+        if c.budget:
+            reserve.release()
+    out = proc.stdout.read()
+    summary = next((ln for ln in out.splitlines() if ln.startswith("workload summary")), "")
+    if proc.returncode != 0 or not summary:
+        raise BenchError(f"{c.name}: the workload failed ({proc.returncode}): {out[-800:]}")
+    batch_times = np.load(times_file)
+    row = {"contender": c.name, "what": c.what,
+           "node0_free_mib": None if free is None else round(free / 2**20, 1),
+           "pages_migrated": vm1["pgmigrate_success"] - vm0["pgmigrate_success"],
+           "vmstat": {k: vm1.get(k, 0) - vm0.get(k, 0) for k in VMSTAT_KEYS},
+           "manager_cpu_s": round(cpu1 - cpu0, 2),
+           "workload_user_s": round(usage.ru_utime, 2), "workload_sys_s": round(usage.ru_stime, 2),
+           "wall_s": round(wall, 1), "batches": int(len(batch_times)),
+           "batch_span_s": round((batch_times[-1] - batch_times[0]) / 1e9, 1)
+           if len(batch_times) else 0.0,
+           "samples": sampler.n, "sample_query_ms": round(1e3 * sampler.query_s
+                                                         / max(sampler.n, 1), 1), "tables_intact": "tables_intact=True" in summary,
+           "p50_ms": float(summary.split("p50_ms=")[1].split()[0])}
+    if status:
+        t = status["totals"]
+        tg = status["targets"][0] if status["targets"] else {}
+        row["recmgd"] = {"promoted": t["promoted"], "demoted": t["demoted"],
+                         "ticks": status["tick"], "last_tick_ms": status["last_tick_ms"],
+                         "accesses_seen": t["accesses"], "sampling": tg.get("sampling")}
+    say(f"  {c.name}: vmstat {row['vmstat']}")
+    say(f"  {c.name}: {len(batch_times)} batches in {row['batch_span_s']} s ({wall:.1f} s with "
+        f"the fill), {row['pages_migrated']} pages migrated, manager CPU "
+        f"{row['manager_cpu_s']} s, a placement query {row['sample_query_ms']} ms")
+    raw = {"batch_times": batch_times, "times": sampler.times[:sampler.n],
+           "bits": sampler.bits[:sampler.n], "tables": tables, "starts": starts}
+    return row, raw
+
+
+def check_contenders(names: list[str]) -> None:
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown or not names:
+        raise BenchError(f"unknown contenders {unknown}; known: {', '.join(BY_NAME)}")
+
+
+def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | None,
+        sample_ms: int = 500, say=None) -> list[dict]:
+    """Every contender in turn, then the join and the bound; the rows, best first after
+    the bound.  Needs root and a slow node (the two-node guest: `make tiering-bench`)."""
+    from recmg.tiering import topology
+
+    if say is None:
+        def say(msg):  # flushed: in the guest stdout is the serial console, not a tty
+            print(msg, flush=True)
+    check_contenders(contenders)
+    topo = topology.probe()
+    if not (topo.fast_nodes and topo.slow_nodes):
+        raise BenchError("this host has no slow memory tier (a CPU-less NUMA node); run it "
+                         "in the two-node guest: make tiering-bench")
+    if os.geteuid() != 0:
+        raise BenchError("needs root: it sets sysctls, huge pages and DAMON")
+    fast, slow = topo.fast_nodes[0], topo.slow_nodes[0]
+    say(f"recmg bench tiering: fast node {fast}, slow node {slow}, DRAM budget {budget_mib} "
+        f"MiB, {wl.batches} batches of {wl.batch_size} x {wl.tables} x {wl.pooling} lookups, "
+        f"tables {wl.tables * wl.rows * wl.dim * 4 / 2**20:.0f} MiB")
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="recmg-tiering-"))
+    raw = None
+    # Small watermarks for the bench: THP raises min_free_kbytes to tens of MiB per node,
+    # and each mechanism stops at a different watermark (first touch falls back at low,
+    # the kernel promotes down to high, a migration allocates down to min), so a wide
+    # spread would hand them different budgets.
+    min_free = Path("/proc/sys/vm/min_free_kbytes")
+    old_min_free = _write(min_free, MIN_FREE_KBYTES)
+    try:
+        for name in contenders:
+            say(f"run {name}: {BY_NAME[name].what}")
+            row, raw = run_one(BY_NAME[name], wl, budget_mib, tmp, fast, slow, sample_ms, say)
+            row.update(join(raw["batch_times"], raw["times"], raw["bits"],
+                            page_stream(wl, raw["tables"], raw["starts"])))
+            rows.append(row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        min_free.write_text(f"{old_min_free}\n")
+    bound = {"contender": "OPT (bound)", "what": "Belady MIN on the page stream, same budget",
+             "fast_share": opt_bound(wl, raw["tables"], raw["starts"],
+                                     budget_mib * 2**20 // PAGE)}
+    rows.append(bound)
+    result = {"workload": asdict(wl), "budget_mib": budget_mib, "sample_ms": sample_ms,
+              "kernel": os.uname().release, "rows": rows}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "tiering.json").write_text(json.dumps(result, indent=1, default=str))
+    say(table(result))
+    return rows
+
+
+def table(result: dict) -> str:
+    """The markdown table of a result (docs/results.md)."""
+    lines = ["| contender | accesses on fast node | table MiB on fast node | pages migrated "
+             "| manager CPU s | workload user/sys s | p50 batch ms |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        if "pages_migrated" not in r:
+            lines.append(f"| {r['contender']} | {100 * r['fast_share']:.1f}% | "
+                         f"{result['budget_mib']} | | | | |")
+            continue
+        lines.append(f"| {r['contender']} ({r['what']}) | {100 * r['fast_share']:.1f}% | "
+                     f"{r['table_mib_fast']} | {r['pages_migrated']} | {r['manager_cpu_s']} | "
+                     f"{r['workload_user_s']}/{r['workload_sys_s']} | {r['p50_ms']:.0f} |")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""`recmg bench tiering`'s parts on this host: the workload's hooks (batch times, stop
+before first touch), the read-only segment peek, the join of sampled placement with the
+replayed access stream, the watermark parser and damo's reading of our arguments. The
+whole bench needs a slow node: tests/vm/test_harness.py runs it in the guest."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recmg.capture.reader import SegmentError, SegmentReader, peek_tables
+from recmg.client import Client
+from recmg.tiering import headtohead as hh
+from recmg.tiering import placement
+
+PY = sys.executable
+RECMG = str(Path(PY).parent / "recmg")
+
+ZONEINFO = """Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 5
+  pages free     3840
+        min      128
+        low      160
+        high     192
+        promo    224
+  pagesets
+    cpu: 0
+              count: 0
+              high:  0
+Node 0, zone    DMA32
+        min      8138
+        low      10172
+        high     12206
+              high:  5086
+Node 1, zone    DMA32
+        min      8628
+        low      10785
+        high     12942
+"""
+
+
+def test_high_watermark_sums_a_nodes_zones_not_the_per_cpu_lines():
+    assert hh.high_watermark_bytes(0, ZONEINFO) == (192 + 12206) * 4096
+    assert hh.high_watermark_bytes(1, ZONEINFO) == 12942 * 4096
+    assert hh.high_watermark_bytes(2, ZONEINFO) == 0
+
+
+def test_workload_writes_batch_times_and_stops_before_first_touch(tmp_path):
+    times = tmp_path / "t.npy"
+    wl = subprocess.Popen([RECMG, "workload", "--tables", "2", "--rows", "5000", "--dim", "16",
+                           "--batch-size", "32", "--batches", "12", "--drift-period", "4",
+                           "--name", "tbstop", "--batch-times", str(times),
+                           "--stop-before-fill"], stdout=subprocess.PIPE, text=True)
+    try:
+        hh.wait_stopped(wl.pid, 60)
+        seg = next(Path("/dev/shm").glob(f"recmg.tbstop.{wl.pid}"))
+        pid, tables = peek_tables(seg)
+        assert pid == wl.pid and [t.info.rows for t in tables] == [5000, 5000]
+        # stopped before first touch: not one table page is present yet
+        addrs, _ = hh.table_pages(tables)
+        assert (placement.query_nodes(wl.pid, addrs) == -errno.ENOENT).all()
+        os.kill(wl.pid, signal.SIGCONT)
+        out = wl.communicate(timeout=120)[0]
+    finally:
+        if wl.poll() is None:
+            wl.kill()
+    assert wl.returncode == 0, out
+    t = np.load(times)
+    assert len(t) == 12 and (np.diff(t) > 0).all()
+    assert abs(t[-1] - time.monotonic_ns()) < 120e9  # CLOCK_MONOTONIC, like the sampler's
+
+
+def test_peek_reads_the_registry_while_the_ring_has_its_consumer():
+    with Client("peek", [("a", 1000, 8), ("b", 300, 4)]) as c, SegmentReader(c.path) as r:
+        pid, tables = peek_tables(c.path)
+        assert pid == os.getpid() and tables == r.tables
+        c.record([np.array([1, 2]), np.array([3])])
+        assert r.read().n_batches == 1  # the peek took nothing from the ring
+
+
+def test_peek_rejects_what_is_not_a_segment(tmp_path):
+    junk = tmp_path / "recmg.junk.1"
+    junk.write_bytes(b"x" * 4096)
+    with pytest.raises(SegmentError, match="not a version"):
+        peek_tables(junk)
+    with pytest.raises(SegmentError, match="cannot open"):
+        peek_tables(tmp_path / "missing")
+
+
+def test_page_stream_is_the_workload_lookups_on_the_registered_pages():
+    wl = hh.Workload(tables=2, rows=4000, dim=16, batch_size=8, batches=3)
+    with Client("pages", [("t0", 4000, 16), ("t1", 4000, 16)]) as c:
+        _, tables = peek_tables(c.path)
+    addrs, starts = hh.table_pages(tables)
+    assert len(addrs) == starts[-1] == sum((t.length + 4095) // 4096 for t in tables)
+    index = {int(a): i for i, a in enumerate(addrs)}
+    for pages, rows in zip(hh.page_stream(wl, tables, starts), wl.batches_of_rows()):
+        want = [index[int(p) << 12] for t, r in zip(tables, rows) for p in t.page_of_rows(r, 12)]
+        assert pages.tolist() == want
+
+
+def test_join_counts_each_batch_by_the_last_sample_before_it():
+    bits = np.packbits(np.array([[1, 0, 0, 0], [0, 0, 1, 1]], bool), axis=1)
+    times = np.array([100, 200])
+    batch_times = np.array([50, 150, 250])  # before any sample -> the first one
+    stream = [np.array([0, 1]), np.array([0, 0, 2]), np.array([2, 3, 0])]
+    got = hh.join(batch_times, times, bits, iter(stream))
+    assert got["accesses"] == 8
+    assert got["fast_share"] == pytest.approx((1 + 2 + 2) / 8)
+
+
+def test_opt_bound_is_belady_on_the_page_stream():
+    wl = hh.Workload(tables=1, rows=2000, dim=16, batch_size=16, batches=20)
+    with Client("opt", [("t0", 2000, 16)]) as c:
+        _, tables = peek_tables(c.path)
+    _, starts = hh.table_pages(tables)
+    small, big = (hh.opt_bound(wl, tables, starts, n) for n in (4, 1000))
+    pages = np.concatenate(list(hh.page_stream(wl, tables, starts)))
+    assert 0 < small < big
+    assert big == pytest.approx(1 - len(np.unique(pages)) / len(pages))  # only cold misses
+
+
+def test_damo_reads_our_schemes_as_meant():
+    damo = Path(PY).parent / "damo"
+    res = subprocess.run([str(damo), "args", "damon", *hh.damo_start_args(0, 1, "/wl")[1:]],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    kd = json.loads(res.stdout[res.stdout.index("{"):])["kdamonds"]
+    schemes = [(k["contexts"][0]["ops"], s["action"], s["target_nid"], s["filters"])
+               for k in kd for s in k["contexts"][0]["schemes"]]
+    assert [(o, a, n) for o, a, n, _ in schemes] == [("paddr", "migrate_hot", 0),
+                                                     ("paddr", "migrate_cold", 1)]
+    for *_, filters in schemes:  # every scheme acts on the workload's cgroup only
+        assert [(f["filter_type"], f["memcg_path"], f["matching"], f["allow"])
+                for f in filters] == [("memcg", "/wl", False, False)]
+
+
+def test_bench_refuses_a_host_without_a_slow_node():
+    res = subprocess.run([RECMG, "bench", "tiering", "--batches", "2"], capture_output=True,
+                         text=True, timeout=120)
+    if "no slow memory tier" not in res.stderr:
+        pytest.skip("this host has a slow tier")
+    assert res.returncode == 69
+
+
+def test_bench_names_an_unknown_contender():
+    with pytest.raises(hh.BenchError, match="unknown contenders.*known: first-touch"):
+        hh.check_contenders(["first-touch", "zswap"])
