@@ -58,10 +58,11 @@ run: setup
 	@echo "== the daemon managing the bundled DLRM workload on this host"
 	$(BIN)/recmg demo --seconds 15
 	@echo
-	@echo "== inside a two-NUMA-node guest (node 1 CPU-less): the check, a page move, and the"
-	@echo "== demo with real move_pages migration (the S3-FIFO profile: under TCG's emulated"
-	@echo "== CPUs the learned models take longer than a run to get through their first tick)"
-	$(HARNESS) -- sh -c '$(BIN)/recmgctl check && $(BIN)/recmg pages demo --mib 256 && $(BIN)/recmg demo --seconds 15 --profiles default'
+	@echo "== inside a two-NUMA-node guest with HMAT tiers (node 1 CPU-less and slower): the"
+	@echo "== check, a page move, and recmgd (S3-FIFO profile, real move_pages) beside the"
+	@echo "== kernel's own tiering and DAMON on one workload and DRAM budget (the learned"
+	@echo "== profiles are left out: TCG runs their models 1,500x slower than the host)"
+	$(HARNESS) --hmat -- sh -c '$(BIN)/recmgctl check && $(BIN)/recmg pages demo --mib 256 && $(BIN)/recmg bench tiering --batches 60 --contenders slow,kernel,damon,recmgd-default'
 
 unit: setup
 	$(BIN)/pytest -m "not guest and not vm"

@@ -58,6 +58,7 @@ from recmg.tiering import placement
 PAGE = placement.PAGE_SIZE
 HUGE = 2 << 20
 MIN_FREE_KBYTES = 8192  # vm.min_free_kbytes during the bench (restored after)
+RESERVE_SLACK = 160 << 20
 SYS_NODE = Path("/sys/devices/system/node")
 
 
@@ -110,7 +111,6 @@ class Contender:
 CONTENDERS = (
     Contender("first-touch", "no tiering, tables where first touch put them", "first-touch"),
     Contender("slow", "no tiering, tables on the slow node", "slow"),
-    Contender("all-dram", "all tables in DRAM, no budget", "dram", budget=False),
     Contender("kernel", "numa_balancing=2 + demotion", "slow", kernel_tiering=True),
     Contender("damon", "DAMON (damo): migrate_hot/cold", "slow", damon=True),
     Contender("recmgd-default", "recmgd, S3-FIFO + STMS", "slow", profile="default"),
@@ -118,6 +118,8 @@ CONTENDERS = (
     Contender("recmgd-lru", "recmgd, LRU", "slow", profile="lru"),
     Contender("recmgd-learned", "recmgd, learned caching", "slow", profile="learned"),
     Contender("recmgd-recmg", "recmgd, learned caching + prefetch", "slow", profile="recmg"),
+    # last: it lifts the budget, which is cheaper to take back from unfragmented memory
+    Contender("all-dram", "all tables in DRAM, no budget", "dram", budget=False),
 )
 BY_NAME = {c.name: c for c in CONTENDERS}
 DEFAULT = [c.name for c in CONTENDERS if c.name != "recmgd-lru"]  # the issue's list
@@ -189,7 +191,9 @@ def high_watermark_bytes(node: int, zoneinfo: str | None = None) -> int:
 
 
 class NodeReserve:
-    """Cuts a node's free memory to a target by reserving 2 MiB huge pages there."""
+    """Cuts a node's free memory to a target by reserving 2 MiB huge pages there.  One
+    for the whole bench: it reserves most of what it needs at the start, while the
+    node's memory is not yet fragmented, and each run adjusts by a few pages."""
 
     def __init__(self, node: int):
         self.path = SYS_NODE / f"node{node}" / "hugepages" / "hugepages-2048kB" / "nr_hugepages"
@@ -201,14 +205,19 @@ class NodeReserve:
 
     def leave_free(self, target: int) -> int:
         """Reserve or release huge pages until node's MemFree is about target bytes
-        (2 MiB steps); returns the free bytes achieved."""
-        for _ in range(3):  # the kernel may grant fewer pages than asked (fragmentation)
+        (2 MiB steps); returns the free bytes achieved.  Clean page cache is dropped
+        first: reclaim would otherwise turn it into fast memory beyond the budget for
+        whichever contender puts the node under pressure."""
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        for _ in range(5):  # the kernel may grant fewer pages than asked (fragmentation)
             free = node_meminfo(self.node)["MemFree"]
             have = int(self.path.read_text())
             want = max(0, have + (free - target) // HUGE)
             if want == have:
                 break
             self.path.write_text(f"{want}\n")
+            time.sleep(0.2)  # kcompactd
         return node_meminfo(self.node)["MemFree"]
 
     def release(self) -> None:
@@ -249,6 +258,18 @@ def vmstat() -> dict[str, int]:
         k, _, v = line.partition(" ")
         out[k] = int(v)
     return out
+
+
+def settle(quiet_s: float = 1.0, limit_s: float = 20.0) -> None:
+    """Until no page has migrated for quiet_s (at most limit_s): reserving huge pages
+    compacts memory (kcompactd migrates pages), which must not count for the next run."""
+    t0 = last_change = time.monotonic()
+    last = vmstat()["pgmigrate_success"]
+    while time.monotonic() - last_change < quiet_s and time.monotonic() - t0 < limit_s:
+        time.sleep(0.2)
+        now = vmstat()["pgmigrate_success"]
+        if now != last:
+            last, last_change = now, time.monotonic()
 
 
 VMSTAT_KEYS = ("pgmigrate_success", "pgpromote_success", "pgdemote_kswapd", "pgdemote_direct",
@@ -451,7 +472,7 @@ def wait_stopped(pid: int, timeout_s: float) -> None:
 
 
 def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, slow: int,
-            sample_ms: int, say) -> tuple[dict, dict]:
+            sample_ms: int, reserve: NodeReserve, say) -> tuple[dict, dict]:
     """One contender: returns (row, raw) where raw has the arrays the join needs."""
     segment = f"tb{os.getpid()}"
     times_file = tmp / f"{c.name}.times.npy"
@@ -462,7 +483,6 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
         args += ["--prefer-node", str(slow)]
     elif c.placement == "dram":
         args += ["--prefer-node", str(fast)]
-    reserve = NodeReserve(fast)
     cgroup = Cgroup(segment)
     manager = Manager(c, tmp, budget_mib, slow, fast, free_floor_mib=8, segment=segment,
                       memcg=cgroup.name)
@@ -477,6 +497,9 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
         free = None
         if c.budget:
             free = reserve.leave_free(budget_mib * 2**20 + high_watermark_bytes(fast))
+        else:
+            reserve.release()
+        settle()  # the reserve's compaction, not the contender's moves
         manager.start()
         cpu0, vm0 = manager_cpu(manager.pids), vmstat()
         sampler = PlacementSampler(proc.pid, addrs, [fast], sample_ms / 1000)
@@ -498,8 +521,6 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
             proc.wait()
         manager.stop()
         cgroup.remove()
-        if c.budget:
-            reserve.release()
     out = proc.stdout.read()
     summary = next((ln for ln in out.splitlines() if ln.startswith("workload summary")), "")
     if proc.returncode != 0 or not summary:
@@ -567,15 +588,21 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
     # spread would hand them different budgets.
     min_free = Path("/proc/sys/vm/min_free_kbytes")
     old_min_free = _write(min_free, MIN_FREE_KBYTES)
+    reserve = NodeReserve(fast)
     try:
+        # most of the reserve now, unfragmented; each run adjusts it (RESERVE_SLACK: room
+        # for a workload's interpreter and libraries before its tables)
+        reserve.leave_free(budget_mib * 2**20 + RESERVE_SLACK)
         for name in contenders:
             say(f"run {name}: {BY_NAME[name].what}")
-            row, raw = run_one(BY_NAME[name], wl, budget_mib, tmp, fast, slow, sample_ms, say)
+            row, raw = run_one(BY_NAME[name], wl, budget_mib, tmp, fast, slow, sample_ms,
+                               reserve, say)
             row.update(join(raw["batch_times"], raw["times"], raw["bits"],
                             page_stream(wl, raw["tables"], raw["starts"])))
             rows.append(row)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        reserve.release()
         min_free.write_text(f"{old_min_free}\n")
     bound = {"contender": "OPT (bound)", "what": "Belady MIN on the page stream, same budget",
              "fast_share": opt_bound(wl, raw["tables"], raw["starts"],
@@ -592,8 +619,8 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
 
 def table(result: dict) -> str:
     """The markdown table of a result (docs/results.md)."""
-    lines = ["| contender | accesses on fast node | table MiB on fast node | pages migrated "
-             "| manager CPU s | workload user/sys s | p50 batch ms |",
+    lines = ["| contender | accesses on fast node | table MiB on fast node (node 0 free at "
+             "start) | pages migrated | manager CPU s | workload user/sys s | p50 batch ms |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         if "pages_migrated" not in r:
@@ -601,6 +628,7 @@ def table(result: dict) -> str:
                          f"{result['budget_mib']} | | | | |")
             continue
         lines.append(f"| {r['contender']} ({r['what']}) | {100 * r['fast_share']:.1f}% | "
-                     f"{r['table_mib_fast']} | {r['pages_migrated']} | {r['manager_cpu_s']} | "
+                     f"{r['table_mib_fast']} ({r['node0_free_mib'] or '-'}) | "
+                     f"{r['pages_migrated']} | {r['manager_cpu_s']} | "
                      f"{r['workload_user_s']}/{r['workload_sys_s']} | {r['p50_ms']:.0f} |")
     return "\n".join(lines)
