@@ -588,6 +588,9 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
     # spread would hand them different budgets.
     min_free = Path("/proc/sys/vm/min_free_kbytes")
     old_min_free = _write(min_free, MIN_FREE_KBYTES)
+    # no proactive compaction: its migrations would count as the contenders' moves
+    proactive = Path("/proc/sys/vm/compaction_proactiveness")
+    old_proactive = _write(proactive, 0) if proactive.exists() else None
     reserve = NodeReserve(fast)
     try:
         # most of the reserve now, unfragmented; each run adjusts it (RESERVE_SLACK: room
@@ -604,6 +607,8 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
         shutil.rmtree(tmp, ignore_errors=True)
         reserve.release()
         min_free.write_text(f"{old_min_free}\n")
+        if old_proactive is not None:
+            proactive.write_text(f"{old_proactive}\n")
     bound = {"contender": "OPT (bound)", "what": "Belady MIN on the page stream, same budget",
              "fast_share": opt_bound(wl, raw["tables"], raw["starts"],
                                      budget_mib * 2**20 // PAGE)}
