@@ -33,6 +33,9 @@ time (recmgd's, and kswapd, kcompactd and kdamond threads'), the workload's own 
 and system time (the kernel's hinting faults are charged to the workload), and the
 bound: Belady's MIN over the same page stream at the same budget (demand moves, no
 prefetch, free and instant).
+
+It changes the machine while it runs (sysctls, huge pages, DAMON, dropped page cache)
+and puts everything back at the end: run it on a machine of its own, as root.
 """
 
 from __future__ import annotations
@@ -366,8 +369,8 @@ def join(batch_times: np.ndarray, times: np.ndarray, bits: np.ndarray, stream) -
     """Accesses whose page was on a fast node in the last sample before their batch."""
     fast = total = 0
     mib = []
-    for b, pages in zip(range(len(batch_times)), stream):
-        j = max(int(np.searchsorted(times, batch_times[b], side="right")) - 1, 0)
+    for start, pages in zip(batch_times, stream):
+        j = max(int(np.searchsorted(times, start, side="right")) - 1, 0)
         on = np.unpackbits(bits[j])
         fast += int(on[pages].sum())
         total += len(pages)
@@ -538,6 +541,8 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
            "samples": sampler.n, "sample_query_ms": round(1e3 * sampler.query_s
                                                          / max(sampler.n, 1), 1), "tables_intact": "tables_intact=True" in summary,
            "p50_ms": float(summary.split("p50_ms=")[1].split()[0])}
+    if manager.log.strip():
+        row["recmgd_log"] = manager.log.splitlines()[-20:]
     if status:
         t = status["totals"]
         tg = status["targets"][0] if status["targets"] else {}
