@@ -93,6 +93,16 @@ def test_peek_rejects_what_is_not_a_segment(tmp_path):
         peek_tables(junk)
     with pytest.raises(SegmentError, match="cannot open"):
         peek_tables(tmp_path / "missing")
+    with Client("stale", [("a", 100, 4)]) as c:
+        stale = tmp_path / "recmg.stale.1"
+        stale.write_bytes(Path(c.path).read_bytes())
+    child = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True)  # a pid that has just exited
+    raw = bytearray(stale.read_bytes())
+    raw[16:20] = int(child.stdout).to_bytes(4, "little")
+    stale.write_bytes(bytes(raw))
+    with pytest.raises(SegmentError, match="not running"):
+        peek_tables(stale)
 
 
 def test_page_stream_is_the_workload_lookups_on_the_registered_pages():

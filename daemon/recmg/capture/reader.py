@@ -234,7 +234,10 @@ def peek_tables(path: str | os.PathLike, proc_root: str = "/proc"
             fail(f"not a version {seg.VERSION} recmg capture segment")
         if entry_bytes != seg.TABLE_ENTRY_BYTES or not 1 <= n_tables <= seg.MAX_TABLES:
             fail(f"bad table registry geometry ({n_tables} tables of {entry_bytes} B)")
-        return pid, _registry(fd, n_tables, pid, proc_root, fail)
+        try:
+            return pid, _registry(fd, n_tables, pid, proc_root, fail)
+        except ProcessLookupError:
+            fail(f"process {pid} is not running (stale segment)")
     finally:
         os.close(fd)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recmg import native
 from recmg.client import Client, alloc_table
 
 
@@ -78,8 +79,6 @@ class DLRM:
                 self.tables.append(arr)
                 self._maps.append(m)
         if prefer_node is not None:  # place the tables' pages there on first touch
-            from recmg import native
-
             for t in self.tables:
                 native.mbind(t.ctypes.data, t.nbytes + (-t.nbytes) % 4096,
                              native.MPOL_PREFERRED, [prefer_node])
@@ -97,8 +96,6 @@ class DLRM:
             # that has a policy of its own without MPOL_F_MOF (vma_policy_mof(),
             # kernel/sched/fair.c), so a leftover MPOL_PREFERRED would hide the tables
             # from the kernel's tiering (numa_balancing=2).
-            from recmg import native
-
             for t in self.tables:
                 native.mbind(t.ctypes.data, t.nbytes + (-t.nbytes) % 4096,
                              native.MPOL_DEFAULT, [])
