@@ -164,3 +164,11 @@ def test_bench_refuses_a_host_without_a_slow_node():
 def test_bench_names_an_unknown_contender():
     with pytest.raises(hh.BenchError, match="unknown contenders.*known: first-touch"):
         hh.check_contenders(["first-touch", "zswap"])
+
+
+def test_table_says_which_contenders_did_not_run():
+    text = hh.table({"budget_mib": 32, "rows": [
+        {"contender": "damon", "what": "DAMON", "error": "damo is not installed"},
+        {"contender": "OPT (bound)", "what": "Belady", "fast_share": 0.806}]})
+    assert "| damon (DAMON) | not run: damo is not installed |" in text
+    assert "| OPT (bound) | 80.6% | 32 |" in text

@@ -603,8 +603,14 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
         reserve.leave_free(budget_mib * 2**20 + RESERVE_SLACK)
         for name in contenders:
             say(f"run {name}: {BY_NAME[name].what}")
-            row, raw = run_one(BY_NAME[name], wl, budget_mib, tmp, fast, slow, sample_ms,
-                               reserve, say)
+            try:
+                row, last = run_one(BY_NAME[name], wl, budget_mib, tmp, fast, slow,
+                                    sample_ms, reserve, say)
+            except BenchError as e:  # one contender this host cannot run: say so, go on
+                say(f"  {name}: not run: {e}")
+                rows.append({"contender": name, "what": BY_NAME[name].what, "error": str(e)})
+                continue
+            raw = last
             row.update(join(raw["batch_times"], raw["times"], raw["bits"],
                             page_stream(wl, raw["tables"], raw["starts"])))
             rows.append(row)
@@ -614,6 +620,8 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
         min_free.write_text(f"{old_min_free}\n")
         if old_proactive is not None:
             proactive.write_text(f"{old_proactive}\n")
+    if raw is None:
+        raise BenchError("no contender ran: " + "; ".join(r["error"] for r in rows))
     bound = {"contender": "OPT (bound)", "what": "Belady MIN on the page stream, same budget",
              "fast_share": opt_bound(wl, raw["tables"], raw["starts"],
                                      budget_mib * 2**20 // PAGE)}
@@ -633,6 +641,9 @@ def table(result: dict) -> str:
              "start) | pages migrated | manager CPU s | workload user/sys s | p50 batch ms |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['contender']} ({r['what']}) | not run: {r['error']} | | | | | |")
+            continue
         if "pages_migrated" not in r:
             lines.append(f"| {r['contender']} | {100 * r['fast_share']:.1f}% | "
                          f"{result['budget_mib']} | | | | |")
