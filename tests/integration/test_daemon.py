@@ -341,8 +341,10 @@ def test_target_that_exits_and_restarts_is_reattached(tmp_path):
             second.kill()
             second.wait()
         # killed clients leave their segments behind: recmgd removes them and forgets
-        # their rejection
+        # their rejection (status is the end-of-tick snapshot: the tick that removed the
+        # file may not have published yet)
         wait(lambda: not discover(name="again"))
+        wait(lambda: not ctl(sock, {"cmd": "status"})["result"]["rejected"])
         st = ctl(sock, {"cmd": "status"})["result"]
         assert not st["targets"] and not st["rejected"]
     finally:
