@@ -172,3 +172,27 @@ def test_table_says_which_contenders_did_not_run():
         {"contender": "OPT (bound)", "what": "Belady", "fast_share": 0.806}]})
     assert "| damon (DAMON) | not run: damo is not installed |" in text
     assert "| OPT (bound) | 80.6% | 32 |" in text
+
+
+def test_a_workload_that_exits_before_its_tables_is_named():
+    gone = subprocess.Popen([PY, "-c", "pass"])
+    gone.wait()
+    with pytest.raises(hh.BenchError, match=f"pid {gone.pid}.*exited before"):
+        hh.wait_stopped(gone.pid, 5)
+
+
+def test_a_host_without_cgroup_v2_is_told_how_to_mount_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(hh.Cgroup, "ROOT", tmp_path)
+    with pytest.raises(hh.BenchError, match="no cgroup v2 hierarchy.*mount -t cgroup2"):
+        hh.Cgroup("wl")
+    (tmp_path / "cgroup.controllers").write_text("cpu io\n")
+    with pytest.raises(hh.BenchError, match="memory controller"):
+        hh.Cgroup("wl")
+
+
+def test_manager_cpu_counts_the_given_processes():
+    t = time.process_time()
+    while time.process_time() - t < 0.3:  # some CPU time of our own
+        pass
+    mine = hh.manager_cpu([os.getpid()]) - hh.manager_cpu([])
+    assert mine == pytest.approx(time.process_time(), abs=0.05)  # 10 ms clock ticks

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from recmg.capture import reader
+from recmg.capture.perf import proc_counts
 from recmg.tiering import placement
 
 PAGE = placement.PAGE_SIZE
@@ -203,7 +204,8 @@ class NodeReserve:
         self.node = node
         if not self.path.exists():
             raise BenchError(f"{self.path} is missing: the kernel has no 2 MiB huge pages, "
-                             "so the fast-memory budget cannot be set")
+                             "so the fast-memory budget cannot be set (run the bench on a "
+                             "kernel built with CONFIG_HUGETLBFS, as Debian's are)")
         self.original = int(self.path.read_text())
 
     def leave_free(self, target: int) -> int:
@@ -280,17 +282,6 @@ VMSTAT_KEYS = ("pgmigrate_success", "pgpromote_success", "pgdemote_kswapd", "pgd
 MANAGER_THREADS = re.compile(r"^(kswapd\d+|kcompactd\d+|kdamond\.\d+)$")
 
 
-def _proc_cpu(pid: str) -> tuple[str, float] | None:
-    """(comm, user + system seconds) of /proc/PID/stat."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = raw[raw.index("(") + 1:raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2:].split()
-    return comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def manager_cpu(pids: list[int]) -> float:
     """CPU seconds so far of the kernel's tiering threads (kswapd, kcompactd, kdamond)
     and of the given processes (recmgd): read before a manager stops, since an exited
@@ -299,9 +290,12 @@ def manager_cpu(pids: list[int]) -> float:
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
-        got = _proc_cpu(pid)
-        if got and (MANAGER_THREADS.match(got[0]) or int(pid) in pids):
-            total += got[1]
+        try:
+            if int(pid) in pids or MANAGER_THREADS.match(
+                    Path(f"/proc/{pid}/comm").read_text().strip()):
+                total += proc_counts(int(pid))["cpu_time_ns"] / 1e9
+        except OSError:  # exited while we looked
+            continue
     return total
 
 
@@ -407,7 +401,9 @@ class Manager:
     def _set(self, path: str, value) -> None:
         p = Path(path)
         if not p.exists():
-            raise BenchError(f"{path} is missing: this kernel cannot run {self.c.name!r}")
+            raise BenchError(f"{path} is missing: this kernel cannot run {self.c.name!r} "
+                             "(memory tiering needs Linux 6.1+ with NUMA balancing; leave "
+                             "it out with --contenders)")
         self._restore.append((p, _write(p, value)))
 
     def start(self) -> None:
@@ -538,8 +534,9 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
            "wall_s": round(wall, 1), "batches": int(len(batch_times)),
            "batch_span_s": round((batch_times[-1] - batch_times[0]) / 1e9, 1)
            if len(batch_times) else 0.0,
-           "samples": sampler.n, "sample_query_ms": round(1e3 * sampler.query_s
-                                                         / max(sampler.n, 1), 1), "tables_intact": "tables_intact=True" in summary,
+           "samples": sampler.n, "samples_missed": sampler.missed,
+           "sampler_stopped_by": sampler.error,
+           "sample_query_ms": round(1e3 * sampler.query_s / max(sampler.n, 1), 1),
            "p50_ms": float(summary.split("p50_ms=")[1].split()[0])}
     if manager.log.strip():
         row["recmgd_log"] = manager.log.splitlines()[-20:]
