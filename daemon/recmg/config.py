@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from recmg.safefile import read_regular
 from recmg.capture import segment as seg
 from recmg.engine import registry
 
@@ -269,8 +270,11 @@ def _toml(text: str, source: str) -> dict:
         raise ConfigError(source, [("(syntax)", "nested too deeply")]) from None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _read_text(p: Path) -> str:
-    data = p.read_bytes()
+    data = read_regular(p, MAX_CONFIG_BYTES, "config file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -420,6 +424,14 @@ def _check_model(key: str, file: str, kind: str, path: Path,
         return [(key, f"{role} = \"{name}\" needs {key} = \"FILE.onnx\"")]
     try:
         card = load_card(path.parent / file, kind)
+    except ModelError as e:
+        return [(key, str(e))]
+    try:  # what recmgd will run: loaded by onnxruntime and called once on zeros
+        from recmg.models.card import OnnxModel
+
+        OnnxModel(path.parent / file, kind).probe()
+    except ImportError as e:
+        return [(key, f"cannot check {file}: {e} (install recmg[daemon])")]
     except ModelError as e:
         return [(key, str(e))]
     family = (card.get("model") or {}).get("family")

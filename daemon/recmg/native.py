@@ -343,6 +343,13 @@ class SharedU64:
         if lib.recmg_safe_store_release_u64(self._ptr, offset, value) != 0:
             raise MappingFault(f"store to offset {offset} faulted (file truncated?)")
 
+    def release(self) -> None:
+        """Give up the buffer now (ffi.release), so its owner can close it even while
+        a MappingFault's traceback still references this object."""
+        if self._ptr is not None:
+            ffi.release(self._ptr)
+            self._ptr, self._keep, self._size = None, None, 0
+
     def copy_out(self, offset: int, dst: np.ndarray) -> None:
         """Copy dst.nbytes bytes from offset into the C-contiguous array dst."""
         if not dst.flags.c_contiguous or not 0 <= offset <= self._size - dst.nbytes:
@@ -351,6 +358,17 @@ class SharedU64:
         if dst.nbytes and lib.recmg_safe_copy(ffi.from_buffer(dst, require_writable=True),
                                               self._ptr + offset, dst.nbytes) != 0:
             raise MappingFault(f"copy of {dst.nbytes} bytes at offset {offset} faulted "
+                               "(file truncated?)")
+
+
+    def copy_in(self, offset: int, src: np.ndarray) -> None:
+        """Copy the C-contiguous array src to offset, fault-safely."""
+        if not src.flags.c_contiguous or not 0 <= offset <= self._size - src.nbytes:
+            raise ValueError(f"copy of {src.nbytes} bytes to {offset} outside the "
+                             f"{self._size}-byte buffer")
+        if src.nbytes and lib.recmg_safe_copy(self._ptr + offset, ffi.from_buffer(src),
+                                              src.nbytes) != 0:
+            raise MappingFault(f"copy of {src.nbytes} bytes to offset {offset} faulted "
                                "(file truncated?)")
 
 

@@ -385,7 +385,7 @@ def test_killed_clients_segment_is_removed_by_capture_clean_live_ones_kept(tmp_p
         res = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True)
         assert res.returncode == 0 and f"would remove {path}" in res.stdout
         assert os.path.exists(path)
-        half_built = tmp_path / f".{os.path.basename(path)}.new"  # died while creating
+        half_built = tmp_path / seg.building_name(path)  # died while creating
         half_built.write_bytes(b"")
         res = subprocess.run(cli, capture_output=True, text=True)
         assert res.returncode == 0 and f"removed {path}" in res.stdout
@@ -522,3 +522,51 @@ def test_drop_counters_going_backwards_report_no_drops():
         assert r.read().dropped_batches == 10
         _corrupt(c, seg.OFF_DROPPED_BATCHES, struct.pack("<Q", 3))
         assert r.read().dropped_batches == 0
+
+
+def test_names_taken_by_another_user_cannot_stop_the_client(tmp_path):
+    """Any local user can create files in the shared segment directory.  Pre-created
+    hidden names are not the ones the client picks; a taken final name is a clear
+    CaptureUnavailable, and with run-uninstrumented the model runs without recmg."""
+    pid = os.getpid()
+    for n in range(64):  # the old, predictable hidden name and a few guesses
+        (tmp_path / f".recmg.squat.{pid}.new").write_bytes(b"")
+        (tmp_path / f".recmg.squat.{pid}.{n:016x}.new").write_bytes(b"")
+    with Client("squat", [("a", 100, 4)], shm_dir=str(tmp_path)) as c:
+        assert c.unavailable is None and c.record([np.arange(3)])
+    (tmp_path / f"recmg.taken.{pid}").symlink_to("/etc/passwd")
+    from recmg.client import CaptureUnavailable
+    with pytest.raises(CaptureUnavailable, match="already exists"):
+        Client("taken", [("a", 100, 4)], shm_dir=str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="uninstrumented"):
+        c = Client("taken", [("a", 100, 4)], shm_dir=str(tmp_path),
+                   if_unavailable="run-uninstrumented")
+    assert c.unavailable and c.record([np.arange(3)]) is False
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")
+            and "taken" in p.name] == []  # its own hidden file is gone
+
+
+def test_a_client_whose_segment_is_truncated_keeps_running_uninstrumented(tmp_path):
+    """A member of the segment's group (or the owner) truncates it: the client's
+    ring writes fault; it warns once and runs uninstrumented instead of dying of
+    SIGBUS."""
+    code = textwrap.dedent(f"""
+        import os, warnings
+        import numpy as np
+        from recmg.client import Client
+        c = Client("victim", [("a", 1000, 4)], shm_dir={str(tmp_path)!r},
+                   key_capacity=1 << 16)
+        assert c.record([np.arange(100)])
+        os.truncate(c.path, 0)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            results = [c.record([np.arange(100)]) for _ in range(5)]
+        assert results == [False] * 5, results
+        assert len(w) == 1 and "truncated" in str(w[0].message), [str(x.message) for x in w]
+        assert c.stats() == {{}}
+        c.close()
+        print("survived")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "survived" in res.stdout, (res.returncode, res.stderr)

@@ -86,7 +86,7 @@ def test_a_handler_bug_answers_eio_and_serving_goes_on(served):
 def test_idle_connections_are_capped_and_timed_out(served):
     srv, path = served
     idle = []
-    for _ in range(8):
+    for _ in range(8 + control.ROOT_RESERVED):  # root: its reserved slots too
         s = socket.socket(socket.AF_UNIX)
         s.connect(str(path))
         idle.append(s)
@@ -96,7 +96,7 @@ def test_idle_connections_are_capped_and_timed_out(served):
     extra.settimeout(5)
     assert json.loads(extra.makefile().readline())["code"] == "EBUSY"
     extra.close()
-    assert len(srv.server.conns) == 8
+    assert len(srv.server.conns) == 8 + control.ROOT_RESERVED
     time.sleep(1.5)  # idle_timeout_s = 1: all closed by the server
     assert len(srv.server.conns) == 0
     for s in idle:
@@ -163,3 +163,27 @@ def test_recmgctl_reports_a_malformed_reply_without_a_traceback(tmp_path, capsys
         assert "malformed reply" in err and "Traceback" not in err
     t.join(5)
     srv.close()
+
+
+def test_one_user_holding_connections_locks_out_neither_root_nor_other_users(
+        served, monkeypatch):
+    """A read_group member opened 64 idle connections and root could not connect."""
+    srv, path = served
+    real = control.peer_credentials
+    uid = {"next": 1000}
+    monkeypatch.setattr(control, "peer_credentials",
+                        lambda s: (real(s)[0], uid["next"], real(s)[2]))
+    held = []
+    for _ in range(8):  # user 1000 tries to take every slot
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(path))
+        held.append(s)
+    time.sleep(0.3)
+    assert sum(c.creds[1] == 1000 for c in srv.server.conns.values()) == srv.server.per_uid
+    uid["next"] = 1001
+    # another user is served (here: refused as no member of the read group, not EBUSY)
+    assert ask(path, b'{"cmd": "version"}\n')["code"] == "EPERM"
+    uid["next"] = 0
+    assert ask(path, b'{"cmd": "version"}\n')["ok"]  # and root
+    for s in held:
+        s.close()

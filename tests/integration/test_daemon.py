@@ -827,3 +827,98 @@ def test_live_ticks_and_their_replay_make_the_same_moves(tmp_path):
     assert len(trace.meta["tick_starts"]) == 25
     _, ticks = replay(trace, cfg, prof)
     assert [(t["promoted"], t["demoted"]) for t in ticks] == live
+
+
+def test_a_segment_truncated_during_the_copy_is_rejected_without_killing_the_tick(
+        tmp_path, monkeypatch):
+    """The owner truncates its segment between the size check and the copy: the fault
+    becomes a rejection of that target only.  (Closing the reader inside the handler
+    raised BufferError, since the fault's traceback still held the mapping's view, and
+    it escaped tick(): the worker died with exit 70.)"""
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
+    with Client("trunc", [("a", 1000, 64)], shm_dir=str(tmp_path)) as bad, \
+            Client("fine", [("a", 1000, 64)], shm_dir=str(tmp_path)) as good:
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        state = pipe.attach(Path(bad.path))
+        pipe.attach(Path(good.path))
+        monkeypatch.setattr(state.reader, "_check_size", lambda: None)  # lose the race
+        bad.record([np.arange(100)])
+        good.record([np.arange(100)])
+        os.truncate(bad.path, 4096)
+        pipe.tick()
+        name = Path(bad.path).name
+        assert name not in pipe.targets and "truncated while attached" in pipe.rejected[name]
+        assert pipe.targets[Path(good.path).name].stats.batches == 1
+        os.truncate(bad.path, 1 << 20)  # the client's own close() writes its header
+        pipe.close()
+
+
+def test_a_closed_writers_backlog_is_read_in_bounded_reads_before_detaching(tmp_path):
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n[target]\nmax_batches_per_read = 4\n')
+    with Client("backlog", [("a", 1000, 64)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        state = pipe.attach(Path(c.path))
+        for _ in range(10):
+            c.record([np.arange(10)])
+        c.close()
+        pipe.tick()
+        assert state.stats.batches == 4 and pipe.targets  # still draining
+        pipe.tick()
+        pipe.tick()
+        assert not pipe.targets and pipe.retired.batches == 10
+        pipe.close()
+
+
+def test_a_segment_that_fails_after_every_attach_backs_off_and_logs_are_limited(
+        tmp_path, caplog):
+    """A segment that turns invalid right after each attach was re-attached every
+    ~1.2 s forever (attaching reset its quarantine), with three log lines each time."""
+    from recmg.capture.reader import SegmentError
+
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
+    pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+    with Client("flap", [("a", 1000, 64)], shm_dir=str(tmp_path)) as c:
+        name = Path(c.path).name
+        delays = []
+        for _ in range(6):
+            state = pipe.attach(Path(c.path))
+            state.reader.read = lambda *a: (_ for _ in ()).throw(SegmentError("went bad"))
+            pipe.tick()
+            assert name not in pipe.targets
+            delays.append(pipe.quarantine[name][1])
+        assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+        lines = [r for r in caplog.records if name in r.getMessage()]
+        assert len(lines) <= 3  # attach, reject, detach once each; the rest held back
+    with caplog.at_level("INFO"):
+        caplog.clear()
+        for i in range(5000):  # junk files: one line per file was 55,374 lines in 14 s
+            pipe.reject(f"recmg.junk{i}.1", "bad magic")
+        assert len(caplog.records) <= pipe.logs.burst
+    pipe.close()
+
+
+def test_log_limiter_holds_back_repeats_and_reports_them():
+    import logging
+
+    from recmg.service.loglimit import LogLimiter
+
+    now = [0.0]
+    seen = []
+
+    class H(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    lg = logging.getLogger("recmg-test-limiter")
+    lg.addHandler(H())
+    lg.setLevel(logging.INFO)
+    lim = LogLimiter(lg, every_s=60, burst=3, clock=lambda: now[0])
+    assert lim.log(logging.WARNING, "move:a", "failed %d", 1)
+    assert not lim.log(logging.WARNING, "move:a", "failed %d", 2)
+    for k in "bcdef":
+        lim.log(logging.WARNING, f"move:{k}", "x")
+    assert len(seen) == 3
+    now[0] = 61.0
+    lim.log(logging.WARNING, "move:a", "failed %d", 3)
+    assert "3 more 'move' log lines were held back" in seen[3]
+    assert seen[4] == "failed 3 (repeated 1 times since last logged)"

@@ -13,6 +13,7 @@ from recmg import config as cfgmod
 from recmg.client import Client
 from recmg.service import metrics
 from recmg.engine.feedback import Feedback, mean_interval
+from recmg.movers import SimulatedMigrator
 from recmg.service.pipeline import Pipeline
 
 CFG = ('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\nrate_mib_s = 400.0\n'
@@ -20,7 +21,14 @@ CFG = ('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\nrate_mib_s 
        '[budget]\nfast_mib_per_target = 2\n[target]\nmax_accesses_per_s = 0\n')
 
 
-def _run(tmp_path, slow_after_moves: bool, ticks: int = 48):
+class _MovingMigrator(SimulatedMigrator):
+    """The simulated tier, standing in for a backend whose moves are real: only then
+    does the closed loop judge moves."""
+
+    real = True
+
+
+def _run(tmp_path, slow_after_moves: bool, ticks: int = 48, real: bool = True):
     """A client that records 8 batches a tick, spaced 1 ms apart, or 3 ms apart in a
     tick after recmgd moved pages when ``slow_after_moves``; the hot set keeps moving so
     recmgd keeps migrating."""
@@ -29,6 +37,8 @@ def _run(tmp_path, slow_after_moves: bool, ticks: int = 48):
     rng = np.random.default_rng(0)
     with Client("fb", [("a", 200_000, 64)], shm_dir=str(tmp_path)) as c:
         pipe = Pipeline(cfg, prof, [0], [1])
+        if real:
+            pipe.migrator = _MovingMigrator(cfg.migration.rate_mib_s)
         st = pipe.attach(Path(c.path))
         for i in range(ticks):
             gap = 0.003 if slow_after_moves and st.moved_last else 0.001
@@ -49,6 +59,15 @@ def test_moves_that_slow_the_target_down_cut_its_rate(tmp_path, caplog):
     assert fb["rate_pages_per_tick"] < st.base_rate
     assert "slower after recmgd's moves" in caplog.text
     assert "recmgd_feedback_backoffs_total" in metrics.exposition()
+
+
+def test_where_nothing_moves_slower_batches_are_not_blamed_on_moves(tmp_path):
+    """The simulated backend moves no page: the closed loop cut a target's rate there
+    because of host noise."""
+    st, status = _run(tmp_path, slow_after_moves=True, real=False)
+    fb = status["feedback"]
+    assert fb["window_ticks"] == 0 and fb["backoffs"] == 0 and fb["rate_scale"] == 1.0
+    assert fb["rate_pages_per_tick"] == st.base_rate
 
 
 def test_moves_that_do_not_slow_it_keep_the_rate(tmp_path):

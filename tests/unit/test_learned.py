@@ -200,17 +200,19 @@ def test_recmgd_runs_the_learned_profile_and_reports_its_model(tmp_path):
 
 
 def test_an_interrupted_training_resumes_from_its_checkpoint(model, tmp_path, monkeypatch):
-    """Killed after its first epoch, a rerun of the same command picks up at the
-    second and makes the same model as an uninterrupted run."""
+    """Killed while saving its second epoch's checkpoint, the first epoch's stays whole
+    (the save is atomic), and a rerun of the same command picks up at the second epoch
+    and makes the same model as an uninterrupted run."""
     _, card = model
     saves = []
     real_save = torch.save
 
-    def dying_save(obj, path):
-        real_save(obj, path)
-        saves.append(path)
-        if len(saves) == 1:
-            raise KeyboardInterrupt  # the process is stopped after epoch 0 was saved
+    def dying_save(obj, f):
+        saves.append(obj["epoch"])
+        if len(saves) == 2:
+            f.write(b"half a checkpoint")
+            raise KeyboardInterrupt  # the process is stopped mid-save
+        real_save(obj, f)
 
     monkeypatch.setattr(torch, "save", dying_save)
     args = ([("a", small(1), None), ("b", small(2), None)], str(tmp_path), "tiny")
@@ -218,10 +220,41 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(model, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         train.train_cache(*args, **kw)
     assert (tmp_path / "tiny.checkpoint.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.checkpoint.pt"]
     resumed = train.train_cache(*args, **kw)
-    assert len(saves) == 2  # only epoch 1 was trained again
+    assert saves == [0, 1, 1]  # only epoch 1 was trained again
     assert resumed["onnx_sha256"] == card["onnx_sha256"]
     assert not (tmp_path / "tiny.checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04garbage", None],
+                         ids=["garbage", "corrupt-zip", "foreign"])
+def test_a_corrupt_or_foreign_checkpoint_is_set_aside_not_a_traceback(
+        model, tmp_path, content, capsys, monkeypatch):
+    _, card = model
+    ckpt = tmp_path / "tiny.checkpoint.pt"
+    args = ([("a", small(1), None), ("b", small(2), None)], str(tmp_path), "tiny")
+    kw = dict(size=0.1, epochs=2, hidden=8, seed=3, show_progress=False, command="test")
+    if content is None:  # this run's own checkpoint, holding another model's weights
+        real_save = torch.save
+
+        def save_once(obj, f):
+            if obj["epoch"] == 1:
+                raise KeyboardInterrupt  # stopped after epoch 0's checkpoint
+            real_save(obj, f)
+
+        with monkeypatch.context() as mp:
+            mp.setattr(torch, "save", save_once)
+            with pytest.raises(KeyboardInterrupt):
+                train.train_cache(*args, **kw)
+        state = torch.load(ckpt, weights_only=True)
+        state["model"] = torch.nn.Linear(3, 2).state_dict()
+        torch.save(state, ckpt)
+    else:
+        ckpt.write_bytes(content)
+    got = train.train_cache(*args, **kw)
+    assert got["onnx_sha256"] == card["onnx_sha256"]  # trained from scratch
+    assert "ignoring checkpoint" in capsys.readouterr().err
 
 
 def test_the_papers_attention_family_trains_exports_and_serves(tmp_path):

@@ -131,3 +131,24 @@ def test_check_reports_unreadable_tree_with_os_error_code(tmp_path, capsys):
     assert recmgctl.main(["check", "--sys-root", str(tmp_path / "t/sys"),
                           "--proc-root", str(tmp_path / "t/proc")]) == 71
     assert "cannot read the host topology" in capsys.readouterr().err
+
+
+def test_a_busy_damon_sysfs_file_is_retried_then_reported_not_a_traceback(monkeypatch):
+    """A kdamond at work answers EBUSY; `--check-config` died with a traceback."""
+    import errno
+    from pathlib import Path
+
+    real = Path.read_text
+    calls = {"n": 0}
+
+    def busy(self, *a, **kw):
+        if self.name == "state" and "kdamonds" in str(self):
+            calls["n"] += 1
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "read_text", busy)
+    t = probe("two-socket-cxl")
+    assert calls["n"] == 3 and t.damon_unreadable == [0]
+    warn = [f for f in t.findings() if "kdamond 0: its state could not be read" in f.what]
+    assert warn and warn[0].level == "warning"

@@ -89,10 +89,10 @@ def remove_stale(shm_dir: str | None = None, proc_root: str = "/proc",
 
     A client removes its segment at exit (close(), atexit), but a process killed by
     SIGKILL or a crash leaves its file behind (the ring's size in /dev/shm, for good).
-    Only regular files named recmg.<name>.<pid> (or .recmg.<name>.<pid>.new, one whose
-    client died while creating it) with no /proc/<pid> are touched; a segment whose
-    pid was reused by another process stays (its attach is refused with an owner or
-    pid mismatch) until that process is gone too."""
+    Only regular files named recmg.<name>.<pid> (or a client's hidden building name,
+    seg.building_name, one whose client died while creating it) with no /proc/<pid>
+    are touched; a segment whose pid was reused by another process stays (its attach
+    is refused with an owner or pid mismatch) until that process is gone too."""
     shm_dir = shm_dir or seg.default_dir()
     removed = []
     try:
@@ -100,8 +100,7 @@ def remove_stale(shm_dir: str | None = None, proc_root: str = "/proc",
     except OSError:
         return removed
     for fn in names:
-        building = fn.startswith(".") and fn.endswith(".new")
-        parsed = seg.parse_segment_name(fn[1:-4] if building else fn)
+        parsed = seg.parse_segment_name(fn) or seg.parse_building_name(fn)
         if parsed is None or os.path.exists(os.path.join(proc_root, str(parsed[1]))):
             continue
         path = Path(shm_dir) / fn
@@ -376,6 +375,10 @@ class SegmentReader:
     def closed(self) -> bool:
         return self._word(seg.OFF_CLOSED) == 1
 
+    def pending(self) -> int:
+        """Batches published and not yet read."""
+        return max(0, self._word(seg.OFF_BATCH_HEAD) - self._word(seg.OFF_BATCH_TAIL))
+
     def set_sampling(self, one_in: int) -> None:
         """Ask the client to record one batch in ``one_in`` (1: every batch)."""
         if one_in < 1:
@@ -463,11 +466,20 @@ class SegmentReader:
         return keys[ok], kept_before[offsets.astype(np.intp)], int((~ok).sum())
 
     def close(self) -> None:
-        if getattr(self, "_mm", None) is not None:
-            del self._words
+        """Unmap and release the consumer lock.  Never raises: it runs in the handlers
+        of the reader's own errors, where the failed copy's traceback still holds the
+        shim's view of the mapping (so the view is released explicitly first; a plain
+        ``mmap.close()`` would raise BufferError there)."""
+        if getattr(self, "_mm", None) is None:
+            return
+        self._words.release()
+        del self._words
+        try:
             self._mm.close()
-            self._mm = None
-            os.close(self._fd)  # releases the consumer lock
+        except BufferError:  # another view still exported: the mapping goes with it
+            pass
+        self._mm = None
+        os.close(self._fd)
 
     def __enter__(self):
         return self

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import struct
 
 MAGIC = b"RECMGSEG"
@@ -121,6 +122,24 @@ def parse_segment_name(filename: str) -> tuple[str, int] | None:
     if not NAME_RE.match(name) or not pid.isdigit():
         return None
     return name, int(pid)
+
+
+def building_name(path: str) -> str:
+    """The hidden name a client builds its segment under before publishing it:
+    '.recmg.name.pid.<random hex>.new' (unpredictable, so no other user can take it
+    first)."""
+    return f".{os.path.basename(path)}.{secrets.token_hex(8)}.new"
+
+
+def parse_building_name(filename: str) -> tuple[str, int] | None:
+    """('name', pid) of a building_name (and of the older '.recmg.name.pid.new')."""
+    if not (filename.startswith(".") and filename.endswith(".new")):
+        return None
+    inner = filename[1:-4]
+    head, _, token = inner.rpartition(".")
+    if len(token) == 16 and all(c in "0123456789abcdef" for c in token):
+        inner = head
+    return parse_segment_name(inner)
 
 
 def layout(n_tables: int, key_capacity: int, batch_capacity: int, page: int = 4096

@@ -279,6 +279,7 @@ def print_registries() -> None:
 def wait_recording(args, started: dict) -> int:
     """Poll `record status` until the recording of started["segment"] is written."""
     deadline = time.monotonic() + args.timeout
+    shown, last_shown = None, 0.0
     while True:
         rec = call(args, {"cmd": "record", "action": "status"}).get(started["segment"])
         if rec is None or rec.get("output") != started["output"]:
@@ -290,6 +291,10 @@ def wait_recording(args, started: dict) -> int:
         if time.monotonic() > deadline:
             return fail(f"timed out after {args.timeout:g} s with {rec.get('have', 0)} of "
                         f"{rec.get('want')} batches recorded", EX_TEMPFAIL)
+        if rec.get("have") != shown and time.monotonic() - last_shown >= 1.0:
+            shown, last_shown = rec.get("have"), time.monotonic()
+            print(f"recording {started['segment']}: {shown} of {rec.get('want')} batches",
+                  file=sys.stderr, flush=True)
         time.sleep(0.2)
 
 

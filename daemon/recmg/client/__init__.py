@@ -46,6 +46,14 @@ from recmg.capture import segment as seg
 
 DEFAULT_KEY_CAPACITY = 1 << 22  # 4 Mi keys = 32 MiB
 DEFAULT_BATCH_CAPACITY = 1 << 12
+STAGE_KEYS = 1 << 16  # keys built privately, then copied into the ring fault-safely
+
+
+def _owner(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_uid
+    except OSError:
+        return None
 
 
 def alloc_table(rows: int, dim: int, dtype="float32", huge_pages: bool = False
@@ -113,9 +121,12 @@ class Client:
         self.unavailable: str | None = None  # why the segment could not be created
         try:
             self._create(key_capacity, batch_capacity, group)
-        except CaptureUnavailable as e:
+        except OSError as e:  # CaptureUnavailable, or the names squatted by another user
+            if not isinstance(e, CaptureUnavailable):
+                e = CaptureUnavailable(f"cannot create the capture segment {self.path}: "
+                                       f"{e.strerror or e}")
             if if_unavailable == "raise":
-                raise
+                raise e from None
             self.unavailable = str(e)
             warnings.warn(f"recmg: running uninstrumented: {e}", RuntimeWarning,
                           stacklevel=2)
@@ -130,9 +141,12 @@ class Client:
     def _create(self, kcap: int, bcap: int, group: int | None) -> None:
         header, batches, total = seg.layout(len(self.tables), kcap, bcap)
         # Built under a name readers ignore, then published whole by link(2), which
-        # fails if the name exists: recmgd never sees a half-written segment.
-        tmp = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.new")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # fails if the name exists: recmgd never sees a half-written segment.  The
+        # hidden name has a random part: any local user can create files in the shared
+        # directory, and a predictable name could be taken first.
+        tmp = os.path.join(os.path.dirname(self.path), seg.building_name(self.path))
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600)
         try:
             if group is not None:
                 os.fchown(fd, -1, group)
@@ -167,18 +181,25 @@ class Client:
                 arr.shape[1] * arr.itemsize, arr.ctypes.data, arr.nbytes,
                 arr.dtype.str.encode())
         self._words = native.SharedU64(mm)
-        self._hdr = np.frombuffer(mm, dtype=np.uint64, count=header // 8)
-        self._ring = np.frombuffer(mm, dtype=np.int64, count=kcap, offset=header)
-        self._desc = np.frombuffer(mm, dtype=np.uint64, count=bcap * seg.DESC_WORDS,
-                                   offset=batches)
-        # Fault the ring in now, so no batch pays first-touch page faults later.
-        self._ring.fill(0)
-        self._desc.fill(0)
+        self._ring_off, self._desc_off = header, batches
+        # Fault the ring in now, so no batch pays first-touch page faults later
+        # (the file is ours alone until link() publishes it: plain writes are safe).
+        mm[header:total] = bytes(total - header)
         self._kcap, self._bcap = kcap, bcap
         self._tags = [np.int64(i << 40) for i in range(len(self.tables))]
         self._kh = self._bh = 0
+        self._stage = np.empty(STAGE_KEYS, np.int64)  # keys are built here, then copied
+        self._stage_desc = np.empty(seg.DESC_WORDS, np.uint64)
         try:
             os.link(tmp, self.path)
+        except FileExistsError:
+            owner = _owner(self.path)
+            self._words.release()  # not ours: close() must never touch that file
+            del self._words
+            self._mm.close()
+            self._mm = None
+            raise FileExistsError(errno.EEXIST, f"{self.path} already exists (owned by uid "
+                                  f"{owner}): another process has this name and pid") from None
         finally:
             os.unlink(tmp)
 
@@ -186,53 +207,101 @@ class Client:
     def record(self, indices: Sequence[np.ndarray], batch_id: int | None = None) -> bool:
         """Record one batch: indices[t] holds the rows looked up in table t (any
         integer dtype).  Returns True if recorded, False if sampled out or dropped
-        (or the client runs uninstrumented)."""
+        (or the client runs uninstrumented).
+
+        Every access to the shared segment goes through the shim's fault-safe calls:
+        a member of the segment's group can truncate the file, and a plain write past
+        its new end would SIGBUS this process.  Then the client warns once and runs
+        uninstrumented from there on."""
         if self.unavailable is not None:
             return False
-        hdr, words = self._hdr, self._words
+        try:
+            return self._record(indices, batch_id)
+        except native.MappingFault:
+            self.unavailable = f"the capture segment {self.path} was truncated by another process"
+            warnings.warn(f"recmg: running uninstrumented: {self.unavailable}", RuntimeWarning,
+                          stacklevel=2)
+            return False
+
+    def _bump(self, off: int, n: int) -> None:
+        w = self._words
+        w.store_release_safe(off, w.load_acquire_safe(off) + n)
+
+    def _record(self, indices, batch_id) -> bool:
+        words = self._words
         self._counter += 1
-        n_sampling = int(words.load_acquire(seg.OFF_SAMPLING))
+        n_sampling = words.load_acquire_safe(seg.OFF_SAMPLING)
         if n_sampling > 1 and self._counter % n_sampling:
-            hdr[seg.OFF_SAMPLED_OUT // 8] += 1
+            self._bump(seg.OFF_SAMPLED_OUT, 1)
             return False
         n = 0
         for ix in indices:
             n += len(ix)
         kh, bh = self._kh, self._bh
-        if (kh + n - words.load_acquire(seg.OFF_KEY_TAIL) > self._kcap
-                or bh - words.load_acquire(seg.OFF_BATCH_TAIL) >= self._bcap):
-            hdr[seg.OFF_DROPPED_BATCHES // 8] += 1
-            hdr[seg.OFF_DROPPED_KEYS // 8] += n
+        if (kh + n - words.load_acquire_safe(seg.OFF_KEY_TAIL) > self._kcap
+                or bh - words.load_acquire_safe(seg.OFF_BATCH_TAIL) >= self._bcap):
+            self._bump(seg.OFF_DROPPED_BATCHES, 1)
+            self._bump(seg.OFF_DROPPED_KEYS, n)
             return False
-        ring, cap, pos = self._ring, self._kcap, kh & (self._kcap - 1)
+        cap, pos = self._kcap, kh & (self._kcap - 1)
+        stage, fill = self._stage, 0
         for tag, ix in zip(self._tags, indices):
             if ix.dtype == np.uint64:  # uint64 | int64 would promote to float64
                 ix = ix.view(np.int64)
-            m = len(ix)
-            first = min(m, cap - pos)
-            np.bitwise_or(ix[:first], tag, out=ring[pos:pos + first], casting="unsafe")
-            if m > first:
-                np.bitwise_or(ix[first:], tag, out=ring[:m - first], casting="unsafe")
-            pos = (pos + m) & (cap - 1)
-        d = (bh & (self._bcap - 1)) * seg.DESC_WORDS
-        desc = self._desc
-        desc[d] = self._counter - 1 if batch_id is None else batch_id
-        desc[d + 1] = time.monotonic_ns()
-        desc[d + 2] = kh
-        desc[d + 3] = n
+            done = 0
+            while done < len(ix):  # staged in chunks: no per-batch allocation
+                m = min(len(ix) - done, STAGE_KEYS - fill)
+                np.bitwise_or(ix[done:done + m], tag, out=stage[fill:fill + m],
+                              casting="unsafe")
+                fill += m
+                done += m
+                if fill == STAGE_KEYS:
+                    pos = self._put(stage[:fill], pos, cap)
+                    fill = 0
+        pos = self._put(stage[:fill], pos, cap)
+        desc = self._stage_desc
+        desc[0] = self._counter - 1 if batch_id is None else batch_id
+        desc[1] = time.monotonic_ns()
+        desc[2] = kh
+        desc[3] = n
+        words.copy_in(self._desc_off + (bh & (self._bcap - 1)) * seg.DESC_WORDS * 8, desc)
         self._kh, self._bh = kh + n, bh + 1
-        words.store_release(seg.OFF_KEY_HEAD, kh + n)
-        words.store_release(seg.OFF_BATCH_HEAD, bh + 1)
-        hdr[seg.OFF_RECORDED_BATCHES // 8] += 1
-        hdr[seg.OFF_RECORDED_KEYS // 8] += n
+        words.store_release_safe(seg.OFF_KEY_HEAD, kh + n)
+        words.store_release_safe(seg.OFF_BATCH_HEAD, bh + 1)
+        self._bump(seg.OFF_RECORDED_BATCHES, 1)
+        self._bump(seg.OFF_RECORDED_KEYS, n)
         return True
+
+    def _put(self, keys: np.ndarray, pos: int, cap: int) -> int:
+        """Copy keys into the ring at entry ``pos`` (wrapping); the next position."""
+        m = len(keys)
+        first = min(m, cap - pos)
+        if first:
+            self._words.copy_in(self._ring_off + pos * 8, keys[:first])
+        if m > first:
+            self._words.copy_in(self._ring_off, keys[first:])
+        return (pos + m) & (cap - 1)
+
+    # plain views of the ring, for tests that play a hostile writer
+    @property
+    def _ring(self) -> np.ndarray:
+        return np.frombuffer(self._mm, np.int64, self._kcap, self._ring_off)
+
+    @property
+    def _desc(self) -> np.ndarray:
+        return np.frombuffer(self._mm, np.uint64, self._bcap * seg.DESC_WORDS, self._desc_off)
 
     # --- lifecycle -------------------------------------------------------------------
     def stats(self) -> dict:
         if self.unavailable is not None:
             return {}
-        h = self._hdr
-        return {k: int(h[off // 8]) for k, off in (
+        try:
+            return self._stats()
+        except native.MappingFault:
+            return {}
+
+    def _stats(self) -> dict:
+        return {k: self._words.load_acquire_safe(off) for k, off in (
             ("recorded_batches", seg.OFF_RECORDED_BATCHES),
             ("recorded_keys", seg.OFF_RECORDED_KEYS),
             ("dropped_batches", seg.OFF_DROPPED_BATCHES),
@@ -251,7 +320,8 @@ class Client:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        del self._ring, self._desc, self._hdr, self._words
+        self._words.release()
+        del self._words
         self._mm.close()
         self._mm = None
         atexit.unregister(self._atexit)

@@ -6,6 +6,8 @@ replay runs exactly the configuration the daemon runs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from recmg.config import Config, Profile
@@ -60,6 +62,21 @@ def make_prefetcher(profile: Profile, layout: Layout, budget: int) -> pf_mod.Pre
               "capacity": budget}
     return pf_mod.make(profile.prefetcher, layout.pages_per_table(),
                        budget=profile.prefetch_budget_pages, **kw)
+
+
+FALLBACK_CACHING = "s3fifo"  # what serves when a learned caching model cannot
+
+
+def without_models(profile: Profile) -> Profile:
+    """The profile with each role that needs a model replaced by a policy that needs
+    none (caching: S3-FIFO; prefetcher: none): what a target runs when its model fails
+    to load or run, rather than being rejected."""
+    changes = {}
+    if registry.needs_model("caching", profile.caching):
+        changes.update(caching=FALLBACK_CACHING, model="")
+    if registry.needs_model("prefetcher", profile.prefetcher):
+        changes.update(prefetcher="none", prefetch_model="", prefetch_budget_pages=0)
+    return replace(profile, **changes)
 
 
 def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,

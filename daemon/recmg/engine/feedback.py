@@ -40,11 +40,17 @@ class Window:
     still: list = field(default_factory=list)  # after ticks that moved nothing
 
 
-class Feedback:
-    """One target's controller.  ``window`` 0 turns it off (scale stays 1)."""
+MOVING_BACKENDS = ("move_pages", "auto")  # backends whose moves can slow a target
 
-    def __init__(self, window: int, slowdown: float):
-        self.window, self.slowdown = int(window), float(slowdown)
+
+class Feedback:
+    """One target's controller.  ``window`` 0 turns it off (scale stays 1), and so
+    does ``judges_moves=False``: where nothing physically moves (the simulated and
+    dry-run backends) a slower batch is host noise, not the moves' cost."""
+
+    def __init__(self, window: int, slowdown: float, judges_moves: bool = True):
+        self.window = int(window) if judges_moves else 0
+        self.slowdown = float(slowdown)
         self.scale = 1.0
         self.ticks = 0
         self.cur = Window()

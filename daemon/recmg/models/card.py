@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recmg.safefile import read_regular
+
 from recmg.models import features as ft
 
 CARD_SUFFIX = ".card.json"
@@ -50,12 +52,24 @@ def feature_names(kind: str, family: str | None = None) -> tuple[str, ...]:
     return ft.FEATURE_NAMES
 
 
+MAX_MODEL_BYTES = 256 << 20
+MAX_CARD_BYTES = 1 << 20
+
+
 def load_card(onnx_path: str | Path, kind: str) -> dict:
     """The card of a model, checked against the file and this recmg's features."""
+    return load_model(onnx_path, kind)[0]
+
+
+def load_model(onnx_path: str | Path, kind: str) -> tuple[dict, bytes]:
+    """(card, model bytes): the card checked against the bytes (sha256) and this
+    recmg's features.  Both files are read once, bounded and only if they are regular
+    files (recmg.safefile.read_regular: a FIFO or /dev/zero is refused, never waited
+    on), so what onnxruntime loads is what was checked."""
     onnx_path = Path(onnx_path)
     cp = card_path(onnx_path)
     try:
-        card = json.loads(cp.read_text())
+        card = json.loads(read_regular(cp, MAX_CARD_BYTES, "model card"))
     except FileNotFoundError:
         raise ModelError(f"{onnx_path}: no model card ({cp.name} beside it)") from None
     except (OSError, ValueError) as e:
@@ -72,14 +86,16 @@ def load_card(onnx_path: str | Path, kind: str) -> dict:
                          f"{feats.get('names')}; this recmg computes version "
                          f"{ft.FEATURE_VERSION} {list(names)}")
     try:
-        digest = sha256_file(onnx_path)
+        data = read_regular(onnx_path, MAX_MODEL_BYTES, "model")
     except OSError as e:
-        raise ModelError(f"{onnx_path}: {e.strerror or e}") from None
+        raise ModelError(str(e) if str(onnx_path) in str(e) else
+                         f"{onnx_path}: {e.strerror or e}") from None
+    digest = hashlib.sha256(data).hexdigest()
     if card.get("onnx_sha256") != digest:
         raise ModelError(f"{onnx_path}: sha256 {digest[:12]}... is not the card's "
                          f"{str(card.get('onnx_sha256'))[:12]}... (model and card do not "
                          "belong together)")
-    return card
+    return card, data
 
 
 class OnnxModel:
@@ -90,15 +106,15 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.card = load_card(self.path, kind)
+        self.kind = kind
+        self.card, data = load_model(self.path, kind)
         self.sha256 = self.card["onnx_sha256"]
         self.name = self.card.get("name", self.path.stem)
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(1, int(threads))
         so.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), so,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from None
         inp = self.session.get_inputs()
@@ -110,10 +126,37 @@ class OnnxModel:
                              f" not one (n, {nf}) feature matrix or (n, window, "
                              f"{nf}) windows of recent accesses")
         self.input = inp[0].name
+        self.n_features = nf
         # how many recent accesses one prediction sees (1: the access alone)
         self.window = shape[1] if len(shape) == 3 else 1
 
     CHUNK = 1 << 16  # rows per onnxruntime call: bounds its working memory
+
+    def probe(self) -> None:
+        """Run the model once on zero features, as recmgd will call it, and check what
+        comes back: every output has one row per input row, and a caching model (or
+        the candidate-ranking prefetch model) one number per row.  ModelError
+        otherwise, so `recmgd --check-config` refuses a model that would fail every
+        target at runtime."""
+        n = 3
+        x = np.zeros((n, self.window, self.n_features) if self.window > 1
+                     else (n, self.n_features), np.float32)
+        try:
+            outs = self.session.run(None, {self.input: x})
+        except Exception as e:  # onnxruntime's own exception types
+            raise ModelError(f"{self.path}: onnxruntime cannot run it on a ({', '.join(map(str, x.shape))}) "
+                             f"feature matrix: {str(e)[:300]}") from None
+        shapes = [np.shape(o) for o in outs]
+        if not outs or any(len(sh) == 0 or sh[0] != n for sh in shapes):
+            raise ModelError(f"{self.path}: outputs of shapes {shapes} for {n} rows; every "
+                             f"output needs one row per input row")
+        family = (self.card.get("model") or {}).get("family")
+        per_row = self.kind == "caching" or family in (None, "mlp")
+        if per_row and np.size(outs[0]) != n:
+            raise ModelError(f"{self.path}: its first output has shape {shapes[0]}; a "
+                             f"{self.kind} model gives one number per row, ({n},) or ({n}, 1)")
+        if not all(np.all(np.isfinite(np.asarray(o, np.float64))) for o in outs):
+            raise ModelError(f"{self.path}: outputs are not finite on zero features")
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Every output of the model for x, one call per CHUNK rows."""

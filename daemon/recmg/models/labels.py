@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from recmg import progress
+from recmg.safefile import atomic_output
 from recmg.engine.layout import Layout
 from recmg.engine.policy.cache import NEVER, Cache, next_use
 from recmg.sim.source import id_to_position, positional
@@ -180,12 +181,10 @@ def write(path: str | os.PathLike, labels: Labels, meta: dict | None = None) -> 
     sha256, command).  Written atomically."""
     path = Path(path)
     m = {**labels.meta, **(meta or {})}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_output(path) as f:
         np.savez_compressed(f, keep=np.packbits(labels.keep), hit=np.packbits(labels.hit),
                             n=np.array([labels.n], np.uint64),
                             meta=np.array(json.dumps(m, sort_keys=True)))
-    os.replace(tmp, path)
 
 
 def read(path: str | os.PathLike) -> Labels:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from recmg import progress
+from recmg.safefile import atomic_output
 from recmg.models import card as cardmod
 from recmg.models import features as ft
 from recmg.models import labels as lab
@@ -367,11 +368,7 @@ def fit(model, opt, epochs: int, n: int, chunk: int, step, seed: int, ckpt: Path
 
     first = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        if state.get("run") == run:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            first = int(state["epoch"]) + 1
+        first = _resume(model, opt, ckpt, run)
     steps = max(1, (n + chunk - 1) // chunk)
     with progress.bar((epochs - first) * steps, "train", unit, show_progress) as bar:
         for epoch in range(first, epochs):
@@ -386,8 +383,33 @@ def fit(model, opt, epochs: int, n: int, chunk: int, step, seed: int, ckpt: Path
                 total += float(loss.detach()) * len(idx)
                 bar.update(1)
             bar.set_postfix_str(f"epoch {epoch} loss {total / max(n, 1):.4f}")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
-                        "run": run}, ckpt)
+            with atomic_output(ckpt) as f:  # a run killed mid-save keeps the last one
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                            "epoch": epoch, "run": run}, f)
+
+
+def _resume(model, opt, ckpt: Path, run: str) -> int:
+    """The first epoch to run after the checkpoint ``ckpt``: its epoch + 1 when it is
+    of this ``run``, else 0.  A checkpoint that is corrupt, foreign or of another model
+    shape is set aside with a warning (training starts over), never a traceback."""
+    import copy
+
+    import torch
+
+    fresh = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    try:
+        state = torch.load(ckpt, weights_only=True)
+        if not isinstance(state, dict) or state.get("run") != run:
+            return 0
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        return int(state["epoch"]) + 1
+    except Exception as e:  # UnpicklingError, RuntimeError, KeyError, ... from a bad file
+        model.load_state_dict(fresh[0])  # undo a partial load
+        opt.load_state_dict(fresh[1])
+        print(f"recmg train: ignoring checkpoint {ckpt}: not a usable checkpoint of this run "
+              f"({type(e).__name__}: {str(e)[:200]}); starting from epoch 0", file=sys.stderr)
+        return 0
 
 
 OPSET = 17

@@ -12,9 +12,11 @@ Anyone who can reach the socket is untrusted, and nothing they send may stop or 
 the loop that also feeds the watchdog:
 - JSON nesting is limited (``MAX_DEPTH``) before it is parsed, and each command's
   arguments are checked against ``ARGS`` (names and types) before it runs;
-- at most ``max_connections`` at once (more are answered EBUSY and closed, so idle
-  connections cannot exhaust the file-descriptor limit), and a connection idle for
-  ``idle_timeout_s`` is closed;
+- at most ``max_connections`` at once, a quarter of them per uid, with
+  ``ROOT_RESERVED`` more for root alone (more are answered EBUSY and closed, so idle
+  connections cannot exhaust the file-descriptor limit, and a read_group member
+  holding its connections open locks out neither root nor other members), and a
+  connection idle for ``idle_timeout_s`` is closed;
 - replies are written without blocking: a reader that does not read gets no further
   requests served and is closed when ``MAX_PENDING_BYTES`` of replies pile up;
 - a handler that fails with anything but ControlError answers EIO and is logged.
@@ -49,6 +51,7 @@ ARGS: dict[str, dict[str, tuple[type, bool]]] = {
 }
 MAX_DEPTH = 8  # requests are flat objects; nesting beyond this is refused unparsed
 MAX_PENDING_BYTES = 16 << 20  # replies a client has not read yet
+ROOT_RESERVED = 4  # connections only root may open beyond max_connections
 log = logging.getLogger("recmgd")
 
 
@@ -145,6 +148,7 @@ class ControlServer:
         self.path, self.handler = path, handler
         self.max_bytes, self.rate = max_request_bytes, max_requests_per_s
         self.max_conns, self.idle_s = max_connections, idle_timeout_s
+        self.per_uid = max(1, max_connections // 4)
         self.conns: dict[int, _Conn] = {}
         self.read_gid = grp.getgrnam(read_group).gr_gid if read_group else None
         d = os.path.dirname(path)
@@ -203,7 +207,13 @@ class ControlServer:
         except OSError as e:  # EMFILE/ENFILE: the cap below should keep us short of it
             log.warning("control socket: cannot accept: %s", e)
             return
-        if len(self.conns) >= self.max_conns:
+        creds = peer_credentials(s)
+        mine = sum(1 for c in self.conns.values() if c.creds[1] == creds[1])
+        if creds[1] == 0:  # root has slots of its own: no user can lock it out
+            full = len(self.conns) >= self.max_conns + ROOT_RESERVED
+        else:  # and no one user can take every slot from the others
+            full = len(self.conns) >= self.max_conns or mine >= self.per_uid
+        if full:
             try:
                 s.send(b'{"ok": false, "code": "EBUSY", "error": "too many connections"}\n',
                        socket.MSG_DONTWAIT)
@@ -212,7 +222,7 @@ class ControlServer:
             s.close()
             return
         s.setblocking(False)
-        c = _Conn(s, peer_credentials(s), self.rate)
+        c = _Conn(s, creds, self.rate)
         self.conns[s.fileno()] = c
         self.sel.register(s, selectors.EVENT_READ, c)
 

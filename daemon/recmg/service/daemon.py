@@ -248,11 +248,12 @@ class Daemon:
             # perf counts of the target in each recorded tick (recmg.capture.perf)
             "perf_per_tick": [p for p in rec.get("perf", []) if p["tick"] in ticks]})
         try:
-            tf.write(rec["output"], trace)
+            tf.write(rec["output"], trace)  # recmg.safefile: follows no planted symlink
             rec["result"] = f"{note}wrote {len(parts)} batches to {rec['output']}"
-        except OSError as e:
+        except Exception as e:  # whatever the path or the disk does, recmgd goes on
             rec["result"] = f"failed: {e}"
-        rec["done"] = True
+            log.warning("recording of %s to %s failed: %s", name, rec["output"], e)
+        rec["done"], rec["written"] = True, len(parts)
         rec["batches"], rec["perf"] = [], []  # the file has them now
 
     # ------------------------------------------------------------------- commands
@@ -345,19 +346,30 @@ class Daemon:
             return self._start_recording(req)
         if key == "record:status":
             return {n: {k: r[k] for k in ("output", "want", "done", "result", "pid")}
-                    | {"have": len(r["batches"])} for n, r in self.recordings.items()}
+                    | {"have": r.get("written", len(r["batches"]))}
+                    for n, r in self.recordings.items()}
         raise ControlError("EINVAL", f"unknown command {key!r}")
 
     def _start_recording(self, req: dict) -> dict:
         name, out, want = req.get("segment"), req.get("output"), req.get("batches", 100)
         if not isinstance(out, str) or not out.startswith("/"):
             raise ControlError("EINVAL", "record needs an absolute 'output' path")
+        directory, fname = os.path.split(out)
+        if not fname or fname in (".", "..") or "\0" in out:
+            raise ControlError("EINVAL", f"record: {out!r} does not name a file")
+        if not os.path.isdir(directory):
+            raise ControlError("ENOENT", f"record: directory {directory} does not exist")
         if not isinstance(want, int) or not 1 <= want <= 1_000_000:
             raise ControlError("EINVAL", "'batches' must be an integer in 1..1000000")
         with self.lock:
             names = list(self.pipeline.targets)
             if name is None and len(names) == 1:
                 name = names[0]
+            elif name is None:
+                raise ControlError("EINVAL" if names else "ENOENT", (
+                    f"record: {len(names)} targets are attached ({', '.join(names)}); "
+                    "name one with --segment") if names else
+                    "record: no target is attached yet (recmgctl status lists them)")
             elif isinstance(name, str):  # a short name or a file name (recmg.<name>.<pid>)
                 found = [n for n in names if seg.matches(name, n)]
                 if len(found) > 1:

@@ -5,10 +5,10 @@ textfile, and an opt-in loopback HTTP port."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from recmg.safefile import atomic_output
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -65,14 +65,5 @@ def exposition() -> str:
 
 def write_textfile(path: str) -> None:
     """Rewrite a node_exporter textfile atomically (temp file + rename)."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".recmgd-", suffix=".prom", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(exposition())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as f:
+        f.write(exposition().encode())

@@ -25,14 +25,17 @@ from recmg.engine import build
 from recmg.engine.contracts import Controls, StepResult
 from recmg.engine.layout import Layout
 from recmg.engine.stats import Stats
+from recmg.models.card import ModelError
 from recmg.service import metrics as m
 from recmg.service import safety
+from recmg.service.loglimit import LogLimiter
 from recmg.engine.feedback import Feedback
 
 log = logging.getLogger("recmgd")
 
-MAX_REJECTED = 1024  # rejected segments remembered (a hostile user can create many)
+MAX_REJECTED = 16384  # rejected segments remembered (a hostile user can create many)
 MAX_QUARANTINE_S = 300.0
+HEALTHY_S = MAX_QUARANTINE_S  # attached this long without an error: the backoff starts over
 
 
 # journald MESSAGE_IDs (journalctl MESSAGE_ID=...): stable per event kind
@@ -65,8 +68,16 @@ class TargetState:
                              f"target.max_pages ({cfg.target.max_pages})")
         self.fast, self.slow = fast, slow
         placement = migrator.initial_placement(self.pid, self.pages, fast[0], slow[0])
-        self.engine = build.planned(cfg, profile, self.pages, migrator, placement, fast, slow,
-                                    self.pid)
+        self.model_error: str | None = None  # why the profile's model does not serve
+        try:
+            self.engine = build.planned(cfg, profile, self.pages, migrator, placement, fast,
+                                        slow, self.pid)
+        except ModelError as e:  # the model changed or broke since the config check
+            self.model_error = str(e)
+            log.error("%s: the profile's model cannot serve (%s); running %s instead",
+                      self.name, e, build.FALLBACK_CACHING)
+            self.engine = build.planned(cfg, build.without_models(profile), self.pages,
+                                        migrator, placement, fast, slow, self.pid)
         self.profile = profile
         self.last_step = StepResult()
         self.sampling, self.rate = 1, 0.0
@@ -77,10 +88,12 @@ class TargetState:
         self.perf_log: list | None = None
         self.perf = TickCounters(self.pid)
         self.feedback = Feedback(cfg.migration.feedback_window_ticks,
-                                 cfg.migration.feedback_slowdown)
+                                 cfg.migration.feedback_slowdown, migrator.real)
+        self.real = migrator.real
         self.base_rate = self.engine.cfg.rate_pages  # the configured rate cap, pages/tick
         self.moved_last = False  # whether the previous tick moved pages
         self.tick_batches = 0
+        self.attached_at = time.monotonic()
 
     @property
     def stats(self) -> Stats:
@@ -96,19 +109,31 @@ class TargetState:
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.engine.build)."""
-        build.reconfigure(self.engine, self.profile, cfg, profile)
+        old = build.without_models(self.profile) if self.model_error else self.profile
+        try:
+            build.reconfigure(self.engine, old, cfg, profile)
+            self.model_error = None
+        except ModelError as e:
+            self.model_error = str(e)
+            log.error("%s: the profile's model cannot serve (%s); running %s instead",
+                      self.name, e, build.FALLBACK_CACHING)
+            build.reconfigure(self.engine, old, cfg, build.without_models(profile))
         self.profile = profile
         self.base_rate = self.engine.cfg.rate_pages
         mig = cfg.migration
-        if (mig.feedback_window_ticks, mig.feedback_slowdown) != (self.feedback.window,
-                                                                 self.feedback.slowdown):
-            self.feedback = Feedback(mig.feedback_window_ticks, mig.feedback_slowdown)
+        fresh = Feedback(mig.feedback_window_ticks, mig.feedback_slowdown, self.real)
+        if (fresh.window, fresh.slowdown) != (self.feedback.window, self.feedback.slowdown):
+            self.feedback = fresh
 
     def fast_pages(self) -> int:
         return int(np.count_nonzero(np.isin(self.placement, self.fast)))
 
     def model_status(self) -> dict | None:
         """The learned policy's model, online quality and fallback (None otherwise)."""
+        if self.model_error is not None:
+            return {"name": self.profile.model, "error": self.model_error,
+                    "fallback_active": True, "serving": build.FALLBACK_CACHING,
+                    "accuracy": None}
         status = getattr(self.engine.cache, "status", None)
         return status() if status else None
 
@@ -141,7 +166,7 @@ class Pipeline:
         self.paused = False
         self.last_tick_s = 0.0
         self.brake: safety.Brake | None = None
-        self._warned: dict[str, float] = {}
+        self.logs = LogLimiter(log)
         self._move_deadline: float | None = None
 
     # ------------------------------------------------------------------ attachment
@@ -163,22 +188,27 @@ class Pipeline:
             reader.close()
             self.reject(path.name, f"cannot manage: {e}")
             return None
+        # the quarantine entry stays: its delay keeps doubling if the segment fails
+        # again soon (one that turns invalid right after each attach backs off to 5 min)
         self.rejected.pop(path.name, None)
-        self.quarantine.pop(path.name, None)
         self.targets[path.name] = state
-        log.info("attached %s: pid %d, %d tables, %d pages, budget %d pages, backend %s",
-                 path.name, state.pid, len(reader.tables), state.pages.n_pages,
-                 state.budget_pages, self.migrator.name,
-                 extra=journal_fields(MSG_ATTACH, state.pid, path.name))
+        self.logs.log(logging.INFO, f"attach:{path.name}",
+                      "attached %s: pid %d, %d tables, %d pages, budget %d pages, backend %s",
+                      path.name, state.pid, len(reader.tables), state.pages.n_pages,
+                      state.budget_pages, self.migrator.name,
+                      extra=journal_fields(MSG_ATTACH, state.pid, path.name))
         return state
 
     def detach(self, name: str, why: str) -> None:
         state = self.targets.pop(name, None)
         if state is not None:
             self.retired.add(state.stats)
-            state.close()
-            log.info("detached %s (pid %d): %s", name, state.pid, why,
-                     extra=journal_fields(MSG_DETACH, state.pid, name))
+            try:
+                state.close()
+            except Exception:  # a target's teardown never takes the worker down
+                log.exception("closing %s failed", name)
+            self.logs.log(logging.INFO, f"detach:{name}", "detached %s (pid %d): %s", name,
+                          state.pid, why, extra=journal_fields(MSG_DETACH, state.pid, name))
 
     def reconfigure(self, cfg: Config, profile: Profile) -> None:
         """Swap config and policy between ticks; targets keep what still fits."""
@@ -224,8 +254,9 @@ class Pipeline:
         try:
             self._tick_target(state)
             alive = state.reader.writer_alive
-            if not alive or state.reader.closed:
-                state.reader.read()  # drain what the writer published last
+            # a writer gone or closed is detached once its last batches are read (the
+            # bounded reads of the following ticks drain a larger backlog)
+            if (not alive or state.reader.closed) and not state.reader.pending():
                 self.detach(name, "client closed its segment" if alive else "process exited")
         except SegmentError as e:
             self.reject(name, str(e))
@@ -244,9 +275,13 @@ class Pipeline:
         not re-attached every tick.  Bounded: the oldest entries go first."""
         if self.rejected.get(name) != why:  # counted and logged once per reason
             m.SEGMENTS_REJECTED.inc()
-            log.warning("rejected segment %s: %s", name, why)
+            self.logs.log(logging.WARNING, f"reject:{name}", "rejected segment %s: %s",
+                          name, why)
         self.rejected[name] = why
         _, delay = self.quarantine.get(name, (0.0, 0.5))
+        state = self.targets.get(name)
+        if state is not None and time.monotonic() - state.attached_at > HEALTHY_S:
+            delay = 0.5  # it had been healthy for a long while: a fresh start
         delay = min(2 * delay, MAX_QUARANTINE_S)
         self.quarantine[name] = (time.monotonic() + delay, delay)
         for table in (self.rejected, self.quarantine):
@@ -351,8 +386,9 @@ class Pipeline:
         m.BYTES_MOVED.inc(r.moved_bytes)
         for err, n in r.errors.items():
             m.MOVE_ERRORS.labels(errno=err).inc(n)
-            self._warn_rate_limited(f"move:{err}", f"{st.name}: {n} pages failed to move "
-                                    f"with {err} (total {s.errors[err]})")
+            self.logs.log(logging.WARNING, f"move:{st.name}:{err}",
+                          "%s: %d pages failed to move with %s (total %d)", st.name, n, err,
+                          s.errors[err])
         if r.deadline_hit:
             m.DEADLINE_HIT.inc()
 
@@ -370,14 +406,6 @@ class Pipeline:
         elif verdict == "restore":
             log.info("%s: moves no longer slow it down (%.1f%%): migration rate back to "
                      "%.3g of the configured", st.name, 100 * fb.last["slowdown"], fb.scale)
-
-    def _warn_rate_limited(self, key: str, msg: str, every_s: float = 60.0) -> None:
-        """One warning per key per minute, so a failing move cannot flood the journal."""
-        now = time.monotonic()
-        last = self._warned.get(key)
-        if last is None or now - last >= every_s:
-            self._warned[key] = now
-            log.warning(msg)
 
     # ---------------------------------------------------------------------- status
     def status(self) -> dict:

@@ -6,8 +6,9 @@ What a replay predicts and what it cannot (docs/architecture.md): the same moves
 tick as a live recmgd with the same config, profile and batch-to-tick grouping, on a
 host where no safety brake engages (free-memory floor, PSI and node share read the
 live host; a replay has none) and no move fails.  The closed loop runs on the
-recorded batch timestamps, as live (with the sampling the recording had).  Placement starts on the slow tier,
-as with the simulated backend.
+recorded batch timestamps, as live (with the sampling the recording had), for a
+config whose backend moves pages (a simulated or dry-run recmgd judges no moves).
+Placement starts on the slow tier, as with the simulated backend.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from recmg import config as cfgmod
 from recmg.engine import build
 from recmg.engine.contracts import Controls
-from recmg.engine.feedback import Feedback
+from recmg.engine.feedback import MOVING_BACKENDS, Feedback
 from recmg.engine.layout import Layout
 from recmg.engine.stats import Stats
 from recmg.movers import SimulatedMigrator
@@ -44,6 +45,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     recording read them in (meta "tick_starts"); else ``tick_ms`` of the trace's
     timestamps; else one batch a tick.  Returns the stats and, per tick, the batches
     read so far and the pages promoted and demoted (global page indices, in order)."""
+    judges_moves = cfg.migration.backend in MOVING_BACKENDS  # as the live daemon would
     cfg = replace(cfg, migration=replace(cfg.migration, backend="simulated"))
     starts = None
     if not batches_per_tick:
@@ -57,7 +59,8 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     ticks = []
     tick = 0
     # the closed loop, on the recorded batch timestamps, as recmgd ran it
-    fb = Feedback(cfg.migration.feedback_window_ticks, cfg.migration.feedback_slowdown)
+    fb = Feedback(cfg.migration.feedback_window_ticks, cfg.migration.feedback_slowdown,
+                  judges_moves)
     base, moved = eng.cfg.rate_pages, False
     while not src.done:
         tick += 1

@@ -17,7 +17,9 @@ Sources (Linux 6.1 / 6.12):
 
 from __future__ import annotations
 
+import errno
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,10 +47,20 @@ def parse_cpulist(text: str) -> list[int]:
 
 
 def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return None
+    """A sysfs/procfs file's text; None when it is absent or unreadable.  A busy one
+    (EBUSY, EAGAIN: a DAMON kdamond at work answers so) is tried three times, 10 ms
+    apart; what still fails reads as None, never raises."""
+    for attempt in range(3):
+        try:
+            return path.read_text()
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return None
+        except OSError as e:
+            if e.errno in (errno.EBUSY, errno.EAGAIN) and attempt < 2:
+                time.sleep(0.01)
+                continue
+            return None
+    return None
 
 
 def _read_int(path: Path) -> int | None:
@@ -100,6 +112,7 @@ class Topology:
     damon_present: bool = False
     damon_running: int = 0
     damon_migration_schemes: list[DamonScheme] = field(default_factory=list)
+    damon_unreadable: list[int] = field(default_factory=list)  # kdamonds whose state failed
     caps: dict[str, bool] = field(default_factory=dict)
     perf_event_paranoid: int | None = None
     thp: str | None = None
@@ -188,6 +201,12 @@ class Topology:
                 "conflict", f"DAMON kdamond {s.kdamond} runs a {s.action} scheme"
                 + (f" to node {s.target_nid}" if s.target_nid is not None else ""),
                 f"stop it: echo off > /sys/kernel/mm/damon/admin/kdamonds/{s.kdamond}/state"))
+        for kd in self.damon_unreadable:
+            out.append(Finding(
+                "warning", f"DAMON kdamond {kd}: its state could not be read (busy); a "
+                "migration scheme there would conflict with recmg",
+                f"cat /sys/kernel/mm/damon/admin/kdamonds/{kd}/state, then run the check "
+                "again"))
         if self.demotion_enabled and self.slow_nodes:
             out.append(Finding("info", "reclaim demotes cold pages to the slow tier "
                                "(demotion_enabled=true); recmgd works alongside it", "none"))
@@ -300,7 +319,11 @@ def probe(sys_root: str | Path = "/sys", proc_root: str | Path = "/proc") -> Top
 def _probe_damon(topo: Topology, admin: Path) -> None:
     topo.damon_present = admin.is_dir()
     for kd in sorted((admin / "kdamonds").glob("[0-9]*")):
-        if (_read(kd / "state") or "").strip() != "on":
+        state = _read(kd / "state")
+        if state is None and (kd / "state").exists():
+            topo.damon_unreadable.append(int(kd.name))
+            continue
+        if (state or "").strip() != "on":
             continue
         topo.damon_running += 1
         for scheme in sorted(kd.glob("contexts/[0-9]*/schemes/[0-9]*")):

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recmg.safefile import atomic_output
+
 MAGIC = b"RECMGTRC"
 VERSION = 1
 FIXED = struct.Struct("<8sIIQQQ24x")  # 64 bytes
@@ -159,21 +161,17 @@ def check_keys(keys: np.ndarray, tables: list[TableInfo], where: str, first: int
 
 
 def write(path: str | os.PathLike, trace: Trace) -> None:
-    """Write atomically (temp file + rename), after validate()."""
+    """Write atomically (recmg.safefile: temp file + rename, no symlink followed),
+    after validate()."""
     validate(trace, str(path))
     header = json.dumps({"tables": [asdict(t) for t in trace.tables], "meta": trace.meta},
                         sort_keys=True).encode()
     pad = (-len(header)) % 64
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_output(path) as f:
         f.write(FIXED.pack(MAGIC, VERSION, 0, len(header), trace.n_batches, len(trace.keys)))
         f.write(header + b"\0" * pad)
         for arr in (trace.batch_offsets, trace.batch_ids, trace.timestamps_ns, trace.keys):
             np.ascontiguousarray(arr, dtype="<u8").tofile(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_batches(path: str | os.PathLike, shell: Trace, batches) -> None:
@@ -187,31 +185,23 @@ def write_batches(path: str | os.PathLike, shell: Trace, batches) -> None:
     n_keys = int(shell.batch_offsets[-1])
     validate(Trace(tables=shell.tables, keys=np.zeros(0, np.uint64),
                    batch_offsets=np.zeros(1, np.uint64)), str(path))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(FIXED.pack(MAGIC, VERSION, 0, len(header), shell.n_batches, n_keys))
-            f.write(header + b"\0" * ((-len(header)) % 64))
-            for arr in (shell.batch_offsets, shell.batch_ids, shell.timestamps_ns):
-                np.ascontiguousarray(arr, dtype="<u8").tofile(f)
-            written = 0
-            for b, keys in enumerate(batches):
-                want = int(shell.batch_offsets[b + 1] - shell.batch_offsets[b])
-                if len(keys) != want:
-                    raise TraceError(f"{path}: batch {b} has {len(keys)} keys, the offsets "
-                                     f"promise {want}")
-                check_keys(keys, shell.tables, str(path), int(shell.batch_offsets[b]))
-                np.ascontiguousarray(keys, dtype="<u8").tofile(f)
-                written += 1
-            if written != shell.n_batches:
-                raise TraceError(f"{path}: {written} batches written, {shell.n_batches} "
-                                 "promised")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as f:
+        f.write(FIXED.pack(MAGIC, VERSION, 0, len(header), shell.n_batches, n_keys))
+        f.write(header + b"\0" * ((-len(header)) % 64))
+        for arr in (shell.batch_offsets, shell.batch_ids, shell.timestamps_ns):
+            np.ascontiguousarray(arr, dtype="<u8").tofile(f)
+        written = 0
+        for b, keys in enumerate(batches):
+            want = int(shell.batch_offsets[b + 1] - shell.batch_offsets[b])
+            if len(keys) != want:
+                raise TraceError(f"{path}: batch {b} has {len(keys)} keys, the offsets "
+                                 f"promise {want}")
+            check_keys(keys, shell.tables, str(path), int(shell.batch_offsets[b]))
+            np.ascontiguousarray(keys, dtype="<u8").tofile(f)
+            written += 1
+        if written != shell.n_batches:
+            raise TraceError(f"{path}: {written} batches written, {shell.n_batches} "
+                             "promised")
 
 
 MAX_JSON_BYTES = 64 << 20
