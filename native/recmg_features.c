@@ -2,6 +2,7 @@
 #include "recmg_features.h"
 
 #include <math.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,10 +25,12 @@ struct recmg_feat {
 
 static const float HALF_LIFE[3] = {1024.0f, 16384.0f, 262144.0f};
 
-recmg_feat *recmg_feat_new(uint64_t max_keys)
+recmg_feat *recmg_feat_new(uint64_t max_keys, int *err)
 {
+    *err = -EINVAL;
     if (max_keys < 1 || max_keys >= NIL)
         return NULL;
+    *err = -ENOMEM;
     recmg_feat *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
@@ -36,6 +39,7 @@ recmg_feat *recmg_feat_new(uint64_t max_keys)
         recmg_feat_free(f);
         return NULL;
     }
+    *err = 0;
     return f;
 }
 

@@ -1,6 +1,7 @@
 /* recmg prefetcher cores; see recmg_prefetch.h for the contract. */
 #include "recmg_prefetch.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,10 +38,13 @@ void recmg_pf_free(recmg_pf *p)
     free(p);
 }
 
-recmg_pf *recmg_pf_new(int kind, uint64_t history, uint32_t degree, uint64_t n_tables)
+recmg_pf *recmg_pf_new(int kind, uint64_t history, uint32_t degree, uint64_t n_tables,
+                       int *err)
 {
+    *err = -EINVAL;
     if (kind < RECMG_PF_STMS || kind > RECMG_PF_BINGO || history < 1 || history >= NIL)
         return NULL;
+    *err = -ENOMEM;
     recmg_pf *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
@@ -58,6 +62,7 @@ recmg_pf *recmg_pf_new(int kind, uint64_t history, uint32_t degree, uint64_t n_t
         recmg_pf_free(p);
         return NULL;
     }
+    *err = 0;
     return p;
 }
 
@@ -73,10 +78,10 @@ uint64_t recmg_pf_bytes(const recmg_pf *p)
     return b;
 }
 
-/* the misses that followed absolute position pos, still in the ring */
-static uint64_t replay(const recmg_pf *p, uint64_t pos, uint64_t *out)
+/* the misses that followed absolute position pos, still in the ring, at most room */
+static uint64_t replay(const recmg_pf *p, uint64_t pos, uint64_t *out, uint64_t room)
 {
-    uint64_t lo = pos + 1, hi = pos + 1 + p->degree, n = 0;
+    uint64_t lo = pos + 1, hi = pos + 1 + (p->degree < room ? p->degree : room), n = 0;
     if (p->end > p->cap && lo < p->end - p->cap)
         lo = p->end - p->cap;
     if (hi > p->end)
@@ -95,7 +100,8 @@ static inline void prefetch_slot(const lmap *m, uint64_t k0, uint64_t k1)
         __builtin_prefetch(&m->slot[mix2(k0, k1) & m->mask]);
 }
 
-uint64_t recmg_pf_misses(recmg_pf *p, const uint64_t *misses, uint64_t n, uint64_t *out)
+uint64_t recmg_pf_misses(recmg_pf *p, const uint64_t *misses, uint64_t n, uint64_t *out,
+                         uint64_t cap)
 {
     uint64_t k = 0, pos, ev[3];
     for (uint64_t i = 0; i < n; i++) {
@@ -113,9 +119,9 @@ uint64_t recmg_pf_misses(recmg_pf *p, const uint64_t *misses, uint64_t n, uint64
                           (lmap_swap(&p->pairs, p->prev, m, here, &pair_pos, ev2) & 1);
             int by_miss = lmap_swap(&p->index, m, 0, here, &pos, ev) & 1;
             if (by_pair)
-                k += replay(p, pair_pos, out + k);
+                k += replay(p, pair_pos, out + k, cap - k);
             else if (by_miss)
-                k += replay(p, pos, out + k);
+                k += replay(p, pos, out + k, cap - k);
             p->hist[here % p->cap] = m;
             p->end++;
             if (p->kind == RECMG_PF_DOMINO) {
@@ -133,7 +139,7 @@ uint64_t recmg_pf_misses(recmg_pf *p, const uint64_t *misses, uint64_t n, uint64
             }
             if (lmap_put(&p->index, m, 0, s, ev))
                 lmap_del(&p->sp, ev[2], 0); /* its key forgot its structural address */
-            for (uint32_t d = 1; d <= p->degree; d++) {
+            for (uint32_t d = 1; d <= p->degree && k < cap; d++) {
                 uint64_t nxt;
                 if (lmap_get(&p->sp, s + d, 0, &nxt))
                     out[k++] = nxt;
@@ -145,7 +151,7 @@ uint64_t recmg_pf_misses(recmg_pf *p, const uint64_t *misses, uint64_t n, uint64
 
 uint64_t recmg_pf_regions(recmg_pf *p, const uint64_t *table, const uint64_t *trigger,
                           const uint8_t *missed, const uint64_t *bits, uint64_t n,
-                          uint64_t *out)
+                          uint64_t *out, uint64_t cap)
 {
     uint64_t k = 0, pattern, ev[3];
     if (p->kind != RECMG_PF_SMS && p->kind != RECMG_PF_BINGO)
@@ -164,7 +170,7 @@ uint64_t recmg_pf_regions(recmg_pf *p, const uint64_t *table, const uint64_t *tr
             if (!found)
                 found = lmap_get(&p->index, SHORT_TAG | t, off, &pattern);
             if (found)
-                for (uint64_t b = 0; b < REGION_ROWS; b++)
+                for (uint64_t b = 0; b < REGION_ROWS && k < cap; b++)
                     if (pattern >> b & 1)
                         out[k++] = t << 40 | (base + b);
         }
@@ -185,7 +191,7 @@ int recmg_bo_scores(const uint64_t *misses, uint64_t n, const uint64_t *recent, 
     uint64_t mask = size - 1;
     uint64_t *set = malloc(size * sizeof(uint64_t));
     if (!set)
-        return -1;
+        return -ENOMEM;
     memset(set, 0xff, size * sizeof(uint64_t)); /* UINT64_MAX: empty (never a key) */
     for (uint64_t i = 0; i < m; i++) {
         uint64_t h = mix2(recent[i], 0) & mask;

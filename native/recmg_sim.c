@@ -1,6 +1,8 @@
+#define _GNU_SOURCE /* qsort_r */
 /* recmg cache core; see recmg_sim.h for the contract. */
 #include "recmg_sim.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,11 +260,13 @@ static int ghost_take(recmg_cache *c, uint64_t key)
 }
 
 /* ---- construction ---- */
-recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
+recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging, int *err)
 {
+    *err = -EINVAL;
     if (policy < RECMG_LRU || policy > RECMG_SAMPLED || capacity == 0 ||
         capacity >= (uint64_t)NONE)
         return NULL;
+    *err = -ENOMEM;
     recmg_cache *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -299,6 +303,7 @@ recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging)
     for (uint64_t i = 0; i < capacity; i++)
         c->free_stack[i] = (uint32_t)(capacity - 1 - i);
     c->n_free = capacity;
+    *err = 0;
     return c;
 }
 
@@ -678,14 +683,15 @@ uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
  * of its list.  LFU: (frequency, last use) ascending.  Belady: next use descending.
  * S3-FIFO: the small queue from its tail, then the main queue from its tail (the
  * order its eviction scans them, second chances aside).  O(len log len). */
-static const recmg_cache *rank_cache;
-
-static int rank_cmp(const void *pa, const void *pb)
+static int rank_cmp(const void *pa, const void *pb, void *ctx)
 {
+    /* the cache comes as qsort_r's argument, not a file-level variable: two threads
+     * may rank two caches at once (cffi releases the GIL during the call) */
+    const recmg_cache *c = ctx;
     uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
-    if (h_before(rank_cache, a, b))
+    if (h_before(c, a, b))
         return -1;
-    if (h_before(rank_cache, b, a))
+    if (h_before(c, b, a))
         return 1;
     return a < b ? -1 : a > b;
 }
@@ -701,7 +707,7 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
 {
     uint32_t *rank = calloc(c->capacity + 1, sizeof *rank);
     if (!rank)
-        return -1;
+        return -ENOMEM;
     switch (c->policy) {
     case RECMG_LRU:
         rank_list(c, &c->lru, rank, 0);
@@ -713,11 +719,10 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
         uint32_t *order = malloc((c->len + 1) * sizeof *order);
         if (!order) {
             free(rank);
-            return -1;
+            return -ENOMEM;
         }
         memcpy(order, c->heap, c->len * sizeof *order);
-        rank_cache = c;
-        qsort(order, c->len, sizeof *order, rank_cmp);
+        qsort_r(order, c->len, sizeof *order, rank_cmp, (void *)c);
         for (uint64_t i = 0; i < c->len; i++)
             rank[order[i]] = (uint32_t)(i + 1);
         free(order);

@@ -36,7 +36,9 @@
 
 typedef struct recmg_cache recmg_cache;
 
-recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging);
+/* NULL with *err = -EINVAL for a bad policy or capacity, -ENOMEM when out of memory;
+ * else *err = 0. */
+recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging, int *err);
 void recmg_cache_free(recmg_cache *c);
 uint64_t recmg_cache_len(const recmg_cache *c);
 uint64_t recmg_cache_capacity(const recmg_cache *c);
@@ -69,8 +71,8 @@ void recmg_cache_contains(const recmg_cache *c, const uint64_t *keys, uint64_t n
 uint64_t recmg_cache_resident(const recmg_cache *c, uint64_t *out, uint64_t max);
 
 /* Each key's value in fast memory (higher = more valuable): its rank in the policy's
- * eviction order if resident (1 = next victim), 0 if not.  0 on success, -1 if out of
- * memory. */
+ * eviction order if resident (1 = next victim), 0 if not.  0 on success, -ENOMEM if
+ * out of memory.  Thread-safe for distinct caches. */
 int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, double *out);
 
 /* Distinct keys of keys[0..n) in first-occurrence order into out; counts[i] = how

@@ -922,3 +922,47 @@ def test_log_limiter_holds_back_repeats_and_reports_them():
     lim.log(logging.WARNING, "move:a", "failed %d", 3)
     assert "3 more 'move' log lines were held back" in seen[3]
     assert seen[4] == "failed 3 (repeated 1 times since last logged)"
+
+
+def test_a_full_fast_node_pauses_promotions_instead_of_failing_the_target(
+        tmp_path, monkeypatch, caplog):
+    """move_pages answers ENOMEM when the fast node is full: the target was rejected,
+    quarantined and re-attached with fresh state in every guest run of the default
+    profile.  Now promotions pause (said once), the target stays."""
+    import errno
+
+    from recmg import native
+    from recmg.tiering import placement as pl
+
+    calls = []
+
+    def full(pid, addrs, nodes, status, flags=0):
+        calls.append(len(addrs))
+        raise native.NativeError(errno.ENOMEM, "move_pages", pid=pid)
+
+    monkeypatch.setattr(pl, "query_nodes",
+                        lambda pid, addrs, batch_pages=0: np.full(len(addrs), 1, np.int32))
+    monkeypatch.setattr(native, "move_pages", full)
+    cfg = cfgmod.parse('[migration]\nbackend = "move_pages"\nmin_residency_ticks = 0\n')
+    with Client("full", [("a", 10_000, 64)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1], "/proc", str(tmp_path))
+        pipe.attach(Path(c.path))
+        c.record([np.arange(0, 10_000, 100)])
+        pipe.tick()
+        name = Path(c.path).name
+        assert name in pipe.targets and not pipe.rejected and len(calls) == 1
+        st = pipe.status()
+        assert st["targets"][0]["errors"]["ENOMEM"] == 100
+        for _ in range(3):  # paused: nothing tried
+            c.record([np.arange(0, 10_000, 100)])
+            pipe.tick()
+            assert pipe.status()["brake"]["reason"] == "node_full"
+        assert len(calls) == 1
+        for _ in range(2):
+            c.record([np.arange(0, 10_000, 100)])
+            pipe.tick()
+        assert len(calls) == 2 and name in pipe.targets  # tried again, paused again
+        assert pipe._full_ticks == 8  # the pause doubled
+        engaged = [r for r in caplog.records if "node_full engaged" in r.getMessage()]
+        assert len(engaged) == 1
+        pipe.close()

@@ -196,3 +196,34 @@ def test_manager_cpu_counts_the_given_processes():
         pass
     mine = hh.manager_cpu([os.getpid()]) - hh.manager_cpu([])
     assert mine == pytest.approx(time.process_time(), abs=0.05)  # 10 ms clock ticks
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_unwind_the_bench_through_its_restores(tmp_path, sig):
+    """Killed by SIGTERM, the bench restored nothing (sysctls, huge pages, the stopped
+    workload).  Now SIGTERM and SIGHUP unwind like SIGINT, through every finally."""
+    code = f"""
+import sys, time, types
+from recmg.tiering import headtohead as hh
+from recmg.tiering import topology
+topology.probe = lambda *a: types.SimpleNamespace(fast_nodes=[0], slow_nodes=[1])
+hh.os.geteuid = lambda: 0
+def fake_run(*a):
+    try:
+        print("changed the host", flush=True)
+        time.sleep(60)
+    finally:
+        open({str(tmp_path / "restored")!r}, "w").write("yes")
+hh._run = fake_run
+try:
+    hh.run(["slow"], hh.Workload(), 32, None, say=lambda m: None)
+except KeyboardInterrupt as e:
+    print("interrupted:", e, flush=True)
+    sys.exit(130)
+"""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "changed the host"
+    p.send_signal(sig)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 130 and f"{signal.Signals(sig).name} received" in out
+    assert (tmp_path / "restored").read_text() == "yes"

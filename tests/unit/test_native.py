@@ -211,3 +211,61 @@ def test_no_fd_or_memory_leak_over_many_calls():
     cycle(10000)
     assert len(os.listdir("/proc/self/fd")) == fds
     assert int(open("/proc/self/statm").read().split()[1]) - rss < 256  # pages
+
+
+# ------------------------------------------------------------ the decision cores (C)
+def test_two_threads_ranking_two_caches_get_each_their_own_order():
+    """recmg_cache_scores sorted with its cache in a file-level variable: two threads
+    scoring at once (cffi releases the GIL) could rank one cache by the other's state."""
+    import threading
+
+    from recmg.engine.policy.cache import Cache
+
+    caches = []
+    for seed in (1, 2):
+        c = Cache("lfu", 20_000)
+        c.access(np.random.default_rng(seed).zipf(1.2, 200_000).astype(np.uint64) % 50_000)
+        caches.append(c)
+    keys = [c.resident() for c in caches]
+    want = [c.scores(k) for c, k in zip(caches, keys)]
+    bad = []
+
+    def worker(i):
+        for _ in range(40):
+            if not np.array_equal(caches[i].scores(keys[i]), want[i]):
+                bad.append(i)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad
+
+
+def test_prefetch_cores_never_write_past_the_capacity_they_are_given():
+    from recmg._simcore import ffi, lib
+
+    err = ffi.new("int *")
+    p = ffi.gc(lib.recmg_pf_new(lib.RECMG_PF_STMS, 1024, 8, 1, err), lib.recmg_pf_free)
+    assert err[0] == 0
+    misses = np.tile(np.arange(50, dtype=np.uint64), 4)  # every miss replays 8 followers
+    out = np.full(64, 7, np.uint64)
+    n = lib.recmg_pf_misses(p, ffi.cast("uint64_t *", ffi.from_buffer(misses)), len(misses),
+                            ffi.cast("uint64_t *", ffi.from_buffer(out)), 16)
+    assert n == 16 and (out[16:] == 7).all()  # the guard past the capacity is untouched
+
+
+def test_core_constructors_tell_bad_input_from_out_of_memory():
+    from recmg._simcore import ffi, lib
+    from recmg.engine.policy.cache import Cache
+    from recmg.models.features import OnlineFeatures
+
+    err = ffi.new("int *")
+    assert lib.recmg_cache_new(lib.RECMG_LRU, 0, 0, err) == ffi.NULL and err[0] == -errno.EINVAL
+    assert lib.recmg_pf_new(99, 16, 1, 1, err) == ffi.NULL and err[0] == -errno.EINVAL
+    assert lib.recmg_feat_new(0, err) == ffi.NULL and err[0] == -errno.EINVAL
+    with pytest.raises(ValueError, match="capacity"):
+        Cache("lru", 1 << 33)
+    with pytest.raises(ValueError, match="max_keys"):
+        OnlineFeatures(0)

@@ -12,6 +12,8 @@ changes whenever a definition does; a model card names the version it was traine
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 
 from recmg._simcore import ffi, lib
@@ -28,8 +30,11 @@ class OnlineFeatures:
     """Per-key state over one stream of keys (one target, or one trace)."""
 
     def __init__(self, max_keys: int = 1 << 22):
-        p = lib.recmg_feat_new(max_keys)
+        err = ffi.new("int *")
+        p = lib.recmg_feat_new(max_keys, err)
         if p == ffi.NULL:
+            if err[0] == -errno.EINVAL:
+                raise ValueError(f"max_keys must be in 1..2^32-2, got {max_keys}")
             raise MemoryError(f"cannot hold features of {max_keys} keys")
         self._c = ffi.gc(p, lib.recmg_feat_free)
         self.max_keys = max_keys

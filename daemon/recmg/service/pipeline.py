@@ -35,6 +35,7 @@ log = logging.getLogger("recmgd")
 
 MAX_REJECTED = 16384  # rejected segments remembered (a hostile user can create many)
 MAX_QUARANTINE_S = 300.0
+FULL_MIN_TICKS, FULL_MAX_TICKS = 4, 256  # promotion pause after a fast node's ENOMEM
 HEALTHY_S = MAX_QUARANTINE_S  # attached this long without an error: the backoff starts over
 
 
@@ -166,6 +167,9 @@ class Pipeline:
         self.paused = False
         self.last_tick_s = 0.0
         self.brake: safety.Brake | None = None
+        # a fast node answered ENOMEM: no promotions until this tick (the backoff
+        # doubles while it keeps answering so, up to FULL_MAX_TICKS)
+        self._full_until, self._full_ticks, self._full_detail = 0, 0, ""
         self.logs = LogLimiter(log)
         self._move_deadline: float | None = None
 
@@ -312,12 +316,18 @@ class Pipeline:
         self.brake = safety.check(self.cfg.safety, self.fast, self.placed_mib(),
                                   self.cfg.budget.max_fast_node_share, self.migrator.real,
                                   self.sys_root, self.proc_root)
+        if self.brake is None and self.tick_no < self._full_until:
+            self.brake = safety.node_full(self._full_detail)
+        elif self.tick_no >= self._full_until + self._full_ticks:
+            self._full_ticks = 0  # as long again without ENOMEM: the backoff starts over
         if (old and old.reason) != (self.brake and self.brake.reason):
             if self.brake is not None:
-                log.warning("safety brake %s engaged, no %s: %s", self.brake.reason,
-                            self.brake.stops, self.brake.detail)
+                self.logs.log(logging.WARNING, f"brake:{self.brake.reason}",
+                              "safety brake %s engaged, no %s: %s", self.brake.reason,
+                              self.brake.stops, self.brake.detail)
             else:
-                log.info("safety brake %s released", old.reason)
+                self.logs.log(logging.INFO, f"release:{old.reason}",
+                              "safety brake %s released", old.reason)
 
     def _adapt_sampling(self, st: TargetState, batch) -> None:
         """Keep ingest under target.max_accesses_per_s by setting the client's sampling
@@ -391,6 +401,18 @@ class Pipeline:
                           s.errors[err])
         if r.deadline_hit:
             m.DEADLINE_HIT.inc()
+        if r.errors.get("ENOMEM"):
+            self._node_full(st, r.errors["ENOMEM"])
+
+    def _node_full(self, st: TargetState, pages: int) -> None:
+        """A promotion found the fast node full (move_pages: ENOMEM).  That is the
+        host's state, not the target's fault: promotions stop for a while (demotions go
+        on and free memory), then are tried again."""
+        self._full_ticks = min(max(2 * self._full_ticks, FULL_MIN_TICKS), FULL_MAX_TICKS)
+        self._full_until = self.tick_no + self._full_ticks
+        self._full_detail = (f"move_pages found fast node {st.fast} full ({pages} pages of "
+                             f"{st.name} not promoted); promotions pause for "
+                             f"{self._full_ticks} ticks")
 
     def _feedback(self, st: TargetState, timestamps_ns) -> None:
         """The closed loop (recmg.engine.feedback): back off a target's migration rate

@@ -12,6 +12,10 @@
   exceed ``budget.max_fast_node_share`` of the node's MemTotal; at the limit, no
   promotions.  What other processes use is not recmg's to ration (the floor covers it).
 
+- Node full: a promotion that move_pages answers with ENOMEM (the node is full at
+  its watermarks although page cache counts as available) stops promotions for 4
+  ticks, doubling while it recurs, up to 256 (service.pipeline); demotions go on.
+
 The PSI and free-floor brakes read the host's real memory, so they apply only to a
 backend that really moves pages; with the simulated or dry-run backend nothing is
 moved and the node-share brake works on the modelled placement.
@@ -93,6 +97,12 @@ def check(cfg, fast_nodes: list[int], placed_mib: dict[int, float], max_node_sha
                           f"max_fast_node_share {max_node_share:g} of {mem.total_mib:.0f} MiB",
                           "promotions")
     return None
+
+
+def node_full(detail: str) -> Brake:
+    """The brake after a promotion failed with ENOMEM: the node had less free memory
+    than the available estimate above says (page cache that reclaim had not freed)."""
+    return _brake("node_full", detail, "promotions")
 
 
 def _brake(reason: str, detail: str, stops: str) -> Brake:

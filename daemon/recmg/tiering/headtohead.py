@@ -40,6 +40,7 @@ and puts everything back at the end: run it on a machine of its own, as root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -581,6 +582,31 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
     say(f"recmg bench tiering: fast node {fast}, slow node {slow}, DRAM budget {budget_mib} "
         f"MiB, {wl.batches} batches of {wl.batch_size} x {wl.tables} x {wl.pooling} lookups, "
         f"tables {wl.tables * wl.rows * wl.dim * 4 / 2**20:.0f} MiB")
+    with terminating_as_interrupt():
+        return _run(contenders, wl, budget_mib, out_dir, sample_ms, say, fast, slow)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during the bench: unwinds like Ctrl-C, through every finally
+    that restores what the bench changed (sysctls, huge pages, the workload)."""
+
+
+@contextlib.contextmanager
+def terminating_as_interrupt():
+    """SIGTERM and SIGHUP raise Terminated, as SIGINT raises KeyboardInterrupt; the
+    previous handlers come back after."""
+    def handler(signum, frame):
+        raise Terminated(f"{signal.Signals(signum).name} received: restoring the host")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _run(contenders, wl, budget_mib, out_dir, sample_ms, say, fast, slow) -> list[dict]:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="recmg-tiering-"))
     raw = None

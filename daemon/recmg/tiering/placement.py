@@ -109,8 +109,10 @@ def move_to_node(pid: int, addrs: np.ndarray, node: int, *,
     """Move pages of pid to node in batches of at most batch_pages.
 
     deadline: a time.monotonic() value; batches not started by then are left with
-    status -ETIME.  Whole-call errors (ESRCH, EPERM, ENODEV) raise NativeError; the
-    pages already moved stay moved (the kernel migrates page by page).
+    status -ETIME.  A full target node (the call fails with ENOMEM) ends the move:
+    the pages not moved get status -ENOMEM.  Other whole-call errors (ESRCH, EPERM,
+    ENODEV) raise NativeError; the pages already moved stay moved (the kernel
+    migrates page by page).
     """
     addrs = _check_addrs(addrs)
     n = len(addrs)
@@ -124,7 +126,16 @@ def move_to_node(pid: int, addrs: np.ndarray, node: int, *,
             deadline_hit = True
             break
         chunk = addrs[i:i + batch_pages]
-        native.move_pages(pid, chunk, nodes[:len(chunk)], status[i:i + len(chunk)], flags)
+        try:
+            native.move_pages(pid, chunk, nodes[:len(chunk)], status[i:i + len(chunk)], flags)
+        except native.NativeError as e:
+            if e.errno != errno.ENOMEM:
+                raise
+            # the target node is full (the kernel could not allocate there): this
+            # batch and the rest are not moved, which is the caller's to act on
+            status[i:][status[i:] == -errno.ETIME] = -errno.ENOMEM
+            batches += 1
+            break
         batches += 1
     # Re-query pages whose entry does not say "on target" (THP: one -EBUSY per huge
     # page even when it moved).  Untried pages (-ETIME) keep their status.

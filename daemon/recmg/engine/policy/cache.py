@@ -8,6 +8,8 @@ reports a score per key (``Cache.scores``): the engine's contract with every pol
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 
 from recmg._simcore import ffi, lib
@@ -43,8 +45,12 @@ class Cache:
         self.policy, self.capacity = policy, int(capacity)
         if policy == "lfu" and aging == 0:
             aging = 8 * self.capacity  # halve counts after 8 capacity-worths of accesses
-        ptr = lib.recmg_cache_new(_KINDS[policy], self.capacity, aging)
+        err = ffi.new("int *")
+        ptr = lib.recmg_cache_new(_KINDS[policy], self.capacity, aging, err)
         if ptr == ffi.NULL:
+            if err[0] == -errno.EINVAL:
+                raise ValueError(f"a {policy} cache of {capacity} keys: capacity must be "
+                                 "in 1..2^32-2")
             raise MemoryError(f"cannot allocate a {policy} cache of {capacity} keys")
         self._c = ffi.gc(ptr, lib.recmg_cache_free)
 

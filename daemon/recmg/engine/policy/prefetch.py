@@ -21,6 +21,8 @@ sizes.
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 
 from recmg._simcore import ffi, lib
@@ -181,8 +183,11 @@ class _Native(Prefetcher):
         if not 1 <= history < 1 << 32:
             raise ValueError(f"history must be in 1..2^32-1, got {history}")
         self.cap = int(history)
-        p = lib.recmg_pf_new(self.KIND, self.cap, self.degree, len(self.rows))
+        err = ffi.new("int *")
+        p = lib.recmg_pf_new(self.KIND, self.cap, self.degree, len(self.rows), err)
         if p == ffi.NULL:
+            if err[0] == -errno.EINVAL:
+                raise ValueError(f"{self.name}: history {history} refused by the core")
             raise MemoryError(f"cannot allocate a {self.name} prefetcher of {history} entries")
         self._c = ffi.gc(p, lib.recmg_pf_free)
 
@@ -195,7 +200,7 @@ class _Temporal(_Native):
     def _candidates(self, keys, misses, future):
         misses = np.ascontiguousarray(misses, np.uint64)
         out = np.empty(len(misses) * self.degree, np.uint64)
-        n = lib.recmg_pf_misses(self._c, _u64p(misses), len(misses), _u64p(out))
+        n = lib.recmg_pf_misses(self._c, _u64p(misses), len(misses), _u64p(out), len(out))
         return out[:n]
 
 
@@ -254,7 +259,7 @@ class SMS(_Native):
         out = np.empty(len(first) * REGION_ROWS, np.uint64)
         n = lib.recmg_pf_regions(self._c, _u64p(tab), _u64p(trig),
                                  ffi.cast("uint8_t *", ffi.from_buffer(missed)), _u64p(bits),
-                                 len(first), _u64p(out))
+                                 len(first), _u64p(out), len(out))
         ct, cr = _split(out[:n])
         return self._valid(ct, cr)
 
