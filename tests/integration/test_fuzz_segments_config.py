@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,22 @@ def test_fuzz_config_text_parses_or_is_a_config_error(items, junk):
         return
     assert isinstance(cfg, cfgmod.Config)
     assert cfgmod.check_host(cfg, [0]) is not None
+
+
+@pytest.mark.parametrize("inject,column", [("keyerror", "tracebacks"), ("sleep", "hangs")])
+def test_the_robustness_bench_reports_a_planted_bug(inject, column):
+    """Pipeline.tick() isolates every target error, its own alarm included: a planted
+    KeyError, MemoryError or 30 s sleep all came out "handled".  Now the bench counts
+    what the pipeline counted as its own bug, and a hang cannot be swallowed."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "robustness.py"
+    res = subprocess.run([sys.executable, str(bench), "--classes", "segment", "--n", "6",
+                          "--inject", inject], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = next(ln for ln in lines if ln.startswith("| capture segment"))
+    cells = dict(zip(head, [c.strip() for c in row.strip("|").split("|")]))
+    assert int(cells[column]) >= 1, row

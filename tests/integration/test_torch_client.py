@@ -142,3 +142,26 @@ def test_non_cpu_weights_are_refused():
     m = nn.Embedding(10, 4).to("meta")
     with pytest.raises(ValueError, match="weight on meta"):
         instrument(m, "meta")
+
+
+@pytest.mark.parametrize("cls", [nn.EmbeddingBag, nn.Embedding])
+def test_a_model_that_is_itself_an_embedding_module_records_its_lookups(cls):
+    """instrument(nn.EmbeddingBag(...)) recorded every batch with 0 keys: the root's
+    clearing pre-hook ran after the module's own collecting one."""
+    torch.manual_seed(0)
+    model = cls(500, 8)
+    ix = torch.tensor([3, 7, 7, 499, 0, 12])
+    kw = {"offsets": torch.tensor([0, 3])} if cls is nn.EmbeddingBag else {}
+    with torch.no_grad():
+        want = model(ix, **kw).clone()
+    client = instrument(model, f"self{cls.__name__}")
+    try:
+        with SegmentReader(client.path) as reader:
+            with torch.no_grad():
+                got = model(ix, **kw)
+            read = reader.read()
+        assert torch.equal(want, got)
+        assert read.n_batches == 1
+        np.testing.assert_array_equal(read.keys, tf.make_keys(0, ix.numpy()))
+    finally:
+        client.close()

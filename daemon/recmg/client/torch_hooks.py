@@ -132,7 +132,9 @@ def instrument(model: nn.Module, name: str, **client_kw) -> Client:
         for c in calls:
             c.clear()
 
-    model.register_forward_pre_hook(root_pre_hook)
+    # first among the root's pre-hooks: when the model is itself an embedding module,
+    # its own pre-hook (above) collects the call, and clearing after it recorded 0 keys
+    model.register_forward_pre_hook(root_pre_hook, prepend=True)
     model.register_forward_hook(root_hook)
     setattr(model, _MARK, name)
     return client

@@ -50,6 +50,9 @@ CAPTURE_DROPPED = Counter("recmgd_capture_dropped_batches", "Batches clients dro
                           "their ring was full", registry=REGISTRY)
 SEGMENTS_REJECTED = Counter("recmgd_segments_rejected", "Capture segments that failed "
                             "validation", registry=REGISTRY)
+INTERNAL_ERRORS = Counter("recmgd_internal_errors", "Target ticks that failed with an "
+                          "error that was neither a bad segment nor an exit (a bug; "
+                          "the target is detached, recmgd goes on)", registry=REGISTRY)
 RELOADS = Counter("recmgd_reloads", "Config reloads, by result", ["result"], registry=REGISTRY)
 MODEL_FALLBACK = Gauge("recmgd_model_fallback_targets", "Targets whose learned caching "
                        "policy has handed its decisions to S3-FIFO", registry=REGISTRY)

@@ -164,6 +164,7 @@ class Pipeline:
         self.rejected: dict[str, str] = {}  # segment file name -> why (bounded)
         self.quarantine: dict[str, tuple[float, float]] = {}  # name -> (retry at, delay)
         self.tick_no = 0
+        self.internal_errors = 0  # exceptions that were neither a bad segment nor an exit
         self.paused = False
         self.last_tick_s = 0.0
         self.brake: safety.Brake | None = None
@@ -269,6 +270,10 @@ class Pipeline:
             if isinstance(e, ProcessLookupError) or not state.reader.writer_alive:
                 self.detach(name, "process exited")
                 return
+            # not a hostile segment nor an exit: a bug of ours (counted, so tests and
+            # the robustness bench can fail on it; the worker still goes on)
+            self.internal_errors += 1
+            m.INTERNAL_ERRORS.inc()
             log.exception("target %s failed; detaching it", name)
             self.reject(name, f"{type(e).__name__}: {e}")
             self.detach(name, f"error: {e}")
@@ -459,6 +464,7 @@ class Pipeline:
                            "modelled_stall_ms": round(totals.stall_ns / 1e6, 3),
                            "errors": dict(totals.errors)},
                 "tick": self.tick_no, "last_tick_ms": round(self.last_tick_s * 1000, 3),
+                "internal_errors": self.internal_errors,
                 "paused": self.paused,
                 "brake": self.brake and {"reason": self.brake.reason, "stops": self.brake.stops,
                                          "detail": self.brake.detail},
