@@ -295,6 +295,17 @@ def parse(text: str, source: str = "<config>") -> Config:
     return cfg
 
 
+def _has_cap_chown() -> bool:
+    """Whether this process holds CAP_CHOWN (bit 0 of CapEff, /proc/self/status)."""
+    try:
+        for line in read_regular("/proc/self/status", 1 << 16).decode().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
 def check_host(cfg: Config, node_ids: list[int]) -> list[tuple[str, str]]:
     """What a config names on this host that is not there: NUMA nodes, the shm
     directory, the control socket's read group, a free metrics port.  Returns the
@@ -311,9 +322,18 @@ def check_host(cfg: Config, node_ids: list[int]) -> list[tuple[str, str]]:
         problems.append(("shm_dir", f"{shm_dir} is not a directory"))
     if cfg.control.read_group:
         try:
-            grp.getgrnam(cfg.control.read_group)
+            gid = grp.getgrnam(cfg.control.read_group).gr_gid
         except KeyError:
             problems.append(("control.read_group", f"no group {cfg.control.read_group!r}"))
+        else:
+            # chown(2): without CAP_CHOWN a process may give its file only to a group
+            # it is a member of; the shipped unit drops CAP_CHOWN and adds group recmg
+            if not _has_cap_chown() and gid not in os.getgroups() and gid != os.getegid():
+                problems.append(("control.read_group", (
+                    f"recmgd cannot give its socket to group {cfg.control.read_group!r}: "
+                    "without CAP_CHOWN (the shipped unit drops it) the group must be one "
+                    "of recmgd's own (SupplementaryGroups= in the unit, which ships "
+                    "with 'recmg')")))
     if cfg.metrics.http_port:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

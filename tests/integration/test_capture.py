@@ -570,3 +570,80 @@ def test_a_client_whose_segment_is_truncated_keeps_running_uninstrumented(tmp_pa
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and "survived" in res.stdout, (res.returncode, res.stderr)
+
+
+def test_cli_messages_say_what_happened(tmp_path, capsys):
+    """`capture clean` said "2 stale segment(s)" after removing them; `trace info`
+    printed every per-tick metadata entry on one line; `trace record` could not wait
+    for a process that starts after it."""
+    from recmg.cli import recmg as cli
+
+    for pid in (999991, 999992):
+        with Client("gone", [("a", 10, 4)], shm_dir=str(tmp_path)) as c:
+            os.link(c.path, tmp_path / f"recmg.gone.{pid}")
+    assert cli.main(["capture", "clean", "--shm-dir", str(tmp_path)]) == 0
+    assert "removed 2 stale segment(s)" in capsys.readouterr().out
+
+    t = tf.Trace(tables=[tf.TableInfo(0, "a", 10, 16, 4, "<f4")],
+                 keys=np.arange(4, dtype=np.uint64), batch_offsets=np.array([0, 2, 4], np.uint64),
+                 meta={"source": "recmgd", "perf_per_tick": [{"tick": i} for i in range(500)]})
+    tf.write(tmp_path / "t.rtrace", t)
+    assert cli.main(["trace", "info", str(tmp_path / "t.rtrace")]) == 0
+    out = capsys.readouterr().out
+    assert "meta perf_per_tick: 500 entries" in out and "meta source: recmgd" in out
+    assert max(len(line) for line in out.splitlines()) < 250
+
+    code = textwrap.dedent(f"""
+        import time
+        import numpy as np
+        from recmg.client import Client
+        time.sleep(1.0)
+        with Client("late", [("a", 100, 4)], shm_dir={str(tmp_path)!r}) as c:
+            for _ in range(200):
+                c.record([np.arange(5)])
+                time.sleep(0.01)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        rc = cli.main(["trace", "record", "--name", "late", "--shm-dir", str(tmp_path),
+                       "--wait", "60", "--batches", "3", "-o", str(tmp_path / "late.rtrace")])
+        assert rc == 0 and tf.read(tmp_path / "late.rtrace").n_batches == 3
+    finally:
+        p.wait(timeout=60)
+
+
+def test_a_segment_whose_process_just_exited_is_not_warned_about(tmp_path, caplog):
+    """discover() saw it alive; by the attach its process was gone: recmgd logged a
+    WARNING about a stale segment it removed a tick later."""
+    from recmg import config as cfgmod
+    from recmg.service.pipeline import Pipeline
+
+    code = ("import time\nfrom recmg.client import Client\n"
+            f"c = Client('gone', [('a', 10, 4)], shm_dir={str(tmp_path)!r})\n"
+            "print(c.path, flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    path = Path(p.stdout.readline().strip())
+    p.kill()
+    p.wait()
+    pipe = Pipeline(cfgmod.parse('[migration]\nbackend = "simulated"\n'),
+                    cfgmod.load_profile("lru"), [0], [1])
+    with caplog.at_level("INFO"):
+        assert pipe.attach(path) is None
+    assert not pipe.rejected and not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_workload_says_when_a_trace_is_folded_into_its_tables(tmp_path):
+    """`recmg workload --trace` wrapped a trace's rows into its own table sizes
+    silently."""
+    t = tf.Trace(tables=[tf.TableInfo(0, "big", 5000, 16, 4, "<f4"),
+                         tf.TableInfo(1, "b", 10, 16, 4, "<f4")],
+                 keys=np.array([1, 4999, (1 << 40) | 3], np.uint64),
+                 batch_offsets=np.array([0, 3], np.uint64))
+    tf.write(tmp_path / "t.rtrace", t)
+    res = subprocess.run([sys.executable, "-m", "recmg.cli.recmg", "workload", "--tables", "1",
+                          "--rows", "100", "--dim", "4", "--trace", str(tmp_path / "t.rtrace"),
+                          "--no-instrument", "--batches", "1"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "its 2 tables go to the model's 1" in res.stdout
+    assert "big (5000 rows -> 100)" in res.stdout

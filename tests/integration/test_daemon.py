@@ -255,7 +255,7 @@ def test_check_config_without_a_file_says_defaults(tmp_path, monkeypatch, capsys
 
 
 # --------------------------------------------------------------------- recmgd as process
-def test_daemon_process_against_live_workload(tmp_path):
+def test_daemon_process_against_live_workload(tmp_path, capsys):
     cfgp = write_config(tmp_path, metrics={"textfile": str(tmp_path / "m.prom")})
     sock = tmp_path / "ctl.sock"
     wl = start_workload("live")
@@ -282,6 +282,13 @@ def test_daemon_process_against_live_workload(tmp_path):
         wait(lambda: out.exists())
         from recmg.trace import format as tf
         assert tf.read(out).n_batches == 5
+        # --wait says how far it got, and the finished recording keeps its count
+        out2 = tmp_path / "rec2.rtrace"
+        assert recmgctl.main(["--socket", str(sock), "record", "-o", str(out2), "--batches",
+                              "400", "--wait", "--timeout", "120"]) == 0
+        err = capsys.readouterr()
+        assert re.search(r"recording recmg\.live\.\d+: \d+ of 400 batches", err.err)
+        assert '"have": 400' in err.out and tf.read(out2).n_batches == 400
     finally:
         wl.kill()
         out = stop(d)
@@ -966,3 +973,32 @@ def test_a_full_fast_node_pauses_promotions_instead_of_failing_the_target(
         engaged = [r for r in caplog.records if "node_full engaged" in r.getMessage()]
         assert len(engaged) == 1
         pipe.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to drop CAP_CHOWN as the unit does")
+def test_a_read_group_recmgd_cannot_use_under_the_unit_fails_the_check(tmp_path):
+    """It passed --check-config, then recmgd exited 73 at its socket's chown and
+    systemd restarted it in a loop."""
+    import grp
+
+    other = next((g for g in ("nogroup", "nobody", "daemon") if _has_group(g)), None)
+    if other is None or grp.getgrnam(other).gr_gid in os.getgroups():
+        pytest.skip("no group this process is not a member of")
+    cfgp = write_config(tmp_path, control={"socket": str(tmp_path / "c.sock"),
+                                           "read_group": other})
+    check = [PY, "-m", "recmg.cli.recmgd", "--check-config", str(cfgp)]
+    assert subprocess.run(check, capture_output=True).returncode == 0  # all capabilities
+    res = subprocess.run(["setpriv", "--bounding-set=-chown", "--inh-caps=-chown", *check],
+                         capture_output=True, text=True)
+    assert res.returncode == 78 and "without CAP_CHOWN" in res.stderr, res.stderr
+
+
+def _has_group(name):
+    import grp
+
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False

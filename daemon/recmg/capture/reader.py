@@ -31,6 +31,11 @@ class SegmentError(RuntimeError):
     """A segment is malformed or untrustworthy; the message names the file and why."""
 
 
+class StaleSegment(SegmentError):
+    """The segment's process is gone: not hostile, only left behind (remove_stale
+    removes it)."""
+
+
 @dataclass(frozen=True)
 class TableRegion:
     """A registered table as validated by the reader."""
@@ -310,7 +315,8 @@ class SegmentReader:
         try:
             check_target_process(pid, uid, self.proc_root)
         except ProcessLookupError:
-            self._fail(f"process {pid} is not running (stale segment)")
+            raise StaleSegment(f"{self.path}: process {pid} is not running (stale segment)"
+                               ) from None
         except SegmentError as e:
             self._fail(f"owner mismatch: {e}")
         if allowed_uids is not None and uid not in allowed_uids:

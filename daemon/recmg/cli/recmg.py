@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec_t.add_argument("-o", "--output", required=True)
     rec_t.add_argument("--batches", type=int)
     rec_t.add_argument("--duration", type=float, help="seconds")
+    rec_t.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait up to SECONDS for the segment to appear (default 0)")
     rec_t.add_argument("--shm-dir", default=None, help="segment directory (default: $RECMG_SHM_DIR, /dev/shm/recmg if present, /dev/shm)")
     info = trsub.add_parser("info", help="registry and size of an .rtrace file")
     info.add_argument("path")
@@ -298,7 +301,10 @@ def cmd_capture(args) -> int:
         for path, err in stale:
             print(f"cannot remove {path}: {err}" if err else
                   f"{'would remove' if args.dry_run else 'removed'} {path}")
-        print(f"{len(stale)} stale segment(s) in {args.shm_dir}")
+        done = sum(1 for _, err in stale if err is None)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {done} stale segment(s) in {args.shm_dir}"
+              + (f"; {len(stale) - done} could not be removed" if len(stale) > done else ""))
         return EX_NOPERM if any(err for _, err in stale) else EX_OK
     rows = []
     for path in discover(args.shm_dir):
@@ -333,7 +339,11 @@ def cmd_trace(args) -> int:
     from recmg.capture import segment as seg
 
     args.shm_dir = args.shm_dir or seg.default_dir()
+    deadline = time.monotonic() + args.wait
     found = discover(args.shm_dir, name=args.name, pid=args.pid)
+    while not found and time.monotonic() < deadline:  # --wait: the process may start later
+        time.sleep(0.1)
+        found = discover(args.shm_dir, name=args.name, pid=args.pid)
     if len(found) != 1:
         return fail(f"{len(found)} segments match in {args.shm_dir} "
                     f"({', '.join(p.name for p in found) or 'none'}); need exactly one",
@@ -354,7 +364,11 @@ def _trace_offline(args, tf) -> int:
     if args.action == "info":
         t = tf.read(args.path)
         print(f"{args.path}: {t.n_batches} batches, {len(t.keys)} keys, "
-              f"{len(t.tables)} tables, meta {t.meta}")
+              f"{len(t.tables)} tables")
+        for k, v in sorted(t.meta.items()):  # long per-tick lists summarized
+            text = f"{len(v)} entries" if isinstance(v, (list, dict)) and len(str(v)) > 100 \
+                else str(v)
+            print(f"  meta {k}: {text[:200]}")
         for tab in t.tables:
             print(f"  table {tab.id} {tab.name!r}: {tab.rows} rows x {tab.row_bytes} B")
     elif args.action == "convert":

@@ -18,7 +18,7 @@ import numpy as np
 
 from recmg.capture import segment as seg
 from recmg.capture.perf import TickCounters
-from recmg.capture.reader import SegmentError, SegmentReader
+from recmg.capture.reader import SegmentError, SegmentReader, StaleSegment
 from recmg import movers
 from recmg.config import Config, Profile
 from recmg.engine import build
@@ -179,6 +179,9 @@ class Pipeline:
         allowed = set(self.cfg.target.allowed_uids) or None
         try:
             reader = SegmentReader(path, self.proc_root, allowed)
+        except StaleSegment as e:  # its process exited since discovery: removed next time
+            log.debug("not attaching %s: %s", path.name, e)
+            return None
         except SegmentError as e:
             self.reject(path.name, str(e))
             return None

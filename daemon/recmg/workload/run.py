@@ -48,6 +48,22 @@ def synthetic_spec(spec: ModelSpec, batch_size: int, pooling: int, alpha: float,
                                    drift_period=drift_period)
 
 
+def folding(tables, rows: list[int]) -> str:
+    """What replaying a trace with these tables on a model of ``rows`` changes: trace
+    table t goes to model table t % len(rows), row r to r % rows[t]; "" if nothing."""
+    notes = []
+    if len(tables) != len(rows):
+        notes.append(f"its {len(tables)} tables go to the model's {len(rows)} "
+                     f"(table t -> t % {len(rows)})")
+    folded = [f"{t.name or t.id} ({t.rows} rows -> {rows[i % len(rows)]})"
+              for i, t in enumerate(tables) if t.rows > rows[i % len(rows)]]
+    if folded:
+        notes.append("rows beyond a model table wrap around (row % rows) in "
+                     + ", ".join(folded[:8]) + (f" and {len(folded) - 8} more"
+                                                 if len(folded) > 8 else ""))
+    return "; ".join(notes)
+
+
 def percentiles(values) -> dict[str, float]:
     if not len(values):
         return {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0}
@@ -83,6 +99,9 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
         trace = tf.read(trace_path)
         source = trace_batches(trace, len(spec.rows), batch_size)
         limit = trace.n_batches if batches is None else min(batches, trace.n_batches)
+        fold = folding(trace.tables, spec.rows)
+        if fold:
+            out(f"workload: the trace does not fit this model's tables; {fold}")
     else:
         syn = synthetic_spec(spec, batch_size, pooling, alpha, seed, drift_period)
         limit = batches if batches is not None else (1 << 62)
