@@ -272,8 +272,9 @@ def test_daemon_process_against_live_workload(tmp_path, capsys):
         assert ctl(sock, {"cmd": "status"})["result"]["paused"] is True
         assert recmgctl.main(["--socket", str(sock), "resume"]) == 0
         text = ctl(sock, {"cmd": "metrics"})["result"]
-        assert re.search(r"^recmgd_pages_promoted_total \d", text, re.M)
+        assert re.search(r'^recmgd_pages_promoted_total\{target="live"\} [1-9]', text, re.M)
         assert "pid" not in text  # no pid labels
+        assert "_created" not in text  # no creation-time twins
         wait(lambda: (tmp_path / "m.prom").exists())
         assert "recmgd_ticks_total" in (tmp_path / "m.prom").read_text()
         out = tmp_path / "rec.rtrace"

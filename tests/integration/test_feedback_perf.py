@@ -4,6 +4,7 @@ and recmgd's pipeline: a workload whose batches run slower after recmgd moves pa
 it; perf counters appear in status, metrics and recordings."""
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -119,7 +120,12 @@ def test_perf_counters_per_target_in_status_metrics_and_recordings(tmp_path):
             c.record([rng.integers(0, 50_000, 300)])
             pipe.tick()
         status = pipe.status()["targets"][0]["perf"]
+        live = metrics.exposition()
         pipe.close()
+    # per target, labelled with the segment's name; gone once it is detached
+    assert re.search(r'^recmgd_target_cpu_seconds_total\{target="pf"\} [0-9.e-]+$', live, re.M)
+    assert re.search(r'^recmgd_target_page_faults_total\{target="pf"\} [1-9]', live, re.M)
+    assert 'target="pf"' not in metrics.exposition()
     # CPU time and page faults come from /proc/PID/stat: every Linux has them
     assert not {"cpu_time_ns", "page_faults", "major_faults"} & set(status["unsupported"])
     assert status["totals"]["cpu_time_ns"] > 0 and status["totals"]["page_faults"] > 0
@@ -129,9 +135,6 @@ def test_perf_counters_per_target_in_status_metrics_and_recordings(tmp_path):
         assert name in perf.TICK_EVENTS + ("memory_load_samples",) and why
     assert [p["tick"] for p in st.perf_log] == [1, 2, 3, 4, 5]
     assert sum(p["cpu_time_ns"] for p in st.perf_log) == status["totals"]["cpu_time_ns"]
-    text = metrics.exposition()
-    assert "recmgd_target_cpu_seconds_total" in text
-    assert "recmgd_target_page_faults_total" in text
 
 
 def test_a_target_whose_perf_counters_cannot_open_still_runs(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
-"""The client runs inside the inference server: `pip install recmg` brings numpy and
+"""The client runs inside the inference server: `pip install .` (recmg) brings numpy and
 the shim only; the daemon's dependencies come with the `daemon` extra."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -75,3 +76,18 @@ def test_one_exit_code_mapping_for_the_three_commands():
         assert output.exit_code(exc) == code, exc
     assert output.error_text(FileNotFoundError(2, "No such file", "t.rtrace")) == \
         "t.rtrace: No such file"
+
+
+def test_readme_says_how_to_install_and_where_segments_go():
+    """README said `pip install recmg` (not published) and nothing of shm_dir; the man
+    page gave a wrong shm_dir default."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    assert not re.search(r"pip install '?recmg\b", readme)
+    assert "pip wheel --no-deps -w dist ." in readme
+    assert "$RECMG_SHM_DIR" in readme and "shm_dir=DIR" in readme
+    from recmg.client import torch_hooks  # noqa: F401  (torch is in the dev venv)
+
+    assert "RECMG_SHM_DIR" in torch_hooks.__doc__
+    man = (root / "packaging/man/recmgd.toml.5").read_text()
+    assert 'shm_dir ("/dev/shm")' not in man and "$RECMG_SHM_DIR" in man

@@ -22,6 +22,10 @@ Supported:
 - EmbeddingBag's ``padding_idx``: those rows are never read by the bag, so they are
   not recorded (nn.Embedding does read its padding row, so it is recorded).
 
+``client_kw`` goes to recmg.client.Client: ``shm_dir`` (default: $RECMG_SHM_DIR, else
+/dev/shm/recmg where packaging created it, else /dev/shm; recmgd must look in the same
+directory), ``group``, ``key_capacity``, ``if_unavailable="run-uninstrumented"``.
+
 Refused, with a ValueError naming the module, before anything in the model changes:
 weights not on the CPU (recmg places host memory pages), quantized or other embedding
 modules it does not know, a model instrumented already, and a segment name this

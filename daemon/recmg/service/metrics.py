@@ -1,16 +1,21 @@
 """recmgd's Prometheus metrics (prometheus-client): names ``recmgd_*``, base units,
-counters end in ``_total``, no pid or address labels (per-target figures are in
-``recmgctl status``).  Served by ``recmgctl metrics``, an atomically rewritten
+counters end in ``_total`` (without the client library's ``_created`` twins), no pid
+or address labels.  What is counted per target carries a ``target`` label, the
+segment's name (``recmg.<name>.<pid>`` without the pid, so a restarted process keeps
+its series); a name's series are removed when no attached target has it any more.  Served by ``recmgctl metrics``, an atomically rewritten
 textfile, and an opt-in loopback HTTP port."""
 
 from __future__ import annotations
 
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
 
 from recmg.safefile import atomic_output
 
+disable_created_metrics()  # a `_created` sample per counter is noise to every scraper
 REGISTRY = CollectorRegistry(auto_describe=True)
+T = ["target"]  # the per-target label
 
 TICKS = Counter("recmgd_ticks", "Pipeline ticks run", registry=REGISTRY)
 TICK_SECONDS = Histogram("recmgd_tick_duration_seconds", "Wall time of one tick",
@@ -18,27 +23,27 @@ TICK_SECONDS = Histogram("recmgd_tick_duration_seconds", "Wall time of one tick"
                          registry=REGISTRY)
 TARGETS = Gauge("recmgd_targets", "Attached target processes", registry=REGISTRY)
 ACCESSES = Counter("recmgd_accesses", "Embedding accesses read from capture rings",
-                   registry=REGISTRY)
+                   T, registry=REGISTRY)
 ONDEMAND = Counter("recmgd_ondemand_fetches", "Distinct vectors per batch read from the "
-                   "slow tier", registry=REGISTRY)
+                   "slow tier", T, registry=REGISTRY)
 HIT_RATIO = Gauge("recmgd_fast_tier_hit_ratio", "Share of accesses served by fast nodes "
                   "since start", registry=REGISTRY)
 PAGES_PROMOTED = Counter("recmgd_pages_promoted", "Pages moved to a fast node",
-                         registry=REGISTRY)
-PAGES_DEMOTED = Counter("recmgd_pages_demoted", "Pages moved to a slow node", registry=REGISTRY)
-BYTES_MOVED = Counter("recmgd_migrated_bytes", "Bytes of pages moved", registry=REGISTRY)
+                         T, registry=REGISTRY)
+PAGES_DEMOTED = Counter("recmgd_pages_demoted", "Pages moved to a slow node", T, registry=REGISTRY)
+BYTES_MOVED = Counter("recmgd_migrated_bytes", "Bytes of pages moved", T, registry=REGISTRY)
 MOVE_ERRORS = Counter("recmgd_move_errors", "Pages that failed to move, by errno",
                       ["errno"], registry=REGISTRY)
 PINGPONG = Counter("recmgd_pingpong_pages", "Pages demoted soon after their promotion",
-                   registry=REGISTRY)
+                   T, registry=REGISTRY)
 RATE_LIMITED = Counter("recmgd_rate_limited_pages", "Planned moves deferred by the rate cap",
-                       registry=REGISTRY)
+                       T, registry=REGISTRY)
 TARGET_CPU = Counter("recmgd_target_cpu_seconds", "CPU time of the managed processes "
-                     "(/proc/PID/stat user + system), summed over targets",
-                     registry=REGISTRY)
+                     "(/proc/PID/stat user + system)",
+                     T, registry=REGISTRY)
 TARGET_PAGE_FAULTS = Counter("recmgd_target_page_faults", "Page faults of the managed "
-                             "processes (/proc/PID/stat), summed over targets",
-                             registry=REGISTRY)
+                             "processes (/proc/PID/stat)",
+                             T, registry=REGISTRY)
 FEEDBACK_BACKOFFS = Counter("recmgd_feedback_backoffs", "Times a target's migration rate was "
                             "halved because its batches ran slower after moves",
                             registry=REGISTRY)
@@ -47,7 +52,7 @@ DEADLINE_HIT = Counter("recmgd_tick_deadline_hits", "Ticks whose migration hit t
 BRAKES = Counter("recmgd_safety_brakes", "Ticks a safety brake held moves back, by reason",
                  ["reason"], registry=REGISTRY)
 CAPTURE_DROPPED = Counter("recmgd_capture_dropped_batches", "Batches clients dropped because "
-                          "their ring was full", registry=REGISTRY)
+                          "their ring was full", T, registry=REGISTRY)
 SEGMENTS_REJECTED = Counter("recmgd_segments_rejected", "Capture segments that failed "
                             "validation", registry=REGISTRY)
 INTERNAL_ERRORS = Counter("recmgd_internal_errors", "Target ticks that failed with an "
@@ -70,3 +75,16 @@ def write_textfile(path: str) -> None:
     """Rewrite a node_exporter textfile atomically (temp file + rename)."""
     with atomic_output(path) as f:
         f.write(exposition().encode())
+
+
+PER_TARGET = (ACCESSES, ONDEMAND, PAGES_PROMOTED, PAGES_DEMOTED, BYTES_MOVED, PINGPONG,
+              RATE_LIMITED, TARGET_CPU, TARGET_PAGE_FAULTS, CAPTURE_DROPPED)
+
+
+def forget_target(label: str) -> None:
+    """Remove a target name's series (no attached target has that name any more)."""
+    for metric in PER_TARGET:
+        try:
+            metric.remove(label)
+        except KeyError:
+            pass

@@ -63,6 +63,7 @@ class TargetState:
         self.reader = reader
         self.pid = reader.pid
         self.name = reader.path.name
+        self.label = (seg.parse_segment_name(self.name) or (self.name, 0))[0]  # metrics
         self.pages = Layout.of_regions(reader.tables)
         if self.pages.n_pages > cfg.target.max_pages:
             raise ValueError(f"its tables span {self.pages.n_pages} pages, more than "
@@ -215,6 +216,8 @@ class Pipeline:
                 state.close()
             except Exception:  # a target's teardown never takes the worker down
                 log.exception("closing %s failed", name)
+            if all(t.label != state.label for t in self.targets.values()):
+                m.forget_target(state.label)
             self.logs.log(logging.INFO, f"detach:{name}", "detached %s (pid %d): %s", name,
                           state.pid, why, extra=journal_fields(MSG_DETACH, state.pid, name))
 
@@ -373,7 +376,7 @@ class Pipeline:
         s = st.stats
         s.dropped_batches += batch.dropped_batches
         s.invalid_keys += batch.invalid_keys
-        m.CAPTURE_DROPPED.inc(batch.dropped_batches)
+        m.CAPTURE_DROPPED.labels(st.label).inc(batch.dropped_batches)
         if st.recorder is not None:
             offs = batch.batch_offsets.astype(np.int64)
             st.recorder.extend((batch.keys[offs[b]:offs[b + 1]], int(batch.batch_ids[b]),
@@ -390,18 +393,18 @@ class Pipeline:
         st.moved_last = bool(len(r.promoted) or len(r.demoted))
         st.tick_batches = batch.n_batches
         counts = st.perf.tick()
-        m.TARGET_CPU.inc(counts.get("cpu_time_ns", 0) / 1e9)
-        m.TARGET_PAGE_FAULTS.inc(counts.get("page_faults", 0))
+        m.TARGET_CPU.labels(st.label).inc(counts.get("cpu_time_ns", 0) / 1e9)
+        m.TARGET_PAGE_FAULTS.labels(st.label).inc(counts.get("page_faults", 0))
         if st.perf_log is not None:
             st.perf_log.append({"tick": self.tick_no, "batches": batch.n_batches, **counts})
-        m.ACCESSES.inc(r.accesses)
-        m.ONDEMAND.inc(r.ondemand)
+        m.ACCESSES.labels(st.label).inc(r.accesses)
+        m.ONDEMAND.labels(st.label).inc(r.ondemand)
         if r.cut_by_rate:
-            m.RATE_LIMITED.inc(r.cut_by_rate)
-        m.PAGES_PROMOTED.inc(len(r.promoted))
-        m.PAGES_DEMOTED.inc(len(r.demoted))
-        m.PINGPONG.inc(r.pingpong)
-        m.BYTES_MOVED.inc(r.moved_bytes)
+            m.RATE_LIMITED.labels(st.label).inc(r.cut_by_rate)
+        m.PAGES_PROMOTED.labels(st.label).inc(len(r.promoted))
+        m.PAGES_DEMOTED.labels(st.label).inc(len(r.demoted))
+        m.PINGPONG.labels(st.label).inc(r.pingpong)
+        m.BYTES_MOVED.labels(st.label).inc(r.moved_bytes)
         for err, n in r.errors.items():
             m.MOVE_ERRORS.labels(errno=err).inc(n)
             self.logs.log(logging.WARNING, f"move:{st.name}:{err}",
