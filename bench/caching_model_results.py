@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--baseline-dir", help="the presets' baseline families (see above)")
     ap.add_argument("--work", help="where models trained here and trace halves go")
+    ap.add_argument("--trace", action="append", default=[], metavar="FILE.rtrace",
+                    help="another trace, split by time as the CTR logs are (repeatable)")
     a = ap.parse_args()
     base = Path(a.baseline_dir) if a.baseline_dir else None
     work = Path(a.work or tempfile.mkdtemp(prefix="recmg-models-"))
@@ -86,13 +88,15 @@ def main() -> None:
                            (matrix.load_trace(x, 20) for x in PRESET_TRAIN)],
                ["preset:meta2021-small:1:7", "preset:meta2022-small:1:7"])]
     rt = Path(a.shared) / "real_traces"
-    for name, reader, f in (("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
-                            ("avazu", readers.read_avazu, "avazu_train_first8999.csv")):
-        if (rt / f).exists():
-            tr = reader(rt / f)
-            tf.write(work / f"{name}-second-half.rtrace", half(tr, True))
-            suites.append((name, [(f"{name} first half", half(tr, False), None)],
-                           [str(work / f"{name}-second-half.rtrace")]))
+    logs = [(name, lambda f=f, reader=reader: reader(rt / f)) for name, reader, f in (
+        ("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
+        ("avazu", readers.read_avazu, "avazu_train_first8999.csv")) if (rt / f).exists()]
+    logs += [(Path(p).stem, lambda p=p: tf.read(p)) for p in a.trace]
+    for name, load in logs:
+        tr = load()
+        tf.write(work / f"{name}-second-half.rtrace", half(tr, True))
+        suites.append((name, [(f"{name} first half", half(tr, False), None)],
+                       [str(work / f"{name}-second-half.rtrace")]))
     for mode, gran in MODES:
         head = ["trace", "size", "LRU", "S3-FIFO", *(label for _, label in FAMILIES)]
         head += ["OPT", "S3-FIFO -> OPT gap closed (MLP)"] if mode != "daemon" else []

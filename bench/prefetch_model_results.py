@@ -148,6 +148,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--work", help="where the models trained here go (default: a temp dir)")
+    ap.add_argument("--trace", action="append", default=[], metavar="FILE.rtrace",
+                    help="another trace, split by time as the CTR logs are (repeatable)")
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="recmg-pf-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -157,12 +159,14 @@ def main() -> None:
                                                               "meta2022-small")]
     suites.append(("presets", [(n, t, None) for n, t in presets], tests))
     rt = Path(a.shared) / "real_traces"
-    for name, reader, f in (("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
-                            ("avazu", readers.read_avazu, "avazu_train_first8999.csv")):
-        if (rt / f).exists():
-            tr = reader(rt / f)
-            suites.append((name, [(f"{name} first half", half(tr, False), None)],
-                           [(f"{name} second half", half(tr, True))]))
+    logs = [(name, lambda f=f, reader=reader: reader(rt / f)) for name, reader, f in (
+        ("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
+        ("avazu", readers.read_avazu, "avazu_train_first8999.csv")) if (rt / f).exists()]
+    logs += [(Path(p).stem, lambda p=p: tf.read(p)) for p in a.trace]
+    for name, load in logs:
+        tr = load()
+        suites.append((name, [(f"{name} first half", half(tr, False), None)],
+                       [(f"{name} second half", half(tr, True))]))
     rows = []
     for name, sources, tests in suites:
         for gran, ms in (("vector", ("access", "batch")), ("page", ("page",))):

@@ -46,6 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--trace", action="append", default=[], metavar="FILE",
+                    help="another trace (.rtrace or preset:NAME[:SCALE:SEED]; repeatable)")
     a = ap.parse_args()
     traces = ["preset:meta2021-small", "preset:meta2022-small"]
     tmp = tempfile.mkdtemp(prefix="recmg-results-")
@@ -56,6 +58,7 @@ def main() -> None:
             p = Path(tmp) / f"{name}.rtrace"
             tf.write(p, reader(rt / f))
             traces.append(str(p))
+    traces += a.trace
     caching = matrix.run_matrix(traces, ["access", "batch"], SIZES, POLICIES, ["none"],
                                 batches=a.batches)
     pref = matrix.run_matrix(traces, ["access", "batch"], SIZES, ["lru"], PREFETCHERS,

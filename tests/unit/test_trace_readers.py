@@ -323,3 +323,41 @@ def test_real_ctr_logs_convert():
     a = readers.read_avazu(rt / "avazu_train_first8999.csv")
     assert len(c.keys) == 260_000 and len(c.tables) == 26
     assert len(a.keys) == 8999 * 21 and len(a.tables) == 21
+
+
+def test_click_times_as_talkingdata_is_commonly_shared(tmp_path):
+    """'2017-11-07 9:30' (no seconds, unpadded hour) was refused."""
+    p = tmp_path / "td.csv"
+    p.write_text("ip,app,device,os,channel,click_time\n"
+                 "1,1,1,1,1,2017-11-07 10:00\n"
+                 "2,2,2,2,2,2017-11-07 9:30\n"
+                 "3,3,3,3,3,2017-11-07 09:45:10\n")
+    t = readers.read_talkingdata(p, table_rows=1000, batch_size=1)
+    first = [int(tf.key_row(t.batch(b)[:1])[0]) for b in range(3)]
+    rows = [int(tf.key_row(readers.read_talkingdata(p, table_rows=1000, batch_size=3)
+                           .keys[i * 5:i * 5 + 1])[0]) for i in range(3)]
+    assert first == rows  # one order, whatever the batching
+    assert readers.parse_time("2017-11-07 9:30") < readers.parse_time("2017-11-07 09:45:10") \
+        < readers.parse_time("2017-11-07 10:00")
+    assert readers.parse_time("1510047000") == np.datetime64("2017-11-07T09:30:00", "s")
+    for bad in ("2017-13-07 9:30", "2017-11-07 25:00"):
+        with pytest.raises(ValueError):
+            readers.parse_time(bad)
+
+
+def test_csv_sort_by_a_time_column_or_file_order_said(tmp_path, capsys):
+    """`--from csv` kept the file's order of a file not in time order, silently."""
+    p = tmp_path / "g.csv"
+    p.write_text("when,user\n2017-11-07 10:00,late\n2017-11-07 9:00,early\n")
+    by_time = readers.read_csv(p, ["user"], batch_size=1, sort_by="when")
+    as_filed = readers.read_csv(p, ["user"], batch_size=1)
+    assert by_time.meta["order"] == "when" and as_filed.meta["order"] == "file"
+    np.testing.assert_array_equal(by_time.keys, as_filed.keys[::-1])
+    out = tmp_path / "g.rtrace"
+    assert cli.main(["trace", "convert", "--from", "csv", "--columns", "user", str(p),
+                     "-o", str(out), "--quiet"]) == 0
+    assert "kept in file order" in capsys.readouterr().err
+    assert cli.main(["trace", "convert", "--from", "csv", "--columns", "user", "--sort-by",
+                     "when", str(p), "-o", str(out), "--quiet"]) == 0
+    assert "file order" not in capsys.readouterr().err
+    np.testing.assert_array_equal(tf.read(out).keys, by_time.keys)

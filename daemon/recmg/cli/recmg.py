@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "or 0-based numbers with --no-header)")
     conv.add_argument("--delimiter", default=",", help="csv: field delimiter (default ,)")
     conv.add_argument("--no-header", action="store_true", help="csv: no header line")
+    conv.add_argument("--sort-by", metavar="COLUMN",
+                      help="csv: order samples by this time column ('YYYY-MM-DD HH:MM[:SS]' "
+                      "or epoch seconds; stable); without it, file order, said on stderr")
     conv.add_argument("--quiet", action="store_true", help="no progress on stderr")
     st = trsub.add_parser("stats", help="per-batch reuse statistics in the layout of "
                           "Meta's locality_stats.txt")
@@ -134,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="simulate caching and prefetch policies on traces")
     sim.add_argument("traces", nargs="+",
-                     help=".rtrace files, or preset:NAME[:SCALE] (e.g. preset:meta2021-small)")
+                     help=".rtrace files, or preset:NAME[:SCALE[:SEED]] (e.g. "
+                     "preset:meta2021-small, or preset:meta2021-small:1:7 for scale 1, "
+                     "generator seed 7)")
     sim.add_argument("--mode", default="batch",
                      help="comma list of modes (default batch): " + "; ".join(
                          f"{k}: {v}" for k, v in MODES.items()))
@@ -167,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("label", help="Belady (OPT) labels of a trace for the learned "
                          "models: keep-until-next-use and OPT hit per access, and the OPT "
                          "miss stream")
-    lab.add_argument("trace", help=".rtrace file, or preset:NAME[:SCALE]")
+    lab.add_argument("trace", help=".rtrace file, or preset:NAME[:SCALE[:SEED]]")
     lab.add_argument("--size", type=float, required=True,
                      help="fast tier: below 1 a share of the distinct vectors (pages), "
                      "from 1 up a count")
@@ -392,7 +397,11 @@ def _trace_offline(args, tf) -> int:
             t = readers.read_csv(args.input, [c.strip() for c in args.columns.split(",")],
                                  args.delimiter.encode().decode("unicode_escape"),
                                  not args.no_header, args.table_rows, args.batch_size,
-                                 args.row_bytes, not args.quiet)
+                                 args.row_bytes, not args.quiet, args.sort_by)
+            if args.sort_by is None:
+                print("recmg trace convert: csv samples kept in file order (is the file in "
+                      "time order? --sort-by COLUMN orders them by a time column)",
+                      file=sys.stderr)
         elif fmt == "recmg-text":
             t = readers.read_recmg_text(args.input, args.batch_size, args.row_bytes)
         elif fmt == "meta-pt":

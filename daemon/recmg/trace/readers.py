@@ -38,7 +38,22 @@ from recmg.trace.format import MAX_TABLES, ROW_MASK, TableInfo, Trace, TraceErro
 CRITEO_CATEGORICAL = [f"C{i}" for i in range(1, 27)]
 AVAZU_SKIP = ("id", "click", "hour")
 TALKINGDATA_CATEGORICAL = ("ip", "app", "device", "os", "channel")
-_CLICK_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\Z")
+# 'YYYY-MM-DD HH:MM:SS', and the forms TalkingData is commonly shared in: no seconds,
+# hours, days and months without their leading zero ('2017-11-07 9:30')
+_CLICK_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2}) (\d{1,2}):(\d{2})(?::(\d{2}))?\Z")
+
+
+def parse_time(text: str) -> np.datetime64:
+    """A click time ('YYYY-MM-DD HH:MM[:SS]', fields unpadded or not) or whole seconds
+    since the epoch, as datetime64[s]; ValueError otherwise."""
+    text = text.strip()
+    if text.isdigit():
+        return np.datetime64(int(text), "s")
+    m = _CLICK_TIME.match(text)
+    if not m:
+        raise ValueError(text)
+    y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return np.datetime64(f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}", "s")
 
 
 # --------------------------------------------------------------------------- CTR logs
@@ -184,12 +199,11 @@ def _select(path: Path, delimiter: str, names: list[str], keep: list[int],
             yield [parts[i] for i in keep], None
             continue
         try:
-            if not _CLICK_TIME.match(parts[sort_col]):
-                raise ValueError
-            when = np.datetime64(parts[sort_col].replace(" ", "T"), "s")
+            when = parse_time(parts[sort_col])
         except ValueError:
             raise TraceError(f"{path}:{lineno}: {names[sort_col]} {parts[sort_col]!r} is not "
-                             "a 'YYYY-MM-DD HH:MM:SS' time") from None
+                             "a 'YYYY-MM-DD HH:MM[:SS]' time or whole seconds since the "
+                             "epoch") from None
         yield [parts[i] for i in keep], when
 
 
@@ -213,22 +227,26 @@ def read_talkingdata(path: str | Path, table_rows: int = 1 << 20, batch_size: in
 
 def read_csv(path: str | Path, columns: list[str], delimiter: str = ",", header: bool = True,
              table_rows: int = 1 << 20, batch_size: int = 256, row_bytes: int = 256,
-             progress: bool = False) -> Trace:
+             progress: bool = False, sort_by: str | None = None) -> Trace:
     """Any delimited file of samples: one table per named categorical column.  With a
-    header, ``columns`` are column names; without, 0-based column numbers."""
+    header, ``columns`` are column names; without, 0-based column numbers.  Samples
+    stay in file order, or with ``sort_by`` (a column as ``columns`` names them: a
+    click time or whole seconds since the epoch) go in that column's order (stable);
+    the trace's meta says which ("order")."""
     path = Path(path)
     if not columns:
         raise TraceError(f"{path}: name at least one categorical column")
+    wanted = columns + ([sort_by] if sort_by is not None else [])
     if header:
         names = _header(path, delimiter)
-        missing = [c for c in columns if c not in names]
+        missing = [c for c in wanted if c not in names]
         if missing:
             raise TraceError(f"{path}:1: no column {', '.join(map(repr, missing))} in the "
                              f"header ({delimiter.join(names)[:80]})")
-        keep = [names.index(c) for c in columns]
+        keep = [names.index(c) for c in wanted]
     else:
         try:
-            keep = [int(c) for c in columns]
+            keep = [int(c) for c in wanted]
         except ValueError:
             raise TraceError(f"{path}: without a header, columns are 0-based numbers, got "
                              f"{columns}") from None
@@ -237,10 +255,13 @@ def read_csv(path: str | Path, columns: list[str], delimiter: str = ",", header:
             raise TraceError(f"{path}:1: column numbers {keep} outside the line's "
                              f"{len(first)} fields")
         names = [str(i) for i in range(len(first))]
+    sort_col = keep.pop() if sort_by is not None else None
     return _ctr_trace(path, [names[k] for k in keep],
-                      _select(path, delimiter, names, keep, skip_header=header),
+                      _select(path, delimiter, names, keep, sort_col, skip_header=header),
                       table_rows, batch_size, row_bytes, "csv",
-                      {"columns": [names[k] for k in keep]}, progress)
+                      {"columns": [names[k] for k in keep],
+                       "order": names[sort_col] if sort_col is not None else "file"},
+                      progress)
 
 
 # ------------------------------------------------------------------ RecMG artifact text
