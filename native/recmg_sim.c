@@ -323,6 +323,17 @@ void recmg_cache_free(recmg_cache *c)
 uint64_t recmg_cache_len(const recmg_cache *c) { return c->len; }
 uint64_t recmg_cache_capacity(const recmg_cache *c) { return c->capacity; }
 
+uint64_t recmg_cache_bytes(const recmg_cache *c)
+{
+    uint64_t b = sizeof *c + c->capacity * (sizeof(node) + sizeof(uint32_t)) +
+                 (c->mask + 1) * sizeof(uint32_t);
+    if (c->heap)
+        b += c->capacity * sizeof(uint32_t);
+    if (c->ghost_keys)
+        b += c->ghost_cap * sizeof(uint64_t) + (c->gh_mask + 1) * sizeof(uint32_t);
+    return b;
+}
+
 static uint32_t alloc_node(recmg_cache *c, uint64_t key)
 {
     uint32_t n = c->free_stack[--c->n_free];

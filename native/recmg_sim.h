@@ -42,6 +42,8 @@ recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging, int 
 void recmg_cache_free(recmg_cache *c);
 uint64_t recmg_cache_len(const recmg_cache *c);
 uint64_t recmg_cache_capacity(const recmg_cache *c);
+/* Bytes of state this cache holds (allocated at creation: it never grows). */
+uint64_t recmg_cache_bytes(const recmg_cache *c);
 
 /* Access n keys in order (next_use: Belady only, else NULL).  hit_out may be NULL.
  * Returns the number of hits. */

@@ -36,6 +36,17 @@ def registry(path: Path) -> list[tuple[int, int]]:
     return out
 
 
+def wait_for(pred, timeout_s: float, what: str):
+    """pred()'s first true value, polled every 0.2 s, or fail naming what never came."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+
+
 def test_daemon_keeps_hot_pages_on_node0_and_demotes_cold_ones(tmp_path):
     cfg = tmp_path / "recmgd.toml"
     sock = tmp_path / "ctl.sock"
@@ -60,7 +71,7 @@ profile = "frequency"
 """)
     wl = subprocess.Popen([str(BIN / "recmg"), "workload", "--tables", str(TABLES), "--rows",
                            str(ROWS), "--dim", str(DIM), "--pooling", "4", "--batch-size", "64",
-                           "--alpha", "1.2", "--duration", "40", "--name", "guestwl",
+                           "--alpha", "1.2", "--duration", "300", "--name", "guestwl",
                            "--checksum", "--report-every", "1000"], stdout=subprocess.PIPE,
                           text=True)
     t0 = time.monotonic()
@@ -76,8 +87,15 @@ profile = "frequency"
             assert d.poll() is None, d.communicate()[0]
             time.sleep(0.1)
         start = time.monotonic()
-        time.sleep(15)
-        st = control.request(str(sock), {"cmd": "status"})["result"]
+
+        def settled():
+            # attached, demoting, and 25 ticks (5 s of ticks) of it: conditions, not a
+            # fixed sleep (a busy host under TCG may take far longer than the ticks)
+            s = control.request(str(sock), {"cmd": "status"})["result"]
+            return s if s["targets"] and s["totals"]["demoted"] > 0 and s["tick"] >= 25 \
+                else None
+
+        st = wait_for(settled, 240, "recmgd attached the workload and demoted its pages")
         elapsed = time.monotonic() - start
         assert st["real_migration"] and st["backend"] == "move_pages"
         tot = st["totals"]
@@ -103,8 +121,9 @@ profile = "frequency"
             rows = (np.arange(20) * a + b) % ROWS
             hot_addrs.append((np.uint64(base) + rows.astype(np.uint64) * np.uint64(DIM * 4))
                              & ~np.uint64(4095))
-        hot = placement.query_nodes(pid, np.concatenate(hot_addrs))
-        assert np.mean(hot == 0) >= 0.8, hot.tolist()
+        hot_addrs = np.concatenate(hot_addrs)
+        wait_for(lambda: np.mean(placement.query_nodes(pid, hot_addrs) == 0) >= 0.8, 240,
+                 "the hottest rows on node 0")
     finally:
         d.send_signal(signal.SIGTERM)
         dout = d.communicate(timeout=60)[0]

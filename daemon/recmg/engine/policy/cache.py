@@ -107,6 +107,10 @@ class Cache:
                                  _ptr(out, "uint8_t *"))
         return out.view(bool)
 
+    def state_bytes(self) -> int:
+        """Bytes of state in the C core (fixed at creation)."""
+        return int(lib.recmg_cache_bytes(self._c))
+
     def scores(self, keys) -> np.ndarray:
         """Each key's value in fast memory (float64, higher = more valuable): its rank
         in this policy's eviction order if resident (1 = the next victim), 0 if not.
