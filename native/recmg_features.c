@@ -53,6 +53,10 @@ void recmg_feat_free(recmg_feat *f)
 }
 
 uint64_t recmg_feat_clock(const recmg_feat *f) { return f->clock; }
+uint64_t recmg_feat_bytes(const recmg_feat *f)
+{
+    return sizeof *f + lmap_bytes(&f->keys) + f->keys.cap * sizeof(kstate);
+}
 uint64_t recmg_feat_len(const recmg_feat *f) { return f->keys.len; }
 
 static inline float lg(float x) { return log2f(1.0f + x); }

@@ -54,12 +54,18 @@ class Target:
     # above this ingest rate recmgd asks the client to record 1 batch in N (the ring's
     # sampling word), keeping a tick within one core; 0 = never sample
     max_accesses_per_s: float = 5_000_000.0
-    # what one segment can make recmgd allocate or loop over: pages of its tables
-    # (256 GiB of 4 KiB pages; the page map costs ~22 B a page), keys and batches
-    # taken from its ring per tick (the rest waits for the next tick)
-    max_pages: int = 1 << 26
+    # what one segment can make recmgd allocate or loop over: pages its tables span
+    # (16 TiB of 4 KiB pages; nothing is allocated per page of the tables), pages it
+    # keeps state for (the ones read, wanted, moved or found fast: 26 B each, the
+    # least recently read forgotten first), keys and batches taken from its ring per
+    # tick (the rest waits for the next tick)
+    max_pages: int = 1 << 32
+    max_tracked_pages: int = 1 << 22
     max_keys_per_read: int = 1 << 24
     max_batches_per_read: int = 1 << 14
+    # all targets together: the state their engines may hold (page maps when full,
+    # policies, prefetchers, features); a target that would go beyond is refused
+    max_state_mib: int = 1024
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,9 @@ _CHECKS = {
     "tick_ms": lambda v: 10 <= v <= 60000 or "must be between 10 and 60000",
     "target.max_accesses_per_s": lambda v: 0 <= v <= 1e10 or "must be in 0..1e10 "
     "(0 = never sample)",
-    "target.max_pages": lambda v: 1 <= v <= 1 << 32 or "must be in 1..2^32",
+    "target.max_pages": lambda v: 1 <= v <= 1 << 40 or "must be in 1..2^40",
+    "target.max_tracked_pages": lambda v: 1024 <= v <= 1 << 28 or "must be in 1024..2^28",
+    "target.max_state_mib": lambda v: 16 <= v <= 1 << 20 or "must be in 16..2^20",
     "target.max_keys_per_read": lambda v: 1 <= v <= 1 << 30 or "must be in 1..2^30",
     "target.max_batches_per_read": lambda v: 1 <= v <= 1 << 24 or "must be in 1..2^24",
     "target.pids": lambda v: all(1 <= p < 1 << 22 for p in v) or "must be pids in 1..4194303",
@@ -290,6 +298,11 @@ def parse(text: str, source: str = "<config>") -> Config:
         problems.append(("tiers", f"nodes {sorted(overlap)} are both fast and slow"))
     if cfg.migration.simulated_slow_ns < cfg.migration.simulated_fast_ns:
         problems.append(("migration.simulated_slow_ns", "must be >= simulated_fast_ns"))
+    budget_pages = cfg.budget.fast_mib_per_target * (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+    if 2 * budget_pages > cfg.target.max_tracked_pages:
+        problems.append(("target.max_tracked_pages", f"{cfg.target.max_tracked_pages} pages "
+                         f"cannot hold twice the {budget_pages}-page budget "
+                         "(budget.fast_mib_per_target)"))
     if problems:
         raise ConfigError(source, problems)
     return cfg

@@ -97,7 +97,7 @@ def test_pipeline_in_process_promotes_hot_pages_within_budget(tmp_path):
         st = pipe.status()["targets"][0]
         assert st["fast_pages"] <= st["budget_pages"] == 256
         hot_pages = state.pages.pages_of_keys(hot.astype(np.uint64))
-        assert np.isin(state.placement[hot_pages], [0]).mean() > 0.95
+        assert np.isin(state.engine.placement[hot_pages], [0]).mean() > 0.95
         assert st["promoted"] > 0 and st["hit_ratio"] > 0
         pipe.paused = True
         before = st["promoted"]
@@ -207,7 +207,7 @@ def test_node_share_brake_in_the_pipeline_engages_logs_shows_and_releases(tmp_pa
             shown = pipe.status()["brake"]
             assert shown["reason"] == "node_share" and "0.25" in shown["detail"]
             assert "safety brake node_share engaged" in caplog.text
-            st.placement[:] = 1  # all demoted (the simulated tier's placement)
+            st.engine.pages.node[:] = 1  # all demoted (the simulated tier's placement)
             pipe.tick()
             assert pipe.brake is None and "safety brake node_share released" in caplog.text
         pipe.close()
@@ -621,8 +621,8 @@ class _FailingMigrator:
     def __init__(self, inner):
         self.inner, self.name, self.real, self.ideal = inner, inner.name, inner.real, False
 
-    def initial_placement(self, *a):
-        return self.inner.initial_placement(*a)
+    def locate(self, *a):
+        return self.inner.locate(*a)
 
     def apply(self, *a):
         raise OSError(22, "Invalid argument (move_pages)")
@@ -1003,3 +1003,53 @@ def _has_group(name):
         return True
     except KeyError:
         return False
+
+
+def _rss_mib() -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
+
+def test_tables_that_are_huge_untouched_reservations_cost_only_the_pages_read(tmp_path):
+    """200 GiB of PROT_NONE reservation registered as tables raised recmgd's RSS by
+    about 2 GB per segment (per-page arrays over the whole span, and a move_pages
+    query of every page at attach): two such segments got it OOM-killed."""
+    import mmap as mm
+
+    span = 200 << 30
+    res = mm.mmap(-1, span, flags=mm.MAP_PRIVATE | mm.MAP_ANONYMOUS, prot=0)  # PROT_NONE
+    huge = np.frombuffer(res, np.float32).reshape(-1, 64)  # never touched
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 1\n')
+    before = _rss_mib()
+    with Client("huge", [("big", huge)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        st = pipe.attach(Path(c.path))
+        assert st is not None and st.pages.n_pages == span // 4096
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            c.record([rng.integers(0, len(huge), 2000)])
+            pipe.tick()
+        assert st.stats.promoted > 0 and len(st.engine.pages) <= 5 * 2000 + 256
+        grew = _rss_mib() - before
+        pipe.close()
+    assert grew < 150, f"RSS grew {grew:.0f} MiB"  # was ~2,000 MiB
+
+
+def test_the_state_of_all_targets_together_is_bounded(tmp_path):
+    """Memory was bounded per target only; now target.max_state_mib bounds the sum."""
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n[budget]\nfast_mib_per_target = 1\n'
+                       '[target]\nmax_tracked_pages = 1048576\nmax_state_mib = 64\n')
+    clients = [Client(f"many{i}", [("a", 1000, 64)], shm_dir=str(tmp_path)) for i in range(3)]
+    try:
+        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        got = [pipe.attach(Path(c.path)) for c in clients]
+        assert got[0] is not None and got[1] is not None and got[2] is None  # 26 MiB each
+        why = pipe.rejected[Path(clients[2].path).name]
+        assert "target.max_state_mib (64)" in why
+        pipe.detach(Path(clients[0].path).name, "test")
+        assert pipe.attach(Path(clients[2].path)) is not None  # room again
+        pipe.close()
+    finally:
+        for c in clients:
+            c.close()

@@ -105,3 +105,23 @@ def test_record_requests_for_paths_that_are_not_files_are_refused_and_recmgd_goe
         assert tf.read(out).n_batches == 2
         assert next(iter(d.handle("record:status", {}, (0, 0, 0)).values()))["have"] == 2
     d.pipeline.close()
+
+
+def test_recordings_in_memory_are_bounded_in_keys(tmp_path, monkeypatch):
+    """A recording of a million batches of a flooding target held every key in
+    recmgd's memory until done."""
+    from recmg.service import daemon as dmod
+
+    monkeypatch.setattr(dmod, "MAX_RECORD_KEYS", 100)
+    d = _daemon(tmp_path)
+    with Client("flood", [("a", 1000, 64)], shm_dir=str(tmp_path)) as c:
+        _tick(d)
+        out = tmp_path / "big.rtrace"
+        d.handle("record:start", {"output": str(out), "batches": 1000}, (0, 0, 0))
+        for _ in range(12):
+            c.record([np.arange(30)])
+            _tick(d)
+        rec = next(iter(d.handle("record:status", {}, (0, 0, 0)).values()))
+        assert rec["done"] and "stopped at 120 keys" in rec["result"]
+        assert tf.read(out).n_batches == 4
+    d.pipeline.close()

@@ -115,7 +115,7 @@ def test_engine_configurations_are_checked():
         EngineConfig(granularity="line")
     with pytest.raises(ValueError, match="observe"):
         EngineConfig(observe="tick")
-    with pytest.raises(ValueError, match="placement map"):
+    with pytest.raises(ValueError, match="planned placement works on pages"):
         Engine(EngineConfig(), cache_mod.make("lru", 4), pf_mod.make("none", [10]),
                movers.make("simulated", 16, 1.0))
 
@@ -124,8 +124,7 @@ def _planned(tables, profile, budget=64):
     cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n')
     layout = Layout.virtual(tables)
     mover = movers.make("simulated", 16, 1e6)
-    return build.planned(cfg, profile, layout, mover, mover.initial_placement(0, layout, 0, 1),
-                         [0], [1], override=budget)
+    return build.planned(cfg, profile, layout, mover, [0], [1], override=budget)
 
 
 def test_recmgds_prefetcher_sees_pages_per_table():
@@ -153,7 +152,7 @@ def test_scores_reach_the_planner_most_valuable_first_under_the_rate_cap():
     layout = Layout.virtual(tables)
     mover = movers.make("simulated", 16, 1.0)
     eng = build.planned(cfg, cfgmod.Profile(name="x", caching="lru"), layout, mover,
-                        mover.initial_placement(0, layout, 0, 1), [0], [1], override=8)
+                        [0], [1], override=8)
     assert eng.cfg.rate_pages == 1
     r = eng.step(batch_of(tf.make_keys(0, [0, 2 * rows, 5 * rows])), contracts.Controls(tick=1))
     assert r.promoted.tolist() == [5] and r.cut_by_rate == 2
@@ -178,7 +177,7 @@ def test_a_paused_step_observes_but_plans_nothing_and_a_brake_moves_nothing():
 def test_the_dry_run_logs_each_move_it_would_make(caplog):
     layout = Layout([1 << 20], [8 * PAGE_SIZE], [64])
     mover = movers.make("dryrun", 16, 1.0)
-    placement = mover.initial_placement(1, layout, 0, 1)
+    placement = mover.locate(1, layout, np.arange(layout.n_pages), 1)
     with caplog.at_level(logging.INFO, logger="recmgd"):
         out = mover.apply(1, layout, np.array([0, 3]), 0, placement, 0.0)
     assert out.moved == 2 and placement.tolist()[:4] == [0, 1, 1, 0]

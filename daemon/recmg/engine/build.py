@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 
 from recmg.config import Config, Profile
 from recmg.engine import registry
@@ -37,6 +36,7 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
         prefetch_buffer=profile.prefetch_budget_pages if profile.prefetcher != "none" else 0,
         budget=budget_pages(cfg, layout, override), rate_pages=max(rate, 1),
         min_residency_ticks=mig.min_residency_ticks,
+        tracked_pages=cfg.target.max_tracked_pages,
         stall_ns_per_ondemand=0.0 if real else mig.simulated_slow_ns - mig.simulated_fast_ns)
 
 
@@ -80,7 +80,7 @@ def without_models(profile: Profile) -> Profile:
 
 
 def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,
-            placement: np.ndarray, fast: list[int], slow: list[int], pid: int = 0,
+            fast: list[int], slow: list[int], pid: int = 0,
             override: int | None = None) -> Engine:
     ec = planned_config(cfg, profile, layout, mover.real, override)
     cache, pre = make_cache(profile, ec.budget, layout), make_prefetcher(profile, layout,
@@ -88,7 +88,7 @@ def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,
     _share(cache, pre)
     return Engine(ec, cache, pre,
                   mover,
-                  layout=layout, placement=placement, fast=fast, slow=slow, pid=pid)
+                  layout=layout, fast=fast, slow=slow, pid=pid)
 
 
 def _share(cache, pre) -> None:

@@ -80,8 +80,8 @@ class Planner(Protocol):
     def __call__(self, placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
                  slow_nodes: list[int], *, budget_pages: int, rate_pages: int,
                  last_moved: np.ndarray, tick: int, min_residency_ticks: int,
-                 allow_promote: bool = True, unwanted_ticks: np.ndarray | None = None
-                 ) -> Plan: ...
+                 allow_promote: bool = True, unwanted_ticks: np.ndarray | None = None,
+                 ids: np.ndarray | None = None) -> Plan: ...
 
 
 @runtime_checkable
@@ -92,8 +92,7 @@ class Mover(Protocol):
     real: bool  # real pages move: the host's safety brakes apply
     ideal: bool  # instant placement: nothing to plan or move
 
-    def initial_placement(self, pid: int, pages: Layout, fast: int, slow: int
-                          ) -> np.ndarray: ...
+    def locate(self, pid: int, pages: Layout, idx: np.ndarray, slow: int) -> np.ndarray: ...
 
     def apply(self, pid: int, pages: Layout, idx: np.ndarray, node: int,
               placement: np.ndarray, deadline: float) -> Outcome: ...

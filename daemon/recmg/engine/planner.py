@@ -55,21 +55,28 @@ def tie_order(pages: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _by_value(pages: np.ndarray, scores: np.ndarray, descending: bool) -> np.ndarray:
-    """pages sorted by score (descending: most valuable first), ties by tie_order."""
+def _by_value(pages: np.ndarray, scores: np.ndarray, descending: bool,
+              ids: np.ndarray | None = None) -> np.ndarray:
+    """pages sorted by score (descending: most valuable first), ties by tie_order of
+    their ids (the positions themselves unless ``ids`` maps positions to pages)."""
     s = scores[pages]
-    return pages[np.lexsort((tie_order(pages), -s if descending else s))]
+    tie = tie_order(pages if ids is None else ids[pages])
+    return pages[np.lexsort((tie, -s if descending else s))]
 
 
 def plan(placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
          slow_nodes: list[int], *, budget_pages: int, rate_pages: int,
          last_moved: np.ndarray, tick: int, min_residency_ticks: int,
-         allow_promote: bool = True, unwanted_ticks: np.ndarray | None = None) -> Plan:
+         allow_promote: bool = True, unwanted_ticks: np.ndarray | None = None,
+         ids: np.ndarray | None = None) -> Plan:
     """placement: int node per page (UNKNOWN allowed); scores: float per page (a bool
     wanted-mask also works: True scores 1).  unwanted_ticks: for how many consecutive
     ticks each page has been outside the wanted set; a fast page is demoted only after
     ``min_residency_ticks`` of them, so a page that flickers at the policy's margin
-    stays put (hysteresis on the decision, not only on the last move)."""
+    stays put (hysteresis on the decision, not only on the last move).  ``ids``: the
+    page index of each position, when the arrays hold a subset of a target's pages
+    (recmg.engine.pagemap); ties are broken by page index either way, and the plan
+    names positions."""
     fast_node, slow_node = fast_nodes[0], slow_nodes[0]
     scores = np.asarray(scores, np.float64)
     want_fast = scores > 0
@@ -77,9 +84,10 @@ def plan(placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
     eligible = (tick - last_moved) >= min_residency_ticks
     settled = eligible if unwanted_ticks is None else \
         eligible & (unwanted_ticks >= min_residency_ticks)
-    promote = _by_value(np.flatnonzero(want_fast & ~is_fast & eligible), scores, True)
+    promote = _by_value(np.flatnonzero(want_fast & ~is_fast & eligible), scores, True, ids)
     want_but_held = int(np.count_nonzero(want_fast & ~is_fast & ~eligible))
-    candidates = _by_value(np.flatnonzero(is_fast & ~want_fast & settled), scores, False)
+    candidates = _by_value(np.flatnonzero(is_fast & ~want_fast & settled), scores, False,
+                           ids)
     held = want_but_held + int(np.count_nonzero(is_fast & ~want_fast & ~settled))
     blocked = 0
     if not allow_promote:

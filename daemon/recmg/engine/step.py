@@ -25,6 +25,7 @@ from recmg.capture.reader import AccessBatch
 from recmg.engine import planner
 from recmg.engine.contracts import CachePolicy, Controls, Mover, Prefetcher, StepResult
 from recmg.engine.layout import Layout
+from recmg.engine.pagemap import PageMap, PlacementView
 from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, distinct_in_batches,
                                        unique_ordered)
 from recmg.engine.stats import Stats
@@ -52,6 +53,8 @@ class EngineConfig:
     rate_pages: int = NO_LIMIT  # planned: moves per step (the rate cap)
     min_residency_ticks: int = 0  # planned: hysteresis
     stall_ns_per_ondemand: float = 0.0  # modelled stall per on-demand fetch
+    tracked_pages: int = 1 << 22  # planned: per-page state kept for at most this many pages
+    sweep_pages: int = 1 << 13  # planned, real moves: untouched pages located per step
 
     def __post_init__(self):
         if self.granularity not in ("vector", "page"):
@@ -65,12 +68,11 @@ class Engine:
 
     def __init__(self, cfg: EngineConfig, cache: CachePolicy, prefetcher: Prefetcher,
                  mover: Mover, *, layout: Layout | None = None, n_tables: int = 0,
-                 placement: np.ndarray | None = None, fast: list[int] = (0,),
-                 slow: list[int] = (1,), pid: int = 0):
+                 fast: list[int] = (0,), slow: list[int] = (1,), pid: int = 0):
         if cfg.granularity == "page" and layout is None:
             raise ValueError("page granularity needs the tables' layout")
-        if not mover.ideal and (cfg.granularity != "page" or placement is None):
-            raise ValueError("planned placement works on pages and needs a placement map")
+        if not mover.ideal and cfg.granularity != "page":
+            raise ValueError("planned placement works on pages")
         self.cfg, self.cache, self.prefetcher, self.mover = cfg, cache, prefetcher, mover
         self.layout, self.pid = layout, pid
         self.fast, self.slow = list(fast), list(slow)
@@ -82,11 +84,54 @@ class Engine:
         if mover.ideal:
             self.pending: deque = deque()  # (arrival step, keys)
         else:
-            n = layout.n_pages
-            self.placement = placement
-            self.last_moved = np.full(n, -(1 << 30), np.int64)
-            self.last_promoted = np.full(n, -(1 << 30), np.int64)
-            self.unwanted_ticks = np.zeros(n, np.int32)
+            # per-page state for the pages met only (recmg.engine.pagemap), never sized
+            # by the tables: they may be terabytes, or reserved and never touched
+            self.pages = PageMap(cfg.tracked_pages)
+            self.placement = PlacementView(self.pages, self.slow[0])
+            self.plan_steps = 0  # plan steps so far: how long a page not met was unwanted
+            self._sweep_at = 0  # the next untouched page to locate (real moves)
+
+    # ------------------------------------------------------------------- pages
+    def _locate(self, pages: np.ndarray) -> np.ndarray:
+        return self.mover.locate(self.pid, self.layout, pages, self.slow[0])
+
+    def _meet(self, pages: np.ndarray, tick: int) -> np.ndarray:
+        """Positions of these global pages in the page map, holding new ones."""
+        return self.pages.meet(pages, self._locate, tick, self.plan_steps)
+
+    def _sweep(self, tick: int) -> None:
+        """Real moves: locate the next ``sweep_pages`` pages of the tables and hold those
+        on a fast node, so pages the target first touched there count against its
+        budget (and are demoted when unwanted) although no batch read them yet."""
+        n = self.layout.n_pages
+        if not self.mover.real or not n or self.cfg.sweep_pages <= 0:
+            return
+        span = np.arange(self._sweep_at, min(n, self._sweep_at + self.cfg.sweep_pages))
+        self._sweep_at = 0 if span[-1] + 1 >= n else int(span[-1]) + 1
+        span = span[self.pages.positions(span) < 0]
+        if len(span):
+            nodes = self._locate(span)
+            on_fast = span[np.isin(nodes, self.fast)]
+            if len(on_fast):
+                self.pages.meet(on_fast, lambda p: nodes[np.searchsorted(span, p)], tick,
+                                self.plan_steps)
+
+    def fast_pages(self) -> int:
+        """Pages of this target on a fast node (as far as recmg knows)."""
+        return int(np.count_nonzero(np.isin(self.pages.node, self.fast)))
+
+    def pages_on(self, node: int) -> int:
+        return int(np.count_nonzero(self.pages.node == node))
+
+    def state_bytes(self) -> int:
+        """Bytes of state this engine may hold: the policies' fixed allocations and the
+        page map when full."""
+        total = self.pages.nbytes() if not self.mover.ideal else 0
+        for part in (self.cache, self.prefetcher, self.pbuf,
+                     getattr(self.cache, "features", None)):
+            fn = getattr(part, "state_bytes", None)
+            total += int(fn()) if fn is not None else 0
+        return total
 
     # ------------------------------------------------------------------- units
     def units(self, keys: np.ndarray) -> np.ndarray:
@@ -207,7 +252,8 @@ class Engine:
         # nothing is brought in on demand here: each distinct vector a batch reads from
         # a slow page is one on-demand fetch (a slow read)
         vk, counts, _ = distinct_in_batches(keys, offsets)
-        fast = np.isin(self.placement[self.layout.pages_of_keys(vk)], self.fast)
+        pos = self._meet(self.layout.pages_of_keys(vk), ctl.tick)
+        fast = np.isin(self.pages.node[pos], self.fast)
         missed = vk[~fast]
         hits = int(counts[fast].sum())
         s.hits += hits
@@ -235,23 +281,34 @@ class Engine:
         # recently prefetched highest, so they take the places of the policy's next m
         # victims (the paper's prefetch buffer, carved out of the same fast memory);
         # 0 for the rest.  wanted = score > 0.
-        scores = np.zeros(self.layout.n_pages, np.float64)
+        # Scored over the page map, which holds every page that can matter: the wanted
+        # ones are met here, the fast ones were met when they were read, moved or swept
         res = self.cache.resident()
-        scores[self._global(res)] = self.cache.scores(res)
-        if self.pbuf is not None and len(self.pbuf):
-            pb = self.pbuf.resident()
-            g = self._global(pb)
-            mine = scores[g] == 0
+        pb = self.pbuf.resident() if self.pbuf is not None else np.zeros(0, np.uint64)
+        self._sweep(ctl.tick)
+        g_res, g_pb = self._global(res), self._global(pb)
+        self._meet(np.concatenate((g_res, g_pb)), ctl.tick)  # (inserts move positions)
+        pm = self.pages
+        pos_res, pos_pb = pm.positions(g_res), pm.positions(g_pb)
+        scores = np.zeros(len(pm), np.float64)
+        scores[pos_res] = self.cache.scores(res)
+        if len(pb):
+            mine = scores[pos_pb] == 0
             m = int(mine.sum())
-            scores[g[mine]] = m + self.pbuf.scores(pb[mine]) / (len(pb) + 1)
+            scores[pos_pb[mine]] = m + self.pbuf.scores(pb[mine]) / (len(pb) + 1)
         want = scores > 0
-        np.add(self.unwanted_ticks, 1, out=self.unwanted_ticks, where=~want)
-        self.unwanted_ticks[want] = 0
-        p = planner.plan(self.placement, scores, self.fast, self.slow,
+        np.add(pm.unwanted, 1, out=pm.unwanted, where=~want)
+        pm.unwanted[want] = 0
+        self.plan_steps += 1
+        p = planner.plan(pm.node, scores, self.fast, self.slow,
                          budget_pages=cfg.budget, rate_pages=max(cfg.rate_pages, 1),
-                         last_moved=self.last_moved, tick=ctl.tick,
+                         last_moved=pm.last_moved, tick=ctl.tick,
                          min_residency_ticks=cfg.min_residency_ticks,
-                         allow_promote=ctl.allow_promote, unwanted_ticks=self.unwanted_ticks)
+                         allow_promote=ctl.allow_promote, unwanted_ticks=pm.unwanted,
+                         ids=pm.page)
+        p = planner.Plan(**{**p.__dict__, "promote": pm.page[p.promote],
+                            "demote": pm.page[p.demote]})
+        pm.trim(self.fast, ctl.tick, cfg.min_residency_ticks)  # (never a planned page)
         if not ctl.allow_moves:
             return StepResult(**base)
         moved = {"promote": np.zeros(0, np.int64), "demote": np.zeros(0, np.int64)}
@@ -263,16 +320,18 @@ class Engine:
                 continue
             out = self.mover.apply(self.pid, self.layout, idx, node, self.placement,
                                    ctl.deadline() if ctl.deadline else float("inf"))
-            now = idx[self.placement[idx] == node]
+            where = pm.positions(idx)
+            done = pm.node[where] == node
+            now, at = idx[done], where[done]
             moved[kind] = now
-            self.last_moved[now] = ctl.tick
+            pm.last_moved[at] = ctl.tick
             if kind == "promote":
-                self.last_promoted[now] = ctl.tick
+                pm.last_promoted[at] = ctl.tick
                 s.promoted += len(now)
             else:
                 # ping-pong: demoted within 4 hysteresis windows of its promotion
                 window = 4 * max(cfg.min_residency_ticks, 1)
-                pingpong = int(np.count_nonzero(ctl.tick - self.last_promoted[now] < window))
+                pingpong = int(np.count_nonzero(ctl.tick - pm.last_promoted[at] < window))
                 s.pingpong += pingpong
                 s.demoted += len(now)
             s.bytes_moved += len(now) * self.layout.page_size

@@ -44,6 +44,10 @@ class OnlineFeatures:
         """Accesses observed so far."""
         return int(lib.recmg_feat_clock(self._c))
 
+    def state_bytes(self) -> int:
+        """Bytes of state in the C core (fixed at creation)."""
+        return int(lib.recmg_feat_bytes(self._c))
+
     def observe(self, keys: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Features (float32, len(keys) x N_FEATURES) of each access in order, each
         from the state before it; the state then includes the accesses.  ``out``: a

@@ -47,7 +47,9 @@ class Migrator:
     real = False  # moves real pages (the safety brakes on host memory apply)
     ideal = False  # instant placement: the engine plans nothing
 
-    def initial_placement(self, pid: int, pages: Layout, fast: int, slow: int) -> np.ndarray:
+    def locate(self, pid: int, pages: Layout, idx: np.ndarray, slow: int) -> np.ndarray:
+        """The node of each of these global pages now (int16; -1: not present yet),
+        asked when the engine first meets a page."""
         raise NotImplementedError
 
     def apply(self, pid: int, pages: Layout, idx: np.ndarray, node: int,
@@ -63,8 +65,10 @@ class MovePagesMigrator(Migrator):
     def __init__(self, batch_pages: int = 1024):
         self.batch_pages = batch_pages
 
-    def initial_placement(self, pid, pages, fast, slow):
-        st = pl.query_nodes(pid, pages.addresses(np.arange(pages.n_pages)), self.batch_pages)
+    def locate(self, pid, pages, idx, slow):
+        if not len(idx):
+            return np.zeros(0, np.int16)
+        st = pl.query_nodes(pid, pages.addresses(idx), self.batch_pages)
         return np.where(st >= 0, st, -1).astype(np.int16)
 
     def apply(self, pid, pages, idx, node, placement, deadline):
@@ -88,8 +92,8 @@ class SimulatedMigrator(Migrator):
     def __init__(self, rate_mib_s: float = 256.0):
         self.rate = rate_mib_s * (1 << 20)
 
-    def initial_placement(self, pid, pages, fast, slow):
-        return np.full(pages.n_pages, slow, np.int16)
+    def locate(self, pid, pages, idx, slow):
+        return np.full(len(idx), slow, np.int16)  # the modelled tier starts all slow
 
     def apply(self, pid, pages, idx, node, placement, deadline):
         t0 = time.monotonic()
@@ -123,7 +127,7 @@ class IdealPlacement(Migrator):
 
     name, ideal = "ideal", True
 
-    def initial_placement(self, pid, pages, fast, slow):
+    def locate(self, pid, pages, idx, slow):
         raise TypeError("ideal placement has no page map")
 
     def apply(self, pid, pages, idx, node, placement, deadline):

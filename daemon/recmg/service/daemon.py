@@ -39,6 +39,7 @@ from recmg.tiering import topology
 from recmg.trace import format as tf
 
 log = logging.getLogger("recmgd")
+MAX_RECORD_KEYS = 1 << 25  # keys all recordings in progress may hold (256 MiB)
 
 
 class StartupError(Exception):
@@ -228,17 +229,27 @@ class Daemon:
     def _record_step(self) -> None:
         """Finish recordings that have their batches.  The pipeline appends each
         target's batches to ``target.recorder`` as it reads them (the ring has one
-        consumer, so a recording cannot read it itself)."""
+        consumer, so a recording cannot read it itself).  All recordings together hold
+        at most MAX_RECORD_KEYS keys in memory: past it, the largest is written with
+        what it has (so memory is bounded by that and one tick's reads)."""
+        held = {n: sum(len(b[0]) for b in r["batches"]) for n, r in self.recordings.items()
+                if not r["done"]}
         for name, rec in list(self.recordings.items()):
             if rec["done"]:
                 continue
             t = self.pipeline.targets.get(name)
+            full = sum(held.values()) >= MAX_RECORD_KEYS and held[name] == max(held.values())
             if t is None or t.pid != rec["pid"]:  # detached: write what it has
                 self._finish_recording(name, rec, f"target detached after "
                                        f"{len(rec['batches'])} of {rec['want']} batches; ")
-            elif len(rec["batches"]) >= rec["want"]:
-                self._finish_recording(name, rec)
+            elif len(rec["batches"]) >= rec["want"] or full:
+                self._finish_recording(name, rec, (
+                    f"stopped at {held[name]} keys (recmgd holds at most {MAX_RECORD_KEYS} "
+                    "keys of recordings); ") if full and len(rec["batches"]) < rec["want"]
+                    else "")
                 t.recorder = t.perf_log = None
+            if rec["done"]:
+                held.pop(name, None)
 
     def _finish_recording(self, name: str, rec: dict, note: str = "") -> None:
         parts = rec["batches"][: rec["want"]]

@@ -69,17 +69,16 @@ class TargetState:
             raise ValueError(f"its tables span {self.pages.n_pages} pages, more than "
                              f"target.max_pages ({cfg.target.max_pages})")
         self.fast, self.slow = fast, slow
-        placement = migrator.initial_placement(self.pid, self.pages, fast[0], slow[0])
         self.model_error: str | None = None  # why the profile's model does not serve
         try:
-            self.engine = build.planned(cfg, profile, self.pages, migrator, placement, fast,
-                                        slow, self.pid)
+            self.engine = build.planned(cfg, profile, self.pages, migrator, fast, slow,
+                                        self.pid)
         except ModelError as e:  # the model changed or broke since the config check
             self.model_error = str(e)
             log.error("%s: the profile's model cannot serve (%s); running %s instead",
                       self.name, e, build.FALLBACK_CACHING)
             self.engine = build.planned(cfg, build.without_models(profile), self.pages,
-                                        migrator, placement, fast, slow, self.pid)
+                                        migrator, fast, slow, self.pid)
         self.profile = profile
         self.last_step = StepResult()
         self.sampling, self.rate = 1, 0.0
@@ -100,10 +99,6 @@ class TargetState:
     @property
     def stats(self) -> Stats:
         return self.engine.stats
-
-    @property
-    def placement(self) -> np.ndarray:
-        return self.engine.placement
 
     @property
     def budget_pages(self) -> int:
@@ -128,7 +123,7 @@ class TargetState:
             self.feedback = fresh
 
     def fast_pages(self) -> int:
-        return int(np.count_nonzero(np.isin(self.placement, self.fast)))
+        return self.engine.fast_pages()
 
     def model_status(self) -> dict | None:
         """The learned policy's model, online quality and fallback (None otherwise)."""
@@ -193,6 +188,13 @@ class Pipeline:
         try:
             state = TargetState(reader, self.cfg, self.profile, self.migrator, self.fast,
                                 self.slow)
+            held = sum(t.engine.state_bytes() for t in self.targets.values())
+            need, limit = state.engine.state_bytes(), self.cfg.target.max_state_mib << 20
+            if held + need > limit:
+                raise ValueError(
+                    f"its engine may hold {need / 2**20:.0f} MiB and the "
+                    f"{len(self.targets)} attached targets {held / 2**20:.0f} MiB, more than "
+                    f"target.max_state_mib ({self.cfg.target.max_state_mib}) together")
         except Exception as e:
             reader.close()
             self.reject(path.name, f"cannot manage: {e}")
@@ -318,7 +320,7 @@ class Pipeline:
         out = dict.fromkeys(self.fast, 0.0)
         for t in self.targets.values():
             for n in self.fast:
-                out[n] += np.count_nonzero(t.placement == n) * t.pages.page_size / (1 << 20)
+                out[n] += t.engine.pages_on(n) * t.pages.page_size / (1 << 20)
         return out
 
     def _check_brakes(self) -> None:

@@ -154,8 +154,8 @@ def _daemon_engine(layout: Layout, policy: str, capacity: int, prefetcher: str,
     profile = cfgmod.Profile(name="sim", caching=policy, prefetcher=prefetcher,
                              prefetch_budget_pages=budget if prefetcher != "none" else 0,
                              model=model or "", prefetch_model=prefetch_model or "")
-    return build.planned(cfg, profile, layout, SimulatedMigrator(),
-                         np.ones(layout.n_pages, np.int16), [0], [1], override=capacity)
+    return build.planned(cfg, profile, layout, SimulatedMigrator(), [0], [1],
+                         override=capacity)
 
 
 def simulate_access(trace: Trace, policy: str, capacity: int, prefetcher: str = "none",

@@ -54,8 +54,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     src = TraceSource(trace, batches_per_tick or 1, max_batches, starts)
     layout = Layout.of_regions(src.tables)
     mover = SimulatedMigrator(cfg.migration.rate_mib_s)
-    eng = build.planned(cfg, profile, layout, mover,
-                        mover.initial_placement(0, layout, 0, 1), [0], [1])
+    eng = build.planned(cfg, profile, layout, mover, [0], [1])
     ticks = []
     tick = 0
     # the closed loop, on the recorded batch timestamps, as recmgd ran it
