@@ -126,8 +126,8 @@ elif kind == "segment":
                 for _ in range(2): pipe.tick()
             finally: signal.alarm(0)
             # the pipeline isolates every target error; one that was not a bad segment
-            # or an exit is a bug it counted
-            counts["traceback" if pipe.internal_errors else "handled"] += 1
+            # or an exit is a bug it counted (revisions before the count: not seen)
+            counts["traceback" if getattr(pipe, "internal_errors", 0) else "handled"] += 1
         except Hang: counts["hang"] += 1
         except BaseException: counts["traceback"] += 1
         counts.setdefault("tables_changed", 0)
@@ -323,16 +323,13 @@ def campaign(n: int, env: dict, work: Path, classes=CLASSES, inject: str = "") -
 
 
 def baseline_env(rev: str, tmp: Path) -> dict:
-    """PYTHONPATH to the revision's daemon/ package, with this build's native modules
-    (a superset of the revision's shim functions)."""
+    """PYTHONPATH to the revision's daemon/ package, with its own native modules built
+    in place (their C signatures change between revisions)."""
     tree = tmp / "baseline"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
                    check=True, capture_output=True)
-    import recmg
-
-    here = Path(recmg.__file__).parent
-    for so in here.glob("_*.so"):
-        shutil.copy(so, tree / "daemon/recmg" / so.name)
+    subprocess.run([PY, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
+                   capture_output=True)  # (into daemon/recmg: the package's directory)
     return {**os.environ, "PYTHONPATH": str(tree / "daemon")}
 
 

@@ -12,9 +12,10 @@ from build_shim import header_declarations  # noqa: E402
 
 ffibuilder = FFI()
 PARTS = ("recmg_sim", "recmg_prefetch", "recmg_features")
-ffibuilder.cdef("\n".join(header_declarations(f"{p}.h", "RECMG_") for p in PARTS))
+ffibuilder.cdef("\n".join(header_declarations(f"{p}.h", "RECMG_")
+                          for p in ("recmg_keys",) + PARTS))
 ffibuilder.set_source(
-    "recmg._simcore", "".join(f'#include "{p}.h"\n' for p in PARTS),
+    "recmg._simcore", "".join(f'#include "{p}.h"\n' for p in ("recmg_keys",) + PARTS),
     sources=[f"native/{p}.c" for p in PARTS], include_dirs=["native"],
     extra_compile_args=["-O3", "-Wall", "-Wextra", "-std=gnu11"], libraries=["m"],
 )

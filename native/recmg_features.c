@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recmg_keys.h"
 #include "recmg_lmap.h"
 
 /* per key, beside its entry of the map (the same index); the map keeps the keys and
@@ -65,7 +66,7 @@ void recmg_feat_observe(recmg_feat *f, const uint64_t *keys, uint64_t n, float *
 {
     for (uint64_t a = 0; a < n; a++, out += RECMG_FEAT_FEATURES) {
         uint64_t key = keys[a], now = f->clock++;
-        out[RECMG_FEAT_KEY_FEATURES] = (float)(key >> 40);
+        out[RECMG_FEAT_KEY_FEATURES] = (float)RECMG_KEY_TABLE(key);
         int found;
         kstate *x = &f->s[lmap_slot(&f->keys, key, 0, &found)];
         if (!found) { /* first access (or forgotten): a fresh state */
@@ -99,7 +100,7 @@ void recmg_feat_peek(const recmg_feat *f, const uint64_t *keys, uint64_t n, floa
 {
     for (uint64_t a = 0; a < n; a++, out += RECMG_FEAT_FEATURES) {
         uint64_t key = keys[a];
-        out[RECMG_FEAT_KEY_FEATURES] = (float)(key >> 40);
+        out[RECMG_FEAT_KEY_FEATURES] = (float)RECMG_KEY_TABLE(key);
         uint32_t i = f->keys.slot[lmap_pos(&f->keys, key, 0)];
         if (i == NIL) {
             memset(out, 0, RECMG_FEAT_KEY_FEATURES * sizeof(float));

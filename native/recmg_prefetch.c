@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recmg_keys.h"
 #include "recmg_lmap.h"
 
 #define SHORT_TAG (1ULL << 62) /* SMS/Bingo short event key: (tag | table, offset) */
@@ -130,7 +131,7 @@ uint64_t recmg_pf_misses(recmg_pf *p, const uint64_t *misses, uint64_t n, uint64
                 p->prev = m;
             }
         } else if (p->kind == RECMG_PF_ISB) {
-            uint64_t t = m >> 40, s;
+            uint64_t t = RECMG_KEY_TABLE(m), s;
             if (!lmap_get(&p->index, m, 0, &s)) {
                 if (t >= p->n_tables)
                     continue; /* not a table of this target: nothing to learn */
@@ -172,7 +173,7 @@ uint64_t recmg_pf_regions(recmg_pf *p, const uint64_t *table, const uint64_t *tr
             if (found)
                 for (uint64_t b = 0; b < REGION_ROWS && k < cap; b++)
                     if (pattern >> b & 1)
-                        out[k++] = t << 40 | (base + b);
+                        out[k++] = RECMG_KEY(t, base + b);
         }
         lmap_put(&p->index, SHORT_TAG | t, off, bits[i], ev);
         if (p->kind == RECMG_PF_BINGO)
@@ -202,14 +203,14 @@ int recmg_bo_scores(const uint64_t *misses, uint64_t n, const uint64_t *recent, 
     for (uint64_t j = 0; j < k; j++)
         scores[j] = 0;
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t t = misses[i] >> 40, r = misses[i] & ((1ULL << 40) - 1);
+        uint64_t t = RECMG_KEY_TABLE(misses[i]), r = RECMG_KEY_ROW(misses[i]);
         if (t >= n_tables)
             continue;
         for (uint64_t j = 0; j < k; j++) {
             int64_t c = (int64_t)r - offsets[j];
             if (c < 0 || (uint64_t)c >= rows[t])
                 continue;
-            uint64_t key = t << 40 | (uint64_t)c, h = mix2(key, 0) & mask;
+            uint64_t key = RECMG_KEY(t, c), h = mix2(key, 0) & mask;
             while (set[h] != UINT64_MAX && set[h] != key)
                 h = (h + 1) & mask;
             scores[j] += set[h] == key;

@@ -7,6 +7,9 @@
 #include <string.h>
 
 #define NONE UINT32_MAX
+/* LFU's score: frequency << LFU_TICK_BITS | the tick of the last use (ties: older first) */
+#define LFU_TICK_BITS 40
+#define LFU_TICK_MASK ((UINT64_C(1) << LFU_TICK_BITS) - 1)
 #define EMPTY_KEY UINT64_MAX
 
 typedef struct {
@@ -409,8 +412,8 @@ static void age_all(recmg_cache *c)
 {
     for (uint64_t i = 0; i < c->len; i++) {
         node *x = &c->nodes[c->heap[i]];
-        uint64_t freq = x->score >> 40;
-        x->score = ((freq >> 1) << 40) | (x->score & ((1ULL << 40) - 1));
+        uint64_t freq = x->score >> LFU_TICK_BITS;
+        x->score = ((freq >> 1) << LFU_TICK_BITS) | (x->score & LFU_TICK_MASK);
     }
     for (uint64_t i = c->len / 2 + 1; i-- > 0;)
         if (i < c->len)
@@ -427,10 +430,10 @@ static void touch(recmg_cache *c, uint32_t n, uint64_t nu)
         l_push_front(c, &c->lru, n);
         break;
     case RECMG_LFU: {
-        uint64_t freq = (x->score >> 40) + 1;
+        uint64_t freq = (x->score >> LFU_TICK_BITS) + 1;
         if (freq >= (1ULL << 23))
             freq = (1ULL << 23) - 1;
-        x->score = (freq << 40) | (c->tick & ((1ULL << 40) - 1));
+        x->score = (freq << LFU_TICK_BITS) | (c->tick & LFU_TICK_MASK);
         sift_down(c, x->heap_pos);
         break;
     }
@@ -469,7 +472,7 @@ static int admit(recmg_cache *c, uint64_t key, uint64_t nu)
         l_push_front(c, &c->lru, n);
         break;
     case RECMG_LFU:
-        c->nodes[n].score = (1ULL << 40) | (c->tick & ((1ULL << 40) - 1));
+        c->nodes[n].score = (1ULL << LFU_TICK_BITS) | (c->tick & LFU_TICK_MASK);
         heap_set(c, c->len - 1, n);
         sift_up(c, c->len - 1);
         break;

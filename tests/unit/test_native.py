@@ -269,3 +269,27 @@ def test_core_constructors_tell_bad_input_from_out_of_memory():
         Cache("lru", 1 << 33)
     with pytest.raises(ValueError, match="max_keys"):
         OnlineFeatures(0)
+
+
+def test_the_c_cores_pack_keys_as_python_does():
+    """One definition of the key packing in C (native/recmg_keys.h), the same as
+    recmg.trace.format's."""
+    from recmg._simcore import ffi, lib
+    from recmg.models.features import FEATURE_NAMES, OnlineFeatures
+    from recmg.trace import format as tf
+
+    assert lib.RECMG_TABLE_SHIFT == tf.TABLE_SHIFT
+    keys = tf.make_keys(5, np.array([0, 7, (1 << 40) - 1]))
+    feats = OnlineFeatures(64).observe(keys)
+    assert feats[:, FEATURE_NAMES.index("table")].tolist() == [5, 5, 5]
+    # SMS replays a learned footprint as keys of the region's table
+    err = ffi.new("int *")
+    p = ffi.gc(lib.recmg_pf_new(lib.RECMG_PF_SMS, 64, 1, 8, err), lib.recmg_pf_free)
+    u64 = lambda a: ffi.cast("uint64_t *", ffi.from_buffer(a))  # noqa: E731
+    table, trigger = np.array([3], np.uint64), np.array([130], np.uint64)
+    bits, out = np.array([0b101], np.uint64), np.zeros(64, np.uint64)
+    for missed in (0, 1):
+        m = np.array([missed], np.uint8)
+        n = lib.recmg_pf_regions(p, u64(table), u64(trigger), ffi.cast("uint8_t *",
+                                 ffi.from_buffer(m)), u64(bits), 1, u64(out), len(out))
+    assert out[:n].tolist() == tf.make_keys(3, np.array([128, 130])).tolist()
