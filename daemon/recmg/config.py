@@ -63,6 +63,12 @@ class Target:
     max_tracked_pages: int = 1 << 22
     max_keys_per_read: int = 1 << 24
     max_batches_per_read: int = 1 << 14
+    # the worker's time for reading and deciding in one tick, all targets together (ms;
+    # 0: half of tick_ms): each target's share bounds the keys it reads and steps
+    # (batches of more are thinned, and counted), targets left when it runs out wait
+    # for the next tick (rotating, so each is served), and the watchdog is fed after
+    # every target
+    work_ms_per_tick: int = 0
     # all targets together: the state their engines may hold (page maps when full,
     # policies, prefetchers, features); a target that would go beyond is refused
     max_state_mib: int = 1024
@@ -186,6 +192,8 @@ _CHECKS = {
     "target.max_pages": lambda v: 1 <= v <= 1 << 40 or "must be in 1..2^40",
     "target.max_tracked_pages": lambda v: 1024 <= v <= 1 << 28 or "must be in 1024..2^28",
     "target.max_state_mib": lambda v: 16 <= v <= 1 << 20 or "must be in 16..2^20",
+    "target.work_ms_per_tick": lambda v: 0 <= v <= 60000 or "must be in 0..60000 "
+    "(0: half of tick_ms)",
     "target.max_keys_per_read": lambda v: 1 <= v <= 1 << 30 or "must be in 1..2^30",
     "target.max_batches_per_read": lambda v: 1 <= v <= 1 << 24 or "must be in 1..2^24",
     "target.pids": lambda v: all(1 <= p < 1 << 22 for p in v) or "must be pids in 1..4194303",
@@ -299,6 +307,9 @@ def parse(text: str, source: str = "<config>") -> Config:
     if cfg.migration.simulated_slow_ns < cfg.migration.simulated_fast_ns:
         problems.append(("migration.simulated_slow_ns", "must be >= simulated_fast_ns"))
     budget_pages = cfg.budget.fast_mib_per_target * (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+    if cfg.target.work_ms_per_tick > cfg.tick_ms:
+        problems.append(("target.work_ms_per_tick", f"{cfg.target.work_ms_per_tick} ms is "
+                         f"longer than the {cfg.tick_ms} ms tick"))
     if 2 * budget_pages > cfg.target.max_tracked_pages:
         problems.append(("target.max_tracked_pages", f"{cfg.target.max_tracked_pages} pages "
                          f"cannot hold twice the {budget_pages}-page budget "

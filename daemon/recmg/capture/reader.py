@@ -69,6 +69,24 @@ class AccessBatch:
     def n_batches(self) -> int:
         return len(self.batch_ids)
 
+    def thinned(self, max_keys: int) -> tuple[AccessBatch, int]:
+        """At most about ``max_keys`` keys: every k-th access of the read kept (k the
+        smallest that fits), batch boundaries kept; and how many were dropped."""
+        n = len(self.keys)
+        if n <= max_keys:
+            return self, 0
+        stride = -(-n // max(max_keys, 1))
+        keep = np.zeros(n, bool)
+        keep[::stride] = True
+        before = np.zeros(n + 1, np.uint64)
+        np.cumsum(keep, out=before[1:])
+        out = AccessBatch(keys=self.keys[keep],
+                          batch_offsets=before[self.batch_offsets.astype(np.intp)],
+                          batch_ids=self.batch_ids, timestamps_ns=self.timestamps_ns,
+                          dropped_batches=self.dropped_batches,
+                          dropped_keys=self.dropped_keys, invalid_keys=self.invalid_keys)
+        return out, n - len(out.keys)
+
 
 def discover(shm_dir: str | None = None, name: str | None = None, pid: int | None = None
              ) -> list[Path]:
@@ -400,12 +418,13 @@ class SegmentReader:
             ("sampled_out_batches", seg.OFF_SAMPLED_OUT),
             ("sampling", seg.OFF_SAMPLING))}
 
-    def read(self, max_batches: int | None = None, max_keys: int | None = None
-             ) -> AccessBatch:
+    def read(self, max_batches: int | None = None, max_keys: int | None = None,
+             want_keys: int | None = None) -> AccessBatch:
         """Published batches since the last read: at most ``max_batches`` of them and
         at most ``max_keys`` keys (what a segment can make recmgd allocate and loop
         over in one read is bounded; the rest waits for the next read).  A single
-        batch larger than ``max_keys`` rejects the segment."""
+        batch larger than ``max_keys`` rejects the segment.  ``want_keys`` (at most
+        max_keys): stop at that many keys, but read at least one batch."""
         self._check_size()
         bh = self._word(seg.OFF_BATCH_HEAD)
         kh = self._word(seg.OFF_KEY_HEAD)
@@ -427,11 +446,16 @@ class SegmentReader:
             self._fail(f"a batch descriptor claims {int(counts.max())} keys, more than the "
                        f"ring's {self._kcap}")
         ends = np.cumsum(counts, dtype=np.uint64)
-        if max_keys is not None and n:
-            fit = int(np.searchsorted(ends, np.uint64(max_keys), side="right"))
-            if fit == 0:
-                self._fail(f"a batch of {int(counts[0])} keys, more than the "
-                           f"{max_keys} read at once (target.max_keys_per_read)")
+        if n and (max_keys is not None or want_keys is not None):
+            fit = n
+            if max_keys is not None:
+                fit = int(np.searchsorted(ends, np.uint64(max_keys), side="right"))
+                if fit == 0:
+                    self._fail(f"a batch of {int(counts[0])} keys, more than the "
+                               f"{max_keys} read at once (target.max_keys_per_read)")
+            if want_keys is not None:
+                fit = min(fit, max(1, int(np.searchsorted(ends, np.uint64(want_keys),
+                                                          side="right"))))
             n, desc, starts, counts, ends = fit, desc[:fit], starts[:fit], counts[:fit], \
                 ends[:fit]
         expect = np.zeros(n, dtype=np.uint64)

@@ -199,7 +199,7 @@ class Daemon:
                                 if t.pid == pid:
                                     self.pipeline.detach(name, "process exited")
                     self.discover()
-                    self.pipeline.tick()
+                    self.pipeline.tick(progress=self._progress)
                     self._record_step()
                     self.snapshot = self.pipeline.status()  # served without the lock
                     self._update_gauges()
@@ -219,6 +219,11 @@ class Daemon:
             self.worker_error = e
             self.stop_event.set()
             self.first_tick.set()
+
+    def _progress(self) -> None:
+        """The worker finished a target: it is alive (the watchdog is fed on it, so a
+        tick of many targets does not starve it)."""
+        self.last_progress = time.monotonic()
 
     def _update_gauges(self) -> None:
         tot = self.snapshot["totals"]

@@ -58,6 +58,10 @@ SEGMENTS_REJECTED = Counter("recmgd_segments_rejected", "Capture segments that f
 INTERNAL_ERRORS = Counter("recmgd_internal_errors", "Target ticks that failed with an "
                           "error that was neither a bad segment nor an exit (a bug; "
                           "the target is detached, recmgd goes on)", registry=REGISTRY)
+KEYS_THINNED = Counter("recmgd_keys_thinned", "Keys read but left out of the step to "
+                       "keep a tick within target.work_ms_per_tick", T, registry=REGISTRY)
+TICKS_DEFERRED = Counter("recmgd_target_ticks_deferred", "Ticks a target waited for "
+                         "because the tick's work time had run out", T, registry=REGISTRY)
 RELOADS = Counter("recmgd_reloads", "Config reloads, by result", ["result"], registry=REGISTRY)
 MODEL_FALLBACK = Gauge("recmgd_model_fallback_targets", "Targets whose learned caching "
                        "policy has handed its decisions to S3-FIFO", registry=REGISTRY)
@@ -78,7 +82,8 @@ def write_textfile(path: str) -> None:
 
 
 PER_TARGET = (ACCESSES, ONDEMAND, PAGES_PROMOTED, PAGES_DEMOTED, BYTES_MOVED, PINGPONG,
-              RATE_LIMITED, TARGET_CPU, TARGET_PAGE_FAULTS, CAPTURE_DROPPED)
+              RATE_LIMITED, TARGET_CPU, TARGET_PAGE_FAULTS, CAPTURE_DROPPED, KEYS_THINNED,
+              TICKS_DEFERRED)
 
 
 def forget_target(label: str) -> None:

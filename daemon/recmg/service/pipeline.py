@@ -35,6 +35,8 @@ log = logging.getLogger("recmgd")
 
 MAX_REJECTED = 16384  # rejected segments remembered (a hostile user can create many)
 MAX_QUARANTINE_S = 300.0
+INITIAL_NS_PER_KEY = 1000.0  # before a target's first measured step (a learned profile's)
+MIN_KEYS_PER_TICK = 4096  # a target's share never reads fewer (batches of more: thinned)
 FULL_MIN_TICKS, FULL_MAX_TICKS = 4, 256  # promotion pause after a fast node's ENOMEM
 HEALTHY_S = MAX_QUARANTINE_S  # attached this long without an error: the backoff starts over
 
@@ -95,6 +97,12 @@ class TargetState:
         self.moved_last = False  # whether the previous tick moved pages
         self.tick_batches = 0
         self.attached_at = time.monotonic()
+        # the tick's work budget (Pipeline.tick): what a key costs this target (ns,
+        # read + step, smoothed), what it left out or waited for, how far it lags
+        self.ns_per_key = INITIAL_NS_PER_KEY
+        self.keys_thinned = self.ticks_deferred = 0
+        self.tick_wall_ms = self.tick_cpu_ms = 0.0
+        self.lag_batches, self.lag_s = 0, 0.0
 
     @property
     def stats(self) -> Stats:
@@ -235,13 +243,39 @@ class Pipeline:
             t.engine.mover = self.migrator  # the new batch size and rate apply at once
 
     # ------------------------------------------------------------------------ tick
-    def tick(self) -> None:
+    def work_budget_s(self) -> float:
+        ms = self.cfg.target.work_ms_per_tick or self.cfg.tick_ms / 2
+        return ms / 1000
+
+    def tick(self, progress=None) -> None:
+        """One tick over the attached targets, within the work budget: each target
+        gets the time left shared by the targets left, which bounds the keys it reads
+        and steps; when the time is out the rest wait for the next tick (the order
+        rotates, so every target is served).  ``progress()`` is called after each
+        target (recmgd feeds its watchdog there)."""
         t0 = time.monotonic()
         self.tick_no += 1
         self._move_deadline = None  # set by the tick's first migration
         self._check_brakes()
-        for name in list(self.targets):
-            self._tick_isolated(name, self.targets[name])
+        names = list(self.targets)
+        if names:
+            k = self.tick_no % len(names)
+            names = names[k:] + names[:k]
+        budget = self.work_budget_s()
+        for i, name in enumerate(names):
+            left = budget - (time.monotonic() - t0)
+            if left <= 0 and i:  # out of time: the rest wait (at least one is served)
+                for rest in names[i:]:
+                    st = self.targets.get(rest)
+                    if st is not None:
+                        st.ticks_deferred += 1
+                        m.TICKS_DEFERRED.labels(st.label).inc()
+                break
+            state = self.targets.get(name)
+            if state is not None:
+                self._tick_isolated(name, state, max(left, 0.0) / (len(names) - i))
+            if progress is not None:
+                progress()
         self.last_tick_s = time.monotonic() - t0
         models = [s for s in (t.model_status() for t in self.targets.values()) if s]
         m.MODEL_FALLBACK.set(sum(s["fallback_active"] for s in models))
@@ -259,13 +293,13 @@ class Pipeline:
             self._move_deadline = time.monotonic() + self.cfg.migration.tick_deadline_ms / 1000
         return self._move_deadline
 
-    def _tick_isolated(self, name: str, state: TargetState) -> None:
+    def _tick_isolated(self, name: str, state: TargetState, share_s: float = 1e9) -> None:
         """One target's tick.  Whatever goes wrong stays with this target: a process
         that is going away is detached (move_pages answers ESRCH, or EINVAL once the
         exiting task has dropped its mm: mm/migrate.c); a segment that turns invalid,
         or any other error, detaches and quarantines it.  The worker never dies of it."""
         try:
-            self._tick_target(state)
+            self._tick_target(state, share_s)
             alive = state.reader.writer_alive
             # a writer gone or closed is detached once its last batches are read (the
             # bounded reads of the following ticks drain a larger backlog)
@@ -370,9 +404,16 @@ class Pipeline:
             log.info("%s: offered %.2f M accesses/s, recording 1 batch in %d",
                      st.name, st.rate / 1e6, want)
 
-    def _tick_target(self, st: TargetState) -> None:
+    def _tick_target(self, st: TargetState, share_s: float = 1e9) -> None:
         t = self.cfg.target
-        batch = st.reader.read(t.max_batches_per_read, t.max_keys_per_read)
+        w0, c0 = time.perf_counter(), time.thread_time()
+        want = int(min(t.max_keys_per_read, max(MIN_KEYS_PER_TICK,
+                                                share_s * 1e9 / st.ns_per_key)))
+        batch = st.reader.read(t.max_batches_per_read, t.max_keys_per_read, want)
+        st.lag_batches = st.reader.pending()
+        st.lag_s = (time.monotonic_ns() - int(batch.timestamps_ns[-1])) / 1e9 \
+            if st.lag_batches and batch.n_batches else 0.0
+        read_keys = len(batch.keys)
         self._feedback(st, batch.timestamps_ns)
         self._adapt_sampling(st, batch)
         s = st.stats
@@ -390,7 +431,18 @@ class Pipeline:
                        allow_moves=(brake is None or brake.stops != "all moves")
                        and not st.feedback.probe(),
                        deadline=self.move_deadline)
-        r = st.engine.step(batch, ctl)
+        stepped, thinned = batch.thinned(want)
+        if thinned:  # one batch larger than this target's share: every k-th access
+            st.keys_thinned += thinned
+            m.KEYS_THINNED.labels(st.label).inc(thinned)
+            self.logs.log(logging.WARNING, f"thin:{st.name}", "%s: batches of %d keys in one "
+                          "read, more than its share of the tick's work: %d left out (every "
+                          "k-th access kept)", st.name, read_keys, thinned)
+        r = st.engine.step(stepped, ctl)
+        wall = time.perf_counter() - w0
+        st.tick_wall_ms, st.tick_cpu_ms = wall * 1e3, (time.thread_time() - c0) * 1e3
+        if len(stepped.keys) >= 1024:  # what a key costs it (read + step), smoothed
+            st.ns_per_key = 0.7 * st.ns_per_key + 0.3 * wall * 1e9 / len(stepped.keys)
         st.last_step = r
         st.moved_last = bool(len(r.promoted) or len(r.demoted))
         st.tick_batches = batch.n_batches
@@ -454,6 +506,12 @@ class Pipeline:
                             "name": (seg.parse_segment_name(name) or (name, 0))[0],
                             "pid": t.pid, "tables": len(t.reader.tables),
                             "sampling": t.sampling, "offered_accesses_s": round(t.rate),
+                            "work": {"lag_batches": t.lag_batches, "lag_s": round(t.lag_s, 3),
+                                     "tick_wall_ms": round(t.tick_wall_ms, 3),
+                                     "tick_cpu_ms": round(t.tick_cpu_ms, 3),
+                                     "ns_per_key": round(t.ns_per_key, 1),
+                                     "keys_thinned": t.keys_thinned,
+                                     "ticks_deferred": t.ticks_deferred},
                             "pages": t.pages.n_pages, "fast_pages": t.fast_pages(),
                             "budget_pages": t.budget_pages, "batches": s.batches,
                             "accesses": s.accesses, "hit_ratio": round(s.hit_ratio, 4),
