@@ -180,3 +180,47 @@ def test_sim_config_replays_recmgds_own_tick(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("tick_ms = -1\n")
     assert cli.main(["sim", "--config", str(bad), str(p)]) == 78
+
+
+def test_the_replay_samples_ingest_as_recmgd_and_the_client_would(tmp_path):
+    """`recmg sim --config` ignored target.max_accesses_per_s, so no replay showed what
+    sampling costs.  Now the replay runs recmgd's controller (recmg.engine.sampling) on
+    the trace's timestamps and its source records 1 batch in N as the client does."""
+    from recmg import config as cfgmod
+    from recmg.sim.replay import replay
+
+    n, per = 60, 500
+    rng = np.random.default_rng(0)
+    keys = tf.make_keys(0, rng.integers(0, 10_000, n * per))
+    trace = tf.Trace(tables=[tf.TableInfo(0, "a", 10_000, 256, 64, "<f4")], keys=keys,
+                     batch_offsets=np.arange(0, n * per + 1, per, dtype=np.uint64),
+                     timestamps_ns=np.arange(1, n + 1, dtype=np.uint64) * 10**6)  # 1 ms apart
+    # 500 keys a ms = 500,000 accesses/s offered, against a limit of 125,000: 1 in 4
+    cfg = cfgmod.parse("tick_ms = 10\n[target]\nmax_accesses_per_s = 125000.0\n")
+    st, ticks = replay(trace, cfg, cfgmod.load_profile("lru"))
+    # (the controller's estimate, smoothed, lands on 4 or 5, as it would live)
+    assert all(4 <= t["sampling"] <= 5 for t in ticks)
+    assert st.batches < n * 0.5 and st.accesses == st.batches * per
+    whole, _ = replay(trace, cfgmod.parse("tick_ms = 10\n[target]\nmax_accesses_per_s = 0\n"),
+                      cfgmod.load_profile("lru"))
+    assert whole.batches == n
+    # a recmgd recording holds what its client recorded: not sampled again
+    rec = tf.Trace(tables=trace.tables, keys=trace.keys, batch_offsets=trace.batch_offsets,
+                   timestamps_ns=trace.timestamps_ns, meta={"source": "recmgd"})
+    assert replay(rec, cfg, cfgmod.load_profile("lru"))[0].batches == n
+
+
+def test_the_replays_sampling_rule_is_the_clients(tmp_path):
+    from recmg.capture.reader import SegmentReader
+    from recmg.client import Client
+    from recmg.engine.sampling import recorded
+
+    with Client("samp", [("a", 100, 4)], shm_dir=str(tmp_path)) as c, \
+            SegmentReader(c.path) as r:
+        c.record([np.arange(3)])  # call 1
+        r.read()
+        r.set_sampling(3)
+        for _ in range(9):  # calls 2..10
+            c.record([np.arange(3)])
+        ids = r.read().batch_ids.tolist()
+    assert ids == (np.flatnonzero(recorded(2, 9, 3)) + 1).tolist()

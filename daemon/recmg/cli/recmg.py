@@ -512,14 +512,15 @@ def sim_config(args) -> int:
     cfg = cfgmod.load(args.config)
     profile = cfgmod.load_profile(cfg.policy.profile)
     rows, out = [["trace", "profile", "budget", "ticks", "accesses", "hit%", "on-demand",
-                  "promoted", "demoted", "ping-pong"]], {}
+                  "promoted", "demoted", "ping-pong", "sampling"]], {}
     for spec in args.traces:
         name, trace = matrix.load_trace(spec, args.batches)
         st, ticks = replay(trace, cfg, profile, args.tick_batches, args.batches)
         rows.append([name, f"{profile.name} ({profile.caching}+{profile.prefetcher})",
                      f"{cfg.budget.fast_mib_per_target} MiB", str(len(ticks)),
                      str(st.accesses), f"{100 * st.hit_ratio:.1f}", str(st.ondemand),
-                     str(st.promoted), str(st.demoted), str(st.pingpong)])
+                     str(st.promoted), str(st.demoted), str(st.pingpong),
+                     f"1 in {max((t['sampling'] for t in ticks), default=1)} (at most)"])
         out[name] = {"stats": st.to_dict(), "ticks": ticks}
     print(f"recmgd's engine with {args.config} (simulated tier: placement modelled)")
     print(table(rows, indent=""))

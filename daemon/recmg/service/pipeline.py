@@ -24,6 +24,7 @@ from recmg.config import Config, Profile
 from recmg.engine import build
 from recmg.engine.contracts import Controls, StepResult
 from recmg.engine.layout import Layout
+from recmg.engine.sampling import Sampler
 from recmg.engine.stats import Stats
 from recmg.models.card import ModelError
 from recmg.service import metrics as m
@@ -83,8 +84,7 @@ class TargetState:
                                         migrator, fast, slow, self.pid)
         self.profile = profile
         self.last_step = StepResult()
-        self.sampling, self.rate = 1, 0.0
-        self.last_ts: int | None = None  # client timestamp (ns) of the last batch read
+        self.sampler = Sampler(cfg.target.max_accesses_per_s)
         # `recmgctl record`: (keys, batch id, ts, tick) per batch read, and the perf
         # counts of each tick while recording
         self.recorder: list | None = None
@@ -109,11 +109,22 @@ class TargetState:
         return self.engine.stats
 
     @property
+    def sampling(self) -> int:
+        """The client records 1 batch in this many."""
+        return self.sampler.one_in
+
+    @property
+    def rate(self) -> float:
+        """Offered accesses per second (smoothed, from the client's timestamps)."""
+        return self.sampler.rate
+
+    @property
     def budget_pages(self) -> int:
         return self.engine.cfg.budget
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.engine.build)."""
+        self.sampler.limit = cfg.target.max_accesses_per_s
         old = build.without_models(self.profile) if self.model_error else self.profile
         try:
             build.reconfigure(self.engine, old, cfg, profile)
@@ -378,31 +389,12 @@ class Pipeline:
 
     def _adapt_sampling(self, st: TargetState, batch) -> None:
         """Keep ingest under target.max_accesses_per_s by setting the client's sampling
-        word to 1 in N.  The offered rate comes from the client's own batch timestamps
-        (CLOCK_MONOTONIC at record time), never from when recmgd happened to read: at
-        attach the ring holds a backlog recorded over seconds, read within a
-        millisecond.  Keys of sampled-out batches are estimated as N x the recorded."""
-        limit = self.cfg.target.max_accesses_per_s
-        if batch.n_batches == 0:
-            return
-        ts = batch.timestamps_ns
-        counts = np.diff(batch.batch_offsets.astype(np.int64))
-        last = int(ts[-1])
-        if st.last_ts is None:  # first read: the span between its own batches
-            span_ns, keys = last - int(ts[0]), int(counts[1:].sum())
-        else:
-            span_ns, keys = last - st.last_ts, int(counts.sum())
-        st.last_ts = last
-        if limit <= 0 or span_ns <= 0 or keys == 0:
-            return  # one batch, or timestamps a client got wrong: no estimate yet
-        offered = keys * st.sampling / (span_ns / 1e9)
-        st.rate = offered if st.rate == 0 else 0.7 * st.rate + 0.3 * offered
-        want = max(1, int(np.ceil(st.rate / limit)))
-        if want != st.sampling:
+        word to 1 in N (recmg.engine.sampling, the same controller a replay runs)."""
+        want = st.sampler.observe(batch.timestamps_ns, batch.batch_offsets)
+        if want is not None:
             st.reader.set_sampling(want)
-            st.sampling = want
             log.info("%s: offered %.2f M accesses/s, recording 1 batch in %d",
-                     st.name, st.rate / 1e6, want)
+                     st.name, st.sampler.rate / 1e6, want)
 
     def _tick_target(self, st: TargetState, share_s: float = 1e9) -> None:
         t = self.cfg.target

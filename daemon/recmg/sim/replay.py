@@ -5,7 +5,10 @@ from the trace, over the simulated tier; ticks group batches as recmgd read them
 What a replay predicts and what it cannot (docs/architecture.md): the same moves per
 tick as a live recmgd with the same config, profile and batch-to-tick grouping, on a
 host where no safety brake engages (free-memory floor, PSI and node share read the
-live host; a replay has none) and no move fails.  The closed loop runs on the
+live host; a replay has none) and no move fails.  Ingest sampling
+(``target.max_accesses_per_s``) is applied as recmgd applies it, from the trace's batch
+timestamps, with the trace source recording 1 batch in N as the client would; a recmgd
+recording is not sampled again (it holds what its client recorded).  The closed loop runs on the
 recorded batch timestamps, as live (with the sampling the recording had), for a
 config whose backend moves pages (a simulated or dry-run recmgd judges no moves).
 Placement starts on the slow tier, as with the simulated backend.
@@ -22,6 +25,7 @@ from recmg.engine import build
 from recmg.engine.contracts import Controls
 from recmg.engine.feedback import MOVING_BACKENDS, Feedback
 from recmg.engine.layout import Layout
+from recmg.engine.sampling import Sampler
 from recmg.engine.stats import Stats
 from recmg.movers import SimulatedMigrator
 from recmg.sim.source import TraceSource
@@ -60,14 +64,24 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     # the closed loop, on the recorded batch timestamps, as recmgd ran it
     fb = Feedback(cfg.migration.feedback_window_ticks, cfg.migration.feedback_slowdown,
                   judges_moves)
+    # ingest sampling as recmgd asks the client for it; a recmgd recording holds the
+    # batches its client recorded already (sampled as it was then)
+    sampler = None if trace.meta.get("source") == "recmgd" else \
+        Sampler(cfg.target.max_accesses_per_s)
     base, moved = eng.cfg.rate_pages, False
     while not src.done:
         tick += 1
         batch = src.read(cfg.target.max_batches_per_read)
-        fb.before_step(eng, base, moved, batch.timestamps_ns)
+        if sampler is not None:
+            want = sampler.observe(batch.timestamps_ns, batch.batch_offsets)
+            if want is not None:
+                src.set_sampling(want)
+        fb.before_step(eng, base, moved, batch.timestamps_ns,
+                       sampler.one_in if sampler is not None else 1)
         r = eng.step(batch, Controls(tick=tick, allow_moves=not fb.probe()))
         moved = bool(len(r.promoted) or len(r.demoted))
         ticks.append({"tick": tick, "batches": eng.stats.batches,
+                      "sampling": sampler.one_in if sampler is not None else 1,
                       "promoted": r.promoted.tolist(), "demoted": r.demoted.tolist()})
     return eng.stats, ticks
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from recmg.capture.reader import AccessBatch, TableRegion
 from recmg.engine.layout import Layout
+from recmg.engine.sampling import recorded
 from recmg.trace.format import ROW_MASK, TABLE_SHIFT, Trace
 
 _SHIFT = np.uint64(TABLE_SHIFT)
@@ -36,6 +37,16 @@ def positional(keys: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
     return (lut[(keys >> _SHIFT).astype(np.intp)] << _SHIFT) | (keys & np.uint64(ROW_MASK))
 
 
+def keep_batches(batch: AccessBatch, keep: np.ndarray) -> AccessBatch:
+    """The batches of ``batch`` where ``keep`` (bool per batch) holds."""
+    counts = np.diff(batch.batch_offsets.astype(np.int64))
+    by_key = np.repeat(keep, counts)
+    offs = np.zeros(int(keep.sum()) + 1, np.uint64)
+    np.cumsum(counts[keep], out=offs[1:])
+    return AccessBatch(keys=batch.keys[by_key], batch_offsets=offs,
+                       batch_ids=batch.batch_ids[keep], timestamps_ns=batch.timestamps_ns[keep])
+
+
 class TraceSource:
     """The subset of SegmentReader the engine and the pipeline use, over a Trace."""
 
@@ -52,6 +63,8 @@ class TraceSource:
         self.end = trace.n_batches if max_batches is None else min(max_batches, trace.n_batches)
         self.tick_starts = tick_starts
         self.next = 0
+        self.one_in = 1  # the sampling word: 1 batch in N recorded, as recmg.client does
+        self.sampled_out = 0
         self.closed = False
         self.writer_alive = True
         self._lut = id_to_position(trace)
@@ -69,12 +82,19 @@ class TraceSource:
         self.next = hi
         offs = self.trace.batch_offsets
         keys = positional(self.trace.keys[int(offs[lo]):int(offs[hi])], self._lut)
-        return AccessBatch(keys=keys, batch_offsets=(offs[lo:hi + 1] - offs[lo]).astype(np.uint64),
-                           batch_ids=np.arange(lo, hi, dtype=np.uint64),
-                           timestamps_ns=np.asarray(self.trace.timestamps_ns[lo:hi], np.uint64))
+        out = AccessBatch(keys=keys, batch_offsets=(offs[lo:hi + 1] - offs[lo]).astype(np.uint64),
+                          batch_ids=np.arange(lo, hi, dtype=np.uint64),
+                          timestamps_ns=np.asarray(self.trace.timestamps_ns[lo:hi], np.uint64))
+        if self.one_in > 1:  # the batches the client would not have recorded
+            keep = recorded(lo + 1, hi - lo, self.one_in)
+            self.sampled_out += int(np.count_nonzero(~keep))
+            out = keep_batches(out, keep)
+        return out
 
     def set_sampling(self, one_in: int) -> None:
-        """A trace is replayed whole: sampling requests are ignored."""
+        """Record 1 batch in ``one_in`` from now on, as the client does with its
+        segment's sampling word (trace batch i is the client's call i + 1)."""
+        self.one_in = max(1, int(one_in))
 
     @property
     def done(self) -> bool:
