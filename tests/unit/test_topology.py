@@ -152,3 +152,16 @@ def test_a_busy_damon_sysfs_file_is_retried_then_reported_not_a_traceback(monkey
     assert calls["n"] == 3 and t.damon_unreadable == [0]
     warn = [f for f in t.findings() if "kdamond 0: its state could not be read" in f.what]
     assert warn and warn[0].level == "warning"
+
+
+def test_one_meminfo_parser_for_proc_and_node_files():
+    node = ("Node 1 MemTotal:       65536 kB\nNode 1 MemFree:        1024 kB\n"
+            "Node 1 HugePages_Total:     3\n")
+    assert topology.parse_meminfo(node) == {"MemTotal": 65536 << 10, "MemFree": 1 << 20,
+                                            "HugePages_Total": 3}
+    proc = "MemTotal:       16384 kB\nMemAvailable:    8192 kB\nHugePages_Free:  0\n"
+    assert topology.parse_meminfo(proc) == {"MemTotal": 16 << 20, "MemAvailable": 8 << 20,
+                                            "HugePages_Free": 0}
+    t = probe("two-socket-cxl")
+    fixture = Path(__file__).resolve().parents[1] / "data/topology/two-socket-cxl/sys"
+    assert topology.node_meminfo(2, fixture)["MemTotal"] == t.nodes[2].mem_total_bytes

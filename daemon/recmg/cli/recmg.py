@@ -448,14 +448,9 @@ def _trace_offline(args, tf) -> int:
 
 def _available_memory() -> int | None:
     """MemAvailable in bytes (/proc/meminfo), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    from recmg.tiering import topology
+
+    return topology.meminfo().get("MemAvailable")
 
 
 def cmd_sim(args) -> int:

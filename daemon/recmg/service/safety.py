@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recmg.service import metrics as m
+from recmg.tiering import topology
 
-_MEMINFO = re.compile(r"^Node \d+ (\S+):\s+(\d+) kB", re.M)
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,13 @@ def psi_some_avg10(proc_root: str = "/proc") -> float | None:
 
 def node_memory(node: int, sys_root: str = "/sys") -> NodeMemory | None:
     """A node's memory from /sys/devices/system/node/nodeN/meminfo, in MiB."""
-    try:
-        text = Path(sys_root, f"devices/system/node/node{node}/meminfo").read_text()
-    except OSError:
+    b = topology.node_meminfo(node, sys_root)
+    if "MemTotal" not in b or "MemFree" not in b:
         return None
-    kb = {k.rstrip(":"): int(v) for k, v in _MEMINFO.findall(text)}
-    if "MemTotal" not in kb or "MemFree" not in kb:
-        return None
-    avail = kb["MemFree"] + sum(kb.get(k, 0) for k in ("Active(file)", "Inactive(file)",
-                                                        "SReclaimable"))
-    return NodeMemory(kb["MemTotal"] / 1024, kb["MemFree"] / 1024, min(avail, kb["MemTotal"]) / 1024)
+    avail = b["MemFree"] + sum(b.get(k, 0) for k in ("Active(file)", "Inactive(file)",
+                                                      "SReclaimable"))
+    return NodeMemory(b["MemTotal"] / 2**20, b["MemFree"] / 2**20,
+                      min(avail, b["MemTotal"]) / 2**20)
 
 
 def check(cfg, fast_nodes: list[int], placed_mib: dict[int, float], max_node_share: float,

@@ -58,7 +58,7 @@ import numpy as np
 
 from recmg.capture import reader
 from recmg.capture.perf import proc_counts
-from recmg.tiering import placement
+from recmg.tiering import placement, topology
 
 PAGE = placement.PAGE_SIZE
 HUGE = 2 << 20
@@ -167,16 +167,6 @@ def _write(path: Path | str, value) -> str:
     return old
 
 
-def node_meminfo(node: int) -> dict[str, int]:
-    """/sys/devices/system/node/nodeN/meminfo in bytes."""
-    out = {}
-    for line in (SYS_NODE / f"node{node}" / "meminfo").read_text().splitlines():
-        m = re.match(r"Node \d+ (\S+):\s+(\d+)(?: kB)?", line)
-        if m:
-            out[m.group(1)] = int(m.group(2)) * (1024 if line.endswith("kB") else 1)
-    return out
-
-
 def high_watermark_bytes(node: int, zoneinfo: str | None = None) -> int:
     """The sum of the high watermarks of node's zones (/proc/zoneinfo): the kernel
     promotes to a node only while its free memory stays above them (Linux 5.18+,
@@ -217,14 +207,14 @@ class NodeReserve:
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
         for _ in range(5):  # the kernel may grant fewer pages than asked (fragmentation)
-            free = node_meminfo(self.node)["MemFree"]
+            free = topology.node_meminfo(self.node)["MemFree"]
             have = int(self.path.read_text())
             want = max(0, have + (free - target) // HUGE)
             if want == have:
                 break
             self.path.write_text(f"{want}\n")
             time.sleep(0.2)  # kcompactd
-        return node_meminfo(self.node)["MemFree"]
+        return topology.node_meminfo(self.node)["MemFree"]
 
     def release(self) -> None:
         self.path.write_text(f"{self.original}\n")
@@ -566,8 +556,6 @@ def run(contenders: list[str], wl: Workload, budget_mib: int, out_dir: Path | No
         sample_ms: int = 500, say=None) -> list[dict]:
     """Every contender in turn, then the join and the bound; the rows, best first after
     the bound.  Needs root and a slow node (the two-node guest: `make tiering-bench`)."""
-    from recmg.tiering import topology
-
     if say is None:
         def say(msg):  # flushed: in the guest stdout is the serial console, not a tty
             print(msg, flush=True)

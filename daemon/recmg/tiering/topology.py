@@ -259,11 +259,32 @@ def format_list(ids, empty: str = "-") -> str:
     return ",".join(parts) or empty
 
 
-def _meminfo_kb(text: str, key: str) -> int:
-    m = re.search(rf"{key}:\s+(\d+) kB", text)
-    if not m:
+_MEMINFO_LINE = re.compile(r"^(?:Node \d+ )?([^:\s]+):\s+(\d+)( kB)?\s*$", re.M)
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """The one meminfo parser: /proc/meminfo or a node's
+    /sys/devices/system/node/nodeN/meminfo ("Node N " before each key) -> bytes per
+    key (counts without a unit, such as HugePages_Total, as they are)."""
+    return {k: int(v) * (1024 if kb else 1) for k, v, kb in _MEMINFO_LINE.findall(text)}
+
+
+def node_meminfo(node: int, sys_root: str | Path = "/sys") -> dict[str, int]:
+    """A node's meminfo in bytes; {} where the file is absent or unreadable."""
+    return parse_meminfo(_read(Path(sys_root, f"devices/system/node/node{node}/meminfo"))
+                         or "")
+
+
+def meminfo(proc_root: str | Path = "/proc") -> dict[str, int]:
+    """/proc/meminfo in bytes; {} where unreadable."""
+    return parse_meminfo(_read(Path(proc_root, "meminfo")) or "")
+
+
+def _meminfo_bytes(text: str, key: str) -> int:
+    value = parse_meminfo(text).get(key)
+    if value is None:
         raise TopologyError(f"node meminfo has no {key} line")
-    return int(m.group(1))
+    return value
 
 
 def probe(sys_root: str | Path = "/sys", proc_root: str | Path = "/proc") -> Topology:
@@ -285,8 +306,8 @@ def probe(sys_root: str | Path = "/sys", proc_root: str | Path = "/proc") -> Top
         d = node_dir / f"node{nid}"
         meminfo = _read(d / "meminfo") or ""
         try:
-            total = _meminfo_kb(meminfo, "MemTotal") * 1024 if meminfo else 0
-            free = _meminfo_kb(meminfo, "MemFree") * 1024 if meminfo else 0
+            total = _meminfo_bytes(meminfo, "MemTotal") if meminfo else 0
+            free = _meminfo_bytes(meminfo, "MemFree") if meminfo else 0
         except TopologyError as e:
             raise TopologyError(f"{d / 'meminfo'}: {e}") from None
         dist_text = _read(d / "distance") or ""
