@@ -332,3 +332,26 @@ def test_the_lrb_style_next_use_baseline_trains_and_serves_with_sampled_eviction
     assert len(pol) == 100 and 0 < hits.sum() < len(keys)
     lru = cache_mod.Cache("lru", 100)
     assert int((~hits).sum()) < int((~lru.access(keys)).sum())
+
+
+def test_training_in_two_processes_makes_the_same_bytes(tmp_path):
+    """The shipped models are remade byte for byte by the commands in docs/models.md:
+    two processes running the same `recmg train` command write identical ONNX files
+    (the in-process determinism test above cannot see process-level state such as
+    thread pools or hash seeds)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    digests = []
+    for run in (1, 2):  # different hash seeds too
+        out = tmp_path / str(run)
+        res = subprocess.run([sys.executable, "-m", "recmg.cli.recmg", "train", "cache",
+                              "preset:meta2021-small:0.25:1", "--batches", "4", "--epochs", "1",
+                              "--hidden", "8", "--seed", "0", "-o", str(out), "--name", "tiny",
+                              "--quiet"], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "PYTHONHASHSEED": str(run)})
+        assert res.returncode == 0, res.stderr[-2000:]
+        digests.append(hashlib.sha256((out / "tiny.onnx").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
