@@ -164,10 +164,14 @@ class Profile:
     # its card beside it) and onnxruntime's intra-op threads
     model: str = ""
     model_threads: int = 1
-    # the online check: OPT labels every model_check_window accesses; S3-FIFO decides
-    # after model_fallback_windows checks below model_accuracy_floor, and hands back
-    # after as many at or above it
+    # the fallback: a shadow S3-FIFO sees every access; every model_check_window
+    # accesses, a window where the model missed more than (1 + model_fetch_margin) x
+    # the shadow's misses is lost, and after model_fallback_windows lost in a row the
+    # shadow decides, until as many windows in a row the model would have won
+    # (model_fetch_margin < 0: off).  The online accuracy against delayed OPT labels is
+    # reported, and below model_accuracy_floor (0: never) is a second reason.
     model_check_window: int = 65536
+    model_fetch_margin: float = 0.02
     model_accuracy_floor: float = 0.6
     model_fallback_windows: int = 3
     # a learned prefetcher (learned, deltalstm, voyager, artifact): its ONNX model (a
@@ -440,6 +444,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("model_check_window", "must be in 1024..2^24 accesses"))
     if not 0 <= prof.model_accuracy_floor <= 1:
         problems.append(("model_accuracy_floor", "must be in 0..1 (0: never fall back)"))
+    if not -1 <= prof.model_fetch_margin <= 10:
+        problems.append(("model_fetch_margin", "must be in -1..10 (< 0: no fetch judge)"))
     if not 1 <= prof.model_fallback_windows <= 1000:
         problems.append(("model_fallback_windows", "must be in 1..1000"))
     for role, key, kind in (("caching", "model", "caching"),

@@ -48,7 +48,8 @@ def make_cache(profile: Profile, budget: int, layout: Layout | None = None) -> c
                               threads=profile.model_threads,
                               check_window=profile.model_check_window,
                               accuracy_floor=profile.model_accuracy_floor,
-                              fallback_windows=profile.model_fallback_windows)
+                              fallback_windows=profile.model_fallback_windows,
+                              fetch_margin=profile.model_fetch_margin)
     return cache_mod.make(profile.caching, budget, aging=profile.lfu_aging_accesses)
 
 
