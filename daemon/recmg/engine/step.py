@@ -17,7 +17,7 @@ is vectorized numpy or the C core: no per-key or per-batch Python loop.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -306,8 +306,7 @@ class Engine:
                          min_residency_ticks=cfg.min_residency_ticks,
                          allow_promote=ctl.allow_promote, unwanted_ticks=pm.unwanted,
                          ids=pm.page)
-        p = planner.Plan(**{**p.__dict__, "promote": pm.page[p.promote],
-                            "demote": pm.page[p.demote]})
+        p = replace(p, promote=pm.page[p.promote], demote=pm.page[p.demote])  # -> pages
         pm.trim(self.fast, ctl.tick, cfg.min_residency_ticks)  # (never a planned page)
         if not ctl.allow_moves:
             return StepResult(**base)
