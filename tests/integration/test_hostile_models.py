@@ -96,3 +96,56 @@ def test_a_model_broken_after_the_check_falls_back_instead_of_rejecting(tmp_path
             st["model"]["error"]
         assert st["promoted"] > 0  # S3-FIFO serves it
         pipe.close()
+
+
+def _zero_model() -> bytes:
+    """(n, F) -> (n,) zeros: p = 0 for every access, so the model never admits a key;
+    it loses every fetch comparison with S3-FIFO."""
+    nf = ft.N_FEATURES
+    w = helper.make_tensor("w", TensorProto.FLOAT, [nf, 1], np.zeros(nf, np.float32))
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], np.array([1], np.int64))
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y1"]),
+                           helper.make_node("Squeeze", ["y1", "axes"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", nf])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+                          [w, axes])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def test_a_model_that_loses_on_fetches_hands_over_in_recmgd_and_in_the_replay(tmp_path):
+    """Status, metrics and `recmg sim --config` say which policy serves and why."""
+    from recmg.cli import recmg as cli
+    from recmg.service import metrics
+    from recmg.sim.replay import replay
+    from recmg.trace import synthetic
+
+    d = _profile_dir(tmp_path, _zero_model())
+    (d / "bad.toml").write_text('schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n'
+                                'prefetcher = "none"\nmodel_check_window = 1024\n'
+                                'model_fetch_margin = 0.02\nmodel_fallback_windows = 2\n'
+                                'model_accuracy_floor = 0.0\n')  # the fetch judge alone
+    prof = cfgmod.load_profile("bad", [d])
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 1\n[target]\nmax_accesses_per_s = 0\n')
+    rng = np.random.default_rng(0)
+    with Client("loser", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, prof, [0], [1])
+        st = pipe.attach(Path(c.path))
+        for _ in range(8):
+            c.record([rng.zipf(1.2, 1000) % 50_000])
+            pipe.tick()
+        model = pipe.status()["targets"][0]["model"]
+        assert model["serving"] == "s3fifo" and model["why"] == ["fetches"]
+        assert model["fetches"]["model_misses"] > model["fetches"]["shadow_misses"]
+        assert 'recmgd_model_fallback_reason{reason="fetches",target="loser"} 1.0' in \
+            metrics.exposition()
+        assert st.stats.promoted > 0  # S3-FIFO places pages
+        pipe.close()
+    trace = synthetic.trace(synthetic.preset("meta2021-small", 0.02, seed=1), 12)
+    _, ticks = replay(trace, cfg, prof, batches_per_tick=1)
+    assert ticks[0]["model"]["serving"] == "model" and ticks[-1]["model"]["serving"] == "s3fifo"
+    said = cli._serving(ticks)  # the `model` column of `recmg sim --config`
+    assert said.startswith("model from tick 1; s3fifo from tick ") and said.endswith(
+        "(fetches)")

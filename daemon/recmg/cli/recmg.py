@@ -507,7 +507,7 @@ def sim_config(args) -> int:
     cfg = cfgmod.load(args.config)
     profile = cfgmod.load_profile(cfg.policy.profile)
     rows, out = [["trace", "profile", "budget", "ticks", "accesses", "hit%", "on-demand",
-                  "promoted", "demoted", "ping-pong", "sampling"]], {}
+                  "promoted", "demoted", "ping-pong", "sampling", "model"]], {}
     for spec in args.traces:
         name, trace = matrix.load_trace(spec, args.batches)
         st, ticks = replay(trace, cfg, profile, args.tick_batches, args.batches)
@@ -515,7 +515,8 @@ def sim_config(args) -> int:
                      f"{cfg.budget.fast_mib_per_target} MiB", str(len(ticks)),
                      str(st.accesses), f"{100 * st.hit_ratio:.1f}", str(st.ondemand),
                      str(st.promoted), str(st.demoted), str(st.pingpong),
-                     f"1 in {max((t['sampling'] for t in ticks), default=1)} (at most)"])
+                     f"1 in {max((t['sampling'] for t in ticks), default=1)} (at most)",
+                     _serving(ticks)])
         out[name] = {"stats": st.to_dict(), "ticks": ticks}
     print(f"recmgd's engine with {args.config} (simulated tier: placement modelled)")
     print(table(rows, indent=""))
@@ -523,6 +524,21 @@ def sim_config(args) -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=str)
     return EX_OK
+
+
+def _serving(ticks: list[dict]) -> str:
+    """Who decided for a learned caching policy over a replay: the model, S3-FIFO, and
+    from which tick, with why."""
+    served = [(t["tick"], t["model"]) for t in ticks if t.get("model")]
+    if not served:
+        return "-"
+    changes, last = [], None
+    for tick, s in served:
+        if s["serving"] != last:
+            changes.append(f"{s['serving']} from tick {tick}"
+                           + (f" ({', '.join(s['why'])})" if s["why"] else ""))
+            last = s["serving"]
+    return "; ".join(changes)
 
 
 def cmd_label(args) -> int:

@@ -65,6 +65,11 @@ TICKS_DEFERRED = Counter("recmgd_target_ticks_deferred", "Ticks a target waited 
 RELOADS = Counter("recmgd_reloads", "Config reloads, by result", ["result"], registry=REGISTRY)
 MODEL_FALLBACK = Gauge("recmgd_model_fallback_targets", "Targets whose learned caching "
                        "policy has handed its decisions to S3-FIFO", registry=REGISTRY)
+MODEL_FALLBACK_REASON = Gauge("recmgd_model_fallback_reason", "1 while a target's learned "
+                              "caching policy has handed its decisions to S3-FIFO for "
+                              "this reason (fetches: it lost on misses to the shadow; "
+                              "accuracy: below the floor)", ["target", "reason"],
+                              registry=REGISTRY)
 MODEL_ACCURACY = Gauge("recmgd_model_online_accuracy", "Lowest online accuracy of a learned "
                        "caching policy against delayed OPT labels (NaN: none checked)",
                        registry=REGISTRY)
@@ -93,3 +98,11 @@ def forget_target(label: str) -> None:
             metric.remove(label)
         except KeyError:
             pass
+    for reason in FALLBACK_REASONS:
+        try:
+            MODEL_FALLBACK_REASON.remove(label, reason)
+        except KeyError:
+            pass
+
+
+FALLBACK_REASONS = ("fetches", "accuracy")

@@ -288,7 +288,14 @@ class Pipeline:
             if progress is not None:
                 progress()
         self.last_tick_s = time.monotonic() - t0
-        models = [s for s in (t.model_status() for t in self.targets.values()) if s]
+        models = []
+        for t in self.targets.values():
+            s = t.model_status()
+            if s:
+                models.append(s)
+                why = set(s.get("why") or ())
+                for reason in m.FALLBACK_REASONS:
+                    m.MODEL_FALLBACK_REASON.labels(t.label, reason).set(reason in why)
         m.MODEL_FALLBACK.set(sum(s["fallback_active"] for s in models))
         acc = [s["accuracy"] for s in models if s["accuracy"] is not None]
         m.MODEL_ACCURACY.set(min(acc) if acc else float("nan"))

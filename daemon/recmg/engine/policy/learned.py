@@ -18,10 +18,11 @@ eviction order, as for every policy.
 same capacity is fed every access the model sees, and both count their misses (the
 fetches each would have made).  Every ``check_window`` accesses the two counts are
 compared: a window where the model missed more than ``(1 + fetch_margin)`` times the
-shadow's (and at least 64 more) is a lost one; after ``fallback_windows`` lost windows
-in a row the shadow takes the decisions (contains, scores, residents, hits), and it
-hands them back after as many windows in a row where the model, still fed every
-access, would have missed no more than the shadow.  ``fetch_margin`` < 0 turns the
+shadow's (and at least max(16, check_window / 1024) more: not noise) is a lost one;
+after ``fallback_windows`` lost windows in a row the shadow takes the decisions
+(contains, scores, residents, hits), and it hands them back after as many windows in
+a row where the model, still fed every access, would have missed no more than the
+shadow.  ``fetch_margin`` < 0 turns the
 judge off.  Switches are logged with the counts.
 
 **Online accuracy** (reported; a second, optional reason to fall back).  The last
@@ -101,6 +102,7 @@ class Learned(Cache):
         self.fallback = Cache("s3fifo", capacity) if on else None
         self.fallback_active = False
         self._why: set[str] = set()  # "fetches", "accuracy": why the shadow decides
+        self.switches = 0  # times the deciding policy changed
         self._misses = [0, 0]  # this window: the model's, the shadow's
         self._fetch_seen = 0
         self._fetch_streak = 0
@@ -164,7 +166,8 @@ class Learned(Cache):
         self._misses, self._fetch_seen = [0, 0], 0
         f = self.fetches
         f.update(windows=f["windows"] + 1, model_misses=model, shadow_misses=shadow)
-        lost = model > (1 + self.fetch_margin) * shadow and model - shadow >= 64
+        lost = model > (1 + self.fetch_margin) * shadow and \
+            model - shadow >= max(16, self.check_window // 1024)  # (not noise)
         won = model <= shadow
         judged_off = "fetches" in self._why
         self._fetch_streak = self._fetch_streak + 1 if (won if judged_off else lost) else 0
@@ -180,6 +183,7 @@ class Learned(Cache):
         was = self.fallback_active
         (self._why.add if on else self._why.discard)(reason)
         self.fallback_active = bool(self._why)
+        self.switches += self.fallback_active != was
         if self.fallback_active and not was:
             log.warning("learned caching model %s loses on %s (%s): S3-FIFO takes the "
                         "decisions", self.model.name, reason, detail)
@@ -251,6 +255,6 @@ class Learned(Cache):
         return {"name": self.model.name, "sha256": self.model.sha256,
                 "fallback_active": self.fallback_active,
                 "serving": "s3fifo" if self.fallback_active else "model",
-                "why": sorted(self._why), **self.quality,
+                "why": sorted(self._why), "switches": self.switches, **self.quality,
                 "accuracy_floor": self.accuracy_floor, "check_window": self.check_window,
                 "fetch_margin": self.fetch_margin, "fetches": dict(self.fetches)}
