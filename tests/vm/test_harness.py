@@ -83,7 +83,18 @@ def test_tiering_bench_in_the_hmat_guest(tmp_path):
         # the budget held: node 0 had about the budget + its high watermark free
         assert r["node0_free_mib"] < result["budget_mib"] + 24
     assert slow["fast_share"] < 0.02 and slow["pages_migrated"] < 64
-    assert kernel["vmstat"]["numa_hint_faults"] > 0  # the kernel's scanner ran
+    hints = kernel["vmstat"]["numa_hint_faults"]
+    if not hints:
+        # the kernel's scanner did not start in this short run (seen once in six runs
+        # under TCG, with 5.8 s of workload CPU): the condition is that it runs, so the
+        # kernel contender gets a second, longer run of its own
+        rc, console = boot_hmat_612(f"{Path(PY).parent}/recmg bench tiering --batches 60 "
+                                    "--contenders kernel --out $RECMG_VM_OUT", tmp_path)
+        assert rc == 0, console[-4000:]
+        again = json.loads((tmp_path / "tiering.json").read_text())["rows"][0]
+        assert again["contender"] == "kernel", again
+        hints = again["vmstat"]["numa_hint_faults"]
+    assert hints > 0  # the kernel's scanner ran
     assert damon["manager_cpu_s"] > 0  # kdamonds ran
     assert recmgd["recmgd"]["promoted"] > 0 and recmgd["fast_share"] > slow["fast_share"] + 0.1
     assert recmgd["table_mib_fast"] <= result["budget_mib"] + 1
