@@ -133,6 +133,15 @@ profile = "frequency"
     assert "tables_intact=True" in wout, wout  # contents survived every move
 
 
+def status(d: subprocess.Popen, sock: Path) -> dict:
+    """recmgd's status; if it cannot be reached, fail saying whether it exited (its
+    output is printed by the caller's cleanup)."""
+    try:
+        return control.request(str(sock), {"cmd": "status"})["result"]
+    except OSError as e:
+        raise AssertionError(f"recmgd unreachable ({e}); exit status {d.poll()}") from None
+
+
 def test_workloads_killed_mid_migration_never_take_recmgd_down(tmp_path):
     """Real move_pages against a target that dies while its pages move: move_pages
     answers ESRCH, or EINVAL once the exiting task dropped its mm.  recmgd detaches the
@@ -169,20 +178,20 @@ socket = "{sock}"
                                    "--name", "dying", "--report-every", "100000"],
                                   stdout=subprocess.DEVNULL)
             t0 = time.monotonic()
-            while not [t for t in control.request(str(sock), {"cmd": "status"})["result"]
-                       ["targets"] if t["pid"] == wl.pid]:
+            while not [t for t in status(d, sock)["targets"] if t["pid"] == wl.pid]:
                 assert time.monotonic() - t0 < 120, "not attached"
                 time.sleep(0.1)
             time.sleep(float(rng.uniform(0.2, 1.5)))  # pages are moving now
             wl.kill()
             wl.wait()
             t0 = time.monotonic()
-            while control.request(str(sock), {"cmd": "status"})["result"]["targets"]:
+            while status(d, sock)["targets"]:
                 assert time.monotonic() - t0 < 30, "not detached"
                 time.sleep(0.1)
             assert d.poll() is None, f"recmgd died after kill {i + 1}"
     finally:
         d.send_signal(signal.SIGTERM)
         out = d.communicate(timeout=60)[0]
+        print(out)  # shown with a failure (the guest console carries it)
     assert d.returncode == 0, out
     assert "worker failed" not in out and out.count("detached") >= 5, out

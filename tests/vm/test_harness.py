@@ -82,7 +82,9 @@ def test_tiering_bench_in_the_hmat_guest(tmp_path):
         assert r["samples"] > 2
         # the budget held: node 0 had about the budget + its high watermark free
         assert r["node0_free_mib"] < result["budget_mib"] + 24
-    assert slow["fast_share"] < 0.02 and slow["pages_migrated"] < 64
+    # (nothing manages "slow"; its pages_migrated is the kernel's compaction, from 0 to
+    # a few hundred in this short run and thousands in a long one: not asserted)
+    assert slow["fast_share"] < 0.02
     hints = kernel["vmstat"]["numa_hint_faults"]
     if not hints:
         # the kernel's scanner did not start in this short run (seen once in six runs
