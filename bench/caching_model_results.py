@@ -27,7 +27,9 @@ from pathlib import Path
 from recmg.models import train
 from recmg.sim import matrix
 from recmg.trace import format as tf
-from recmg.trace import readers
+
+import extra_logs
+from extra_logs import half
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [0.05, 0.1, 0.2]
@@ -39,12 +41,6 @@ FAMILIES = (("mlp", "learned MLP"), ("table", "per-table baseline"),
 MODES = (("access", "vector"), ("batch", "vector"), ("page", "page"), ("daemon", "page"))
 PRESET_TRAIN = ["preset:meta2021-small:1:1", "preset:meta2021-small:1:2",
                 "preset:meta2022-small:1:1"]
-
-
-def half(trace: tf.Trace, second: bool) -> tf.Trace:
-    """The first or the second half of a trace's batches (a time split)."""
-    nb = trace.n_batches
-    return trace.batches(nb // 2, nb) if second else trace.batches(0, nb // 2)
 
 
 def model_file(work: Path, base: Path | None, suite: str, sources, family: str,
@@ -87,12 +83,7 @@ def main() -> None:
     suites = [("presets", [(n, t, None) for n, t in
                            (matrix.load_trace(x, 20) for x in PRESET_TRAIN)],
                ["preset:meta2021-small:1:7", "preset:meta2022-small:1:7"])]
-    rt = Path(a.shared) / "real_traces"
-    logs = [(name, lambda f=f, reader=reader: reader(rt / f)) for name, reader, f in (
-        ("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
-        ("avazu", readers.read_avazu, "avazu_train_first8999.csv")) if (rt / f).exists()]
-    logs += [(Path(p).stem, lambda p=p: tf.read(p)) for p in a.trace]
-    for name, load in logs:
+    for name, load in extra_logs.loaders(a.shared, a.trace):
         tr = load()
         tf.write(work / f"{name}-second-half.rtrace", half(tr, True))
         suites.append((name, [(f"{name} first half", half(tr, False), None)],

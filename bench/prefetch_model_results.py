@@ -33,7 +33,9 @@ from pathlib import Path
 from recmg.models import train, train_prefetch, train_sequence
 from recmg.sim import matrix, modes
 from recmg.trace import format as tf
-from recmg.trace import readers
+
+import extra_logs
+from extra_logs import half
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [0.1, 0.2]
@@ -44,12 +46,6 @@ ML = {"deltalstm": "delta-lstm", "voyager": "voyager"}  # prefetcher -> training
 BUDGET = {"access": 1024, "batch": 1024, "page": 256}
 PRESET_TRAIN = ["preset:meta2021-small:1:1", "preset:meta2021-small:1:2",
                 "preset:meta2022-small:1:1"]
-
-
-def half(trace: tf.Trace, second: bool) -> tf.Trace:
-    """The first or the second half of a trace's batches (a time split)."""
-    nb = trace.n_batches
-    return trace.batches(nb // 2, nb) if second else trace.batches(0, nb // 2)
 
 
 def models(work: Path, name: str, sources: list, gran: str) -> dict:
@@ -158,12 +154,7 @@ def main() -> None:
     tests = [matrix.load_trace(f"preset:{p}:1:7", 20) for p in ("meta2021-small",
                                                               "meta2022-small")]
     suites.append(("presets", [(n, t, None) for n, t in presets], tests))
-    rt = Path(a.shared) / "real_traces"
-    logs = [(name, lambda f=f, reader=reader: reader(rt / f)) for name, reader, f in (
-        ("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
-        ("avazu", readers.read_avazu, "avazu_train_first8999.csv")) if (rt / f).exists()]
-    logs += [(Path(p).stem, lambda p=p: tf.read(p)) for p in a.trace]
-    for name, load in logs:
+    for name, load in extra_logs.loaders(a.shared, a.trace):
         tr = load()
         suites.append((name, [(f"{name} first half", half(tr, False), None)],
                        [(f"{name} second half", half(tr, True))]))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from recmg.sim import matrix
 from recmg.trace import format as tf
-from recmg.trace import readers
+
+import extra_logs
 
 SIZES = [0.05, 0.1, 0.2]
 POLICIES = ["lru", "lfu", "s3fifo", "belady"]
@@ -51,13 +52,10 @@ def main() -> None:
     a = ap.parse_args()
     traces = ["preset:meta2021-small", "preset:meta2022-small"]
     tmp = tempfile.mkdtemp(prefix="recmg-results-")
-    rt = Path(a.shared) / "real_traces"
-    if rt.exists():
-        for name, reader, f in (("criteo", readers.read_criteo, "criteo_kaggle_train_first10k.tsv"),
-                                ("avazu", readers.read_avazu, "avazu_train_first8999.csv")):
-            p = Path(tmp) / f"{name}.rtrace"
-            tf.write(p, reader(rt / f))
-            traces.append(str(p))
+    for name, load in extra_logs.loaders(a.shared, []):  # extra .rtrace files: as given
+        p = Path(tmp) / f"{name}.rtrace"
+        tf.write(p, load())
+        traces.append(str(p))
     traces += a.trace
     caching = matrix.run_matrix(traces, ["access", "batch"], SIZES, POLICIES, ["none"],
                                 batches=a.batches)

@@ -125,3 +125,15 @@ def test_recordings_in_memory_are_bounded_in_keys(tmp_path, monkeypatch):
         assert rec["done"] and "stopped at 120 keys" in rec["result"]
         assert tf.read(out).n_batches == 4
     d.pipeline.close()
+
+
+def test_reads_of_files_someone_else_may_control_are_bounded_and_regular(tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 100)
+    assert safefile.read_regular(big, 100) == b"x" * 100
+    with pytest.raises(OSError, match="has 100 bytes, more than the 99 allowed"):
+        safefile.read_regular(big, 99, "model")
+    with pytest.raises(OSError, match="not a regular file \\(a directory\\)"):
+        safefile.read_regular(tmp_path, 1 << 20, "config file")
+    with pytest.raises(OSError, match="cannot open the model"):
+        safefile.read_regular(tmp_path / "absent", 10, "model")

@@ -92,7 +92,6 @@ class TargetState:
         self.perf = TickCounters(self.pid)
         self.feedback = Feedback(cfg.migration.feedback_window_ticks,
                                  cfg.migration.feedback_slowdown, migrator.real)
-        self.real = migrator.real
         self.base_rate = self.engine.cfg.rate_pages  # the configured rate cap, pages/tick
         self.moved_last = False  # whether the previous tick moved pages
         self.tick_batches = 0
@@ -137,7 +136,8 @@ class TargetState:
         self.profile = profile
         self.base_rate = self.engine.cfg.rate_pages
         mig = cfg.migration
-        fresh = Feedback(mig.feedback_window_ticks, mig.feedback_slowdown, self.real)
+        fresh = Feedback(mig.feedback_window_ticks, mig.feedback_slowdown,
+                         self.engine.mover.real)
         if (fresh.window, fresh.slowdown) != (self.feedback.window, self.feedback.slowdown):
             self.feedback = fresh
 
