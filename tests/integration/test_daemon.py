@@ -55,11 +55,12 @@ def write_config(tmp_path, **sections) -> Path:
     return p
 
 
-def start_workload(name, seconds=60, tables=2, rows=20000, dim=16):
+def start_workload(name, seconds=60, tables=2, rows=20000, dim=16, env=None):
     return subprocess.Popen([PY, "-m", "recmg.cli.recmg", "workload", "--tables", str(tables),
                              "--rows", str(rows), "--dim", str(dim), "--batch-size", "64",
                              "--pooling", "4", "--duration", str(seconds), "--name", name,
-                             "--report-every", "1000"], stdout=subprocess.PIPE, text=True)
+                             "--report-every", "1000"], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def start_daemon(cfg_path, env=None, args=()):
@@ -359,6 +360,30 @@ def test_target_that_exits_and_restarts_is_reattached(tmp_path):
         out = stop(d)
     assert "detached" in out and "process exited" in out
     assert "removed stale segment" in out
+
+
+def test_a_target_whose_file_is_removed_as_stale_is_detached_in_the_same_tick(tmp_path):
+    """The exit event can come after discovery finds the process gone and removes its
+    file: the target was left attached to a removed file until a later tick (seen as a
+    target still listed once its file and rejection were gone)."""
+    cfg = cfgmod.parse(f'shm_dir = "{tmp_path}"\n[target]\nsegments = ["*"]\n'
+                       '[migration]\nbackend = "simulated"\n'
+                       f'[control]\nsocket = "{tmp_path / "ctl.sock"}"\n')
+    d = Daemon(cfg, None, sys_root=str(ROOT / "tests/data/topology/one-node/sys"))
+    w = start_workload("stale", seconds=60, env={"RECMG_SHM_DIR": str(tmp_path)})
+    try:
+        wait(lambda: discover(shm_dir=str(tmp_path), name="stale") or w.poll() is not None)
+        d.discover()
+        assert [t.pid for t in d.pipeline.targets.values()] == [w.pid]
+        w.kill()
+        w.wait()
+        d.discover()  # no watcher poll: the exit event has not been seen
+        assert not discover(shm_dir=str(tmp_path), name="stale")
+        assert not d.pipeline.targets
+    finally:
+        w.kill()
+        w.wait()
+        d.pipeline.close()
 
 
 def test_malformed_oversized_and_unauthorized_requests(tmp_path):

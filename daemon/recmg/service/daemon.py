@@ -170,6 +170,10 @@ class Daemon:
         shm_dir = self.cfg.shm_dir or seg.default_dir()
         stale = remove_stale(shm_dir, self.proc_root)
         for path, err in stale:
+            if path.name in self.pipeline.targets:
+                # the file outlived its process and the exit event is not here yet:
+                # the target goes with its file, in this tick
+                self.pipeline.detach(path.name, "process exited")
             if err is None:
                 log.info("removed stale segment %s: its process no longer exists", path)
             else:
