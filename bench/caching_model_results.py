@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 
-from recmg.models import train
+from recmg.training import train
 from recmg.sim import matrix
 from recmg.trace import format as tf
 

@@ -26,7 +26,9 @@ import time
 import numpy as np
 
 from recmg import native
-from recmg.tiering import pagedemo, placement, topology
+from recmg.experiments import pagedemo
+from recmg.movers import placement
+from recmg.host import topology
 
 
 def _on(child, node: int) -> float:

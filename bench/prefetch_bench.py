@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recmg import registry
 from recmg.engine.policy import prefetch as pf
 
 
@@ -55,11 +56,13 @@ def main() -> None:
         print("| prefetcher | code | median ms per 4,096-miss window (last 10%) | max ms | "
               "M misses/s |")
         print("|---|---|---|---|---|")
-        for name in sorted(pf.PREFETCHERS):
+        for name in sorted(n for n in registry.names("prefetcher")
+                           if not registry.needs_model("prefetcher", n)):
             if name in ("none", "oracle"):
                 continue
             for label, mod in mods.items():
-                p = mod.PREFETCHERS[name]([1 << 22], budget=1024)
+                p = (mod.PREFETCHERS[name]([1 << 22], budget=1024)  # before recmg.registry
+                     if hasattr(mod, "PREFETCHERS") else mod.make(name, [1 << 22], budget=1024))
                 times = []
                 for w in wins:
                     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 
-from recmg.models import train, train_prefetch, train_sequence
+from recmg.training import train, train_prefetch, train_sequence
 from recmg.sim import matrix, modes
 from recmg.trace import format as tf
 

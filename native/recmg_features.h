@@ -1,5 +1,5 @@
 /* recmg online features: per-key state over an access stream, for the learned
- * caching model (recmg.models.features).  The same code computes the features for
+ * caching model (recmg.engine.models.features).  The same code computes the features for
  * training (over a recorded trace) and for serving (over the live stream), so the
  * two agree bit for bit.
  *

@@ -2,7 +2,7 @@
 
 import pytest
 
-from recmg.tiering.pagedemo import RegionChild
+from recmg.experiments.pagedemo import RegionChild
 
 
 @pytest.fixture

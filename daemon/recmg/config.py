@@ -24,7 +24,7 @@ from pathlib import Path
 
 from recmg.safefile import read_regular
 from recmg.capture import segment as seg
-from recmg.engine import registry
+from recmg import registry
 
 DEFAULT_PATH = "/etc/recmg/recmgd.toml"
 ADMIN_POLICY_DIR = "/etc/recmg/policies"
@@ -467,7 +467,7 @@ def _check_model(key: str, file: str, kind: str, path: Path,
                  name: str) -> list[tuple[str, str]]:
     """A learned policy's model (profile key ``key``) and its card, checked now (a
     reload that names a bad model keeps the old one)."""
-    from recmg.models.card import ModelError, load_card
+    from recmg.engine.models.card import ModelError, load_card
 
     role = "caching" if kind == "caching" else "prefetcher"
     if not file:
@@ -477,7 +477,7 @@ def _check_model(key: str, file: str, kind: str, path: Path,
     except ModelError as e:
         return [(key, str(e))]
     try:  # what recmgd will run: loaded by onnxruntime and called once on zeros
-        from recmg.models.card import OnnxModel
+        from recmg.engine.models.card import OnnxModel
 
         OnnxModel(path.parent / file, kind).probe()
     except ImportError as e:
@@ -485,7 +485,7 @@ def _check_model(key: str, file: str, kind: str, path: Path,
     except ModelError as e:
         return [(key, str(e))]
     family = (card.get("model") or {}).get("family")
-    want = getattr(registry.ROLES[role][name], "family", "") or None
+    want = registry.family(role, name) or None
     if kind == "prefetch" and family != (want or "mlp"):
         return [(key, f"{file} is a {family!r} model; prefetcher {name!r} runs "
                  f"{want or 'mlp'!r} models")]

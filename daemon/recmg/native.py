@@ -6,7 +6,7 @@ Guarantees:
   says what to do about it.  Callers never see a raw negative errno.
 - numpy arrays pass zero-copy (``ffi.from_buffer``); wrappers check dtype and
   contiguity first, because a wrong dtype would hand the kernel garbage addresses.
-- Page moves are *not* chunked here; :mod:`recmg.tiering.placement` bounds batches.
+- Page moves are *not* chunked here; :mod:`recmg.movers.placement` bounds batches.
 """
 
 from __future__ import annotations

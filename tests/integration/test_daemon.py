@@ -965,7 +965,7 @@ def test_a_full_fast_node_pauses_promotions_instead_of_failing_the_target(
     import errno
 
     from recmg import native
-    from recmg.tiering import placement as pl
+    from recmg.movers import placement as pl
 
     calls = []
 

@@ -39,7 +39,7 @@ def _run(tmp_path, slow_after_moves: bool, ticks: int = 48, real: bool = True):
     with Client("fb", [("a", 200_000, 64)], shm_dir=str(tmp_path)) as c:
         pipe = Pipeline(cfg, prof, [0], [1])
         if real:
-            pipe.migrator = _MovingMigrator(cfg.migration.rate_mib_s)
+            pipe.migrator = _MovingMigrator(rate_mib_s=cfg.migration.rate_mib_s)
         st = pipe.attach(Path(c.path))
         for i in range(ticks):
             gap = 0.003 if slow_after_moves and st.moved_last else 0.001

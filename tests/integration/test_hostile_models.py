@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 
 from recmg import config as cfgmod
 from recmg.client import Client
-from recmg.models import card as cardmod
-from recmg.models import features as ft
+from recmg.engine.models import card as cardmod
+from recmg.engine.models import features as ft
 from recmg.service.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,7 @@ def _zero_model() -> bytes:
 
 def test_a_model_that_loses_on_fetches_hands_over_in_recmgd_and_in_the_replay(tmp_path):
     """Status, metrics and `recmg sim --config` say which policy serves and why."""
-    from recmg.cli import recmg as cli
+    from recmg.cli.commands import sim as sim_cmd
     from recmg.service import metrics
     from recmg.sim.replay import replay
     from recmg.trace import synthetic
@@ -146,6 +146,6 @@ def test_a_model_that_loses_on_fetches_hands_over_in_recmgd_and_in_the_replay(tm
     trace = synthetic.trace(synthetic.preset("meta2021-small", 0.02, seed=1), 12)
     _, ticks = replay(trace, cfg, prof, batches_per_tick=1)
     assert ticks[0]["model"]["serving"] == "model" and ticks[-1]["model"]["serving"] == "s3fifo"
-    said = cli._serving(ticks)  # the `model` column of `recmg sim --config`
+    said = sim_cmd._serving(ticks)  # the `model` column of `recmg sim --config`
     assert said.startswith("model from tick 1; s3fifo from tick ") and said.endswith(
         "(fetches)")

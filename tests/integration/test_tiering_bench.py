@@ -17,8 +17,8 @@ import pytest
 
 from recmg.capture.reader import SegmentError, SegmentReader, peek_tables
 from recmg.client import Client
-from recmg.tiering import headtohead as hh
-from recmg.tiering import placement
+from recmg.experiments import headtohead as hh
+from recmg.movers import placement
 
 PY = sys.executable
 RECMG = str(Path(PY).parent / "recmg")
@@ -204,8 +204,8 @@ def test_sigterm_or_sighup_unwind_the_bench_through_its_restores(tmp_path, sig):
     workload).  Now SIGTERM and SIGHUP unwind like SIGINT, through every finally."""
     code = f"""
 import sys, time, types
-from recmg.tiering import headtohead as hh
-from recmg.tiering import topology
+from recmg.experiments import headtohead as hh
+from recmg.host import topology
 topology.probe = lambda *a: types.SimpleNamespace(fast_nodes=[0], slow_nodes=[1])
 hh.os.geteuid = lambda: 0
 def fake_run(*a):

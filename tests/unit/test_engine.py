@@ -12,7 +12,9 @@ import pytest
 from recmg import config as cfgmod
 from recmg import movers
 from recmg.capture.reader import AccessBatch
-from recmg.engine import build, contracts, registry
+from recmg.runner import build
+from recmg.engine import contracts
+from recmg import registry
 from recmg.engine.layout import PAGE_SIZE, Layout
 from recmg.engine.policy import cache as cache_mod
 from recmg.engine.policy import prefetch as pf_mod
@@ -34,7 +36,20 @@ def batch_of(*batches) -> AccessBatch:
 def test_the_registry_block_of_the_docs_is_current():
     text = (ROOT / "docs/policies.md").read_text()
     assert registry.markdown() in text, \
-        "run: python -m recmg.engine.registry --update docs/policies.md"
+        "run: python -m recmg.registry --update docs/policies.md"
+
+
+@pytest.mark.parametrize("role,name", [(r, n) for r in registry.ROLES for n in registry.ROLES[r]])
+def test_every_registry_entry_says_what_its_class_says(role, name):
+    """The registry carries each class's capabilities so the config layer need not
+    import it: they must be the class's own."""
+    e = registry.ROLES[role][name]
+    cls = e.load()
+    assert cls.name == name
+    online = {"caching": lambda: cls.online, "prefetcher": lambda: not cls.needs_future,
+              "mover": lambda: not cls.ideal}[role]()
+    assert (e.online, e.needs_model, e.family) == (
+        online, bool(getattr(cls, "needs_model", False)), getattr(cls, "family", ""))
 
 
 @pytest.mark.parametrize("role,name", [(r, n) for r in registry.ROLES for n in registry.ROLES[r]

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from recmg.models import features as ft
+from recmg.engine.models import features as ft
 from recmg.trace import format as tf
 from recmg.trace import synthetic
 

@@ -6,7 +6,7 @@ import pytest
 
 from recmg.cli import recmg as cli
 from recmg.engine.layout import Layout
-from recmg.models import labels
+from recmg.training import labels
 from recmg.sim import modes
 from recmg.trace import format as tf
 from recmg.trace import synthetic

@@ -16,9 +16,9 @@ from recmg import config as cfgmod  # noqa: E402
 from recmg.cli import recmg as cli  # noqa: E402
 from recmg.engine.policy import cache as cache_mod  # noqa: E402
 from recmg.engine import contracts  # noqa: E402
-from recmg.models import card as cardmod  # noqa: E402
-from recmg.models import features as ft  # noqa: E402
-from recmg.models import train  # noqa: E402
+from recmg.engine.models import card as cardmod  # noqa: E402
+from recmg.engine.models import features as ft  # noqa: E402
+from recmg.training import train  # noqa: E402
 from recmg.sim import matrix, modes  # noqa: E402
 from small_traces import ROOT, small  # noqa: E402
 

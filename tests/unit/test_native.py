@@ -259,7 +259,7 @@ def test_prefetch_cores_never_write_past_the_capacity_they_are_given():
 def test_core_constructors_tell_bad_input_from_out_of_memory():
     from recmg._simcore import ffi, lib
     from recmg.engine.policy.cache import Cache
-    from recmg.models.features import OnlineFeatures
+    from recmg.engine.models.features import OnlineFeatures
 
     err = ffi.new("int *")
     assert lib.recmg_cache_new(lib.RECMG_LRU, 0, 0, err) == ffi.NULL and err[0] == -errno.EINVAL
@@ -275,7 +275,7 @@ def test_the_c_cores_pack_keys_as_python_does():
     """One definition of the key packing in C (native/recmg_keys.h), the same as
     recmg.trace.format's."""
     from recmg._simcore import ffi, lib
-    from recmg.models.features import FEATURE_NAMES, OnlineFeatures
+    from recmg.engine.models.features import FEATURE_NAMES, OnlineFeatures
     from recmg.trace import format as tf
 
     assert lib.RECMG_TABLE_SHIFT == tf.TABLE_SHIFT

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recmg.cli import recmg as recmg_cli
-from recmg.tiering import placement
+from recmg.movers import placement
 
 PAGE = placement.PAGE_SIZE
 

@@ -6,11 +6,13 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
+from recmg import registry
 from recmg.engine.policy import prefetch as pf
 from recmg.engine.policy.cache import Cache, next_use, unique_ordered
 from recmg.trace.format import make_keys
 
 A, B, C, D, E = (int(k) for k in make_keys(0, [1, 2, 3, 4, 5]))
+MODEL_FREE = [n for n in registry.names("prefetcher") if not registry.needs_model("prefetcher", n)]
 
 
 def hits(policy, seq, cap, **kw):
@@ -203,7 +205,9 @@ def test_oracle_returns_the_future_and_registry_is_complete():
     p = pf.make("oracle", ROWS)
     assert p.needs_future and p.observe(keys(0, [1]), keys(0, [1]),
                                         keys(0, [5, 6])).tolist() == keys(0, [5, 6]).tolist()
-    assert set(pf.PREFETCHERS) == {"none", "nextn", "stride", "bestoffset", "sms", "bingo",
+    assert set(registry.names("prefetcher")) - set(MODEL_FREE) == {
+        "learned", "deltalstm", "voyager", "artifact"}
+    assert set(MODEL_FREE) == {"none", "nextn", "stride", "bestoffset", "sms", "bingo",
                                    "stms", "domino", "isb", "oracle", "oracle-seen"}
     # the history bound: only keys read before
     s = pf.make("oracle-seen", ROWS)
@@ -218,7 +222,7 @@ def test_every_candidate_lies_inside_its_table():
     rng = np.random.default_rng(0)
     rows = [100, 5]
     m = np.concatenate([make_keys(0, rng.integers(0, 100, 200)), make_keys(1, rng.integers(0, 5, 50))])
-    for name in pf.PREFETCHERS:
+    for name in MODEL_FREE:
         p = pf.make(name, rows)
         for _ in range(3):
             got = p.observe(m, m, m if p.needs_future else None)
@@ -240,7 +244,7 @@ def test_temporal_prefetcher_state_is_bounded(name):
     pair table on every trim)."""
     from recmg.engine.policy import prefetch as pf
 
-    p = pf.PREFETCHERS[name]([1 << 30], budget=64, degree=2, history=100)
+    p = pf.make(name, [1 << 30], budget=64, degree=2, history=100)
     size = p.state_bytes()
     assert size < 100 * 200 + 4096  # a few words per entry, allocated once
     rng = np.random.default_rng(0)

@@ -16,10 +16,10 @@ from recmg import config as cfgmod  # noqa: E402
 from recmg.cli import recmg as cli  # noqa: E402
 from recmg.engine import contracts  # noqa: E402
 from recmg.engine.policy import prefetch as pf_mod  # noqa: E402
-from recmg.models import card as cardmod  # noqa: E402
-from recmg.models import train_prefetch as tp  # noqa: E402
-from recmg.models.candidates import N_CANDIDATE_FEATURES, Candidates  # noqa: E402
-from recmg.models.features import OnlineFeatures  # noqa: E402
+from recmg.engine.models import card as cardmod  # noqa: E402
+from recmg.training import train_prefetch as tp  # noqa: E402
+from recmg.engine.models.candidates import N_CANDIDATE_FEATURES, Candidates  # noqa: E402
+from recmg.engine.models.features import OnlineFeatures  # noqa: E402
 from recmg.sim import modes  # noqa: E402
 from small_traces import ROOT, small  # noqa: E402
 
@@ -118,7 +118,7 @@ def test_the_card_and_the_held_out_report(model):
 
 
 def test_torch_and_onnxruntime_agree(tmp_path):
-    from recmg.models import train
+    from recmg.training import train
 
     torch.manual_seed(0)
     x = np.random.default_rng(0).normal(2, 3, (500, N_CANDIDATE_FEATURES)).astype(np.float32)
@@ -237,8 +237,8 @@ def test_the_sequence_baselines_train_export_and_serve(family, name, tmp_path):
     """Delta-LSTM, Voyager-style and the artifact's configuration: trained with the
     same tooling, torch and onnxruntime agree at another batch size than the export's,
     and each serves in the simulator as its registered prefetcher."""
-    from recmg.models import sequence as sq
-    from recmg.models import train_sequence as ts
+    from recmg.engine.models import sequence as sq
+    from recmg.training import train_sequence as ts
 
     card = ts.train_sequence([("a", small(1, 5), None)], str(tmp_path), "m", family,
                              epochs=1, hidden=8, seed=0, show_progress=False)
@@ -252,7 +252,7 @@ def test_the_sequence_baselines_train_export_and_serve(family, name, tmp_path):
     torch.manual_seed(0)
     # the exported weights are the trained ones: compare through a fresh export
     ref = tmp_path / "ref.onnx"
-    from recmg.models import train
+    from recmg.training import train
 
     train.export(net.eval(), ref, sq.WINDOW[family], ("a", "b") if family == "voyager" else
                  "a", n_features=len(sq.TOKEN_NAMES[family]))
@@ -280,7 +280,7 @@ def test_the_sequence_baselines_train_export_and_serve(family, name, tmp_path):
 
 
 def test_tokens_carried_across_steps_equal_the_whole_stream():
-    from recmg.models import sequence as sq
+    from recmg.engine.models import sequence as sq
 
     keys = np.asarray(small(3, 2).keys, np.uint64)[:5000]
     vocab = {"delta-lstm": sq.frequent(np.arange(-50, 50), 100),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recmg.cli import recmgctl
-from recmg.tiering import topology
+from recmg.host import topology
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TREES = sorted(p.name for p in (DATA / "topology").iterdir())

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recmg.tiering import pagedemo, placement, topology
+from recmg.experiments import pagedemo
+from recmg.movers import placement
+from recmg.host import topology
 
 pytestmark = pytest.mark.guest
 

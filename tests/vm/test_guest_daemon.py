@@ -16,7 +16,7 @@ import pytest
 from recmg.capture import segment as seg
 from recmg.capture.reader import discover
 from recmg.service import control
-from recmg.tiering import placement
+from recmg.movers import placement
 from recmg.trace import synthetic
 
 pytestmark = pytest.mark.guest

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recmg.cli.output import human_bytes, table
-from recmg.tiering.topology import Topology, format_list
+from recmg.host.topology import Topology, format_list
 
 
 def _role(topo: Topology, nid: int) -> str:

@@ -26,7 +26,7 @@ from recmg.cli.output import (EX_CONFIG, EX_NOPERM, EX_PROTOCOL, EX_OK, EX_OSERR
                               print_json, require_daemon_extra, table)
 from recmg import config as cfgmod
 from recmg.config import Control
-from recmg.tiering import topology
+from recmg.host import topology
 
 DEFAULT_SOCKET = Control().socket
 SOCKET_ENV = "RECMGCTL_SOCKET"
@@ -266,8 +266,8 @@ def _daemon_command(args) -> int:
 
 
 def print_registries() -> None:
-    """What a profile can name: the engine's registries (recmg.engine.registry)."""
-    from recmg.engine import registry
+    """What a profile can name: the engine's registries (recmg.registry)."""
+    from recmg import registry
 
     for role, key in (("caching", "caching"), ("prefetcher", "prefetcher")):
         print(f"\n{role} (profile key {key!r}):")

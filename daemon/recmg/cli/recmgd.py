@@ -42,7 +42,7 @@ def setup_logging(level: str) -> None:
 def check_config(path: str | None) -> int:
     """--check-config: the file, its profile, and what it names on this host."""
     from recmg.capture import segment as seg
-    from recmg.tiering import topology
+    from recmg.host import topology
 
     try:
         cfg = cfgmod.load(path)

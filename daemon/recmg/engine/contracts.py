@@ -5,7 +5,7 @@ dataclasses that flow between them.
     cache policy             <- observes keys; -> scores(keys), resident()
     prefetcher.observe()     -> candidate keys, best first
     planner (pure function)  -> Plan          (recmg.engine.planner; frozen)
-    mover.apply()            -> Outcome       (recmg.movers)
+    mover.apply()            -> Outcome       (here; movers in recmg.movers)
     Engine.step()            -> StepResult    (frozen)
 
 Keys are per table everywhere: a vector key is ``table << 40 | row`` and a page key
@@ -16,6 +16,7 @@ trace's table list).  A score is a float, higher = more valuable in fast memory,
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -25,7 +26,18 @@ if TYPE_CHECKING:
     from recmg.capture.reader import AccessBatch
     from recmg.engine.layout import Layout
     from recmg.engine.planner import Plan
-    from recmg.movers import Outcome
+
+
+@dataclass
+class Outcome:
+    """What one mover call did: pages moved and attempted, seconds it took, whether
+    it stopped at the deadline, and errors by name (errno names, "node_full" ...)."""
+
+    moved: int = 0
+    attempted: int = 0
+    seconds: float = 0.0
+    deadline_hit: bool = False
+    errors: Counter = field(default_factory=Counter)
 
 
 @runtime_checkable

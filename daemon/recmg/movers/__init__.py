@@ -1,9 +1,9 @@
 """Movers: the engine's last stage, applying a plan's page moves for one target.
 
-Registry ``MOVERS`` (config ``migration.backend``):
+Registered in recmg.registry (config ``migration.backend``):
 
 - ``move_pages``: real migration with move_pages(2) through the shim, in bounded
-  batches, stopping at the tick's deadline (recmg.tiering.placement).
+  batches, stopping at the tick's deadline (recmg.movers.placement).
 - ``simulated``: for one-node hosts: no syscall; the placement is modelled and the
   modelled time (bytes / rate) is reported.  Status and logs say "simulated".
 - ``dryrun``: logs each move it would make (one line per call, the page addresses);
@@ -22,23 +22,15 @@ import errno
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from recmg.tiering import placement as pl
+from recmg import registry
+from recmg.movers import placement as pl
+from recmg.engine.contracts import Outcome
 from recmg.engine.layout import Layout
 
 log = logging.getLogger("recmgd")
-
-@dataclass
-class Outcome:
-    moved: int = 0
-    attempted: int = 0
-    seconds: float = 0.0
-    deadline_hit: bool = False
-    errors: Counter = field(default_factory=Counter)
-
 
 class Migrator:
     """Base of the movers (the ``Mover`` contract in recmg.engine.contracts)."""
@@ -46,6 +38,11 @@ class Migrator:
     name = "base"
     real = False  # moves real pages (the safety brakes on host memory apply)
     ideal = False  # instant placement: the engine plans nothing
+
+    def __init__(self, *, batch_pages: int = 1024, rate_mib_s: float = 256.0):
+        """Every mover takes both (the registry constructs any of them alike):
+        ``batch_pages`` pages per move_pages call, ``rate_mib_s`` the modelled rate."""
+        self.batch_pages, self.rate = batch_pages, rate_mib_s * (1 << 20)
 
     def locate(self, pid: int, pages: Layout, idx: np.ndarray, slow: int) -> np.ndarray:
         """The node of each of these global pages now (int16; -1: not present yet),
@@ -61,9 +58,6 @@ class MovePagesMigrator(Migrator):
     """move_pages(2) through the shim, in bounded batches, stopping at the deadline."""
 
     name, real = "move_pages", True
-
-    def __init__(self, batch_pages: int = 1024):
-        self.batch_pages = batch_pages
 
     def locate(self, pid, pages, idx, slow):
         if not len(idx):
@@ -88,9 +82,6 @@ class SimulatedMigrator(Migrator):
     """Models placement; time = bytes / rate_mib_s.  Initially everything is slow."""
 
     name = "simulated"
-
-    def __init__(self, rate_mib_s: float = 256.0):
-        self.rate = rate_mib_s * (1 << 20)
 
     def locate(self, pid, pages, idx, slow):
         return np.full(len(idx), slow, np.int16)  # the modelled tier starts all slow
@@ -134,16 +125,7 @@ class IdealPlacement(Migrator):
         raise TypeError("ideal placement moves nothing: the engine applies it")
 
 
-MOVERS: dict[str, type[Migrator]] = {c.name: c for c in (
-    MovePagesMigrator, SimulatedMigrator, DryRunMigrator, IdealPlacement)}
-
-
 def make(name: str, batch_pages: int, rate_mib_s: float) -> Migrator:
-    """The registered mover ``name``; an unknown name lists the known ones."""
-    if name == "move_pages":
-        return MovePagesMigrator(batch_pages)
-    if name in ("simulated", "dryrun"):
-        return MOVERS[name](rate_mib_s)
-    if name == "ideal":
-        return IdealPlacement()
-    raise ValueError(f"unknown mover {name!r}; known: {', '.join(MOVERS)}")
+    """The registered mover ``name`` (recmg.registry); an unknown name lists the
+    known ones."""
+    return registry.make("mover", name, batch_pages=batch_pages, rate_mib_s=rate_mib_s)

@@ -35,7 +35,7 @@ from recmg import config as cfgmod
 from recmg.service import metrics as m
 from recmg.service.control import ControlError, ControlServer
 from recmg.service.pipeline import MSG_RELOAD, Pipeline, journal_fields
-from recmg.tiering import topology
+from recmg.host import topology
 from recmg.trace import format as tf
 
 log = logging.getLogger("recmgd")

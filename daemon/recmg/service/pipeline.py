@@ -1,5 +1,5 @@
 """recmgd's worker: per tick, each attached target's ring is read and its engine
-(recmg.engine.step, built from the config by recmg.engine.build) steps once.
+(recmg.engine.step, built from the config by recmg.runner.build) steps once.
 
 A ``TargetState`` is one attached process: its validated segment reader, the layout of
 its tables, its engine (policies, page placement, stats), its sampling and recording.
@@ -21,12 +21,12 @@ from recmg.capture.perf import TickCounters
 from recmg.capture.reader import SegmentError, SegmentReader, StaleSegment
 from recmg import movers
 from recmg.config import Config, Profile
-from recmg.engine import build
+from recmg.runner import build
 from recmg.engine.contracts import Controls, StepResult
 from recmg.engine.layout import Layout
 from recmg.engine.sampling import Sampler
 from recmg.engine.stats import Stats
-from recmg.models.card import ModelError
+from recmg.engine.models.card import ModelError
 from recmg.service import metrics as m
 from recmg.service import safety
 from recmg.service.loglimit import LogLimiter
@@ -122,7 +122,7 @@ class TargetState:
         return self.engine.cfg.budget
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
-        """Reload: learned state is kept where it still fits (recmg.engine.build)."""
+        """Reload: learned state is kept where it still fits (recmg.runner.build)."""
         self.sampler.limit = cfg.target.max_accesses_per_s
         old = build.without_models(self.profile) if self.model_error else self.profile
         try:

@@ -23,12 +23,10 @@ moved and the node-share brake works on the modelled placement.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from recmg.service import metrics as m
-from recmg.tiering import topology
+from recmg.host import topology
 
 
 
@@ -42,33 +40,6 @@ class Brake:
     stops: str
 
 
-@dataclass(frozen=True)
-class NodeMemory:
-    total_mib: float
-    free_mib: float
-    available_mib: float
-
-
-def psi_some_avg10(proc_root: str = "/proc") -> float | None:
-    try:
-        text = Path(proc_root, "pressure/memory").read_text()
-    except OSError:
-        return None
-    match = re.search(r"^some avg10=([0-9.]+)", text, re.M)
-    return float(match.group(1)) if match else None
-
-
-def node_memory(node: int, sys_root: str = "/sys") -> NodeMemory | None:
-    """A node's memory from /sys/devices/system/node/nodeN/meminfo, in MiB."""
-    b = topology.node_meminfo(node, sys_root)
-    if "MemTotal" not in b or "MemFree" not in b:
-        return None
-    avail = b["MemFree"] + sum(b.get(k, 0) for k in ("Active(file)", "Inactive(file)",
-                                                      "SReclaimable"))
-    return NodeMemory(b["MemTotal"] / 2**20, b["MemFree"] / 2**20,
-                      min(avail, b["MemTotal"]) / 2**20)
-
-
 def check(cfg, fast_nodes: list[int], placed_mib: dict[int, float], max_node_share: float,
           real_memory: bool, sys_root: str = "/sys", proc_root: str = "/proc"
           ) -> Brake | None:
@@ -76,12 +47,12 @@ def check(cfg, fast_nodes: list[int], placed_mib: dict[int, float], max_node_sha
     ``placed_mib`` what recmg placed on each fast node (all targets), ``real_memory``
     whether the backend moves real pages (else PSI and the floor do not apply)."""
     if real_memory:
-        psi = psi_some_avg10(proc_root)
+        psi = topology.psi_some_avg10(proc_root)
         if psi is not None and psi > cfg.psi_some_avg10_max:
             return _brake("psi", f"memory PSI some avg10 {psi:.1f}% > "
                           f"{cfg.psi_some_avg10_max:g}%", "all moves")
     for n in fast_nodes:
-        mem = node_memory(n, sys_root)
+        mem = topology.node_memory(n, sys_root)
         if mem is None:
             continue
         if real_memory and mem.available_mib < cfg.free_floor_mib:

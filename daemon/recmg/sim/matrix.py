@@ -16,7 +16,7 @@ from pathlib import Path
 
 from recmg import progress as pbar
 from recmg.engine.stats import Stats
-from recmg.engine import registry
+from recmg import registry
 from recmg.sim import modes
 from recmg.trace import format as tf
 from recmg.trace import synthetic
@@ -88,9 +88,8 @@ def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[s
     for pol in policies:
         for pre in prefetchers:
             status.update(1)
-            if mode == "daemon" and (pol == "belady" or
-                                     not registry.online("prefetcher", registry.ROLES[
-                                         "prefetcher"][pre])):
+            if mode == "daemon" and not (registry.online("caching", pol)
+                                         and registry.online("prefetcher", pre)):
                 continue
             if (pol, pre) == ("lru", "none"):
                 m = base

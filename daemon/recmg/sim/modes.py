@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recmg.engine import registry
+from recmg import registry
 from recmg.engine.contracts import Controls
 from recmg.engine.layout import PAGE_SIZE, Layout
 from recmg.engine.policy import cache as cache_mod
@@ -144,10 +144,10 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
 
 def _daemon_engine(layout: Layout, policy: str, capacity: int, prefetcher: str,
                    budget: int, model: str | None, prefetch_model: str | None) -> Engine:
-    """recmgd's engine as ``recmg.engine.build`` makes it from a config, with the
+    """recmgd's engine as ``recmg.runner.build`` makes it from a config, with the
     rate cap and hysteresis off and an exact page budget."""
     from recmg import config as cfgmod
-    from recmg.engine import build
+    from recmg.runner import build
 
     cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nrate_mib_s = 1000000.0\n'
                        'min_residency_ticks = 0\n')

@@ -1,5 +1,5 @@
 """``recmg sim --config``: what recmgd with this configuration would have done on a
-trace.  The engine recmgd builds from its config (recmg.engine.build.planned), fed
+trace.  The engine recmgd builds from its config (recmg.runner.build.planned), fed
 from the trace, over the simulated tier; ticks group batches as recmgd read them.
 
 What a replay predicts and what it cannot (docs/architecture.md): the same moves per
@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from recmg import config as cfgmod
-from recmg.engine import build
+from recmg.runner import build
 from recmg.engine.contracts import Controls
 from recmg.engine.feedback import MOVING_BACKENDS, Feedback
 from recmg.engine.layout import Layout
@@ -57,7 +57,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
             if trace.meta.get("tick_starts") else tick_starts_in_trace_time(trace, cfg.tick_ms)
     src = TraceSource(trace, batches_per_tick or 1, max_batches, starts)
     layout = Layout.of_regions(src.tables)
-    mover = SimulatedMigrator(cfg.migration.rate_mib_s)
+    mover = SimulatedMigrator(rate_mib_s=cfg.migration.rate_mib_s)
     eng = build.planned(cfg, profile, layout, mover, [0], [1])
     ticks = []
     tick = 0

@@ -1,6 +1,6 @@
 """Caching policies over the C cache core (native/recmg_sim.c, recmg._simcore).
 
-The registry ``CACHE_POLICIES`` maps config names to classes: ``lru``, ``lfu`` (with
+Registered in recmg.registry (config names): ``lru``, ``lfu`` (with
 aging), ``s3fifo`` (Yang et al., SOSP'23), ``belady`` (MIN, offline: needs next-use
 times).  Each holds at most ``capacity`` keys (vector keys, or per-table page keys) and
 reports a score per key (``Cache.scores``): the engine's contract with every policy.
@@ -12,6 +12,7 @@ import errno
 
 import numpy as np
 
+from recmg import registry
 from recmg._simcore import ffi, lib
 
 _KINDS = {"lru": lib.RECMG_LRU, "lfu": lib.RECMG_LFU, "s3fifo": lib.RECMG_S3FIFO,
@@ -168,18 +169,10 @@ class Belady(Cache):
         super().__init__("belady", capacity)
 
 
-CACHE_POLICIES: dict[str, type[Cache]] = {c.name: c for c in (LRU, LFU, S3FIFO, Belady)}
-
-
 def make(name: str, capacity: int, aging: int = 0, **kw) -> Cache:
-    """The registered caching policy ``name`` (recmg.engine.registry, which adds the
-    learned one: ``model=`` its ONNX file); an unknown name lists the known ones."""
-    from recmg.engine.registry import ROLES
-
-    known = ROLES["caching"]
-    if name not in known:
-        raise ValueError(f"unknown caching policy {name!r}; known: {', '.join(known)}")
-    return known[name](capacity, aging=aging, **kw)
+    """The registered caching policy ``name`` (recmg.registry; the learned one takes
+    ``model=`` its ONNX file); an unknown name lists the known ones."""
+    return registry.make("caching", name, capacity, aging=aging, **kw)
 
 
 def distinct_in_batches(keys, batch_offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,3 +220,15 @@ def next_use(keys) -> np.ndarray:
     same = sk[1:] == sk[:-1]
     nxt[order[:-1][same]] = order[1:][same].astype(np.uint64)
     return nxt
+
+
+def opt_keep(units: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, hit) of an in-memory stream of units: Belady's labels (recmg.training.labels) for
+    a stream that fits in memory (recmgd's online check of its learned policy)."""
+    units = np.ascontiguousarray(units, np.uint64)
+    nu = next_use(units)
+    hit = Cache("belady", capacity).access(units, nu)
+    later = nu != NEVER
+    keep = np.zeros(len(units), bool)
+    keep[later] = hit[nu[later].astype(np.int64)]
+    return keep, hit

@@ -1,6 +1,6 @@
 """RecMG's caching model as an engine cache policy (``caching = "learned"``).
 
-Per access, the online features (recmg.models.features) go through the ONNX model
+Per access, the online features (recmg.engine.models.features) go through the ONNX model
 (one batched onnxruntime call per step) and give p, the probability that OPT keeps
 this key until its next use.  The key then holds the priority
 
@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from recmg.engine.policy.cache import Cache
-from recmg.models.card import OnnxModel
-from recmg.models.features import N_FEATURES, OnlineFeatures
+from recmg.engine.models.card import OnnxModel
+from recmg.engine.models.features import N_FEATURES, OnlineFeatures
 
 log = logging.getLogger("recmgd")
 DEFAULT_WINDOW_FACTOR = 4.0
@@ -64,7 +64,7 @@ class Learned(Cache):
     while online accuracy stays below a floor."""
 
     name = "learned"
-    needs_model = True  # make() needs model=FILE.onnx (recmg.engine.registry)
+    needs_model = True  # make() needs model=FILE.onnx (recmg.registry)
 
     def __init__(self, capacity: int, aging: int = 0, model: OnnxModel | str | Path | None = None,
                  window_factor: float | None = None, threads: int = 1,
@@ -228,7 +228,7 @@ class Learned(Cache):
         if self._seen < self.check_window or self._ring_n < len(self._ring_k):
             return
         self._seen = 0
-        from recmg.models.labels import opt_keep
+        from recmg.engine.policy.cache import opt_keep
 
         size = len(self._ring_k)
         order = (self._ring_n + np.arange(size)) % size  # oldest first

@@ -1,9 +1,9 @@
 """RecMG's prefetch model as an engine prefetcher (``prefetcher = "learned"``).
 
-Per step, ``recmg.models.candidates.Candidates`` gathers the candidates (the distinct
+Per step, ``recmg.engine.models.candidates.Candidates`` gathers the candidates (the distinct
 keys of the recent miss history) and their features, the ONNX model (one batched
 onnxruntime call) gives each a set-membership score (trained with the Chamfer set
-loss against the OPT misses of the next step: recmg.models.train_prefetch), and the
+loss against the OPT misses of the next step: recmg.training.train_prefetch), and the
 candidates go out best first; the engine drops those already in fast memory and
 issues at most the budget.  Candidates are keys seen in this target's stream, so
 they are valid keys of its tables by construction.
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from recmg.engine.policy.prefetch import Prefetcher
-from recmg.models.candidates import Candidates, ring_size
-from recmg.models.card import OnnxModel
+from recmg.engine.models.candidates import Candidates, ring_size
+from recmg.engine.models.card import OnnxModel
 
 
 class LearnedPrefetcher(Prefetcher):

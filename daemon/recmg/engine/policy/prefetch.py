@@ -25,6 +25,7 @@ import errno
 
 import numpy as np
 
+from recmg import registry
 from recmg._simcore import ffi, lib
 from recmg.engine.policy.cache import unique_ordered
 from recmg.trace.format import ROW_MASK, TABLE_SHIFT
@@ -301,16 +302,7 @@ class OracleSeen(Oracle):
         return future[np.isin(future, self.seen)]
 
 
-PREFETCHERS: dict[str, type[Prefetcher]] = {c.name: c for c in (
-    NoPrefetch, NextN, Stride, BestOffset, SMS, Bingo, STMS, Domino, ISB, Oracle, OracleSeen)}
-
-
 def make(name: str, table_rows, budget: int = 1024, **kw) -> Prefetcher:
-    """The registered prefetcher ``name`` (recmg.engine.registry, which adds the
-    learned one: ``model=`` its ONNX file); an unknown name lists the known ones."""
-    from recmg.engine.registry import ROLES
-
-    known = ROLES["prefetcher"]
-    if name not in known:
-        raise ValueError(f"unknown prefetcher {name!r}; known: {', '.join(known)}")
-    return known[name](table_rows, budget=budget, **kw)
+    """The registered prefetcher ``name`` (recmg.registry; the learned ones take
+    ``model=`` their ONNX file); an unknown name lists the known ones."""
+    return registry.make("prefetcher", name, table_rows, budget=budget, **kw)

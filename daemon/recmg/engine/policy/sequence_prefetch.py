@@ -1,5 +1,5 @@
 """The ML prefetcher baselines (Delta-LSTM, a Voyager-style model) and the RecMG
-artifact's prefetch configuration, served from ONNX (recmg.models.sequence defines
+artifact's prefetch configuration, served from ONNX (recmg.engine.models.sequence defines
 their tokens; ``recmg train prefetch --family ...`` makes the models).
 
 Per step the stream (the misses; for the artifact every access) is encoded with the
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from recmg.engine.policy.prefetch import Prefetcher
-from recmg.models import sequence as sq
-from recmg.models.card import ModelError, OnnxModel
+from recmg.engine.models import sequence as sq
+from recmg.engine.models.card import ModelError, OnnxModel
 
 SHIFT = np.uint64(sq.TABLE_SHIFT)
 

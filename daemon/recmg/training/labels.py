@@ -57,18 +57,6 @@ class Labels:
         return len(self.hit)
 
 
-def opt_keep(units: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, hit) of an in-memory stream of units: the labels of ``label`` for a
-    stream that fits in memory (recmgd's online check of its learned policy)."""
-    units = np.ascontiguousarray(units, np.uint64)
-    nu = next_use(units)
-    hit = Cache("belady", capacity).access(units, nu)
-    later = nu != NEVER
-    keep = np.zeros(len(units), bool)
-    keep[later] = hit[nu[later].astype(np.int64)]
-    return keep, hit
-
-
 def _units(trace: tf.Trace, granularity: str):
     """keys[lo:hi] -> the units OPT caches: vector keys, or per-table page keys in
     recmgd's layout."""

@@ -1,7 +1,7 @@
 """``recmg train prefetch``: RecMG's prefetch model, trained with a Chamfer set loss.
 
 **Examples.**  One per step (batch) of a trace: the step's accesses and OPT's misses
-among them update ``recmg.models.candidates.Candidates`` (the features and the ring
+among them update ``recmg.engine.models.candidates.Candidates`` (the features and the ring
 of recent misses: the window of recent accesses and their OPT outcomes), which gives
 the candidate set C and each candidate's features.  The target set T is the distinct
 OPT misses of the **next** step (the horizon: what a prefetch issued now can serve,
@@ -45,10 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from recmg.engine.policy.cache import Cache, next_use, unique_ordered
-from recmg.models import card as cardmod
-from recmg.models import labels as lab
-from recmg.models import train
-from recmg.models.candidates import N_CANDIDATE_FEATURES, RING_PER_CAPACITY, Candidates, ring_size
+from recmg.engine.models import card as cardmod
+from recmg.training import labels as lab
+from recmg.training import train
+from recmg.engine.models.candidates import N_CANDIDATE_FEATURES, RING_PER_CAPACITY, Candidates, ring_size
 
 LOSSES = ("chamfer", "bce")
 TARGET_DEFINITION = ("the distinct units OPT misses in the next step (batch), OPT at the "

@@ -1,7 +1,7 @@
 """``recmg train prefetch --family delta-lstm|voyager|artifact``: the ML prefetcher
 baselines and the RecMG artifact's configuration, trained with the same tooling as
 the prefetch model (OPT labels at ``size``, a time split, ``train.fit``, ONNX export
-with a card).  recmg.models.sequence defines the streams, tokens and targets.
+with a card).  recmg.engine.models.sequence defines the streams, tokens and targets.
 
 Models (float32 windows in, as every recmg model; integer tokens are cast inside):
 - delta-lstm: embeddings of table (16) and delta class (32), a one-layer LSTM of
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recmg.models import card as cardmod
-from recmg.models import labels as lab
-from recmg.models import sequence as sq
-from recmg.models import train
+from recmg.engine.models import card as cardmod
+from recmg.training import labels as lab
+from recmg.engine.models import sequence as sq
+from recmg.training import train
 
 MAX_ROWS = 200_000  # windows per trace and part, sampled (seeded)
 

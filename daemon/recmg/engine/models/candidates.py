@@ -6,7 +6,7 @@ key values (the RecMG artifact's scalar keys): it scores a **candidate set gathe
 from the recent miss history**, and its outputs are those candidates, valid keys by
 construction.  Per step (a batch, or a tick of recmgd), after the step's accesses:
 
-- the online features (recmg.models.features) observe every access;
+- the online features (recmg.engine.models.features) observe every access;
 - the step's misses (in training, OPT's misses; in serving, the fast tier's on-demand
   fetches) enter a ring of the last ``ring`` misses;
 - the candidates are the distinct keys of the ring not in fast memory (serving: the
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from recmg.engine.policy.cache import unique_ordered
-from recmg.models.features import FEATURE_NAMES, OnlineFeatures
+from recmg.engine.models.features import FEATURE_NAMES, OnlineFeatures
 
 CANDIDATE_FEATURE_NAMES = FEATURE_NAMES + ("log2_miss_rank", "log2_misses_in_ring")
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURE_NAMES)

@@ -58,7 +58,8 @@ import numpy as np
 
 from recmg.capture import reader
 from recmg.capture.perf import proc_counts
-from recmg.tiering import placement, topology
+from recmg.movers import placement
+from recmg.host import topology
 
 PAGE = placement.PAGE_SIZE
 HUGE = 2 << 20
@@ -368,7 +369,7 @@ def opt_bound(wl: Workload, tables: list[reader.TableRegion], starts: np.ndarray
               budget_pages: int) -> float:
     """Belady's MIN over the run's page stream with budget_pages of fast memory: the
     share of accesses that hit (demand moves only, free and instant)."""
-    from recmg.models.labels import opt_keep
+    from recmg.engine.policy.cache import opt_keep
 
     units = np.concatenate(list(page_stream(wl, tables, starts))).astype(np.uint64)
     return float(opt_keep(units, budget_pages)[1].mean())
@@ -413,7 +414,7 @@ class Manager:
                 raise BenchError(f"damo start failed ({res.returncode}): "
                                  f"{(res.stderr or res.stdout).strip()[-500:]}")
         if self.c.profile:
-            from recmg.service import demo
+            from recmg.experiments import demo
 
             cfg = demo.config(self.tmp, "move_pages", self.budget_mib, self.c.profile,
                               segment=self.segment, free_floor_mib=self.free_floor_mib)
@@ -432,7 +433,7 @@ class Manager:
 
     def stop(self) -> None:
         if self._daemon is not None:
-            from recmg.service import demo
+            from recmg.experiments import demo
 
             self.log = demo.stop_recmgd(self._daemon)
             self._daemon = None

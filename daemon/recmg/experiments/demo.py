@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from recmg.service import control
-from recmg.tiering import topology
+from recmg.host import topology
 
 WORKLOAD = ["--tables", "4", "--rows", "200000", "--dim", "64", "--pooling", "8",
             "--batch-size", "256", "--report-every", "1000", "--checksum"]

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 
 from recmg.config import Config, Profile
-from recmg.engine import registry
+from recmg import registry
 from recmg.engine.layout import Layout
 from recmg.engine.policy import cache as cache_mod
 from recmg.engine.policy import prefetch as pf_mod

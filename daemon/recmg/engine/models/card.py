@@ -18,7 +18,7 @@ import numpy as np
 
 from recmg.safefile import read_regular
 
-from recmg.models import features as ft
+from recmg.engine.models import features as ft
 
 CARD_SUFFIX = ".card.json"
 
@@ -44,8 +44,8 @@ def sha256_file(path: str | Path) -> str:
 def feature_names(kind: str, family: str | None = None) -> tuple[str, ...]:
     """The inputs of a model of this kind: per access (caching), per candidate
     (the prefetch model), or per position of a stream (the sequence prefetchers)."""
-    from recmg.models.candidates import CANDIDATE_FEATURE_NAMES
-    from recmg.models.sequence import TOKEN_NAMES
+    from recmg.engine.models.candidates import CANDIDATE_FEATURE_NAMES
+    from recmg.engine.models.sequence import TOKEN_NAMES
 
     if kind == "prefetch":
         return TOKEN_NAMES.get(family or "", CANDIDATE_FEATURE_NAMES)

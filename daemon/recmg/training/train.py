@@ -1,7 +1,7 @@
 """``recmg train cache``: the caching model, trained on Belady keep labels.
 
-Data: for each trace, OPT labels at ``size`` (recmg.models.labels) and the online
-features of every access (recmg.models.features), split by time: the first
+Data: for each trace, OPT labels at ``size`` (recmg.training.labels) and the online
+features of every access (recmg.engine.models.features), split by time: the first
 ``train_frac`` of each trace's accesses train, the rest is held out (never trained
 on) and every reported metric is computed there.  Model: a small MLP over the
 features (their normalization built in, a sigmoid at the end: the ONNX file takes
@@ -25,9 +25,9 @@ import numpy as np
 
 from recmg import progress
 from recmg.safefile import atomic_output
-from recmg.models import card as cardmod
-from recmg.models import features as ft
-from recmg.models import labels as lab
+from recmg.engine.models import card as cardmod
+from recmg.engine.models import features as ft
+from recmg.training import labels as lab
 
 MAX_TRAIN_ROWS = 4_000_000  # sampled (seeded) above this, to bound memory and time
 WINDOW_FACTORS = (1.0, 4.0, 16.0, 64.0, 256.0)  # the serving window, x capacity

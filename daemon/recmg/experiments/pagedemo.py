@@ -13,7 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from recmg.tiering import placement
+from recmg.movers import placement
 
 HUGE = 2 << 20
 

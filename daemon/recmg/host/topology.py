@@ -394,3 +394,31 @@ def record(dest: str | Path, sys_root: str | Path = "/sys", proc_root: str | Pat
         written.append(out)
     return written
 
+
+@dataclass(frozen=True)
+class NodeMemory:
+    total_mib: float
+    free_mib: float
+    available_mib: float
+
+
+def psi_some_avg10(proc_root: str = "/proc") -> float | None:
+    """Memory pressure: /proc/pressure/memory's "some avg10" (percent), None where
+    the kernel has no PSI (CONFIG_PSI, Linux 4.20+) or it cannot be read."""
+    try:
+        text = Path(proc_root, "pressure/memory").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^some avg10=([0-9.]+)", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def node_memory(node: int, sys_root: str = "/sys") -> NodeMemory | None:
+    """A node's memory from /sys/devices/system/node/nodeN/meminfo, in MiB."""
+    b = node_meminfo(node, sys_root)
+    if "MemTotal" not in b or "MemFree" not in b:
+        return None
+    avail = b["MemFree"] + sum(b.get(k, 0) for k in ("Active(file)", "Inactive(file)",
+                                                      "SReclaimable"))
+    return NodeMemory(b["MemTotal"] / 2**20, b["MemFree"] / 2**20,
+                      min(avail, b["MemTotal"]) / 2**20)
