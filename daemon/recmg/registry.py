@@ -5,7 +5,8 @@ Each role maps config names to entries: caching policies (profile ``caching``,
 ``recmg sim --policies``), prefetchers (profile ``prefetcher``, ``--prefetchers``) and
 movers (``migration.backend``).  An entry names its class by module path and carries
 its capabilities (``online``: recmgd can run it; ``needs_model``: it runs an ONNX
-model; ``family``: the model family it runs), so the config layer checks names
+model; ``family``: the model family it runs; ``prefetches``: a prefetcher that proposes
+keys; ``real``: a mover that moves real pages), so the config layer checks names
 without importing any implementation (no C shim, no model runtime, no movers: a test
 checks that importing recmg.config loads none of them, and that every entry's
 capabilities are its class's).  ``make`` constructs: the only place a name becomes an
@@ -30,6 +31,8 @@ class Entry:
     online: bool = True  # recmgd can run it (False: needs the future, or ideal placement)
     needs_model: bool = False  # runs an ONNX model (profile key model / prefetch_model)
     family: str = ""  # the model family it runs ("" : the MLP, or none)
+    prefetches: bool = True  # a prefetcher that proposes keys (False: "none")
+    real: bool = False  # a mover that moves real pages (the host's safety brakes apply)
 
     def load(self) -> type:
         module, cls = self.where.split(":")
@@ -50,7 +53,7 @@ ROLES: dict[str, dict[str, Entry]] = {
         Entry("s3fifo", f"{_CACHE}:S3FIFO"), Entry("belady", f"{_CACHE}:Belady", online=False),
         Entry("learned", "recmg.engine.policy.learned:Learned", needs_model=True)),
     "prefetcher": _role(
-        Entry("none", f"{_PF}:NoPrefetch"), Entry("nextn", f"{_PF}:NextN"),
+        Entry("none", f"{_PF}:NoPrefetch", prefetches=False), Entry("nextn", f"{_PF}:NextN"),
         Entry("stride", f"{_PF}:Stride"), Entry("bestoffset", f"{_PF}:BestOffset"),
         Entry("sms", f"{_PF}:SMS"), Entry("bingo", f"{_PF}:Bingo"),
         Entry("stms", f"{_PF}:STMS"), Entry("domino", f"{_PF}:Domino"),
@@ -62,7 +65,7 @@ ROLES: dict[str, dict[str, Entry]] = {
         Entry("voyager", f"{_SEQ}:Voyager", needs_model=True, family="voyager"),
         Entry("artifact", f"{_SEQ}:ArtifactPrefetch", needs_model=True, family="artifact")),
     "mover": _role(
-        Entry("move_pages", f"{_MV}:MovePagesMigrator"),
+        Entry("move_pages", f"{_MV}:MovePagesMigrator", real=True),
         Entry("simulated", f"{_MV}:SimulatedMigrator"),
         Entry("dryrun", f"{_MV}:DryRunMigrator"),
         Entry("ideal", f"{_MV}:IdealPlacement", online=False)),
@@ -102,6 +105,18 @@ def needs_model(role: str, name: str) -> bool:
 def family(role: str, name: str) -> str:
     """The model family ``name`` runs ("" for the MLP or none)."""
     return ROLES[role][name].family
+
+
+def prefetches(name: str) -> bool:
+    """Whether prefetcher ``name`` proposes anything (a buffer is kept for it)."""
+    return ROLES["prefetcher"][name].prefetches
+
+
+def moves_pages(backend: str) -> bool:
+    """Whether mover ``backend`` moves real pages (False for a name that is not a
+    mover, such as "auto" before it is resolved)."""
+    e = ROLES["mover"].get(backend)
+    return bool(e and e.real)
 
 
 def names(role: str, daemon_only: bool = False) -> list[str]:

@@ -1,7 +1,9 @@
 """The one decision engine: contracts, registries, configurations, and what only the
 engine decides (per-table keys, scores into the planner, the dry run's log)."""
 
+import inspect
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,8 @@ def test_every_registry_entry_says_what_its_class_says(role, name):
               "mover": lambda: not cls.ideal}[role]()
     assert (e.online, e.needs_model, e.family) == (
         online, bool(getattr(cls, "needs_model", False)), getattr(cls, "family", ""))
+    assert e.prefetches == getattr(cls, "prefetches", True)
+    assert e.real == getattr(cls, "real", False)
 
 
 @pytest.mark.parametrize("role,name", [(r, n) for r in registry.ROLES for n in registry.ROLES[r]
@@ -63,6 +67,39 @@ def test_every_registered_class_meets_its_contract(role, name):
     else:
         obj, proto = movers.make(name, 16, 100.0), contracts.Mover
     assert isinstance(obj, proto) and obj.name == name
+
+
+PROTOCOLS = {"caching": contracts.CachePolicy, "prefetcher": contracts.Prefetcher,
+             "mover": contracts.Mover}
+
+
+def _params(fn) -> list[tuple[str, object]]:
+    return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()
+            if p.name != "self"]
+
+
+@pytest.mark.parametrize("role,name", [(r, n) for r in registry.ROLES for n in registry.ROLES[r]])
+def test_every_registered_class_has_the_signatures_of_its_protocol(role, name):
+    """Every method the engine calls is in the role's Protocol, and each class takes
+    the Protocol's parameters, by name and kind, in order (a name-only check let a
+    wrong signature through)."""
+    proto, cls = PROTOCOLS[role], registry.ROLES[role][name].load()
+    methods = [m for m, v in vars(proto).items() if callable(v) and not m.startswith("_")]
+    assert methods, proto
+    for m in methods:
+        assert _params(getattr(cls, m)) == _params(getattr(proto, m)), f"{name}.{m}"
+
+
+def test_the_engine_calls_only_what_its_protocols_list():
+    """Every attribute the engine reads of its cache policy, prefetcher and mover is
+    in their Protocols (the engine called methods they did not list)."""
+    src = (ROOT / "daemon/recmg/engine/step.py").read_text()
+    for part, proto in (("cache", contracts.CachePolicy), ("prefetcher", contracts.Prefetcher),
+                        ("mover", contracts.Mover)):
+        used = set(re.findall(rf"self\.{part}\.([a-z_]+)", src))
+        listed = {m for m in dir(proto) if not m.startswith("_")} | set(
+            proto.__annotations__)
+        assert used and used <= listed, (part, used - listed)
 
 
 def test_unknown_names_fail_validation_listing_the_known_ones(tmp_path):

@@ -70,6 +70,13 @@ class CachePolicy(Protocol):
 
     def resident(self) -> np.ndarray: ...
 
+    def access_two(self, pf: CachePolicy | None, keys: np.ndarray,
+                   next_use: np.ndarray | None = None) -> np.ndarray: ...
+
+    def state_bytes(self) -> int: ...
+
+    def status(self) -> dict | None: ...
+
 
 @runtime_checkable
 class Prefetcher(Protocol):
@@ -81,9 +88,16 @@ class Prefetcher(Protocol):
     name: str
     budget: int
     needs_future: bool  # the oracle: observe() takes the next window's keys
+    prefetches: bool  # False: proposes nothing (the engine keeps no buffer, calls nothing)
 
     def observe(self, keys: np.ndarray, misses: np.ndarray,
                 future: np.ndarray | None = None, resident=None) -> np.ndarray: ...
+
+    def state_bytes(self) -> int: ...
+
+    def status(self) -> dict | None: ...
+
+    def share_features(self, features) -> None: ...
 
 
 class Planner(Protocol):

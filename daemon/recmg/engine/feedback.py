@@ -24,7 +24,7 @@ State per target: at most ``window`` intervals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -105,9 +105,7 @@ class Feedback:
         (see ``observe``); the caller passes ``allow_moves=not probe()`` to the step."""
         interval = mean_interval(timestamps_ns)
         verdict = self.observe(moved_before, None if interval is None else interval / sampling)
-        rate = max(1, int(base_rate * self.scale))
-        if engine.cfg.rate_pages != rate:
-            engine.cfg = replace(engine.cfg, rate_pages=rate)
+        engine.set_rate(max(1, int(base_rate * self.scale)))
         return verdict
 
     def status(self) -> dict:

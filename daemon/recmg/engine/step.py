@@ -127,11 +127,8 @@ class Engine:
         """Bytes of state this engine may hold: the policies' fixed allocations and the
         page map when full."""
         total = self.pages.nbytes() if not self.mover.ideal else 0
-        for part in (self.cache, self.prefetcher, self.pbuf,
-                     getattr(self.cache, "features", None)):
-            fn = getattr(part, "state_bytes", None)
-            total += int(fn()) if fn is not None else 0
-        return total
+        total += self.cache.state_bytes() + self.prefetcher.state_bytes()
+        return total + (self.pbuf.state_bytes() if self.pbuf is not None else 0)
 
     # ------------------------------------------------------------------- units
     def units(self, keys: np.ndarray) -> np.ndarray:
@@ -144,8 +141,10 @@ class Engine:
         return self.layout.offset[t] + (page_keys & np.uint64(ROW_MASK)).astype(np.int64)
 
     def reconfigure(self, cfg: EngineConfig, cache: CachePolicy | None = None,
-                    prefetcher: Prefetcher | None = None) -> None:
-        """Swap config and, where given, policies; the rest of the state is kept."""
+                    prefetcher: Prefetcher | None = None, mover: Mover | None = None,
+                    prefetch_budget: int | None = None) -> None:
+        """Swap config and, where given, policies, mover and the prefetcher's budget
+        (keys per step); the rest of the state is kept."""
         if cfg.prefetch_buffer != self.cfg.prefetch_buffer:  # resized: prefetches go
             self.pbuf = Cache("lru", cfg.prefetch_buffer) if cfg.prefetch_buffer else None
         self.cfg = cfg
@@ -153,6 +152,18 @@ class Engine:
             self.cache = cache
         if prefetcher is not None:
             self.prefetcher = prefetcher
+        if mover is not None:
+            if mover.ideal != self.mover.ideal:
+                raise ValueError("a planned engine's mover cannot become ideal, or back")
+            self.mover = mover
+        if prefetch_budget is not None:
+            self.prefetcher.budget = prefetch_budget
+
+    def set_rate(self, rate_pages: int) -> None:
+        """The rate cap in pages per step (the closed loop's share of the configured
+        rate)."""
+        if self.cfg.rate_pages != rate_pages:
+            self.cfg = replace(self.cfg, rate_pages=rate_pages)
 
     # -------------------------------------------------------------------- step
     def step(self, batch: AccessBatch, ctl: Controls = FREE,
@@ -181,7 +192,7 @@ class Engine:
 
     def _candidates(self, seen, missed, future, resident) -> np.ndarray:
         """The prefetcher's candidates not in fast memory, at most its budget."""
-        if self.prefetcher.name == "none":
+        if not self.prefetcher.prefetches:
             return np.zeros(0, np.uint64)
         cand = self.prefetcher.observe(seen, missed[:self.cfg.observe_max], future, resident)
         if len(cand):

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from recmg import registry
 from recmg.service import control
 from recmg.host import topology
 
@@ -131,8 +132,8 @@ def run(seconds: float = 20.0, backend: str = "auto", budget_mib: int = 8, out=p
     topo = topology.probe()
     if backend == "auto":
         backend = "move_pages" if topo.can_migrate else "simulated"
-    slow = topo.slow_nodes[0] if backend == "move_pages" else None
-    if backend == "move_pages":
+    slow = topo.slow_nodes[0] if registry.moves_pages(backend) else None
+    if registry.moves_pages(backend):
         say(f"recmg demo: REAL migration with move_pages: fast nodes {topo.fast_nodes}, "
             f"slow nodes {topo.slow_nodes}")
     else:

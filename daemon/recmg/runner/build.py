@@ -33,7 +33,8 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
     return EngineConfig(
         granularity="page", observe="access", observe_max=profile.prefetch_observe_max,
         # prefetched pages stay wanted until read or pushed out by newer prefetches
-        prefetch_buffer=profile.prefetch_budget_pages if profile.prefetcher != "none" else 0,
+        prefetch_buffer=(profile.prefetch_budget_pages if registry.prefetches(profile.prefetcher)
+                         else 0),
         budget=budget_pages(cfg, layout, override), rate_pages=max(rate, 1),
         min_residency_ticks=mig.min_residency_ticks,
         tracked_pages=cfg.target.max_tracked_pages,
@@ -41,10 +42,10 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
 
 
 def make_cache(profile: Profile, budget: int, layout: Layout | None = None) -> cache_mod.Cache:
-    if profile.caching == "learned":
+    if registry.needs_model("caching", profile.caching):
         # features for at most every page of the target (a small table stays in cache)
         keys = min(1 << 22, max(1024, layout.n_pages)) if layout is not None else 1 << 22
-        return cache_mod.make("learned", budget, model=profile.model, max_feature_keys=keys,
+        return cache_mod.make(profile.caching, budget, model=profile.model, max_feature_keys=keys,
                               threads=profile.model_threads,
                               check_window=profile.model_check_window,
                               accuracy_floor=profile.model_accuracy_floor,
@@ -96,8 +97,7 @@ def _share(cache, pre) -> None:
     """Both learned: the prefetcher reads the caching policy's features (recmgd feeds
     both every access of the target, in order) instead of computing them again; with
     another caching policy it keeps its own."""
-    if hasattr(pre, "share_features"):
-        pre.share_features(getattr(cache, "features", None))
+    pre.share_features(getattr(cache, "features", None))
 
 
 def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
@@ -114,5 +114,4 @@ def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
     if cache is not None or pre is not None:  # (not `or`: an empty cache is falsy)
         _share(engine.cache if cache is None else cache,
                engine.prefetcher if pre is None else pre)
-    engine.reconfigure(ec, cache, pre)
-    engine.prefetcher.budget = profile.prefetch_budget_pages
+    engine.reconfigure(ec, cache, pre, prefetch_budget=profile.prefetch_budget_pages)

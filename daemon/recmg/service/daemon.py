@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from recmg import __version__
+from recmg import __version__, registry
 from recmg.capture import segment as seg
 from recmg.capture.reader import remove_stale
 from recmg.capture.record import ticked_trace
@@ -74,7 +74,7 @@ def resolve_tiers(cfg: cfgmod.Config, topo: topology.Topology) -> tuple[list[int
     slow = list(cfg.tiers.slow_nodes) or topo.slow_nodes
     if slow:
         return fast, slow, "configured" if cfg.tiers.slow_nodes else topo.tier_basis
-    if cfg.migration.backend == "move_pages":
+    if registry.moves_pages(cfg.migration.backend):
         raise StartupError(os.EX_UNAVAILABLE, "no slow memory tier on this host: set "
                            "[migration] backend = \"simulated\" (or \"dryrun\"), or configure "
                            "[tiers] slow_nodes; `recmgctl check` explains")
@@ -120,12 +120,13 @@ class Daemon:
         conflicts = [f for f in self.topo.findings() if f.level == "conflict"]
         for f in conflicts:
             log.warning("conflict: %s (fix: %s)", f.what, f.fix)
-        if conflicts and cfg.safety.on_conflict == "refuse" and cfg.migration.backend == "move_pages":
+        if conflicts and cfg.safety.on_conflict == "refuse" and \
+                registry.moves_pages(cfg.migration.backend):
             raise StartupError(os.EX_UNAVAILABLE, "refusing to start: " + "; ".join(
                 f.what for f in conflicts) + " (safety.on_conflict = \"refuse\")")
         self.fast, self.slow, self.tier_basis = resolve_tiers(cfg, self.topo)
         self.pipeline = Pipeline(cfg, self.profile, self.fast, self.slow, proc_root, sys_root)
-        if cfg.migration.backend != "move_pages":
+        if not registry.moves_pages(cfg.migration.backend):
             log.warning("migration backend is %r%s: placement is MODELLED, NO PAGES MOVE "
                         "(slow nodes %s)", cfg.migration.backend,
                         " (auto: this host has no slow memory tier)" if self.auto_backend
@@ -256,7 +257,7 @@ class Daemon:
                     f"stopped at {held[name]} keys (recmgd holds at most {MAX_RECORD_KEYS} "
                     "keys of recordings); ") if full and len(rec["batches"]) < rec["want"]
                     else "")
-                t.recorder = t.perf_log = None
+                t.record_into(None)
             if rec["done"]:
                 held.pop(name, None)
 
@@ -404,8 +405,7 @@ class Daemon:
                    "pid": target.pid, "tables": [r.info for r in target.reader.tables]}
             rec["perf"] = []
             self.recordings[name] = rec
-            target.recorder = rec["batches"]
-            target.perf_log = rec["perf"]
+            target.record_into(rec["batches"], rec["perf"])
         return {"segment": name, "output": out, "batches": want}
 
     # ----------------------------------------------------------------- main loop

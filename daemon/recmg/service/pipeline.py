@@ -121,6 +121,11 @@ class TargetState:
     def budget_pages(self) -> int:
         return self.engine.cfg.budget
 
+    def record_into(self, batches: list | None, perf: list | None = None) -> None:
+        """``recmgctl record``: append each batch read as (keys, batch id, ts, tick) to
+        ``batches`` and each tick's perf counts to ``perf``; None stops recording."""
+        self.recorder, self.perf_log = batches, perf
+
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.runner.build)."""
         self.sampler.limit = cfg.target.max_accesses_per_s
@@ -150,14 +155,13 @@ class TargetState:
             return {"name": self.profile.model, "error": self.model_error,
                     "fallback_active": True, "serving": build.FALLBACK_CACHING,
                     "accuracy": None}
-        status = getattr(self.engine.cache, "status", None)
-        return status() if status else None
+        return self.engine.cache.status()
 
     def prefetch_status(self) -> dict:
         """The prefetcher, its counts, and its model where it is the learned one."""
-        s, status = self.engine.stats, getattr(self.engine.prefetcher, "status", None)
+        s = self.engine.stats
         return {"name": self.engine.prefetcher.name, "issued": s.prefetch_issued,
-                "useful": s.prefetch_useful, "model": status() if status else None}
+                "useful": s.prefetch_useful, "model": self.engine.prefetcher.status()}
 
     def close(self) -> None:
         self.perf.close()
@@ -251,7 +255,7 @@ class Pipeline:
         self.cfg, self.profile = cfg, profile
         for t in self.targets.values():
             t.set_policy(cfg, profile)
-            t.engine.mover = self.migrator  # the new batch size and rate apply at once
+            t.engine.reconfigure(t.engine.cfg, mover=self.migrator)  # new batch size, rate
 
     # ------------------------------------------------------------------------ tick
     def work_budget_s(self) -> float:

@@ -88,7 +88,8 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
     layout = Layout.virtual(trace.tables, cost.page_bytes) if paged else None
     src = TraceSource(trace, 1, max_batches)
     nb = src.end
-    cache = cache_mod.make(policy, capacity, **({"model": model} if policy == "learned" else {}))
+    cache = cache_mod.make(policy, capacity,
+                           **({"model": model} if registry.needs_model("caching", policy) else {}))
     pre = pf_mod.make(prefetcher, _units_per_table(trace, layout), budget,
                       **({"model": prefetch_model, "capacity": capacity}
                          if registry.needs_model("prefetcher", prefetcher) else {}))
@@ -99,7 +100,7 @@ def simulate(trace: Trace, mode: str, policy: str, capacity: int, prefetcher: st
         eng = _daemon_engine(layout, policy, capacity, prefetcher, budget, model,
                              prefetch_model)
     else:
-        pbuf = 0 if prefetcher == "none" else (
+        pbuf = 0 if not registry.prefetches(prefetcher) else (
             pf_capacity or max(budget, 1) if mode == "access" else
             max(min(budget * max(lead, 1), capacity), 1))
         eng = Engine(EngineConfig(granularity="page" if paged else "vector",
@@ -152,7 +153,7 @@ def _daemon_engine(layout: Layout, policy: str, capacity: int, prefetcher: str,
     cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nrate_mib_s = 1000000.0\n'
                        'min_residency_ticks = 0\n')
     profile = cfgmod.Profile(name="sim", caching=policy, prefetcher=prefetcher,
-                             prefetch_budget_pages=budget if prefetcher != "none" else 0,
+                             prefetch_budget_pages=budget if registry.prefetches(prefetcher) else 0,
                              model=model or "", prefetch_model=prefetch_model or "")
     return build.planned(cfg, profile, layout, SimulatedMigrator(), [0], [1],
                          override=capacity)

@@ -80,10 +80,10 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
                        sampler.one_in if sampler is not None else 1)
         r = eng.step(batch, Controls(tick=tick, allow_moves=not fb.probe()))
         moved = bool(len(r.promoted) or len(r.demoted))
-        status = getattr(eng.cache, "status", None)  # a learned policy: who decides, why
+        status = eng.cache.status()  # a learned policy: who decides, why
         ticks.append({"tick": tick, "batches": eng.stats.batches,
                       "sampling": sampler.one_in if sampler is not None else 1,
-                      "model": {k: v for k, v in status().items()
+                      "model": {k: v for k, v in status.items()
                                 if k in ("serving", "why", "fetches")} if status else None,
                       "promoted": r.promoted.tolist(), "demoted": r.demoted.tolist()})
     return eng.stats, ticks

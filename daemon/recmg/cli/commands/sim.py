@@ -118,8 +118,9 @@ def run(args) -> int:
     sizes = [float(x) for x in args.sizes.split(",")]
     if any(not 0 < x <= 1 for x in sizes):
         raise ValueError("--sizes are shares in (0, 1], e.g. 0.05,0.1")
-    if "learned" in policies and not args.model:
-        raise ValueError("the learned caching policy needs --model FILE.onnx")
+    learned = [p for p in policies if registry.needs_model("caching", p)]
+    if learned and not args.model:
+        raise ValueError(f"the {learned[0]} caching policy needs --model FILE.onnx")
     learned = [p for p in prefetchers if registry.needs_model("prefetcher", p)]
     if learned and not args.prefetch_model:
         raise ValueError(f"the {learned[0]} prefetcher needs --prefetch-model FILE.onnx")

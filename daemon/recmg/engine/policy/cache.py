@@ -112,6 +112,11 @@ class Cache:
         """Bytes of state in the C core (fixed at creation)."""
         return int(lib.recmg_cache_bytes(self._c))
 
+    def status(self) -> dict | None:
+        """What status shows of the policy beyond its name: None (a learned policy
+        shows its model, its online quality and who serves)."""
+        return None
+
     def scores(self, keys) -> np.ndarray:
         """Each key's value in fast memory (float64, higher = more valuable): its rank
         in this policy's eviction order if resident (1 = the next victim), 0 if not.

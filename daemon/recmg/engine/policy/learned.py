@@ -250,6 +250,11 @@ class Learned(Cache):
                          f"{'below' if below else 'back at'} the floor "
                          f"{self.accuracy_floor:.3f} for {self.fallback_windows} checks")
 
+    def state_bytes(self) -> int:
+        """The C core's, the online features' and the shadow S3-FIFO's bytes."""
+        return super().state_bytes() + self.features.state_bytes() + (
+            self.fallback.state_bytes() if self.fallback is not None else 0)
+
     def status(self) -> dict:
         """For recmgctl status and metrics."""
         return {"name": self.model.name, "sha256": self.model.sha256,

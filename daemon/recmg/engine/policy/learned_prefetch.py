@@ -61,5 +61,11 @@ class LearnedPrefetcher(Prefetcher):
         # best first; ties: the most recently missed first.  Distinct already.
         return cand[np.argsort(-self.model.predict(x), kind="stable")[:self.budget]]
 
+    def state_bytes(self) -> int:
+        """The online features' bytes when it computes its own (shared: the caching
+        policy counts them)."""
+        c = self.candidates
+        return c.features.state_bytes() if c.owns_features else 0
+
     def status(self) -> dict:
         return {"name": self.model.name, "sha256": self.model.sha256}

@@ -43,6 +43,7 @@ class Prefetcher:
 
     name = "none"
     needs_future = False
+    prefetches = True  # False: proposes nothing ("none")
     needs_model = False  # a learned prefetcher: make() needs model=FILE.onnx
 
     def __init__(self, table_rows, budget: int = 1024, degree: int = 4):
@@ -66,11 +67,23 @@ class Prefetcher:
     def _candidates(self, keys, misses, future) -> np.ndarray:
         return np.zeros(0, np.uint64)
 
+    def state_bytes(self) -> int:
+        """Bytes of state beyond a few words (0: none)."""
+        return 0
+
+    def status(self) -> dict | None:
+        """What status shows beyond the counts: None (a learned one shows its model)."""
+        return None
+
+    def share_features(self, features) -> None:
+        """Use a learned caching policy's online features of the same stream (only a
+        prefetcher that computes features has a use for them)."""
+
 
 class NoPrefetch(Prefetcher):
     """No prefetching."""
 
-    name = "none"
+    name, prefetches = "none", False
 
 
 class NextN(Prefetcher):
