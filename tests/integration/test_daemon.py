@@ -846,7 +846,8 @@ def test_live_ticks_and_their_replay_make_the_same_moves(tmp_path):
     with Client("twin", [("a", rows, 64), ("b", rows // 3, 32)], shm_dir=str(tmp_path)) as c:
         pipe = Pipeline(cfg, prof, [0], [1])
         st = pipe.attach(Path(c.path))
-        st.recorder = []
+        recorded = []
+        st.record_into(recorded)
         live = []
         for _ in range(25):
             for _ in range(int(rng.integers(1, 4))):  # a varying number of batches a tick
@@ -854,7 +855,7 @@ def test_live_ticks_and_their_replay_make_the_same_moves(tmp_path):
             pipe.tick()
             live.append((st.last_step.promoted.tolist(), st.last_step.demoted.tolist()))
         # what `recmgctl record` writes: the batches with the ticks that read them
-        trace = ticked_trace(st.recorder, [r.info for r in st.reader.tables], {})
+        trace = ticked_trace(recorded, [r.info for r in st.reader.tables], {})
         pipe.close()
     assert sum(len(p) for p, _ in live) > 0 and sum(len(d) for _, d in live) > 0
     assert len(trace.meta["tick_starts"]) == 25

@@ -111,7 +111,8 @@ def test_perf_counters_per_target_in_status_metrics_and_recordings(tmp_path):
     with Client("pf", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
         pipe = Pipeline(cfg, prof, [0], [1])
         st = pipe.attach(Path(c.path))
-        st.perf_log = []
+        perf_log = []
+        st.record_into([], perf_log)
         rng = np.random.default_rng(1)
         buf = np.zeros(1 << 22, np.uint8)
         for _ in range(5):
@@ -133,8 +134,8 @@ def test_perf_counters_per_target_in_status_metrics_and_recordings(tmp_path):
     # where there is no PMU, the hardware ones are listed with the kernel's reason
     for name, why in status["unsupported"].items():
         assert name in perf.TICK_EVENTS + ("memory_load_samples",) and why
-    assert [p["tick"] for p in st.perf_log] == [1, 2, 3, 4, 5]
-    assert sum(p["cpu_time_ns"] for p in st.perf_log) == status["totals"]["cpu_time_ns"]
+    assert [p["tick"] for p in perf_log] == [1, 2, 3, 4, 5]
+    assert sum(p["cpu_time_ns"] for p in perf_log) == status["totals"]["cpu_time_ns"]
 
 
 def test_a_target_whose_perf_counters_cannot_open_still_runs(tmp_path, monkeypatch):

@@ -44,8 +44,8 @@ class Outcome:
 class Source(Protocol):
     """Where batches come from: a capture ring (SegmentReader) or a trace (TraceSource)."""
 
-    def read(self, max_batches: int | None = None, max_keys: int | None = None
-             ) -> AccessBatch: ...
+    def read(self, max_batches: int | None = None, max_keys: int | None = None,
+             want_keys: int | None = None) -> AccessBatch: ...
 
     def set_sampling(self, one_in: int) -> None: ...
 

@@ -40,9 +40,6 @@ class Window:
     still: list = field(default_factory=list)  # after ticks that moved nothing
 
 
-MOVING_BACKENDS = ("move_pages", "auto")  # backends whose moves can slow a target
-
-
 class Feedback:
     """One target's controller.  ``window`` 0 turns it off (scale stays 1), and so
     does ``judges_moves=False``: where nothing physically moves (the simulated and

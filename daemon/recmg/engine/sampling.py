@@ -5,13 +5,16 @@ trace source records as the client would), so a replay shows what sampling costs
 
 The offered rate comes from the client's own batch timestamps (CLOCK_MONOTONIC at
 record time), never from when they were read: at attach a ring holds a backlog recorded
-over seconds, read within a millisecond.  Keys of sampled-out batches are estimated as
-N x the recorded ones.  State: three numbers.
+over seconds, read within a millisecond.  The batches offered come from the client's
+call numbers (batch ids), each with the recorded batches' mean keys.  State: four
+numbers.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+MAX_ONE_IN = 1 << 20  # the sparsest sampling asked: 1 batch in this many
 
 
 class Sampler:
@@ -22,23 +25,35 @@ class Sampler:
         self.one_in = 1
         self.rate = 0.0  # offered accesses per second, smoothed
         self.last_ts: int | None = None  # timestamp (ns) of the last batch seen
+        self.last_id = 0  # its call number
 
-    def observe(self, timestamps_ns: np.ndarray, batch_offsets: np.ndarray) -> int | None:
-        """One read's batches; the new 1-in-N when it changes, else None."""
+    def observe(self, timestamps_ns: np.ndarray, batch_offsets: np.ndarray,
+                batch_ids: np.ndarray) -> int | None:
+        """One read's batches (their timestamps, offsets and the client's call
+        numbers); the new 1-in-N when it changes, else None.
+
+        The offered rate is keys per recorded batch x the batches offered (the call
+        numbers' advance) / the time they took.  (Multiplying the recorded keys by
+        the 1-in-N in force overestimated after every change: the first batch
+        recorded under a new N can follow the last one by fewer than N calls, so the
+        estimate, and with it N, ran away: 4, 6, 8, ... 19 on a steady 4x load.)"""
         if not len(timestamps_ns):
             return None
         counts = np.diff(np.asarray(batch_offsets, np.int64))
-        last = int(timestamps_ns[-1])
+        ids = np.asarray(batch_ids, np.int64)
+        last, last_id = int(timestamps_ns[-1]), int(ids[-1])
         if self.last_ts is None:  # first read: the span between its own batches
-            span_ns, keys = last - int(timestamps_ns[0]), int(counts[1:].sum())
+            span_ns, calls = last - int(timestamps_ns[0]), last_id - int(ids[0])
         else:
-            span_ns, keys = last - self.last_ts, int(counts.sum())
-        self.last_ts = last
-        if self.limit <= 0 or span_ns <= 0 or keys == 0:
+            span_ns, calls = last - self.last_ts, last_id - self.last_id
+        self.last_ts, self.last_id = last, last_id
+        if self.limit <= 0 or span_ns <= 0 or calls <= 0 or not counts.sum():
             return None  # one batch, or timestamps a client got wrong: no estimate yet
-        offered = keys * self.one_in / (span_ns / 1e9)
+        offered = float(counts.mean()) * calls / (span_ns / 1e9)
         self.rate = offered if self.rate == 0 else 0.7 * self.rate + 0.3 * offered
-        want = max(1, int(np.ceil(self.rate / self.limit)))
+        # capped: call numbers are the client's to write (a wild one samples only
+        # itself, and the ring's word stays a small number)
+        want = min(MAX_ONE_IN, max(1, int(np.ceil(min(self.rate / self.limit, MAX_ONE_IN)))))
         if want == self.one_in:
             return None
         self.one_in = want

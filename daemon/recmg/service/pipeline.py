@@ -22,7 +22,7 @@ from recmg.capture.reader import SegmentError, SegmentReader, StaleSegment
 from recmg import movers
 from recmg.config import Config, Profile
 from recmg.runner import build
-from recmg.engine.contracts import Controls, StepResult
+from recmg.engine.contracts import StepResult
 from recmg.engine.layout import Layout
 from recmg.engine.sampling import Sampler
 from recmg.engine.stats import Stats
@@ -31,6 +31,7 @@ from recmg.service import metrics as m
 from recmg.service import safety
 from recmg.service.loglimit import LogLimiter
 from recmg.engine.feedback import Feedback
+from recmg.runner.driver import TickDriver
 
 log = logging.getLogger("recmgd")
 
@@ -84,16 +85,15 @@ class TargetState:
                                         migrator, fast, slow, self.pid)
         self.profile = profile
         self.last_step = StepResult()
-        self.sampler = Sampler(cfg.target.max_accesses_per_s)
+        # the code around each step (sampling, the closed loop), shared with the replay
+        self.driver = TickDriver(self.engine, Sampler(cfg.target.max_accesses_per_s),
+                                 Feedback(cfg.migration.feedback_window_ticks,
+                                          cfg.migration.feedback_slowdown, migrator.real))
         # `recmgctl record`: (keys, batch id, ts, tick) per batch read, and the perf
         # counts of each tick while recording
         self.recorder: list | None = None
         self.perf_log: list | None = None
         self.perf = TickCounters(self.pid)
-        self.feedback = Feedback(cfg.migration.feedback_window_ticks,
-                                 cfg.migration.feedback_slowdown, migrator.real)
-        self.base_rate = self.engine.cfg.rate_pages  # the configured rate cap, pages/tick
-        self.moved_last = False  # whether the previous tick moved pages
         self.tick_batches = 0
         self.attached_at = time.monotonic()
         # the tick's work budget (Pipeline.tick): what a key costs this target (ns,
@@ -110,12 +110,26 @@ class TargetState:
     @property
     def sampling(self) -> int:
         """The client records 1 batch in this many."""
-        return self.sampler.one_in
+        return self.driver.sampling
 
     @property
     def rate(self) -> float:
         """Offered accesses per second (smoothed, from the client's timestamps)."""
-        return self.sampler.rate
+        return self.driver.sampler.rate
+
+    @property
+    def feedback(self) -> Feedback:
+        return self.driver.feedback
+
+    @property
+    def base_rate(self) -> int:
+        """The configured rate cap, pages per tick."""
+        return self.driver.base_rate
+
+    @property
+    def moved_last(self) -> bool:
+        """Whether the previous tick moved pages."""
+        return self.driver.moved_last
 
     @property
     def budget_pages(self) -> int:
@@ -128,7 +142,7 @@ class TargetState:
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.runner.build)."""
-        self.sampler.limit = cfg.target.max_accesses_per_s
+        self.driver.sampler.limit = cfg.target.max_accesses_per_s
         old = build.without_models(self.profile) if self.model_error else self.profile
         try:
             build.reconfigure(self.engine, old, cfg, profile)
@@ -139,12 +153,11 @@ class TargetState:
                       self.name, e, build.FALLBACK_CACHING)
             build.reconfigure(self.engine, old, cfg, build.without_models(profile))
         self.profile = profile
-        self.base_rate = self.engine.cfg.rate_pages
         mig = cfg.migration
         fresh = Feedback(mig.feedback_window_ticks, mig.feedback_slowdown,
                          self.engine.mover.real)
-        if (fresh.window, fresh.slowdown) != (self.feedback.window, self.feedback.slowdown):
-            self.feedback = fresh
+        same = (fresh.window, fresh.slowdown) == (self.feedback.window, self.feedback.slowdown)
+        self.driver.reconfigured(None if same else fresh)
 
     def fast_pages(self) -> int:
         return self.engine.fast_pages()
@@ -398,27 +411,26 @@ class Pipeline:
                 self.logs.log(logging.INFO, f"release:{old.reason}",
                               "safety brake %s released", old.reason)
 
-    def _adapt_sampling(self, st: TargetState, batch) -> None:
-        """Keep ingest under target.max_accesses_per_s by setting the client's sampling
-        word to 1 in N (recmg.engine.sampling, the same controller a replay runs)."""
-        want = st.sampler.observe(batch.timestamps_ns, batch.batch_offsets)
-        if want is not None:
-            st.reader.set_sampling(want)
-            log.info("%s: offered %.2f M accesses/s, recording 1 batch in %d",
-                     st.name, st.sampler.rate / 1e6, want)
-
     def _tick_target(self, st: TargetState, share_s: float = 1e9) -> None:
         t = self.cfg.target
         w0, c0 = time.perf_counter(), time.thread_time()
         want = int(min(t.max_keys_per_read, max(MIN_KEYS_PER_TICK,
                                                 share_s * 1e9 / st.ns_per_key)))
-        batch = st.reader.read(t.max_batches_per_read, t.max_keys_per_read, want)
+        brake = self.brake
+        tk = st.driver.tick(st.reader, self.tick_no, max_batches=t.max_batches_per_read,
+                            max_keys=t.max_keys_per_read, want_keys=want,
+                            plan=not self.paused, allow_promote=brake is None,
+                            allow_moves=brake is None or brake.stops != "all moves",
+                            deadline=self.move_deadline)
+        batch, r = tk.batch, tk.result
+        wall = time.perf_counter() - w0
+        st.tick_wall_ms, st.tick_cpu_ms = wall * 1e3, (time.thread_time() - c0) * 1e3
+        if len(tk.stepped.keys) >= 1024:  # what a key costs it (read + step), smoothed
+            st.ns_per_key = 0.7 * st.ns_per_key + 0.3 * wall * 1e9 / len(tk.stepped.keys)
         st.lag_batches = st.reader.pending()
         st.lag_s = (time.monotonic_ns() - int(batch.timestamps_ns[-1])) / 1e9 \
             if st.lag_batches and batch.n_batches else 0.0
-        read_keys = len(batch.keys)
-        self._feedback(st, batch.timestamps_ns)
-        self._adapt_sampling(st, batch)
+        self._say(st, tk)
         s = st.stats
         s.dropped_batches += batch.dropped_batches
         s.invalid_keys += batch.invalid_keys
@@ -428,26 +440,7 @@ class Pipeline:
             st.recorder.extend((batch.keys[offs[b]:offs[b + 1]], int(batch.batch_ids[b]),
                                 int(batch.timestamps_ns[b]), self.tick_no)
                                for b in range(batch.n_batches))
-        brake = self.brake
-        ctl = Controls(tick=self.tick_no, plan=not self.paused,
-                       allow_promote=brake is None,
-                       allow_moves=(brake is None or brake.stops != "all moves")
-                       and not st.feedback.probe(),
-                       deadline=self.move_deadline)
-        stepped, thinned = batch.thinned(want)
-        if thinned:  # one batch larger than this target's share: every k-th access
-            st.keys_thinned += thinned
-            m.KEYS_THINNED.labels(st.label).inc(thinned)
-            self.logs.log(logging.WARNING, f"thin:{st.name}", "%s: batches of %d keys in one "
-                          "read, more than its share of the tick's work: %d left out (every "
-                          "k-th access kept)", st.name, read_keys, thinned)
-        r = st.engine.step(stepped, ctl)
-        wall = time.perf_counter() - w0
-        st.tick_wall_ms, st.tick_cpu_ms = wall * 1e3, (time.thread_time() - c0) * 1e3
-        if len(stepped.keys) >= 1024:  # what a key costs it (read + step), smoothed
-            st.ns_per_key = 0.7 * st.ns_per_key + 0.3 * wall * 1e9 / len(stepped.keys)
         st.last_step = r
-        st.moved_last = bool(len(r.promoted) or len(r.demoted))
         st.tick_batches = batch.n_batches
         counts = st.perf.tick()
         m.TARGET_CPU.labels(st.label).inc(counts.get("cpu_time_ns", 0) / 1e9)
@@ -472,6 +465,28 @@ class Pipeline:
         if r.errors.get("ENOMEM"):
             self._node_full(st, r.errors["ENOMEM"])
 
+    def _say(self, st: TargetState, tk) -> None:
+        """Log and count what the driver decided for a target this tick: sampling
+        (recmg.engine.sampling), the closed loop (recmg.engine.feedback), thinning."""
+        if tk.sampling is not None:
+            log.info("%s: offered %.2f M accesses/s, recording 1 batch in %d",
+                     st.name, st.rate / 1e6, tk.sampling)
+        fb = st.feedback
+        if tk.verdict == "backoff":
+            m.FEEDBACK_BACKOFFS.inc()
+            log.warning("%s: batches ran %.1f%% slower after recmgd's moves than without "
+                        "over the last %d ticks: migration rate cut to %.3g of the configured",
+                        st.name, 100 * fb.last["slowdown"], fb.window, fb.scale)
+        elif tk.verdict == "restore":
+            log.info("%s: moves no longer slow it down (%.1f%%): migration rate back to "
+                     "%.3g of the configured", st.name, 100 * fb.last["slowdown"], fb.scale)
+        if tk.thinned:  # one batch larger than this target's share: every k-th access
+            st.keys_thinned += tk.thinned
+            m.KEYS_THINNED.labels(st.label).inc(tk.thinned)
+            self.logs.log(logging.WARNING, f"thin:{st.name}", "%s: batches of %d keys in one "
+                          "read, more than its share of the tick's work: %d left out (every "
+                          "k-th access kept)", st.name, len(tk.batch.keys), tk.thinned)
+
     def _node_full(self, st: TargetState, pages: int) -> None:
         """A promotion found the fast node full (move_pages: ENOMEM).  That is the
         host's state, not the target's fault: promotions stop for a while (demotions go
@@ -481,21 +496,6 @@ class Pipeline:
         self._full_detail = (f"move_pages found fast node {st.fast} full ({pages} pages of "
                              f"{st.name} not promoted); promotions pause for "
                              f"{self._full_ticks} ticks")
-
-    def _feedback(self, st: TargetState, timestamps_ns) -> None:
-        """The closed loop (recmg.engine.feedback): back off a target's migration rate
-        while its moves make it slower, restore it when they stop doing so."""
-        fb = st.feedback
-        verdict = fb.before_step(st.engine, st.base_rate, st.moved_last, timestamps_ns,
-                                 st.sampling)
-        if verdict == "backoff":
-            m.FEEDBACK_BACKOFFS.inc()
-            log.warning("%s: batches ran %.1f%% slower after recmgd's moves than without "
-                        "over the last %d ticks: migration rate cut to %.3g of the configured",
-                        st.name, 100 * fb.last["slowdown"], fb.window, fb.scale)
-        elif verdict == "restore":
-            log.info("%s: moves no longer slow it down (%.1f%%): migration rate back to "
-                     "%.3g of the configured", st.name, 100 * fb.last["slowdown"], fb.scale)
 
     # ---------------------------------------------------------------------- status
     def status(self) -> dict:

@@ -21,9 +21,10 @@ from dataclasses import replace
 import numpy as np
 
 from recmg import config as cfgmod
+from recmg import registry
 from recmg.runner import build
-from recmg.engine.contracts import Controls
-from recmg.engine.feedback import MOVING_BACKENDS, Feedback
+from recmg.runner.driver import TickDriver
+from recmg.engine.feedback import Feedback
 from recmg.engine.layout import Layout
 from recmg.engine.sampling import Sampler
 from recmg.engine.stats import Stats
@@ -49,7 +50,9 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     recording read them in (meta "tick_starts"); else ``tick_ms`` of the trace's
     timestamps; else one batch a tick.  Returns the stats and, per tick, the batches
     read so far and the pages promoted and demoted (global page indices, in order)."""
-    judges_moves = cfg.migration.backend in MOVING_BACKENDS  # as the live daemon would
+    # as the live daemon would: "auto" becomes move_pages where the host can move pages
+    judges_moves = cfg.migration.backend == "auto" or registry.moves_pages(
+        cfg.migration.backend)
     cfg = replace(cfg, migration=replace(cfg.migration, backend="simulated"))
     starts = None
     if not batches_per_tick:
@@ -59,30 +62,21 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     layout = Layout.of_regions(src.tables)
     mover = SimulatedMigrator(rate_mib_s=cfg.migration.rate_mib_s)
     eng = build.planned(cfg, profile, layout, mover, [0], [1])
+    # the closed loop, on the recorded batch timestamps, as recmgd ran it; ingest
+    # sampling as recmgd asks the client for it (a recmgd recording holds the batches
+    # its client recorded already, sampled as it was then): recmgd's own driver
+    driver = TickDriver(eng, None if trace.meta.get("source") == "recmgd" else
+                        Sampler(cfg.target.max_accesses_per_s),
+                        Feedback(cfg.migration.feedback_window_ticks,
+                                 cfg.migration.feedback_slowdown, judges_moves))
     ticks = []
     tick = 0
-    # the closed loop, on the recorded batch timestamps, as recmgd ran it
-    fb = Feedback(cfg.migration.feedback_window_ticks, cfg.migration.feedback_slowdown,
-                  judges_moves)
-    # ingest sampling as recmgd asks the client for it; a recmgd recording holds the
-    # batches its client recorded already (sampled as it was then)
-    sampler = None if trace.meta.get("source") == "recmgd" else \
-        Sampler(cfg.target.max_accesses_per_s)
-    base, moved = eng.cfg.rate_pages, False
     while not src.done:
         tick += 1
-        batch = src.read(cfg.target.max_batches_per_read)
-        if sampler is not None:
-            want = sampler.observe(batch.timestamps_ns, batch.batch_offsets)
-            if want is not None:
-                src.set_sampling(want)
-        fb.before_step(eng, base, moved, batch.timestamps_ns,
-                       sampler.one_in if sampler is not None else 1)
-        r = eng.step(batch, Controls(tick=tick, allow_moves=not fb.probe()))
-        moved = bool(len(r.promoted) or len(r.demoted))
+        r = driver.tick(src, tick, max_batches=cfg.target.max_batches_per_read).result
         status = eng.cache.status()  # a learned policy: who decides, why
         ticks.append({"tick": tick, "batches": eng.stats.batches,
-                      "sampling": sampler.one_in if sampler is not None else 1,
+                      "sampling": driver.sampling,  # asked from this tick on
                       "model": {k: v for k, v in status.items()
                                 if k in ("serving", "why", "fetches")} if status else None,
                       "promoted": r.promoted.tolist(), "demoted": r.demoted.tolist()})

@@ -69,9 +69,9 @@ class TraceSource:
         self.writer_alive = True
         self._lut = id_to_position(trace)
 
-    def read(self, max_batches=None, max_keys=None) -> AccessBatch:
+    def read(self, max_batches=None, max_keys=None, want_keys=None) -> AccessBatch:
         """The next tick's batches (a replayed trace is trusted: only the batch bound
-        applies)."""
+        applies; a replay has no work share, so ``want_keys`` is not one either)."""
         per_tick = self.per_tick
         if self.tick_starts is not None:  # up to the next tick's first batch
             nxt = self.tick_starts[np.searchsorted(self.tick_starts, self.next, "right"):]

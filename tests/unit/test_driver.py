@@ -1,0 +1,77 @@
+"""The one tick driver (recmg.runner.driver) that recmgd's pipeline and the replay
+share: sampling asked of the source, probe ticks that move nothing, thinning to the
+work share."""
+
+import numpy as np
+
+from recmg import config as cfgmod
+from recmg.engine.feedback import Feedback
+from recmg.engine.layout import Layout
+from recmg.engine.sampling import Sampler
+from recmg.movers import SimulatedMigrator
+from recmg.runner import build
+from recmg.runner.driver import TickDriver
+from recmg.sim.source import TraceSource
+from recmg.trace import format as tf
+
+
+def _trace(n=64, per=400, rows=50_000, gap_ns=10**6, seed=0):
+    rng = np.random.default_rng(seed)
+    keys = tf.make_keys(0, rng.zipf(1.2, n * per) % rows)
+    return tf.Trace(tables=[tf.TableInfo(0, "a", rows, 256, 64, "<f4")], keys=keys,
+                    batch_offsets=np.arange(0, n * per + 1, per, dtype=np.uint64),
+                    timestamps_ns=np.arange(1, n + 1, dtype=np.uint64) * gap_ns)
+
+
+def _driver(trace, limit=0.0, window=8):
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nrate_mib_s = 50.0\n'
+                       'min_residency_ticks = 0\n[budget]\nfast_mib_per_target = 2\n')
+    src = TraceSource(trace, 2)
+    eng = build.planned(cfg, cfgmod.load_profile("lru"), Layout.of_regions(src.tables),
+                        SimulatedMigrator(rate_mib_s=50.0), [0], [1])
+    return src, TickDriver(eng, Sampler(limit), Feedback(window, 0.05, judges_moves=True))
+
+
+def test_probe_ticks_move_nothing_and_the_others_move():
+    src, drv = _driver(_trace())
+    ticks = []
+    n = 0
+    while not src.done:
+        n += 1
+        ticks.append(drv.tick(src, n))
+    probes = [t for t in ticks if t.probe]
+    others = [t for t in ticks if not t.probe]
+    assert len(probes) == len(ticks) // 4  # the last quarter of every 8-tick window
+    assert all(not len(t.result.promoted) and not len(t.result.demoted) for t in probes)
+    assert sum(len(t.result.promoted) for t in others) > 0
+
+
+def test_sampling_is_asked_of_the_source_and_said_in_the_tick():
+    # 400 keys a ms: 400,000 accesses/s offered against 100,000: 1 in 4
+    src, drv = _driver(_trace(), limit=100_000.0)
+    asked = []
+    n = 0
+    while not src.done:
+        n += 1
+        t = drv.tick(src, n)
+        if t.sampling is not None:
+            asked.append(t.sampling)
+    assert asked and 4 <= asked[-1] <= 5 and src.one_in == asked[-1] == drv.sampling
+    assert drv.engine.stats.batches < 64 / 2
+
+
+def test_a_work_share_thins_the_step_not_the_read():
+    src, drv = _driver(_trace())
+    t = drv.tick(src, 1, want_keys=100)
+    assert len(t.batch.keys) == 800 and len(t.stepped.keys) <= 100
+    assert t.thinned == 800 - len(t.stepped.keys) and t.result.accesses == len(t.stepped.keys)
+
+
+def test_wild_call_numbers_sample_only_within_bounds():
+    from recmg.engine.sampling import MAX_ONE_IN
+
+    s = Sampler(1000.0)
+    ts = np.array([10**6, 2 * 10**6], np.uint64)
+    offs = np.array([0, 10, 20], np.uint64)
+    assert s.observe(ts, offs, np.array([1, 1 << 62], np.uint64)) == MAX_ONE_IN
+    assert s.observe(ts + 10**6, offs, np.array([5, 4], np.uint64)) is None  # backwards
