@@ -17,7 +17,7 @@ PKG = ROOT / "daemon" / "recmg"
 # bottom first.  "recmg" is the package's own __init__ (its version).
 LAYERS = [
     ["recmg", "_shim", "_simcore", "safefile", "progress", "registry"],  # no recmg imports
-    ["native", "trace", "host"],  # the C shim's wrapper, trace files, the host probe
+    ["native", "trace", "host", "rowlayout"],  # the shim's wrapper, traces, host, row layouts
     ["capture"],  # segments, the ring reader, perf counters
     ["client"],  # what the inference process links
     ["workload"],  # the bundled DLRM workload (a client)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recmg.cli.commands import (bench, capture, demo, label, pages, sim, topology, trace,
-                                train, workload)
+from recmg.cli.commands import (bench, capture, demo, label, layout, pages, sim, topology,
+                                trace, train, workload)
 from recmg.cli.output import Parser, guarded
 
 # in the order of --help
 COMMANDS = {"topology": topology, "workload": workload, "demo": demo, "capture": capture,
-            "trace": trace, "sim": sim, "label": label, "train": train, "bench": bench,
-            "pages": pages}
+            "trace": trace, "sim": sim, "label": label, "train": train, "layout": layout,
+            "bench": bench, "pages": pages}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from pathlib import Path
 from recmg import progress as pbar
 from recmg.engine.stats import Stats
 from recmg import registry
-from recmg.sim import modes
+from recmg.sim import modes, source
 from recmg.trace import format as tf
 from recmg.trace import synthetic
 
@@ -58,27 +58,33 @@ def run_one(trace: tf.Trace, mode: str, policy: str, capacity: int, prefetcher: 
 def run_matrix(traces: list[str], modes: list[str], sizes: list[float], policies: list[str],
                prefetchers: list[str], budget: int = 1024, lead: int = 1,
                batches: int | None = None, progress: bool = False,
-               model: str | None = None, prefetch_model: str | None = None) -> list[Row]:
+               model: str | None = None, prefetch_model: str | None = None,
+               layout=None) -> list[Row]:
     """Every (trace, mode, size, policy, prefetcher) run, with ratios to LRU and to the
     oracle reference; ``progress`` shows a bar on stderr; ``model``,
-    ``prefetch_model``: the learned caching policy's and prefetcher's ONNX files."""
+    ``prefetch_model``: the learned caching policy's and prefetcher's ONNX files.
+    ``layout`` (a recmg.rowlayout.format.RowLayout): the traces as a client with it
+    applied records them, the fast tier sized in the original layout's units (equal
+    DRAM with and without it)."""
     rows: list[Row] = []
     loaded = [load_trace(t, batches) for t in traces]
     combos = [(name, tr, mode, size) for name, tr in loaded for mode in modes for size in sizes]
     total = len(combos) * (len(policies) * len(prefetchers) + 2)
+    laid = {name: source.with_layout(tr, layout) for name, tr in loaded} if layout else {}
     with pbar.bar(total, "sim", "run", progress) as status:
         for name, tr, mode, size in combos:
             rows += _run_combo(name, tr, mode, size, policies, prefetchers, budget, lead,
-                               batches, status, model, prefetch_model)
+                               batches, status, model, prefetch_model, laid.get(name))
     return rows
 
 
 def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[str],
                prefetchers: list[str], budget: int, lead: int, batches: int | None,
                status, model: str | None = None,
-               prefetch_model: str | None = None) -> list[Row]:
+               prefetch_model: str | None = None, laid: tf.Trace | None = None) -> list[Row]:
     nb = tr.n_batches if batches is None else min(batches, tr.n_batches)
     cap = max(1, int(round(modes.distinct_units(tr, mode, nb) * size)))
+    tr = laid if laid is not None else tr  # sized by the original layout, run on this
     base = run_one(tr, mode, "lru", cap, "none", budget, lead, nb)
     # daemon mode runs online policies only: no oracle reference there
     oracle = run_one(tr, mode, "belady", cap, "oracle", budget, lead, nb) \

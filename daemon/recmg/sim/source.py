@@ -102,3 +102,23 @@ class TraceSource:
 
     def close(self) -> None:
         self.closed = True
+
+
+def with_layout(trace: Trace, layout) -> Trace:
+    """The trace as a client with ``layout`` (recmg.rowlayout) applied would record
+    it: every row replaced by its position.  Tables are matched by name, rows and row
+    size (a LayoutError names a mismatch); a table the layout leaves out is refused."""
+    from recmg.rowlayout import format as lf
+    from recmg.rowlayout import permute
+
+    specs = lf.match(layout, [(t.name, t.rows, t.row_bytes) for t in trace.tables], "the trace")
+    ids = [t.id for t in trace.tables]
+    base = np.zeros(max(ids) + 1, np.int64)
+    base[ids] = np.concatenate(([0], np.cumsum([t.rows for t in trace.tables])[:-1]))
+    inv = np.concatenate([permute.inverse(permute.positions(s.rows, s.hot)) for s in specs])
+    keys = np.asarray(trace.keys, np.uint64)
+    tid = keys >> _SHIFT
+    rows = (keys & np.uint64(ROW_MASK)).astype(np.int64)
+    new = (tid << _SHIFT) | inv[base[tid.astype(np.intp)] + rows].astype(np.uint64)
+    return Trace(trace.tables, new, trace.batch_offsets, trace.batch_ids, trace.timestamps_ns,
+                 {**trace.meta, "layout": layout.id})

@@ -16,6 +16,7 @@ def sim_config(args) -> int:
     from recmg import config as cfgmod
     from recmg.sim import matrix
     from recmg.sim.replay import replay
+    from recmg.sim.source import with_layout
 
     if args.tick_batches is not None and args.tick_batches < 1:
         raise ValueError("--tick-batches must be at least 1")
@@ -23,8 +24,11 @@ def sim_config(args) -> int:
     profile = cfgmod.load_profile(cfg.policy.profile)
     rows, out = [["trace", "profile", "budget", "ticks", "accesses", "hit%", "on-demand",
                   "promoted", "demoted", "ping-pong", "sampling", "model"]], {}
+    layout = _layout(args)
     for spec in args.traces:
         name, trace = matrix.load_trace(spec, args.batches)
+        if layout is not None:
+            trace = with_layout(trace, layout)
         st, ticks = replay(trace, cfg, profile, args.tick_batches, args.batches)
         rows.append([name, f"{profile.name} ({profile.caching}+{profile.prefetcher})",
                      f"{cfg.budget.fast_mib_per_target} MiB", str(len(ticks)),
@@ -33,12 +37,22 @@ def sim_config(args) -> int:
                      f"1 in {max((t['sampling'] for t in ticks), default=1)} (at most)",
                      _serving(ticks)])
         out[name] = {"stats": st.to_dict(), "ticks": ticks}
-    print(f"recmgd's engine with {args.config} (simulated tier: placement modelled)")
+    print(f"recmgd's engine with {args.config} (simulated tier: placement modelled)"
+          + (f", row layout {layout.id}" if layout is not None else ""))
     print(table(rows, indent=""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=str)
     return EX_OK
+
+
+def _layout(args):
+    """--layout FILE, read and validated (None without it)."""
+    if not args.layout:
+        return None
+    from recmg.rowlayout import format as lf
+
+    return lf.read(args.layout)
 
 
 def _serving(ticks: list[dict]) -> str:
@@ -88,6 +102,10 @@ def add(sub) -> None:
                      help="replay the traces through recmgd with this recmgd.toml (its "
                      "profile, budget, rate cap, hysteresis and tick_ms in trace time): "
                      "what recmgd would have done; the matrix options are ignored")
+    sim.add_argument("--layout", metavar="FILE",
+                     help="a row layout (recmg layout): the traces as a client with it "
+                     "applied records them; the fast tier keeps the original layout's size "
+                     "in pages, so runs with and without it get the same DRAM")
     sim.add_argument("--tick-batches", type=int,
                      help="with --config: batches per tick (default: tick_ms of the "
                      "trace's timestamps, or 1 batch when it has none)")
@@ -126,7 +144,7 @@ def run(args) -> int:
         raise ValueError(f"the {learned[0]} prefetcher needs --prefetch-model FILE.onnx")
     rows = matrix.run_matrix(args.traces, modes, sizes, policies, prefetchers,
                              args.budget, args.lead, args.batches,
-                             not args.quiet, args.model, args.prefetch_model)
+                             not args.quiet, args.model, args.prefetch_model, _layout(args))
     sys.stdout.write(matrix.render_table(rows))
     if args.csv:
         matrix.write_csv(rows, args.csv)

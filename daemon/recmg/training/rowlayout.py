@@ -1,0 +1,91 @@
+"""``recmg layout``: a row layout from traces (recmg.rowlayout).
+
+Rows are ranked by predicted reuse: their accesses over the traces, each weighted by
+2^-(age / half_life), age in batches before the end of its trace, so the traffic the
+layout will serve next counts most (half_life 0: plain counts).  A table's hot band is
+its accessed rows, best first (ties: lower row first), at most ``hot_share`` of its
+rows; rows never accessed keep their relative order after the band.
+
+Streaming: the traces are read a chunk of keys at a time (memory-mapped); the state is
+one float64 weight per row of every table (8 bytes a row), plus one chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recmg.rowlayout import format as lf
+from recmg.sim.source import id_to_position, positional
+from recmg.trace import format as tf
+from recmg.training.labels import sha256_of
+
+CHUNK_KEYS = 1 << 23
+_SHIFT = np.uint64(tf.TABLE_SHIFT)
+
+
+def _same_tables(a: list[tf.TableInfo], b: list[tf.TableInfo], what: str) -> None:
+    shape = [(t.name, t.rows, t.row_bytes) for t in a]
+    other = [(t.name, t.rows, t.row_bytes) for t in b]
+    if shape != other:
+        raise ValueError(f"{what} has other tables than the first trace (a layout is for "
+                         "one model's tables)")
+
+
+def weights(traces: list[tf.Trace], half_life: float = 0.0) -> list[np.ndarray]:
+    """Per table (the first trace's order), each row's decayed access count."""
+    tables = traces[0].tables
+    offset = np.concatenate(([0], np.cumsum([t.rows for t in tables]))).astype(np.int64)
+    total = np.zeros(int(offset[-1]), np.float64)
+    n_rows = np.asarray([t.rows for t in tables], np.int64)
+    for k, tr in enumerate(traces):
+        _same_tables(tables, tr.tables, f"trace {k + 1}")
+        lut = id_to_position(tr)
+        offs = np.asarray(tr.batch_offsets, np.int64)
+        nb = len(offs) - 1
+        b = 0
+        while b < nb:
+            e = int(np.searchsorted(offs, offs[b] + CHUNK_KEYS, "right")) - 1
+            e = min(max(e, b + 1), nb)
+            keys = positional(tr.keys[offs[b]:offs[e]], lut)
+            t = (keys >> _SHIFT).astype(np.int64)
+            rows = (keys & np.uint64(tf.ROW_MASK)).astype(np.int64)
+            ok = t < len(tables)  # (a trace's keys are validated on read; be sure)
+            ok[ok] &= rows[ok] < n_rows[t[ok]]
+            w = None
+            if half_life > 0:
+                age = nb - np.arange(b, e, dtype=np.float64)  # 1 for the last batch
+                w = np.repeat(np.exp2(-(age - 1) / half_life), np.diff(offs[b:e + 1]))[ok]
+            total += np.bincount(offset[t[ok]] + rows[ok], weights=w, minlength=len(total))
+            b = e
+    return [total[offset[i]:offset[i + 1]] for i in range(len(tables))]
+
+
+def build(traces: list[tf.Trace], sources: list[dict], half_life: float = 0.0,
+          hot_share: float = 1.0) -> lf.RowLayout:
+    if not traces:
+        raise ValueError("no traces to make a layout from")
+    if not 0 < hot_share <= 1:
+        raise ValueError("hot_share must be in (0, 1]")
+    if half_life < 0:
+        raise ValueError("half_life must be >= 0 batches")
+    out = []
+    for info, w in zip(traces[0].tables, weights(traces, half_life)):
+        seen = np.flatnonzero(w > 0)
+        hot = seen[np.argsort(-w[seen], kind="stable")]
+        hot = hot[:math.ceil(hot_share * info.rows)]
+        out.append(lf.TableLayout(info.id, info.name, info.rows, info.row_bytes,
+                                  hot.astype(np.int64)))
+    method = {"rank": "decayed access counts", "half_life_batches": half_life,
+              "hot_share": hot_share, "co_access": False}
+    return lf.make(out, sources, method)
+
+
+def source_of(spec: str, trace: tf.Trace) -> dict:
+    """What the card says of a trace: its path and sha256, or the preset."""
+    if spec.startswith("preset:"):
+        return {"preset": spec, "batches": trace.n_batches}
+    return {"path": str(Path(spec).resolve()), "sha256": sha256_of(spec),
+            "batches": trace.n_batches}
