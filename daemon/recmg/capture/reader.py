@@ -218,8 +218,8 @@ def _registry(fd: int, n_tables: int, pid: int, proc_root: str, fail) -> list[Ta
     maps = process_mappings(pid, proc_root)
     tables = []
     for i in range(n_tables):
-        (name, tid, _r, rows, dim, row_bytes, base, length, dtype) = seg.TABLE_ENTRY.unpack_from(
-            regs, i * seg.TABLE_ENTRY_BYTES)
+        (name, tid, _r, rows, dim, row_bytes, base, length, dtype, layout_id,
+         hot) = seg.TABLE_ENTRY.unpack_from(regs, i * seg.TABLE_ENTRY_BYTES)
         tname = name.rstrip(b"\0").decode("utf-8", "replace")
         if tid != i or rows == 0 or row_bytes == 0 or length != rows * row_bytes:
             fail(f"table {i} ({tname!r}): inconsistent registry entry "
@@ -402,6 +402,25 @@ class SegmentReader:
     def pending(self) -> int:
         """Batches published and not yet read."""
         return max(0, self._word(seg.OFF_BATCH_HEAD) - self._word(seg.OFF_BATCH_TAIL))
+
+    def layout_generation(self) -> int:
+        """The client's row-layout generation: it changes after the tables' layout
+        fields do (recmg.rowlayout; a client's relayout)."""
+        return self._word(seg.OFF_LAYOUT_GEN)
+
+    def row_layout(self) -> tuple[str | None, np.ndarray]:
+        """The row layout the client says its keys are in: (its id as 16 hex digits,
+        None for none) and each table's hot-band rows (int64).  The client writes these:
+        a band longer than its table is cut to the table, and tables naming different
+        layouts are no layout at all."""
+        ids, hot = [], []
+        for i, t in enumerate(self.tables):
+            off = seg.REGISTRY_OFFSET + i * seg.TABLE_ENTRY_BYTES
+            ids.append(self._word(off + seg.ENTRY_LAYOUT_ID))
+            hot.append(min(self._word(off + seg.ENTRY_HOT_ROWS), t.info.rows))
+        if not ids or not ids[0] or len(set(ids)) != 1:
+            return None, np.zeros(len(self.tables), np.int64)
+        return f"{ids[0]:016x}", np.asarray(hot, np.int64)
 
     def set_sampling(self, one_in: int) -> None:
         """Ask the client to record one batch in ``one_in`` (1: every batch)."""

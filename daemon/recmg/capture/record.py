@@ -52,6 +52,7 @@ def record(reader: SegmentReader, output: str, *, batches: int | None = None,
         return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
     meta = {"source": "recorded", "segment": reader.path.name, "pid": reader.pid,
+            "layout": reader.row_layout()[0],
             "dropped_batches": dropped_b, "dropped_keys": dropped_k, "invalid_keys": invalid}
     trace = tf.Trace(tables=[t.info for t in reader.tables], keys=cat(keys),
                      batch_offsets=np.concatenate(offs), batch_ids=cat(ids),

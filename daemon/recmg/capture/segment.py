@@ -28,10 +28,14 @@ little-endian; docs/capture-protocol.md describes every field.
     288     u64       sampled_out_batches         client (sampling word)
     320     u64       sampling: record 1 batch in N (0 or 1: all)   recmgd
     384     u64       closed (1 after a clean close)                 client
+    392     u64       layout generation (release: bumped after the entries' layout
+                      fields change, so a reader re-reads them)       client
     512     128 B x n table registry entries:
                 0  64s name (UTF-8, NUL padded)   64 u32 table_id   68 u32 reserved
                 72 u64 rows   80 u32 dim   84 u32 row_bytes   88 u64 base address
-                96 u64 length (bytes)   104 8s numpy dtype string   112 16 B reserved
+                96 u64 length (bytes)   104 8s numpy dtype string
+                112 u64 row layout id (0: none; recmg.rowlayout)   120 u64 hot rows
+                (the layout's hot band: rows 0..hot-1 of the table hold it)
     keys_offset     key ring: key_capacity x u64 vector keys (table << 40 | row)
     batches_offset  batch ring: batch_capacity x 32 B descriptors
                     (batch_id u64, timestamp_ns u64, key_start u64, n_keys u64)
@@ -63,8 +67,10 @@ OFF_DROPPED_BATCHES, OFF_DROPPED_KEYS = 256, 264
 OFF_RECORDED_BATCHES, OFF_RECORDED_KEYS, OFF_SAMPLED_OUT = 272, 280, 288
 OFF_SAMPLING = 320
 OFF_CLOSED = 384
+OFF_LAYOUT_GEN = 392
+ENTRY_LAYOUT_ID, ENTRY_HOT_ROWS = 112, 120  # offsets inside a table registry entry
 REGISTRY_OFFSET = 512
-TABLE_ENTRY = struct.Struct("<64sII QII QQ 8s16x")
+TABLE_ENTRY = struct.Struct("<64sII QII QQ 8sQQ")
 TABLE_ENTRY_BYTES = 128
 DESC_WORDS = 4  # batch_id, timestamp_ns, key_start, n_keys
 MAX_TABLES = 4096

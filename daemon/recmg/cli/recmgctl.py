@@ -170,6 +170,14 @@ def render_status(st: dict) -> str:
                              f"{fb['backoffs']} backoffs"
                              + (f"; last window: {fb['slowdown']:+.1%} batch time after moves "
                                 f"({fb['verdict']})" if "slowdown" in fb else ""))
+            lay = t.get("layout")
+            if lay:
+                share = ("hot-band share being measured" if lay["hot_share_applied"] is None
+                         else f"{100 * lay['hot_share_now']:.0f}% of accesses in its hot "
+                         f"bands, {100 * lay['hot_share_applied']:.0f}% when applied")
+                lines.append(f"  {t['segment']}: row layout {lay['id']}: {share}"
+                             + ("; STALE: a new layout would pay" if lay["relayout_advised"]
+                                else ""))
             pf = t.get("prefetch") or {}
             if pf.get("name", "none") != "none":
                 pm = pf.get("model")

@@ -7,6 +7,16 @@
     client.record([user_idx, item_idx])    # one batch: an index array per table
     client.close()
 
+With a row layout (recmg.rowlayout, made by ``recmg layout``) the client moves each
+table's rows once, in place, so the rows predicted to be reused share pages; a row is
+then read at ``client.positions(t, rows)``, and ``record`` takes those positions:
+
+    client = Client("ranker", tables, layout="ranker.rlayout")
+    pos = client.positions(0, user_idx)
+    vectors = client.tables["user"][pos]   # the same vectors as before the layout
+    client.record([pos, ...])
+    client.relayout("newer.rlayout")       # between batches: rows moved again
+
 Guarantees:
 - Tables live in page-aligned anonymous mmap memory (whole pages, no neighbours), so
   recmgd can migrate their pages with move_pages(2) without touching anything else;
@@ -43,6 +53,8 @@ import numpy as np
 
 from recmg import native
 from recmg.capture import segment as seg
+from recmg.rowlayout import format as lf
+from recmg.rowlayout import permute
 
 DEFAULT_KEY_CAPACITY = 1 << 22  # 4 Mi keys = 32 MiB
 DEFAULT_BATCH_CAPACITY = 1 << 12
@@ -76,6 +88,10 @@ def alloc_table(rows: int, dim: int, dtype="float32", huge_pages: bool = False
     return arr, m
 
 
+def _load_layout(layout) -> lf.RowLayout:
+    return layout if isinstance(layout, lf.RowLayout) else lf.read(layout)
+
+
 class CaptureUnavailable(OSError):
     """The capture segment cannot be created (the shm filesystem is full)."""
 
@@ -85,13 +101,16 @@ class Client:
 
     tables: (name, rows, dim) or (name, rows, dim, dtype) tuples, allocated here;
     or (name, ndarray) to register an existing C-contiguous 2-D array.
+    layout: a row layout (a .rlayout path or a RowLayout) applied to the tables now,
+    in place; one for other tables or row counts is a LayoutError before anything
+    changes.
     """
 
     def __init__(self, name: str, tables: Sequence[tuple], *,
                  key_capacity: int = DEFAULT_KEY_CAPACITY,
                  batch_capacity: int = DEFAULT_BATCH_CAPACITY,
                  shm_dir: str | None = None, group: int | None = None,
-                 if_unavailable: str = "raise"):
+                 if_unavailable: str = "raise", layout=None):
         for cap, label in ((key_capacity, "key_capacity"), (batch_capacity, "batch_capacity")):
             if cap <= 0 or cap & (cap - 1):
                 raise ValueError(f"{label} must be a power of two, got {cap}")
@@ -112,6 +131,12 @@ class Client:
                 arr, m = alloc_table(*spec[1:])
                 self._maps.append(m)
             self.tables[tname] = arr
+        self.layout: lf.RowLayout | None = None
+        self._inv: list[np.ndarray | None] = [None] * len(self.tables)  # row -> position
+        self._bands = [np.zeros(0, np.int64)] * len(self.tables)
+        self.last_relayout_s = 0.0  # the pause the last layout change took
+        if layout is not None:
+            self._apply(_load_layout(layout))
         self.name = name
         self.pid = os.getpid()
         self.path = os.path.join(shm_dir or seg.default_dir(), seg.segment_name(name, self.pid))
@@ -174,12 +199,13 @@ class Client:
         mm[0:seg.FIXED.size] = seg.FIXED.pack(
             seg.MAGIC, seg.VERSION, header, self.pid, os.getuid(), len(self.tables),
             seg.TABLE_ENTRY_BYTES, kcap, bcap, header, batches, total)
+        lid = self.layout.id_u64 if self.layout is not None else 0
         for i, (tname, arr) in enumerate(self.tables.items()):
             off = seg.REGISTRY_OFFSET + i * seg.TABLE_ENTRY_BYTES
             mm[off:off + seg.TABLE_ENTRY_BYTES] = seg.TABLE_ENTRY.pack(
                 tname.encode()[:64], i, 0, arr.shape[0], arr.shape[1],
                 arr.shape[1] * arr.itemsize, arr.ctypes.data, arr.nbytes,
-                arr.dtype.str.encode())
+                arr.dtype.str.encode(), lid, len(self._bands[i]) if lid else 0)
         self._words = native.SharedU64(mm)
         self._ring_off, self._desc_off = header, batches
         # Fault the ring in now, so no batch pays first-touch page faults later
@@ -202,6 +228,53 @@ class Client:
                                   f"{owner}): another process has this name and pid") from None
         finally:
             os.unlink(tmp)
+
+    # --- row layouts ------------------------------------------------------------------
+    def positions(self, table: int | str, rows: np.ndarray) -> np.ndarray:
+        """Where ``rows`` of ``table`` (its index or name) are under the current
+        layout: what to read and to record."""
+        i = list(self.tables).index(table) if isinstance(table, str) else table
+        inv = self._inv[i]
+        return np.asarray(rows) if inv is None else inv[rows]
+
+    def _apply(self, layout: lf.RowLayout) -> None:
+        """Move every table's rows to ``layout``, in place, from the current one.
+        Everything is checked before the first row moves."""
+        specs = lf.match(layout, [(n, a.shape[0], a.shape[1] * a.itemsize)
+                                  for n, a in self.tables.items()], "the client's tables")
+        if self.layout is not None and layout.id == self.layout.id:
+            raise lf.LayoutError(f"layout {layout.id} is applied already")
+        t0 = time.perf_counter()
+        for i, (arr, spec) in enumerate(zip(self.tables.values(), specs)):
+            perm = permute.positions(spec.rows, spec.hot)  # position -> row
+            cur = self._inv[i]
+            # position p takes row perm[p], which is now at cur[perm[p]]
+            permute.apply_in_place(arr, perm if cur is None else cur[perm])
+            self._inv[i], self._bands[i] = permute.inverse(perm), spec.hot
+        self.layout = layout
+        self.last_relayout_s = time.perf_counter() - t0
+
+    def relayout(self, layout) -> float:
+        """Apply another layout (a path or a RowLayout) now, between batches, and tell
+        recmgd (the segment's layout fields, then its generation word).  Returns the
+        seconds the tables were being moved: lookups must wait for it (call it from
+        the thread that runs the model, between batches).  A layout for other tables
+        or the one applied already is refused before anything moves."""
+        self._apply(_load_layout(layout))
+        if self.unavailable is None and getattr(self, "_mm", None) is not None:
+            try:
+                self._publish_layout()
+            except native.MappingFault:
+                self.unavailable = f"the capture segment {self.path} was truncated"
+        return self.last_relayout_s
+
+    def _publish_layout(self) -> None:
+        w = self._words
+        for i, band in enumerate(self._bands):
+            off = seg.REGISTRY_OFFSET + i * seg.TABLE_ENTRY_BYTES
+            w.store_release_safe(off + seg.ENTRY_HOT_ROWS, len(band))
+            w.store_release_safe(off + seg.ENTRY_LAYOUT_ID, self.layout.id_u64)
+        self._bump(seg.OFF_LAYOUT_GEN, 1)
 
     # --- hot path --------------------------------------------------------------------
     def record(self, indices: Sequence[np.ndarray], batch_id: int | None = None) -> bool:

@@ -22,6 +22,16 @@ Supported:
 - EmbeddingBag's ``padding_idx``: those rows are never read by the bag, so they are
   not recorded (nn.Embedding does read its padding row, so it is recorded).
 
+With ``layout=FILE`` (a row layout, ``recmg layout``) each table's rows are moved
+once as the weights are registered, so the rows predicted to be reused share pages, and
+a forward pre-hook (first among the module's) passes every lookup's indices through
+the layout: outputs stay bitwise identical (padding_idx follows its row; offsets,
+per_sample_weights, max_norm and tied weights need nothing).  ``client.relayout(FILE)``
+from any thread queues another layout; the next forward applies it before reading
+(lookups never see a half-moved table), and ``client.last_relayout_s`` says what that
+pause was.  A layout for another model (other table names, rows or row sizes) is
+refused before the model changes.
+
 ``client_kw`` goes to recmg.client.Client: ``shm_dir`` (default: $RECMG_SHM_DIR, else
 /dev/shm/recmg where packaging created it, else /dev/shm; recmgd must look in the same
 directory), ``group``, ``key_capacity``, ``if_unavailable="run-uninstrumented"``.
@@ -34,6 +44,7 @@ process already uses.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -41,7 +52,8 @@ import torch
 from torch import nn
 
 from recmg.capture import segment as seg
-from recmg.client import Client, alloc_table
+from recmg.client import Client, _load_layout, alloc_table
+from recmg.rowlayout import format as lf
 
 _SUPPORTED = (nn.EmbeddingBag, nn.Embedding)
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
@@ -60,6 +72,18 @@ def _call_indices(module: nn.Module, args: tuple, kwargs: dict) -> np.ndarray:
     if isinstance(module, nn.EmbeddingBag) and pad is not None:
         rows = rows[rows != pad]
     return rows
+
+
+def _to_positions(client: Client, i: int, module: nn.Module, args: tuple, kwargs: dict):
+    """A lookup's rows -> their positions under the client's layout (same dtype)."""
+    if client._inv[i] is None:  # no layout (yet)
+        return None
+    inv = torch.from_numpy(client._inv[i])
+    if args:
+        return (inv[args[0]].to(args[0].dtype),) + tuple(args[1:]), kwargs
+    if kwargs.get("input") is not None:
+        return args, {**kwargs, "input": inv[kwargs["input"]].to(kwargs["input"].dtype)}
+    return None
 
 
 def _check(model: nn.Module, name: str, shm_dir: str) -> list[tuple[str, nn.Module]]:
@@ -92,8 +116,32 @@ def _check(model: nn.Module, name: str, shm_dir: str) -> list[tuple[str, nn.Modu
     return mods
 
 
-def instrument(model: nn.Module, name: str, **client_kw) -> Client:
-    """Move embedding weights into registered memory and record lookups per forward."""
+class _Deferred:
+    """Relayouts asked from any thread, applied by the next forward before it reads."""
+
+    def __init__(self, client: Client, moved):
+        self.client, self.moved, self.queue = client, moved, []
+        self.apply_now = client.relayout  # the client's own: moves rows at once
+
+    def ask(self, layout) -> float:
+        """Checked now (a bad layout raises here); applied by the next forward."""
+        lay = _load_layout(layout)
+        lf.match(lay, [(n, a.shape[0], a.shape[1] * a.itemsize)
+                       for n, a in self.client.tables.items()], "the model")
+        self.queue.append(lay)
+        return 0.0
+
+    def run(self) -> None:
+        while self.queue:
+            lay = self.queue.pop(0)
+            if self.client.layout is None or lay.id != self.client.layout.id:
+                self.apply_now(lay)
+                self.moved()
+
+
+def instrument(model: nn.Module, name: str, layout=None, **client_kw) -> Client:
+    """Move embedding weights into registered memory and record lookups per forward;
+    ``layout``: a row layout applied to the tables (see above)."""
     mods = _check(model, name, client_kw.get("shm_dir") or seg.default_dir())
     # one table per distinct weight: tied modules share it
     table_of: dict[int, int] = {}
@@ -107,15 +155,26 @@ def instrument(model: nn.Module, name: str, **client_kw) -> Client:
             arr, _ = alloc_table(w.shape[0], w.shape[1], _DTYPES[w.dtype])
             specs.append((mname or "embedding", arr))
             weights.append((w, arr, m.weight.requires_grad))
-    client = Client(name, specs, **client_kw)
     params = []
     for w, arr, grad in weights:
         t = torch.from_numpy(arr)
         if w.dtype == torch.bfloat16:
             t = t.view(torch.bfloat16)
-        t.copy_(w)
+        t.copy_(w)  # the model still reads its own weights: nothing has changed yet
         params.append(nn.Parameter(t, requires_grad=grad))
+    # the layout moves the rows of the copies (a LayoutError leaves the model as it was)
+    client = Client(name, specs, layout=layout, **client_kw)
     calls: list[list[np.ndarray]] = [[] for _ in specs]
+    pads = [(m, table_of[id(m.weight)], m.padding_idx) for _, m in mods
+            if getattr(m, "padding_idx", None) is not None]
+
+    def move_pads() -> None:  # a padding row is excluded wherever it now is
+        for m, i, pad in pads:
+            m.padding_idx = int(client.positions(i, pad))
+
+    move_pads()
+    deferred = _Deferred(client, move_pads)
+    client.relayout = deferred.ask
     for _, m in mods:
         i = table_of[id(m.weight)]
         m.weight = params[i]
@@ -124,9 +183,13 @@ def instrument(model: nn.Module, name: str, **client_kw) -> Client:
             calls[i].append(_call_indices(module, args, kwargs))
 
         m.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        # first: every later hook and the lookup itself see positions
+        m.register_forward_pre_hook(functools.partial(_to_positions, client, i),
+                                    with_kwargs=True, prepend=True)
     empty = np.zeros(0, np.int64)
 
     def root_pre_hook(module, args):
+        deferred.run()  # at a batch boundary: no lookup sees a half-moved table
         for c in calls:  # a forward that raised left its calls behind
             c.clear()
 

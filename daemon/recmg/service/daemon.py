@@ -266,6 +266,7 @@ class Daemon:
         ticks = {p[3] for p in parts}
         trace = ticked_trace(parts, rec["tables"], {
             "source": "recmgd", "segment": name, "pid": rec["pid"],
+            "layout": rec.get("layout"),
             # perf counts of the target in each recorded tick (recmg.capture.perf)
             "perf_per_tick": [p for p in rec.get("perf", []) if p["tick"] in ticks]})
         try:
@@ -402,7 +403,9 @@ class Daemon:
                                    f"(attached: {', '.join(names) or 'none'})")
             target = self.pipeline.targets[name]
             rec = {"output": out, "want": want, "batches": [], "done": False, "result": None,
-                   "pid": target.pid, "tables": [r.info for r in target.reader.tables]}
+                   "pid": target.pid, "tables": [r.info for r in target.reader.tables],
+                   # the row layout its keys are positions in (recmg.rowlayout)
+                   "layout": target.reader.row_layout()[0]}
             rec["perf"] = []
             self.recordings[name] = rec
             target.record_into(rec["batches"], rec["perf"])

@@ -73,6 +73,9 @@ MODEL_FALLBACK_REASON = Gauge("recmgd_model_fallback_reason", "1 while a target'
 MODEL_ACCURACY = Gauge("recmgd_model_online_accuracy", "Lowest online accuracy of a learned "
                        "caching policy against delayed OPT labels (NaN: none checked)",
                        registry=REGISTRY)
+LAYOUT_STALENESS = Gauge("recmgd_layout_staleness", "Share of a target's accesses in its "
+                         "row layout's hot bands lost since the layout was applied (0: as "
+                         "then; above 0.2 recmgd advises a new layout)", T, registry=REGISTRY)
 PAUSED = Gauge("recmgd_paused", "1 while migration is paused", registry=REGISTRY)
 
 
@@ -88,7 +91,7 @@ def write_textfile(path: str) -> None:
 
 PER_TARGET = (ACCESSES, ONDEMAND, PAGES_PROMOTED, PAGES_DEMOTED, BYTES_MOVED, PINGPONG,
               RATE_LIMITED, TARGET_CPU, TARGET_PAGE_FAULTS, CAPTURE_DROPPED, KEYS_THINNED,
-              TICKS_DEFERRED)
+              TICKS_DEFERRED, LAYOUT_STALENESS)
 
 
 def forget_target(label: str) -> None:

@@ -32,6 +32,7 @@ from recmg.service import safety
 from recmg.service.loglimit import LogLimiter
 from recmg.engine.feedback import Feedback
 from recmg.runner.driver import TickDriver
+from recmg.service.layoutwatch import LayoutWatch
 
 log = logging.getLogger("recmgd")
 
@@ -94,6 +95,7 @@ class TargetState:
         self.recorder: list | None = None
         self.perf_log: list | None = None
         self.perf = TickCounters(self.pid)
+        self.layout = LayoutWatch()  # the client's row layout and how stale it is
         self.tick_batches = 0
         self.attached_at = time.monotonic()
         # the tick's work budget (Pipeline.tick): what a key costs this target (ns,
@@ -431,6 +433,7 @@ class Pipeline:
         st.lag_s = (time.monotonic_ns() - int(batch.timestamps_ns[-1])) / 1e9 \
             if st.lag_batches and batch.n_batches else 0.0
         self._say(st, tk)
+        self._watch_layout(st, tk.stepped.keys)
         s = st.stats
         s.dropped_batches += batch.dropped_batches
         s.invalid_keys += batch.invalid_keys
@@ -464,6 +467,18 @@ class Pipeline:
             m.DEADLINE_HIT.inc()
         if r.errors.get("ENOMEM"):
             self._node_full(st, r.errors["ENOMEM"])
+
+    def _watch_layout(self, st: TargetState, keys: np.ndarray) -> None:
+        """The client's row layout: which one, and whether a new one would pay."""
+        w = st.layout
+        w.update(st.reader.layout_generation(), st.reader.row_layout)
+        if w.observe(keys):
+            log.warning("%s: row layout %s is stale: %.0f%% of accesses land in its hot "
+                        "bands, %.0f%% when it was applied; a new layout would pay "
+                        "(recmgctl record, recmg layout, then the client's relayout: "
+                        "docs/layouts.md)", st.name, w.id, 100 * w.now, 100 * w.applied)
+        if w.id is not None:
+            m.LAYOUT_STALENESS.labels(st.label).set(w.staleness())
 
     def _say(self, st: TargetState, tk) -> None:
         """Log and count what the driver decided for a target this tick: sampling
@@ -515,6 +530,7 @@ class Pipeline:
                                      "ns_per_key": round(t.ns_per_key, 1),
                                      "keys_thinned": t.keys_thinned,
                                      "ticks_deferred": t.ticks_deferred},
+                            "layout": t.layout.status(),
                             "pages": t.pages.n_pages, "fast_pages": t.fast_pages(),
                             "budget_pages": t.budget_pages, "batches": s.batches,
                             "accesses": s.accesses, "hit_ratio": round(s.hit_ratio, 4),
