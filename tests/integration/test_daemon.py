@@ -95,7 +95,7 @@ def test_pipeline_in_process_promotes_hot_pages_within_budget(tmp_path):
             for _ in range(10):
                 c.record([np.concatenate([hot, rng.integers(0, 100_000, 50)])])
             pipe.tick()
-        st = pipe.status()["targets"][0]
+        st = pipe.status().to_dict()["targets"][0]
         assert st["fast_pages"] <= st["budget_pages"] == 256
         hot_pages = state.pages.pages_of_keys(hot.astype(np.uint64))
         assert np.isin(state.engine.placement[hot_pages], [0]).mean() > 0.95
@@ -104,7 +104,7 @@ def test_pipeline_in_process_promotes_hot_pages_within_budget(tmp_path):
         before = st["promoted"]
         c.record([rng.integers(0, 100_000, 500)])
         pipe.tick()
-        assert pipe.status()["targets"][0]["promoted"] == before
+        assert pipe.status().to_dict()["targets"][0]["promoted"] == before
         pipe.close()
 
 
@@ -120,7 +120,7 @@ def test_ingest_above_the_limit_sets_the_clients_sampling_word(tmp_path):
                 c.record([np.arange(500)])  # 10k accesses per tick, far above 1k/s
             time.sleep(0.2)
             pipe.tick()
-        assert st.sampling > 1 and pipe.status()["targets"][0]["sampling"] == st.sampling
+        assert st.sampling > 1 and pipe.status().to_dict()["targets"][0]["sampling"] == st.sampling
         before = c.stats()["sampled_out_batches"]
         for _ in range(20):
             c.record([np.arange(500)])
@@ -205,7 +205,7 @@ def test_node_share_brake_in_the_pipeline_engages_logs_shows_and_releases(tmp_pa
             # most one tick's promotions (100 pages)
             assert 128 <= st.fast_pages() <= 228
             assert pipe.brake is not None and pipe.brake.reason == "node_share"
-            shown = pipe.status()["brake"]
+            shown = pipe.status().to_dict()["brake"]
             assert shown["reason"] == "node_share" and "0.25" in shown["detail"]
             assert "safety brake node_share engaged" in caplog.text
             st.engine.pages.node[:] = 1  # all demoted (the simulated tier's placement)
@@ -985,12 +985,12 @@ def test_a_full_fast_node_pauses_promotions_instead_of_failing_the_target(
         pipe.tick()
         name = Path(c.path).name
         assert name in pipe.targets and not pipe.rejected and len(calls) == 1
-        st = pipe.status()
+        st = pipe.status().to_dict()
         assert st["targets"][0]["errors"]["ENOMEM"] == 100
         for _ in range(3):  # paused: nothing tried
             c.record([np.arange(0, 10_000, 100)])
             pipe.tick()
-            assert pipe.status()["brake"]["reason"] == "node_full"
+            assert pipe.status().to_dict()["brake"]["reason"] == "node_full"
         assert len(calls) == 1
         for _ in range(2):
             c.record([np.arange(0, 10_000, 100)])
@@ -1106,8 +1106,8 @@ def test_a_flooding_target_cannot_hold_the_tick_or_starve_the_others(tmp_path):
         assert max(walls) < 2.0, walls  # the 12 Mi keys at once took far longer
         assert fst.keys_thinned > 0 and fst.stats.batches >= 1 and fst.lag_batches > 0
         assert len(calls) == 8  # after each target, each tick
-        work = pipe.status()["targets"][[t["name"] for t in
-                                          pipe.status()["targets"]].index("flood")]["work"]
+        work = pipe.status().to_dict()["targets"][[t["name"] for t in
+                                          pipe.status().to_dict()["targets"]].index("flood")]["work"]
         assert work["keys_thinned"] == fst.keys_thinned and work["lag_batches"] > 0
         pipe.close()
 

@@ -47,7 +47,7 @@ def _run(tmp_path, slow_after_moves: bool, ticks: int = 48, real: bool = True):
                 time.sleep(gap)
                 c.record([(rng.zipf(1.3, 400) + 7919 * i) % 200_000])
             pipe.tick()
-        status = pipe.status()["targets"][0]
+        status = pipe.status().to_dict()["targets"][0]
         pipe.close()
     return st, status
 
@@ -120,7 +120,7 @@ def test_perf_counters_per_target_in_status_metrics_and_recordings(tmp_path):
             buf = np.zeros(1 << 22, np.uint8)
             c.record([rng.integers(0, 50_000, 300)])
             pipe.tick()
-        status = pipe.status()["targets"][0]["perf"]
+        status = pipe.status().to_dict()["targets"][0]["perf"]
         live = metrics.exposition()
         pipe.close()
     # per target, labelled with the segment's name; gone once it is detached
@@ -152,7 +152,7 @@ def test_a_target_whose_perf_counters_cannot_open_still_runs(tmp_path, monkeypat
         st = pipe.attach(Path(c.path))
         c.record([np.arange(100)])
         pipe.tick()
-        status = pipe.status()["targets"][0]["perf"]
+        status = pipe.status().to_dict()["targets"][0]["perf"]
         pipe.close()
     assert st.stats.accesses == 100
     assert set(status["unsupported"]) >= {"llc_load_misses", "memory_load_samples"}

@@ -91,7 +91,7 @@ def test_a_model_broken_after_the_check_falls_back_instead_of_rejecting(tmp_path
         for _ in range(3):
             c.record([np.arange(200)])
             pipe.tick()
-        st = pipe.status()["targets"][0]
+        st = pipe.status().to_dict()["targets"][0]
         assert st["model"]["fallback_active"] and "do not belong together" in \
             st["model"]["error"]
         assert st["promoted"] > 0  # S3-FIFO serves it
@@ -136,7 +136,7 @@ def test_a_model_that_loses_on_fetches_hands_over_in_recmgd_and_in_the_replay(tm
         for _ in range(8):
             c.record([rng.zipf(1.2, 1000) % 50_000])
             pipe.tick()
-        model = pipe.status()["targets"][0]["model"]
+        model = pipe.status().to_dict()["targets"][0]["model"]
         assert model["serving"] == "s3fifo" and model["why"] == ["fetches"]
         assert model["fetches"]["model_misses"] > model["fetches"]["shadow_misses"]
         assert 'recmgd_model_fallback_reason{reason="fetches",target="loser"} 1.0' in \

@@ -173,8 +173,10 @@ def test_recmgd_says_which_layout_a_target_runs_and_when_it_goes_stale(tmp_path,
     from pathlib import Path
 
     from recmg import config as cfgmod
+    from recmg.cli.recmgctl import render_status
     from recmg.service import metrics
     from recmg.service.pipeline import Pipeline
+    from recmg.service.status import Status
 
     hot = np.arange(100, 200)
     lay = lf.make([lf.TableLayout(0, "t", 10_000, 64, hot)], [], {})
@@ -186,20 +188,26 @@ def test_recmgd_says_which_layout_a_target_runs_and_when_it_goes_stale(tmp_path,
         for _ in range(25):  # the traffic the layout was made for: its hot rows
             c.record([c.positions(0, rng.choice(hot, 200))])
             pipe.tick()
-        s = pipe.status()["targets"][0]["layout"]
+        s = pipe.status().to_dict()["targets"][0]["layout"]
         assert s["id"] == lay.id and s["hot_share_applied"] == 1.0 and not s["relayout_advised"]
         for _ in range(30):  # the hot set moved elsewhere
             c.record([c.positions(0, rng.integers(5000, 6000, 200))])
             pipe.tick()
-        s = pipe.status()["targets"][0]["layout"]
+        s = pipe.status().to_dict()["targets"][0]["layout"]
         assert s["staleness"] > 0.2 and s["relayout_advised"]
+        # status is typed: what goes over the socket comes back as the same objects,
+        # and recmgctl renders from their fields
+        typed = pipe.status()
+        assert Status.from_dict(typed.to_dict()) == typed
+        shown = render_status(typed.with_daemon(version="t", config="c").to_dict())
+        assert f"row layout {lay.id}" in shown and "STALE: a new layout would pay" in shown
         assert "is stale" in caplog.text and "a new layout would pay" in caplog.text
         assert metrics.LAYOUT_STALENESS.labels("stale")._value.get() > 0.2
         new = lf.make([lf.TableLayout(0, "t", 10_000, 64, np.arange(5000, 6000))], [], {})
         c.relayout(new)
         c.record([c.positions(0, rng.integers(5000, 6000, 200))])
         pipe.tick()
-        s = pipe.status()["targets"][0]["layout"]
+        s = pipe.status().to_dict()["targets"][0]["layout"]
         assert s["id"] == new.id and s["staleness"] == 0.0 and not s["relayout_advised"]
         assert st.layout.generation == 1
         pipe.close()

@@ -215,7 +215,7 @@ def test_recmgd_runs_the_learned_profile_and_reports_its_model(tmp_path):
         for _ in range(12):
             c.record([rng.zipf(1.2, 500) % 50_000])
             pipe.tick()
-        status = pipe.status()
+        status = pipe.status().to_dict()
         pipe.close()
     assert st.stats.promoted > 0
     m = status["targets"][0]["model"]

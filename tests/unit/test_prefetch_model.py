@@ -204,7 +204,8 @@ def test_recmgd_runs_the_shipped_recmg_profile(tmp_path):
         for i in range(16):
             c.record([(rng.zipf(1.2, 500) + 997 * (i // 4)) % 50_000])
             pipe.tick()
-        status = pipe.status()["targets"][0]
+        full = pipe.status()
+        status = full.to_dict()["targets"][0]
         # one set of online features for both models (computed once per access) ...
         assert st.engine.prefetcher.candidates.features is st.engine.cache.features
         # ... and the prefetcher's own again when the caching policy is not learned
@@ -220,12 +221,7 @@ def test_recmgd_runs_the_shipped_recmg_profile(tmp_path):
     assert status["model"]["name"] == "caching-page-v1"
     from recmg.cli import recmgctl
 
-    st = {"version": "t", "uptime_s": 1, "tick": 16, "last_tick_ms": 1, "paused": False,
-          "brake": None, "backend": "simulated", "real_migration": False, "fast_nodes": [0],
-          "slow_nodes": [1], "tier_basis": "test", "profile": "recmg", "caching": "learned",
-          "prefetcher": "learned", "config": "-", "rejected": {}, "targets": [status],
-          "totals": {"accesses": 1, "hit_ratio": 0.5, "ondemand": 1, "promoted": 1,
-                     "demoted": 0, "pingpong": 0, "errors": {}}}
+    st = full.with_daemon(version="t", config="-").to_dict()
     text = recmgctl.render_status(st)
     assert f"prefetcher learned (model prefetch-page-v1 sha256 {pf['model']['sha256'][:12]})" \
         f": {pf['issued']} pages prefetched" in text

@@ -110,87 +110,90 @@ def cmd_check(args) -> int:
     return EX_OK
 
 
-def render_status(st: dict) -> str:
-    tot = st["totals"]
-    lines = [f"recmgd {st['version']}, up {st['uptime_s']:.0f} s, tick {st['tick']} "
-             f"({st['last_tick_ms']} ms), {'PAUSED' if st['paused'] else 'running'}"
-             + (f", brake {st['brake']['reason']} (no {st['brake']['stops']}: "
-                f"{st['brake']['detail']})" if st["brake"] else ""),
-             f"migration: {st['backend']}"
-             + (" (auto)" if st.get("backend_auto") else "")
-             + ("" if st["real_migration"] else
+def render_status(d: dict) -> str:
+    """recmgctl status's text, from the status recmgd sent (read as typed objects:
+    recmg.service.status)."""
+    from recmg.service.status import Status
+
+    st = Status.from_dict(d)
+    tot = st.totals
+    lines = [f"recmgd {st.version}, up {st.uptime_s:.0f} s, tick {st.tick} "
+             f"({st.last_tick_ms} ms), {'PAUSED' if st.paused else 'running'}"
+             + (f", brake {st.brake.reason} (no {st.brake.stops}: {st.brake.detail})"
+                if st.brake else ""),
+             f"migration: {st.backend}" + (" (auto)" if st.backend_auto else "")
+             + ("" if st.real_migration else
                 " -- SIMULATED: placement is modelled, no pages move")
-             + f"; fast nodes {st['fast_nodes']}, slow nodes {st['slow_nodes']} "
-             f"({st['tier_basis']})",
-             f"policy: {st['profile']} ({st['caching']} + {st['prefetcher']}); "
-             f"config {st['config']}",
-             f"totals: {tot['accesses']} accesses, fast-tier hit ratio "
-             f"{100 * tot['hit_ratio']:.1f}%, {tot['ondemand']} on-demand fetches, "
-             f"{tot['promoted']} pages promoted, {tot['demoted']} demoted, "
-             f"{tot['pingpong']} ping-pong"
-             + ("" if st["real_migration"] else
-                f", modelled stall {tot.get('modelled_stall_ms', 0):.1f} ms"),
-             "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(tot["errors"].items()))
+             + f"; fast nodes {st.fast_nodes}, slow nodes {st.slow_nodes} ({st.tier_basis})",
+             f"policy: {st.profile} ({st.caching} + {st.prefetcher}); config {st.config}",
+             f"totals: {tot.accesses} accesses, fast-tier hit ratio "
+             f"{100 * tot.hit_ratio:.1f}%, {tot.ondemand} on-demand fetches, "
+             f"{tot.promoted} pages promoted, {tot.demoted} demoted, {tot.pingpong} ping-pong"
+             + ("" if st.real_migration else f", modelled stall {tot.modelled_stall_ms:.1f} ms"),
+             "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(tot.errors.items()))
                            or "none")]
-    if st["targets"]:
+    if st.targets:
         rows = [["segment", "pid", "pages", "fast", "budget", "hit%", "on-demand", "promoted",
                  "demoted", "dropped"]]
-        for t in st["targets"]:
-            rows.append([t["segment"], str(t["pid"]), str(t["pages"]), str(t["fast_pages"]),
-                         str(t["budget_pages"]), f"{100 * t['hit_ratio']:.1f}",
-                         str(t["ondemand"]), str(t["promoted"]), str(t["demoted"]),
-                         str(t["dropped_batches"])])
+        for t in st.targets:
+            rows.append([t.segment, str(t.pid), str(t.pages), str(t.fast_pages),
+                         str(t.budget_pages), f"{100 * t.hit_ratio:.1f}", str(t.ondemand),
+                         str(t.promoted), str(t.demoted), str(t.dropped_batches)])
         lines += ["targets:", table(rows)]
-        size = sum(t["fast_pages"] for t in st["targets"]) * os.sysconf("SC_PAGE_SIZE")
+        size = sum(t.fast_pages for t in st.targets) * os.sysconf("SC_PAGE_SIZE")
         lines.append(f"  fast-tier use: {human_bytes(size)}")
-        for t in st["targets"]:
-            m = t.get("model")
-            if m:
-                q = (f"online precision {m['precision']}, recall {m['recall']}, accuracy "
-                     f"{m['accuracy']} over {m['checks']} checks" if m["checks"]
-                     else "online check: no window complete yet")
-                lines.append(f"  {t['segment']}: model {m['name']} sha256 {m['sha256'][:12]}; "
-                             f"{q}; " + ("FALLBACK: S3-FIFO decides (accuracy below "
-                                         f"{m['accuracy_floor']})" if m["fallback_active"]
-                                         else "the model decides"))
-            perf = t.get("perf")
-            if perf:
-                last = perf["last_tick"]
-                got = ", ".join(f"{k} {v}" for k, v in last.items()) or "nothing"
-                per = perf.get("cpu_ms_per_batch")
-                lines.append(f"  {t['segment']}: perf last tick: {got}"
-                             + (f"; CPU {per} ms per batch" if per else "")
-                             + ("; unsupported: " + ", ".join(
-                                 f"{k} ({v})" for k, v in perf["unsupported"].items())
-                                if perf["unsupported"] else ""))
-            fb = t.get("feedback")
-            if fb and fb.get("window_ticks"):
-                lines.append(f"  {t['segment']}: closed loop: rate {fb['rate_pages_per_tick']} "
-                             f"pages/tick ({fb['rate_scale']:.3g} of the configured), "
-                             f"{fb['backoffs']} backoffs"
-                             + (f"; last window: {fb['slowdown']:+.1%} batch time after moves "
-                                f"({fb['verdict']})" if "slowdown" in fb else ""))
-            lay = t.get("layout")
-            if lay:
-                share = ("hot-band share being measured" if lay["hot_share_applied"] is None
-                         else f"{100 * lay['hot_share_now']:.0f}% of accesses in its hot "
-                         f"bands, {100 * lay['hot_share_applied']:.0f}% when applied")
-                lines.append(f"  {t['segment']}: row layout {lay['id']}: {share}"
-                             + ("; STALE: a new layout would pay" if lay["relayout_advised"]
-                                else ""))
-            pf = t.get("prefetch") or {}
-            if pf.get("name", "none") != "none":
-                pm = pf.get("model")
-                lines.append(f"  {t['segment']}: prefetcher {pf['name']}"
-                             + (f" (model {pm['name']} sha256 {pm['sha256'][:12]})" if pm
-                                else "")
-                             + f": {pf['issued']} pages prefetched, {pf['useful']} read while "
-                             "fast")
+        for t in st.targets:
+            lines += _target_lines(t)
     else:
         lines.append("targets: none attached")
-    for name, why in sorted(st["rejected"].items()):
+    for name, why in sorted(st.rejected.items()):
         lines.append(f"rejected {name}: {why}")
     return "\n".join(lines) + "\n"
+
+
+def _target_lines(t) -> list[str]:
+    """What a target's components say: its model, perf counts, closed loop, row
+    layout and prefetcher (each component's own status object)."""
+    out = []
+    m = t.model
+    if m:
+        q = (f"online precision {m['precision']}, recall {m['recall']}, accuracy "
+             f"{m['accuracy']} over {m['checks']} checks" if m["checks"]
+             else "online check: no window complete yet")
+        out.append(f"  {t.segment}: model {m['name']} sha256 {m['sha256'][:12]}; {q}; "
+                   + ("FALLBACK: S3-FIFO decides (accuracy below "
+                      f"{m['accuracy_floor']})" if m["fallback_active"]
+                      else "the model decides"))
+    perf = t.perf
+    if perf:
+        got = ", ".join(f"{k} {v}" for k, v in perf["last_tick"].items()) or "nothing"
+        per = perf.get("cpu_ms_per_batch")
+        out.append(f"  {t.segment}: perf last tick: {got}"
+                   + (f"; CPU {per} ms per batch" if per else "")
+                   + ("; unsupported: " + ", ".join(f"{k} ({v})" for k, v in
+                                                    perf["unsupported"].items())
+                      if perf["unsupported"] else ""))
+    fb = t.feedback
+    if fb and fb.get("window_ticks"):
+        out.append(f"  {t.segment}: closed loop: rate {fb['rate_pages_per_tick']} "
+                   f"pages/tick ({fb['rate_scale']:.3g} of the configured), "
+                   f"{fb['backoffs']} backoffs"
+                   + (f"; last window: {fb['slowdown']:+.1%} batch time after moves "
+                      f"({fb['verdict']})" if "slowdown" in fb else ""))
+    lay = t.layout
+    if lay:
+        share = ("hot-band share being measured" if lay["hot_share_applied"] is None
+                 else f"{100 * lay['hot_share_now']:.0f}% of accesses in its hot bands, "
+                 f"{100 * lay['hot_share_applied']:.0f}% when applied")
+        out.append(f"  {t.segment}: row layout {lay['id']}: {share}"
+                   + ("; STALE: a new layout would pay" if lay["relayout_advised"] else ""))
+    pf = t.prefetch or {}
+    if pf.get("name", "none") != "none":
+        pm = pf.get("model")
+        out.append(f"  {t.segment}: prefetcher {pf['name']}"
+                   + (f" (model {pm['name']} sha256 {pm['sha256'][:12]})" if pm else "")
+                   + f": {pf['issued']} pages prefetched, {pf['useful']} read while fast")
+    return out
 
 
 def call(args, req: dict):

@@ -35,6 +35,7 @@ from recmg import config as cfgmod
 from recmg.service import metrics as m
 from recmg.service.control import ControlError, ControlServer
 from recmg.service.pipeline import MSG_RELOAD, Pipeline, journal_fields
+from recmg.service.status import Status
 from recmg.host import topology
 from recmg.trace import format as tf
 
@@ -140,7 +141,7 @@ class Daemon:
         self.watcher = ProcessWatcher(poll_interval_s=cfg.tick_ms / 1000)
         self.recordings: dict[str, dict] = {}
         self.server: ControlServer | None = None
-        self.snapshot: dict = self.pipeline.status()
+        self.snapshot: Status = self.pipeline.status()
 
     # -------------------------------------------------------------- target matching
     def _wanted(self, filename: str, pid: int) -> bool:
@@ -231,8 +232,7 @@ class Daemon:
         self.last_progress = time.monotonic()
 
     def _update_gauges(self) -> None:
-        tot = self.snapshot["totals"]
-        m.HIT_RATIO.set(tot["hit_ratio"])
+        m.HIT_RATIO.set(self.snapshot.totals.hit_ratio)
         m.PAUSED.set(1 if self.pipeline.paused else 0)
 
     # --------------------------------------------------------------- recording
@@ -322,12 +322,10 @@ class Daemon:
             return {"version": __version__}
         if key in ("status", "stats"):
             # the worker's end-of-tick snapshot: status never waits for a tick
-            st = dict(self.snapshot)
-            st.update(paused=self.pipeline.paused,
-                      uptime_s=round(time.monotonic() - self.started, 1),
-                      version=__version__, tier_basis=self.tier_basis,
-                      backend_auto=self.auto_backend,
-                      config=self.config_path or "(built-in defaults)")
+            st = self.snapshot.with_daemon(
+                paused=self.pipeline.paused, uptime_s=round(time.monotonic() - self.started, 1),
+                version=__version__, tier_basis=self.tier_basis, backend_auto=self.auto_backend,
+                config=self.config_path or "(built-in defaults)").to_dict()
             if key == "stats":
                 st["metrics"] = m.exposition()
             return st

@@ -33,6 +33,7 @@ from recmg.service.loglimit import LogLimiter
 from recmg.engine.feedback import Feedback
 from recmg.runner.driver import TickDriver
 from recmg.service.layoutwatch import LayoutWatch
+from recmg.service.status import Brake, Status, TargetStatus, Totals, Work
 
 log = logging.getLogger("recmgd")
 
@@ -513,50 +514,42 @@ class Pipeline:
                              f"{self._full_ticks} ticks")
 
     # ---------------------------------------------------------------------- status
-    def status(self) -> dict:
+    def status(self) -> Status:
         totals = Stats()
         totals.add(self.retired)
         targets = []
         for name, t in sorted(self.targets.items()):
             s = t.stats
             totals.add(s)
-            targets.append({"segment": name,
-                            "name": (seg.parse_segment_name(name) or (name, 0))[0],
-                            "pid": t.pid, "tables": len(t.reader.tables),
-                            "sampling": t.sampling, "offered_accesses_s": round(t.rate),
-                            "work": {"lag_batches": t.lag_batches, "lag_s": round(t.lag_s, 3),
-                                     "tick_wall_ms": round(t.tick_wall_ms, 3),
-                                     "tick_cpu_ms": round(t.tick_cpu_ms, 3),
-                                     "ns_per_key": round(t.ns_per_key, 1),
-                                     "keys_thinned": t.keys_thinned,
-                                     "ticks_deferred": t.ticks_deferred},
-                            "layout": t.layout.status(),
-                            "pages": t.pages.n_pages, "fast_pages": t.fast_pages(),
-                            "budget_pages": t.budget_pages, "batches": s.batches,
-                            "accesses": s.accesses, "hit_ratio": round(s.hit_ratio, 4),
-                            "ondemand": s.ondemand, "promoted": s.promoted,
-                            "demoted": s.demoted, "pingpong": s.pingpong,
-                            "dropped_batches": s.dropped_batches,
-                            "errors": dict(s.errors), "model": t.model_status(),
-                            "prefetch": t.prefetch_status(),
-                            "perf": t.perf.status(t.tick_batches),
-                            "feedback": {**t.feedback.status(),
-                                         "rate_pages_per_tick": t.engine.cfg.rate_pages}})
-        return {"targets": targets, "rejected": dict(self.rejected),
-                "totals": {"accesses": totals.accesses, "hit_ratio": round(totals.hit_ratio, 4),
-                           "ondemand": totals.ondemand, "promoted": totals.promoted,
-                           "demoted": totals.demoted, "pingpong": totals.pingpong,
-                           "modelled_stall_ms": round(totals.stall_ns / 1e6, 3),
-                           "errors": dict(totals.errors)},
-                "tick": self.tick_no, "last_tick_ms": round(self.last_tick_s * 1000, 3),
-                "internal_errors": self.internal_errors,
-                "paused": self.paused,
-                "brake": self.brake and {"reason": self.brake.reason, "stops": self.brake.stops,
-                                         "detail": self.brake.detail},
-                "backend": self.migrator.name, "real_migration": self.migrator.real,
-                "profile": self.profile.name, "caching": self.profile.caching,
-                "prefetcher": self.profile.prefetcher,
-                "fast_nodes": self.fast, "slow_nodes": self.slow}
+            targets.append(TargetStatus(
+                segment=name, name=(seg.parse_segment_name(name) or (name, 0))[0],
+                pid=t.pid, tables=len(t.reader.tables), sampling=t.sampling,
+                offered_accesses_s=round(t.rate),
+                work=Work(lag_batches=t.lag_batches, lag_s=round(t.lag_s, 3),
+                          tick_wall_ms=round(t.tick_wall_ms, 3),
+                          tick_cpu_ms=round(t.tick_cpu_ms, 3),
+                          ns_per_key=round(t.ns_per_key, 1), keys_thinned=t.keys_thinned,
+                          ticks_deferred=t.ticks_deferred),
+                layout=t.layout.status(), pages=t.pages.n_pages, fast_pages=t.fast_pages(),
+                budget_pages=t.budget_pages, batches=s.batches, accesses=s.accesses,
+                hit_ratio=round(s.hit_ratio, 4), ondemand=s.ondemand, promoted=s.promoted,
+                demoted=s.demoted, pingpong=s.pingpong, dropped_batches=s.dropped_batches,
+                errors=dict(s.errors), model=t.model_status(), prefetch=t.prefetch_status(),
+                perf=t.perf.status(t.tick_batches),
+                feedback={**t.feedback.status(), "rate_pages_per_tick": t.engine.cfg.rate_pages}))
+        return Status(
+            targets=targets, rejected=dict(self.rejected),
+            totals=Totals(accesses=totals.accesses, hit_ratio=round(totals.hit_ratio, 4),
+                          ondemand=totals.ondemand, promoted=totals.promoted,
+                          demoted=totals.demoted, pingpong=totals.pingpong,
+                          modelled_stall_ms=round(totals.stall_ns / 1e6, 3),
+                          errors=dict(totals.errors)),
+            tick=self.tick_no, last_tick_ms=round(self.last_tick_s * 1000, 3),
+            internal_errors=self.internal_errors, paused=self.paused,
+            brake=self.brake and Brake(self.brake.reason, self.brake.stops, self.brake.detail),
+            backend=self.migrator.name, real_migration=self.migrator.real,
+            profile=self.profile.name, caching=self.profile.caching,
+            prefetcher=self.profile.prefetcher, fast_nodes=self.fast, slow_nodes=self.slow)
 
     def close(self) -> None:
         for name in list(self.targets):
