@@ -64,10 +64,7 @@ def main() -> None:
     ap.add_argument("--half-life", type=float, default=0.0,
                     help="the layout's decay in batches (recmg layout --half-life)")
     a = ap.parse_args()
-    print("| trace | mode | size | policy | no layout | layout (1st half) | ratio | "
-          "bound (2nd half) | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    summary = []
+    raw, cells = [], {}
     for name, tr in traces(a.shared, a.trace, a.batches):
         first, second = half(tr, False), half(tr, True)
         learned = with_layout(second, rowlayout.build([first], [], a.half_life))
@@ -82,20 +79,35 @@ def main() -> None:
                     base = reads(second, mode, pol, pre, cap)
                     got = reads(learned, mode, pol, pre, cap)
                     best = reads(bound, mode, pol, pre, cap)
-                    print(f"| {name} | {mode} | {size:.0%} | {label} | {base} | {got} | "
-                          f"{base / max(got, 1):.2f}x | {best} | {base / max(best, 1):.2f}x |",
-                          flush=True)
-                    summary.append((name, mode, size, label, base / max(got, 1)))
-    print()
-    print("| trace | S3-FIFO, page mode: reduction at 2% / 5% / 10% / 20% | worst cell, "
-          "any policy and mode |")
-    print("|---|---|---|")
-    for name in dict.fromkeys(r[0] for r in summary):
-        s3 = [f"{r[4]:.2f}x" for r in summary
-              if r[0] == name and r[1] == "page" and r[3] == "S3-FIFO"]
-        worst = min((r for r in summary if r[0] == name), key=lambda r: r[4])
-        print(f"| {name} | {' / '.join(s3)} | {worst[4]:.2f}x ({worst[3]}, {worst[1]}, "
-              f"{worst[2]:.0%}) |")
+                    raw.append(f"| {name} | {mode} | {size:.0%} | {label} | {base} | {got} | "
+                               f"{base / max(got, 1):.2f}x | {best} | "
+                               f"{base / max(best, 1):.2f}x |")
+                    cells[name, mode, size, label] = (base / max(got, 1), base / max(best, 1))
+    labels = [p[0] for p in POLICIES]
+    print("Reduction of slow-tier page reads by a layout made from the first half, on the "
+          "second half (no layout / layout; in brackets the bound, a layout made from the "
+          "second half itself):\n")
+    print("| trace | mode | size | " + " | ".join(labels) + " |")
+    print("|---|---|---|" + "---|" * len(labels))
+    for (name, mode, size) in dict.fromkeys(k[:3] for k in cells):
+        row = [f"{cells[name, mode, size, x][0]:.2f}x ({cells[name, mode, size, x][1]:.2f}x)"
+               if (name, mode, size, x) in cells else "-" for x in labels]
+        print(f"| {name} | {mode} | {size:.0%} | " + " | ".join(row) + " |")
+    print("\n| trace | S3-FIFO, page mode: 2% / 5% / 10% / 20% | S3-FIFO's worst cell | "
+          "worst cell, any policy |")
+    print("|---|---|---|---|")
+    for name in dict.fromkeys(k[0] for k in cells):
+        s3 = [f"{cells[name, 'page', z, 'S3-FIFO'][0]:.2f}x" for z in SIZES]
+        mine = {k: v[0] for k, v in cells.items() if k[0] == name}
+        w3 = min((k for k in mine if k[3] == "S3-FIFO"), key=mine.get)
+        wa = min(mine, key=mine.get)
+        print(f"| {name} | {' / '.join(s3)} | {mine[w3]:.2f}x ({w3[1]}, {w3[2]:.0%}) | "
+              f"{mine[wa]:.2f}x ({wa[3]}, {wa[1]}, {wa[2]:.0%}) |")
+    print("\nPage reads (on-demand page fetches):\n")
+    print("| trace | mode | size | policy | no layout | layout (1st half) | ratio | "
+          "bound (2nd half) | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(raw))
 
 
 if __name__ == "__main__":

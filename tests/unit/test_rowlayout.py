@@ -119,3 +119,23 @@ def test_the_simulator_sees_positions_and_sizes_by_the_original_layout(tmp_path)
     rows = (laid.keys & np.uint64(tf.ROW_MASK)).tolist()
     assert rows == [0, 0, 1, 0, 1, 2, 0, 0, 1]  # a: 5->0 7->1 9->2; b: 3->0 2->1
     assert ((laid.keys >> np.uint64(40)) == (tr.keys >> np.uint64(40))).all()
+
+
+def test_a_caching_model_ranks_by_keep_probability_and_a_page_model_is_refused(tmp_path):
+    from pathlib import Path
+
+    from recmg.engine.models.card import ModelError
+
+    root = Path(__file__).resolve().parents[2] / "policies"
+    rng = np.random.default_rng(0)
+    tr = _trace([[(0, rng.zipf(1.3, 300) % 100), (1, rng.integers(0, 10, 50))]
+                 for _ in range(20)])
+    lay = rowlayout.build([tr], [], model=str(root / "caching-vector-v1.onnx"))
+    counted = rowlayout.build([tr], [])
+    assert lay.card["method"]["rank"].startswith("decayed keep probability")
+    assert lay.card["method"]["model"]["sha256"]
+    # the same rows in the bands (every accessed row), ranked by the model
+    for a, b in zip(lay.tables, counted.tables):
+        assert sorted(a.hot.tolist()) == sorted(b.hot.tolist())
+    with pytest.raises(ModelError, match="vector-granular keep model"):
+        rowlayout.build([tr], [], model=str(root / "caching-page-v1.onnx"))

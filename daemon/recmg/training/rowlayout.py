@@ -2,7 +2,10 @@
 
 Rows are ranked by predicted reuse: their accesses over the traces, each weighted by
 2^-(age / half_life), age in batches before the end of its trace, so the traffic the
-layout will serve next counts most (half_life 0: plain counts).  A table's hot band is
+layout will serve next counts most (half_life 0: plain counts).  With a caching model
+(``model``: a vector-granular MLP, ``recmg train cache``), each access counts by the
+model's keep probability instead of 1: a row read often but predicted not to be back
+before it would be evicted weighs less.  A table's hot band is
 its accessed rows, best first (ties: lower row first), at most ``hot_share`` of its
 rows; rows never accessed keep their relative order after the band.
 
@@ -34,8 +37,31 @@ def _same_tables(a: list[tf.TableInfo], b: list[tf.TableInfo], what: str) -> Non
                          "one model's tables)")
 
 
-def weights(traces: list[tf.Trace], half_life: float = 0.0) -> list[np.ndarray]:
-    """Per table (the first trace's order), each row's decayed access count."""
+def _keep_scorer(model: str | None):
+    """keys (in trace order) -> the caching model's keep probability of each access;
+    None without a model.  Only a vector-granular, one-access MLP fits a row ranking."""
+    if model is None:
+        return None
+    from recmg.engine.models.card import ModelError, OnnxModel
+    from recmg.engine.models.features import OnlineFeatures
+
+    m = OnnxModel(model, "caching")
+    label = m.card.get("label") or {}
+    if label.get("granularity") != "vector" or label.get("name") == "next_use" \
+            or m.window != 1:
+        raise ModelError(f"{model}: a layout ranks rows with a vector-granular keep model "
+                         f"of one access (recmg train cache --granularity vector); this one "
+                         f"is {label.get('granularity')!r}, {label.get('name')!r}, window "
+                         f"{m.window}")
+    feats = OnlineFeatures(1 << 22)
+    return lambda keys: np.clip(m.predict(feats.observe(keys)), 0.0, 1.0).astype(np.float64)
+
+
+def weights(traces: list[tf.Trace], half_life: float = 0.0,
+            model: str | None = None) -> list[np.ndarray]:
+    """Per table (the first trace's order), each row's decayed access count (or keep
+    probability, with ``model``)."""
+    score = _keep_scorer(model)
     tables = traces[0].tables
     offset = np.concatenate(([0], np.cumsum([t.rows for t in tables]))).astype(np.int64)
     total = np.zeros(int(offset[-1]), np.float64)
@@ -54,17 +80,19 @@ def weights(traces: list[tf.Trace], half_life: float = 0.0) -> list[np.ndarray]:
             rows = (keys & np.uint64(tf.ROW_MASK)).astype(np.int64)
             ok = t < len(tables)  # (a trace's keys are validated on read; be sure)
             ok[ok] &= rows[ok] < n_rows[t[ok]]
-            w = None
+            w = score(keys) if score is not None else None
             if half_life > 0:
                 age = nb - np.arange(b, e, dtype=np.float64)  # 1 for the last batch
-                w = np.repeat(np.exp2(-(age - 1) / half_life), np.diff(offs[b:e + 1]))[ok]
+                decay = np.repeat(np.exp2(-(age - 1) / half_life), np.diff(offs[b:e + 1]))
+                w = decay if w is None else w * decay
+            w = w[ok] if w is not None else None
             total += np.bincount(offset[t[ok]] + rows[ok], weights=w, minlength=len(total))
             b = e
     return [total[offset[i]:offset[i + 1]] for i in range(len(tables))]
 
 
 def build(traces: list[tf.Trace], sources: list[dict], half_life: float = 0.0,
-          hot_share: float = 1.0) -> lf.RowLayout:
+          hot_share: float = 1.0, model: str | None = None) -> lf.RowLayout:
     if not traces:
         raise ValueError("no traces to make a layout from")
     if not 0 < hot_share <= 1:
@@ -72,14 +100,17 @@ def build(traces: list[tf.Trace], sources: list[dict], half_life: float = 0.0,
     if half_life < 0:
         raise ValueError("half_life must be >= 0 batches")
     out = []
-    for info, w in zip(traces[0].tables, weights(traces, half_life)):
+    for info, w in zip(traces[0].tables, weights(traces, half_life, model)):
         seen = np.flatnonzero(w > 0)
         hot = seen[np.argsort(-w[seen], kind="stable")]
         hot = hot[:math.ceil(hot_share * info.rows)]
         out.append(lf.TableLayout(info.id, info.name, info.rows, info.row_bytes,
                                   hot.astype(np.int64)))
-    method = {"rank": "decayed access counts", "half_life_batches": half_life,
-              "hot_share": hot_share, "co_access": False}
+    method = {"rank": "decayed access counts" if model is None else
+              "decayed keep probability of the caching model",
+              "half_life_batches": half_life, "hot_share": hot_share, "co_access": False}
+    if model is not None:
+        method["model"] = {"path": str(Path(model).resolve()), "sha256": sha256_of(model)}
     return lf.make(out, sources, method)
 
 

@@ -23,6 +23,10 @@ def add(sub) -> None:
                      help="at most this share of a table's rows in its hot band (default 1: "
                      "every accessed row)")
     lay.add_argument("--batches", type=int, help="only the first N batches of each trace")
+    lay.add_argument("--model", metavar="FILE.onnx",
+                     help="rank by the caching model's keep probability per access instead "
+                     "of counting each access as 1 (a vector model: recmg train cache "
+                     "--granularity vector; e.g. policies/caching-vector-v1.onnx)")
 
 
 def run(args) -> int:
@@ -38,7 +42,7 @@ def run(args) -> int:
             tr = tr.batches(0, args.batches)
         traces.append(tr)
         sources.append(rowlayout.source_of(spec, tr))
-    lay = rowlayout.build(traces, sources, args.half_life, args.hot_share)
+    lay = rowlayout.build(traces, sources, args.half_life, args.hot_share, args.model)
     lf.write(args.output, lay)
     hot = sum(len(t.hot) for t in lay.tables)
     rows = sum(t.rows for t in lay.tables)
