@@ -11,8 +11,11 @@ number of batches, the same tables):
   damon         DAMON via the damo tool: a paddr kdamond per node, migrate_hot on the
                 slow node and migrate_cold on the fast one (DAMOS actions of Linux 6.11+)
   recmgd-NAME   recmgd with the shipped profile NAME
+  ...-layout    the same with a row layout applied by the workload (docs/layouts.md):
+                made from the first half of the run's batches (their access counts), so
+                its rows predicted to be reused share pages
 Every managed contender starts from the "slow" placement: the manager has to find the
-hot pages itself.
+hot pages itself.  ``--drift-period 0`` runs the workload without its drifting hot set.
 
 The budget: before the tables are touched, fast node 0's free memory is cut to the
 budget plus the zones' high watermarks by reserving 2 MiB huge pages on that node
@@ -27,7 +30,9 @@ whose page was on the fast node when read. A sampler thread queries the node of 
 table page every ``sample_ms`` with move_pages(2) (nodes = NULL: a query, no move);
 the workload writes each batch's start time; each batch is joined with the last sample
 taken before it, and its lookups (replayed from the workload's seed: the synthetic
-stream is deterministic) are counted by where their pages were. Beside it: pages
+stream is deterministic; under a layout, at their rows' positions) are counted by where
+their pages were.  The share is also given over the second half of the batches alone:
+the half no layout was made from. Beside it: pages
 migrated (/proc/vmstat pgmigrate_success, every mechanism's moves), the manager's CPU
 time (recmgd's, and kswapd, kcompactd and kdamond threads'), the workload's own user
 and system time (the kernel's hinting faults are charged to the workload), and the
@@ -112,6 +117,7 @@ class Contender:
     kernel_tiering: bool = False
     damon: bool = False
     profile: str | None = None  # recmgd's profile
+    layout: bool = False  # the workload applies the run's row layout
 
 
 CONTENDERS = (
@@ -124,11 +130,43 @@ CONTENDERS = (
     Contender("recmgd-lru", "recmgd, LRU", "slow", profile="lru"),
     Contender("recmgd-learned", "recmgd, learned caching", "slow", profile="learned"),
     Contender("recmgd-recmg", "recmgd, learned caching + prefetch", "slow", profile="recmg"),
+    Contender("kernel-layout", "numa_balancing=2 + demotion, row layout", "slow",
+              kernel_tiering=True, layout=True),
+    Contender("recmgd-default-layout", "recmgd, S3-FIFO + STMS, row layout", "slow",
+              profile="default", layout=True),
     # last: it lifts the budget, which is cheaper to take back from unfragmented memory
     Contender("all-dram", "all tables in DRAM, no budget", "dram", budget=False),
 )
 BY_NAME = {c.name: c for c in CONTENDERS}
 DEFAULT = [c.name for c in CONTENDERS if c.name != "recmgd-lru"]  # the issue's list
+
+
+def make_layout(wl: Workload, path: Path) -> None:
+    """The run's row layout: each table's rows ranked by their accesses in the first
+    half of the batches (recmg layout's ranking, plain counts)."""
+    from recmg.rowlayout import format as lf
+
+    counts = np.zeros((wl.tables, wl.rows), np.int64)
+    for b, idx in enumerate(wl.batches_of_rows()):
+        if b >= wl.batches // 2:
+            break
+        for t, rows in enumerate(idx):
+            counts[t] += np.bincount(rows, minlength=wl.rows)
+    tables = []
+    for t in range(wl.tables):
+        seen = np.flatnonzero(counts[t])
+        hot = seen[np.argsort(-counts[t][seen], kind="stable")]
+        tables.append(lf.TableLayout(t, f"t{t}", wl.rows, wl.dim * 4, hot.astype(np.int64)))
+    lf.write(path, lf.make(tables, [{"workload": asdict(wl), "batches": wl.batches // 2}],
+                           {"rank": "access counts", "half_life_batches": 0.0}))
+
+
+def layout_positions(path: Path) -> list[np.ndarray]:
+    """Per table, each row's position under the layout at ``path``."""
+    from recmg.rowlayout import format as lf
+    from recmg.rowlayout import permute
+
+    return [permute.inverse(permute.positions(t.rows, t.hot)) for t in lf.read(path).tables]
 
 # DAMON's schemes (Linux 6.12 has no node-memory quota goals, those came in 6.16):
 # regions of the slow node accessed in >= 5% of samples go to node 0; regions of node 0
@@ -342,26 +380,36 @@ def table_pages(tables: list[reader.TableRegion]) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(per), starts
 
 
-def page_stream(wl: Workload, tables: list[reader.TableRegion], starts: np.ndarray):
-    """Per batch, the index (into table_pages' order) of each lookup's page."""
+def page_stream(wl: Workload, tables: list[reader.TableRegion], starts: np.ndarray,
+                positions: list[np.ndarray] | None = None):
+    """Per batch, the index (into table_pages' order) of each lookup's page; with
+    ``positions`` (a layout's, per table) rows are read where the layout put them."""
     for idx in wl.batches_of_rows():
         yield np.concatenate([
-            starts[t] + ((tables[t].base % PAGE + rows.astype(np.int64)
+            starts[t] + ((tables[t].base % PAGE
+                          + (rows if positions is None else positions[t][rows]).astype(np.int64)
                           * tables[t].info.row_bytes) // PAGE)
             for t, rows in enumerate(idx)])
 
 
 def join(batch_times: np.ndarray, times: np.ndarray, bits: np.ndarray, stream) -> dict:
-    """Accesses whose page was on a fast node in the last sample before their batch."""
-    fast = total = 0
+    """Accesses whose page was on a fast node in the last sample before their batch,
+    over all batches and over the second half alone."""
+    fast = total = late_fast = late_total = 0
     mib = []
-    for start, pages in zip(batch_times, stream):
+    half = len(batch_times) // 2
+    for b, (start, pages) in enumerate(zip(batch_times, stream)):
         j = max(int(np.searchsorted(times, start, side="right")) - 1, 0)
         on = np.unpackbits(bits[j])
-        fast += int(on[pages].sum())
+        hit = int(on[pages].sum())
+        fast += hit
         total += len(pages)
+        if b >= half:
+            late_fast += hit
+            late_total += len(pages)
         mib.append(int(on.sum()))
     return {"accesses": total, "fast_share": fast / total if total else 0.0,
+            "fast_share_2nd_half": late_fast / late_total if late_total else 0.0,
             "table_mib_fast": round(float(np.mean(mib)) * PAGE / 2**20, 1) if mib else 0.0}
 
 
@@ -470,6 +518,8 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
     bindir = Path(sys.executable).parent
     args = [str(bindir / "recmg"), "workload", *wl.args(), "--name", segment,
             "--batch-times", str(times_file), "--stop-before-fill"]
+    if c.layout:
+        args += ["--layout", str(tmp / "run.rlayout")]
     if c.placement == "slow":
         args += ["--prefer-node", str(slow)]
     elif c.placement == "dram":
@@ -613,6 +663,10 @@ def _run(contenders, wl, budget_mib, out_dir, sample_ms, say, fast, slow) -> lis
         # most of the reserve now, unfragmented; each run adjusts it (RESERVE_SLACK: room
         # for a workload's interpreter and libraries before its tables)
         reserve.leave_free(budget_mib * 2**20 + RESERVE_SLACK)
+        positions = None
+        if any(BY_NAME[n].layout for n in contenders):
+            make_layout(wl, tmp / "run.rlayout")
+            positions = layout_positions(tmp / "run.rlayout")
         for name in contenders:
             say(f"run {name}: {BY_NAME[name].what}")
             try:
@@ -624,7 +678,8 @@ def _run(contenders, wl, budget_mib, out_dir, sample_ms, say, fast, slow) -> lis
                 continue
             raw = last
             row.update(join(raw["batch_times"], raw["times"], raw["bits"],
-                            page_stream(wl, raw["tables"], raw["starts"])))
+                            page_stream(wl, raw["tables"], raw["starts"],
+                                        positions if BY_NAME[name].layout else None)))
             rows.append(row)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -649,18 +704,21 @@ def _run(contenders, wl, budget_mib, out_dir, sample_ms, say, fast, slow) -> lis
 
 def table(result: dict) -> str:
     """The markdown table of a result (docs/results.md)."""
-    lines = ["| contender | accesses on fast node | table MiB on fast node (node 0 free at "
-             "start) | pages migrated | manager CPU s | workload user/sys s | p50 batch ms |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| contender | accesses on fast node | 2nd half | table MiB on fast node (node 0 "
+             "free at start) | pages migrated | manager CPU s | workload user/sys s | p50 "
+             "batch ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['contender']} ({r['what']}) | not run: {r['error']} | | | | | |")
+            lines.append(f"| {r['contender']} ({r['what']}) | not run: {r['error']} | | | | | "
+                         "| |")
             continue
         if "pages_migrated" not in r:
-            lines.append(f"| {r['contender']} | {100 * r['fast_share']:.1f}% | "
+            lines.append(f"| {r['contender']} | {100 * r['fast_share']:.1f}% | | "
                          f"{result['budget_mib']} | | | | |")
             continue
         lines.append(f"| {r['contender']} ({r['what']}) | {100 * r['fast_share']:.1f}% | "
+                     f"{100 * r.get('fast_share_2nd_half', 0):.1f}% | "
                      f"{r['table_mib_fast']} ({r['node0_free_mib'] or '-'}) | "
                      f"{r['pages_migrated']} | {r['manager_cpu_s']} | "
                      f"{r['workload_user_s']}/{r['workload_sys_s']} | {r['p50_ms']:.0f} |")

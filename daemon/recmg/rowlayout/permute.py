@@ -7,7 +7,7 @@ row, against 64 bytes or more of a row's data).
 
 Moving rows in place: any permutation is the product of two involutions, and an
 involution is a set of disjoint swaps, so a table is permuted in two passes of swaps,
-a chunk of pairs at a time: the extra memory is two chunks of rows (the rows of one
+a chunk of 8,192 pairs at a time: the extra memory is two chunks of rows (the rows of one
 side, kept while the other side is copied over them).  For a cycle c_0 -> c_1 -> ...
 -> c_{k-1} (position c_i takes the row at c_{i+1}), the first pass swaps c_i with
 c_{-i mod k}, the second c_i with c_{-1-i mod k}: the row at c_{i+1} ends at c_i.
@@ -78,7 +78,10 @@ def swap_passes(f: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return passes
 
 
-def apply_in_place(table, f: np.ndarray, chunk: int = 1 << 16) -> None:
+CHUNK_ROWS = 1 << 13  # rows per swap chunk: 2 MiB of 256-byte rows
+
+
+def apply_in_place(table, f: np.ndarray, chunk: int = CHUNK_ROWS) -> None:
     """Move rows so that position p holds the row that was at f[p], in place
     (``table``: a numpy array or a torch tensor, rows first; index assignment with
     integer arrays is all it needs).  Extra memory: two chunks of rows."""

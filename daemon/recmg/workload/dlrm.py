@@ -60,9 +60,12 @@ class DLRM:
 
     def __init__(self, spec: ModelSpec, segment_name: str | None = None, seed: int = 0,
                  key_capacity: int = 1 << 22, prefer_node: int | None = None,
-                 before_fill=None):
+                 before_fill=None, layout: str | None = None):
         if spec.bottom[-1] != spec.dim:
             raise ValueError("the bottom MLP must end in the embedding dim")
+        if layout is not None and not segment_name:
+            raise ValueError("a row layout is applied by the client: not with an "
+                             "uninstrumented run")
         self.spec = spec
         rng = np.random.default_rng(seed)
         names = [f"t{i}" for i in range(len(spec.rows))]
@@ -99,6 +102,8 @@ class DLRM:
             for t in self.tables:
                 native.mbind(t.ctypes.data, t.nbytes + (-t.nbytes) % 4096,
                              native.MPOL_DEFAULT, [])
+        if layout is not None:  # the rows move once, after the fill (docs/layouts.md)
+            self.client.relayout(layout)
         self.bottom = _mlp(rng, (spec.dense_features, *spec.bottom))
         n = len(spec.rows) + 1
         self._tri = np.triu_indices(n, k=1)
@@ -109,6 +114,8 @@ class DLRM:
         """Pooled embeddings (batch, tables, dim): sum over each bag."""
         t0 = time.perf_counter()
         if self.client is not None:
+            if self.client.layout is not None:  # rows -> where they are now
+                indices = [self.client.positions(t, ix) for t, ix in enumerate(indices)]
             self.client.record(indices)
         batch = len(offsets[0])
         out = np.empty((batch, len(self.tables), self.spec.dim), np.float32)

@@ -77,17 +77,18 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
         trace_path: str | None = None, segment_name: str | None = "workload",
         seed: int = 0, report_every_s: float = 5.0, prefer_node: int | None = None,
         checksum: bool = False, drift_period: int = 0, batch_times: str | None = None,
-        stop_before_fill: bool = False, out=print) -> dict:
+        stop_before_fill: bool = False, layout: str | None = None, out=print) -> dict:
     """Run until batches or duration_s (or SIGTERM/SIGINT); returns the summary.
 
     drift_period: the synthetic hot set's drift (recmg.trace.synthetic). batch_times: a
     .npy file to write each batch's start (time.monotonic_ns(), CLOCK_MONOTONIC, so
     other processes can join it with their own samples). stop_before_fill: SIGSTOP
     this process once the tables are mapped, before their first touch, until a
-    SIGCONT (the caller sets up memory meanwhile)."""
+    SIGCONT (the caller sets up memory meanwhile).  layout: a row layout (.rlayout) the
+    client applies after the fill; lookups then read and record positions."""
     pause = (lambda: os.kill(os.getpid(), signal.SIGSTOP)) if stop_before_fill else None
     model = DLRM(spec, segment_name=segment_name, seed=seed, prefer_node=prefer_node,
-                 before_fill=pause)
+                 before_fill=pause, layout=layout)
     start_sum = model.checksum() if checksum else None
     stop = {"flag": False}
 
@@ -164,7 +165,7 @@ def main_args(args) -> int:
                   seed=args.seed, report_every_s=args.report_every,
                   prefer_node=args.prefer_node, checksum=args.checksum,
                   drift_period=args.drift_period, batch_times=args.batch_times,
-                  stop_before_fill=args.stop_before_fill)
+                  stop_before_fill=args.stop_before_fill, layout=args.layout)
     print("workload summary: " + " ".join(f"{k}={v}" for k, v in summary.items()))
     sys.stdout.flush()
     return 0

@@ -25,6 +25,9 @@ def add(sub) -> None:
                     ", ".join(c.name for c in _contenders()))
     bt.add_argument("--budget-mib", type=int, default=32, help="fast memory for the tables")
     bt.add_argument("--batches", type=int, default=120, help="the workload's length")
+    bt.add_argument("--drift-period", type=int, default=100,
+                    help="batches between remaps of the workload's hot-set groups (0: a "
+                    "fixed hot set)")
     bt.add_argument("--sample-ms", type=int, default=500,
                     help="placement sampling period")
     bt.add_argument("--out", help="write tiering.json here")
@@ -39,7 +42,9 @@ def run(args) -> int:
     if args.budget_mib < 1 or args.batches < 1 or args.sample_ms < 10:
         return fail("--budget-mib and --batches must be at least 1, --sample-ms at least 10",
                     EX_USAGE)
-    wl = hh.Workload(batches=args.batches)
+    if args.drift_period < 0:
+        return fail("--drift-period must be at least 0", EX_USAGE)
+    wl = hh.Workload(batches=args.batches, drift_period=args.drift_period)
     try:
         hh.run(names, wl, args.budget_mib, Path(args.out) if args.out else None,
                sample_ms=args.sample_ms)

@@ -29,6 +29,9 @@ def add(sub) -> None:
                     help="report whether table contents are unchanged at the end")
     wl.add_argument("--drift-period", type=int, default=0,
                     help="batches between remaps of each hot-set group (0: a fixed hot set)")
+    wl.add_argument("--layout", metavar="FILE.rlayout",
+                    help="a row layout for the tables (recmg layout; tables t0, t1, ...), "
+                    "applied after the fill: lookups read and record positions")
     wl.add_argument("--batch-times", metavar="FILE.npy",
                     help="write each batch's start time (CLOCK_MONOTONIC ns) at the end")
     wl.add_argument("--stop-before-fill", action="store_true",
