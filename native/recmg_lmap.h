@@ -3,7 +3,8 @@
  * out first (as an OrderedDict with move_to_end on every store and popitem(last=False)
  * beyond its capacity).  Entries are allocated once; the hash is linear probing with
  * backward-shift deletion; an entry's index in `e` is stable while its key is held,
- * so a caller can keep per-key state in a parallel array (lmap_slot).
+ * so a caller can keep per-key state in a parallel array (lmap_slot).  The hash index
+ * and the order list are recmg_index.h's (the cache core's too).
  * Header-only (static inline functions). */
 #ifndef RECMG_LMAP_H
 #define RECMG_LMAP_H
@@ -12,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NIL UINT32_MAX
+#include "recmg_index.h"
+
+#define NIL RECMG_NIL
 
 static inline uint64_t mix2(uint64_t a, uint64_t b)
 {
@@ -27,7 +30,7 @@ static inline uint64_t mix2(uint64_t a, uint64_t b)
 
 typedef struct {
     uint64_t k0, k1, val;
-    uint32_t prev, next; /* towards older / newer; free list through next */
+    uint32_t prev, next; /* towards newer / older (recmg_index.h's list); free list: next */
     uint32_t at;         /* its hash slot (kept when slots shift), so eviction needs no probe */
 } entry;
 
@@ -35,7 +38,8 @@ typedef struct {
     entry *e;
     uint32_t *slot;
     uint64_t cap, len, mask;
-    uint32_t oldest, newest, free_head;
+    recmg_list order; /* head: the newest, tail: the oldest */
+    uint32_t free_head;
 } lmap;
 
 static inline int lmap_init(lmap *m, uint64_t cap)
@@ -56,7 +60,7 @@ static inline int lmap_init(lmap *m, uint64_t cap)
     for (uint64_t i = 0; i < cap; i++)
         m->e[i].next = i + 1 < cap ? (uint32_t)(i + 1) : NIL;
     m->free_head = 0;
-    m->oldest = m->newest = NIL;
+    RECMG_LIST_INIT(&m->order);
     return 0;
 }
 
@@ -71,16 +75,28 @@ static inline uint64_t lmap_bytes(const lmap *m)
     return m->cap * sizeof(entry) + (m->mask + 1) * sizeof(uint32_t);
 }
 
+static inline int lmap_eq(const void *ctx, uint32_t i, const void *key)
+{
+    const entry *x = &((const lmap *)ctx)->e[i];
+    const uint64_t *k = key;
+    return x->k0 == k[0] && x->k1 == k[1];
+}
+
+static inline uint64_t lmap_home(const void *ctx, uint32_t i)
+{
+    const entry *x = &((const lmap *)ctx)->e[i];
+    return mix2(x->k0, x->k1);
+}
+
+static inline void lmap_moved(void *ctx, uint32_t i, uint64_t slot)
+{
+    ((lmap *)ctx)->e[i].at = (uint32_t)slot;
+}
+
 static inline uint64_t lmap_pos(const lmap *m, uint64_t k0, uint64_t k1)
 {
-    uint64_t h = mix2(k0, k1) & m->mask;
-    while (m->slot[h] != NIL) {
-        const entry *x = &m->e[m->slot[h]];
-        if (x->k0 == k0 && x->k1 == k1)
-            return h;
-        h = (h + 1) & m->mask;
-    }
-    return h; /* the empty slot where it would go */
+    const uint64_t key[2] = {k0, k1};
+    return recmg_ix_find(m->slot, m->mask, mix2(k0, k1), lmap_eq, m, key);
 }
 
 static inline int lmap_get(const lmap *m, uint64_t k0, uint64_t k1, uint64_t *val)
@@ -92,57 +108,10 @@ static inline int lmap_get(const lmap *m, uint64_t k0, uint64_t k1, uint64_t *va
     return 1;
 }
 
-static inline void unlink_entry(lmap *m, uint32_t i)
-{
-    entry *x = &m->e[i];
-    if (x->prev != NIL)
-        m->e[x->prev].next = x->next;
-    else
-        m->oldest = x->next;
-    if (x->next != NIL)
-        m->e[x->next].prev = x->prev;
-    else
-        m->newest = x->prev;
-}
-
-static inline void link_newest(lmap *m, uint32_t i)
-{
-    entry *x = &m->e[i];
-    x->prev = m->newest;
-    x->next = NIL;
-    if (m->newest != NIL)
-        m->e[m->newest].next = i;
-    else
-        m->oldest = i;
-    m->newest = i;
-}
-
-static inline void slot_delete(lmap *m, uint64_t h)
-{
-    /* backward-shift deletion keeps every probe run unbroken */
-    uint64_t j = h;
-    m->slot[h] = NIL;
-    for (;;) {
-        j = (j + 1) & m->mask;
-        uint32_t i = m->slot[j];
-        if (i == NIL)
-            return;
-        uint64_t home = mix2(m->e[i].k0, m->e[i].k1) & m->mask;
-        /* move it back unless its home lies cyclically in (h, j] */
-        int stays = h <= j ? (home > h && home <= j) : (home > h || home <= j);
-        if (!stays) {
-            m->slot[h] = i;
-            m->e[i].at = (uint32_t)h;
-            m->slot[j] = NIL;
-            h = j;
-        }
-    }
-}
-
 static inline void remove_entry(lmap *m, uint32_t i)
 {
-    slot_delete(m, m->e[i].at);
-    unlink_entry(m, i);
+    recmg_ix_delete(m->slot, m->mask, m->e[i].at, lmap_home, lmap_moved, m);
+    RECMG_LIST_UNLINK(m->e, &m->order, i);
     m->e[i].next = m->free_head;
     m->free_head = i;
     m->len--;
@@ -168,13 +137,13 @@ static inline int lmap_swap(lmap *m, uint64_t k0, uint64_t k1, uint64_t val, uin
     if (i != NIL) {
         *old = m->e[i].val;
         m->e[i].val = val;
-        unlink_entry(m, i);
-        link_newest(m, i);
+        RECMG_LIST_UNLINK(m->e, &m->order, i);
+        RECMG_LIST_PUSH(m->e, &m->order, i);
         return 1;
     }
     int evicted = 0;
     if (m->len == m->cap) {
-        uint32_t o = m->oldest;
+        uint32_t o = m->order.tail;
         ev[0] = m->e[o].k0, ev[1] = m->e[o].k1, ev[2] = m->e[o].val;
         remove_entry(m, o);
         evicted = 2;
@@ -184,7 +153,7 @@ static inline int lmap_swap(lmap *m, uint64_t k0, uint64_t k1, uint64_t val, uin
     m->free_head = m->e[i].next;
     m->e[i].k0 = k0, m->e[i].k1 = k1, m->e[i].val = val, m->e[i].at = (uint32_t)h;
     m->slot[h] = i;
-    link_newest(m, i);
+    RECMG_LIST_PUSH(m->e, &m->order, i);
     m->len++;
     return evicted;
 }
@@ -204,12 +173,12 @@ static inline uint32_t lmap_slot(lmap *m, uint64_t k0, uint64_t k1, int *found)
     uint32_t i = m->slot[h];
     *found = i != NIL;
     if (*found) {
-        unlink_entry(m, i);
-        link_newest(m, i);
+        RECMG_LIST_UNLINK(m->e, &m->order, i);
+        RECMG_LIST_PUSH(m->e, &m->order, i);
         return i;
     }
     lmap_put(m, k0, k1, 0, ev);
-    return m->newest;
+    return m->order.head;
 }
 
 #endif

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NONE UINT32_MAX
+#include "recmg_index.h"
+
+#define NONE RECMG_NIL
 /* LFU's score: frequency << LFU_TICK_BITS | the tick of the last use (ties: older first) */
 #define LFU_TICK_BITS 40
 #define LFU_TICK_MASK ((UINT64_C(1) << LFU_TICK_BITS) - 1)
@@ -26,10 +28,7 @@ typedef struct {
     uint8_t pad[3];
 } node;
 
-typedef struct {
-    uint32_t head, tail; /* node indices, NONE when empty */
-    uint64_t len;
-} list;
+typedef recmg_list list; /* recmg_index.h: node indices, head the most recent */
 
 struct recmg_cache {
     int policy;
@@ -69,13 +68,20 @@ static uint64_t pow2_at_least(uint64_t n)
     return p;
 }
 
-/* ---- hash of resident keys (linear probing, backward-shift deletion) ---- */
-static uint64_t h_find_slot(const recmg_cache *c, uint64_t key)
+/* ---- hash of resident keys (recmg_index.h) ---- */
+static inline int node_eq(const void *ctx, uint32_t n, const void *key)
 {
-    uint64_t i = mix(key) & c->mask;
-    while (c->slots[i] != NONE && c->nodes[c->slots[i]].key != key)
-        i = (i + 1) & c->mask;
-    return i;
+    return ((const recmg_cache *)ctx)->nodes[n].key == *(const uint64_t *)key;
+}
+
+static inline uint64_t node_home(const void *ctx, uint32_t n)
+{
+    return mix(((const recmg_cache *)ctx)->nodes[n].key);
+}
+
+static inline uint64_t h_find_slot(const recmg_cache *c, uint64_t key)
+{
+    return recmg_ix_find(c->slots, c->mask, mix(key), node_eq, c, &key);
 }
 
 static inline uint32_t h_get(const recmg_cache *c, uint64_t key)
@@ -85,48 +91,20 @@ static inline uint32_t h_get(const recmg_cache *c, uint64_t key)
 
 static void h_del(recmg_cache *c, uint64_t key)
 {
-    uint64_t i = h_find_slot(c, key), j = i;
-    if (c->slots[i] == NONE)
-        return;
-    for (;;) {
-        j = (j + 1) & c->mask;
-        if (c->slots[j] == NONE)
-            break;
-        uint64_t home = mix(c->nodes[c->slots[j]].key) & c->mask;
-        /* can the entry at j move to i? yes if home is not in (i, j] cyclically */
-        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-            c->slots[i] = c->slots[j];
-            i = j;
-        }
-    }
-    c->slots[i] = NONE;
+    uint64_t i = h_find_slot(c, key);
+    if (c->slots[i] != NONE)
+        recmg_ix_delete(c->slots, c->mask, i, node_home, NULL, c);
 }
 
-/* ---- doubly linked lists (head = most recent) ---- */
-static void l_push_front(recmg_cache *c, list *l, uint32_t n)
+/* ---- lists (recmg_index.h; head = most recent) ---- */
+static inline void l_push_front(recmg_cache *c, list *l, uint32_t n)
 {
-    c->nodes[n].prev = NONE;
-    c->nodes[n].next = l->head;
-    if (l->head != NONE)
-        c->nodes[l->head].prev = n;
-    l->head = n;
-    if (l->tail == NONE)
-        l->tail = n;
-    l->len++;
+    RECMG_LIST_PUSH(c->nodes, l, n);
 }
 
-static void l_unlink(recmg_cache *c, list *l, uint32_t n)
+static inline void l_unlink(recmg_cache *c, list *l, uint32_t n)
 {
-    node *x = &c->nodes[n];
-    if (x->prev != NONE)
-        c->nodes[x->prev].next = x->next;
-    else
-        l->head = x->next;
-    if (x->next != NONE)
-        c->nodes[x->next].prev = x->prev;
-    else
-        l->tail = x->prev;
-    l->len--;
+    RECMG_LIST_UNLINK(c->nodes, l, n);
 }
 
 /* ---- binary heap over node indices; max_heap for Belady ---- */
@@ -206,29 +184,25 @@ static void heap_remove(recmg_cache *c, uint32_t n)
     c->len++;
 }
 
-/* ---- S3-FIFO ghost ---- */
-static uint64_t g_find(const recmg_cache *c, uint64_t key)
+/* ---- S3-FIFO ghost: a hash of ring positions (recmg_index.h) ---- */
+static inline int ghost_eq(const void *ctx, uint32_t pos, const void *key)
 {
-    uint64_t i = mix(key) & c->gh_mask;
-    while (c->gh_pos[i] != NONE && c->ghost_keys[c->gh_pos[i]] != key)
-        i = (i + 1) & c->gh_mask;
-    return i;
+    return ((const recmg_cache *)ctx)->ghost_keys[pos] == *(const uint64_t *)key;
 }
 
-static void g_del_at(recmg_cache *c, uint64_t i)
+static inline uint64_t ghost_home(const void *ctx, uint32_t pos)
 {
-    uint64_t j = i;
-    for (;;) {
-        j = (j + 1) & c->gh_mask;
-        if (c->gh_pos[j] == NONE)
-            break;
-        uint64_t home = mix(c->ghost_keys[c->gh_pos[j]]) & c->gh_mask;
-        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-            c->gh_pos[i] = c->gh_pos[j];
-            i = j;
-        }
-    }
-    c->gh_pos[i] = NONE;
+    return mix(((const recmg_cache *)ctx)->ghost_keys[pos]);
+}
+
+static inline uint64_t g_find(const recmg_cache *c, uint64_t key)
+{
+    return recmg_ix_find(c->gh_pos, c->gh_mask, mix(key), ghost_eq, c, &key);
+}
+
+static inline void g_del_at(recmg_cache *c, uint64_t i)
+{
+    recmg_ix_delete(c->gh_pos, c->gh_mask, i, ghost_home, NULL, c);
 }
 
 static void ghost_add(recmg_cache *c, uint64_t key)
@@ -283,7 +257,8 @@ recmg_cache *recmg_cache_new(int policy, uint64_t capacity, uint64_t aging, int 
     c->slots = malloc((c->mask + 1) * sizeof(uint32_t));
     if (policy == RECMG_LFU || policy == RECMG_BELADY || policy >= RECMG_SCORED)
         c->heap = malloc(capacity * sizeof(uint32_t));
-    c->lru.head = c->lru.tail = c->small.head = c->small.tail = NONE;
+    RECMG_LIST_INIT(&c->lru);
+    RECMG_LIST_INIT(&c->small);
     if (policy == RECMG_S3FIFO) {
         c->small_cap = capacity / 10 > 0 ? capacity / 10 : 1;
         c->ghost_cap = capacity - c->small_cap;
@@ -618,6 +593,11 @@ uint64_t recmg_cache_resident(const recmg_cache *c, uint64_t *out, uint64_t max)
 static __thread uint32_t *scratch;
 static __thread uint64_t scratch_slots;
 
+static inline int out_eq(const void *ctx, uint32_t j, const void *key)
+{
+    return (*(const uint64_t *const *)ctx)[j] == *(const uint64_t *)key;
+}
+
 static uint64_t distinct_core(const uint64_t *keys, uint64_t n, const uint64_t *offs,
                               uint64_t nb, uint64_t *out, uint32_t *counts, uint64_t *out_offs)
 {
@@ -649,10 +629,9 @@ static uint64_t distinct_core(const uint64_t *keys, uint64_t n, const uint64_t *
         uint64_t first = k;
         if (out_offs)
             out_offs[b] = k;
+        const uint64_t *batch_out = out + first; /* slots index this batch's keys */
         for (uint64_t i = offs[b]; i < offs[b + 1]; i++) {
-            uint64_t h = mix(keys[i]) & mask;
-            while (slot[h] != NONE && out[first + slot[h]] != keys[i])
-                h = (h + 1) & mask;
+            uint64_t h = recmg_ix_find(slot, mask, mix(keys[i]), out_eq, &batch_out, &keys[i]);
             if (slot[h] == NONE) {
                 slot[h] = (uint32_t)(k - first);
                 out[k] = keys[i];

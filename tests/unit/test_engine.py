@@ -249,3 +249,21 @@ def test_a_reload_that_changes_the_policy_replaces_it_and_one_that_does_not_keep
     assert eng.cache is kept and len(eng.cache) == 2  # learned state kept
     build.reconfigure(eng, lru, cfg, cfgmod.Profile(name="s", caching="s3fifo"), override=64)
     assert eng.cache is not kept and eng.cache.name == "s3fifo" and len(eng.cache) == 0
+
+
+def test_every_mode_reports_slow_reads_in_vectors_per_batch():
+    """ondemand counts each mode's own unit (page mode: pages brought in; daemon
+    mode: vectors read from slow pages); slow_reads is the one unit of all modes."""
+    from recmg.sim import modes
+
+    # one table of 64-byte rows: 64 rows a page; batch 0 reads rows 0, 1, 1, 70
+    # (pages 0 and 1), batch 1 reads rows 2 and 3 (page 0)
+    t = tf.Trace(tables=[tf.TableInfo(0, "a", 1000, 64, 16, "<f4")],
+                 keys=tf.make_keys(0, np.array([0, 1, 1, 70, 2, 3])),
+                 batch_offsets=np.array([0, 4, 6], np.uint64))
+    page = modes.simulate(t, "page", "lru", 1)
+    assert (page.ondemand, page.slow_reads) == (3, 5)  # pages 0, 1, 0 again; 0,1,70 + 2,3
+    batch = modes.simulate(t, "batch", "lru", 100)
+    assert batch.ondemand == batch.slow_reads == 5
+    daemon = modes.simulate(t, "daemon", "lru", 1)
+    assert daemon.ondemand == daemon.slow_reads

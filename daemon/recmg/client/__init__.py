@@ -103,14 +103,16 @@ class Client:
     or (name, ndarray) to register an existing C-contiguous 2-D array.
     layout: a row layout (a .rlayout path or a RowLayout) applied to the tables now,
     in place; one for other tables or row counts is a LayoutError before anything
-    changes.
+    changes.  rows_in_layout: the tables are (or will be) written in the layout's order
+    by the caller, through ``positions`` (weights loaded straight to their positions):
+    no row moves, and no page is touched.
     """
 
     def __init__(self, name: str, tables: Sequence[tuple], *,
                  key_capacity: int = DEFAULT_KEY_CAPACITY,
                  batch_capacity: int = DEFAULT_BATCH_CAPACITY,
                  shm_dir: str | None = None, group: int | None = None,
-                 if_unavailable: str = "raise", layout=None):
+                 if_unavailable: str = "raise", layout=None, rows_in_layout: bool = False):
         for cap, label in ((key_capacity, "key_capacity"), (batch_capacity, "batch_capacity")):
             if cap <= 0 or cap & (cap - 1):
                 raise ValueError(f"{label} must be a power of two, got {cap}")
@@ -133,10 +135,11 @@ class Client:
             self.tables[tname] = arr
         self.layout: lf.RowLayout | None = None
         self._inv: list[np.ndarray | None] = [None] * len(self.tables)  # row -> position
+        self._perm: list[np.ndarray | None] = [None] * len(self.tables)  # position -> row
         self._bands = [np.zeros(0, np.int64)] * len(self.tables)
         self.last_relayout_s = 0.0  # the pause the last layout change took
         if layout is not None:
-            self._apply(_load_layout(layout))
+            self._apply(_load_layout(layout), move=not rows_in_layout)
         self.name = name
         self.pid = os.getpid()
         self.path = os.path.join(shm_dir or seg.default_dir(), seg.segment_name(name, self.pid))
@@ -237,9 +240,16 @@ class Client:
         inv = self._inv[i]
         return np.asarray(rows) if inv is None else inv[rows]
 
-    def _apply(self, layout: lf.RowLayout) -> None:
-        """Move every table's rows to ``layout``, in place, from the current one.
-        Everything is checked before the first row moves."""
+    def rows_at(self, table: int, lo: int, hi: int) -> np.ndarray:
+        """The rows at positions lo..hi-1 of ``table`` (int64): what to write there
+        when loading weights in the layout's order."""
+        perm = self._perm[table]
+        return np.arange(lo, hi, dtype=np.int64) if perm is None else perm[lo:hi]
+
+    def _apply(self, layout: lf.RowLayout, move: bool = True) -> None:
+        """Move every table's rows to ``layout``, in place, from the current one
+        (``move`` False: they are in its order already).  Everything is checked before
+        the first row moves."""
         specs = lf.match(layout, [(n, a.shape[0], a.shape[1] * a.itemsize)
                                   for n, a in self.tables.items()], "the client's tables")
         if self.layout is not None and layout.id == self.layout.id:
@@ -249,8 +259,9 @@ class Client:
             perm = permute.positions(spec.rows, spec.hot)  # position -> row
             cur = self._inv[i]
             # position p takes row perm[p], which is now at cur[perm[p]]
-            permute.apply_in_place(arr, perm if cur is None else cur[perm])
-            self._inv[i], self._bands[i] = permute.inverse(perm), spec.hot
+            if move:
+                permute.apply_in_place(arr, perm if cur is None else cur[perm])
+            self._inv[i], self._perm[i], self._bands[i] = permute.inverse(perm), perm, spec.hot
         self.layout = layout
         self.last_relayout_s = time.perf_counter() - t0
 

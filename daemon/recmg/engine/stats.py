@@ -4,8 +4,13 @@ Definitions (the same in the daemon and the simulator):
 - ``accesses``: vector keys read; ``hits``: those whose unit (vector or page) was in
   fast memory when read (in the paper's access mode: found in the cache or prefetch
   buffer); ``hit_ratio`` = hits / accesses.
-- ``ondemand``: on-demand fetches: distinct units per batch read from slow memory (in
-  access mode: every access found in neither buffer).
+- ``ondemand``: on-demand fetches in the mode's own unit: distinct vectors per batch
+  read from slow memory (batch mode, daemon mode and recmgd: a vector read from a slow
+  page is one fetch, as nothing is brought in on demand), distinct pages per batch
+  brought in (page mode), every access found in neither buffer (access mode).
+- ``slow_reads``: the one unit every mode reports: distinct vectors per batch read
+  from slow memory (access mode: every access found in neither buffer).  In page mode
+  it counts the vectors a batch read from the pages it brought in.
 - prefetches: ``prefetch_issued``; ``prefetch_useful`` (read while in fast memory
   before the caching policy held it); ``prefetch_late`` (read while still in flight).
 - moves (planned placement): ``promoted``, ``demoted`` pages; ``pingpong`` (demoted
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
-_SUMMED = ("batches", "accesses", "hits", "ondemand", "prefetch_issued", "prefetch_useful",
+_SUMMED = ("batches", "accesses", "hits", "ondemand", "slow_reads", "prefetch_issued", "prefetch_useful",
            "prefetch_late", "promoted", "demoted", "pingpong", "bytes_moved", "stall_ns",
            "dropped_batches", "invalid_keys", "seconds")
 
@@ -29,6 +34,7 @@ class Stats:
     accesses: int = 0
     hits: int = 0
     ondemand: int = 0
+    slow_reads: int = 0
     prefetch_issued: int = 0
     prefetch_useful: int = 0
     prefetch_late: int = 0

@@ -177,11 +177,28 @@ class Engine:
         if self.mover.ideal and self.cfg.observe == "access":
             res = self._paper_step(self.units(keys), next_use, future)
         elif self.mover.ideal:
-            res = self._ideal_step(self.units(keys), batch.batch_offsets, next_use, future)
+            res = self._ideal_step(keys, batch.batch_offsets, next_use, future)
         else:
             res = self._planned_step(keys, batch.batch_offsets, ctl)
         self.steps += 1
         return res
+
+    def _slow_vectors(self, keys, offsets, uniq, uoffs, fast) -> int:
+        """Distinct vectors per batch on the pages the batch fetched: page mode's
+        slow reads, in the unit of every other mode.  ``uniq``/``uoffs``: each batch's
+        distinct pages, ``fast``: which of them were in fast memory."""
+        if fast.all():
+            return 0
+        vk, _, voffs = distinct_in_batches(keys, offsets)
+        # tag pages with their batch (bits 52..63; a step holds under 4,096 batches) so
+        # a page fetched by one batch does not count for another
+        def tagged(units, offs):
+            offs = np.asarray(offs, np.int64)
+            return units | (np.repeat(np.arange(len(offs) - 1, dtype=np.uint64),
+                                      np.diff(offs)) << np.uint64(52))
+
+        fetched = tagged(uniq, uoffs)[~fast]
+        return int(np.count_nonzero(np.isin(tagged(self.units(vk), voffs), fetched)))
 
     def _count_misses(self, missed: np.ndarray) -> None:
         self.stats.ondemand += len(missed)
@@ -210,6 +227,7 @@ class Engine:
         s.hits += hits
         s.prefetch_useful += int(np.count_nonzero(out == PREFETCH_HIT))
         self._count_misses(missed)
+        s.slow_reads += len(missed)
         issued = 0
         if self.pbuf is not None:
             cand = self._candidates(units, missed, future, self.cache.contains)
@@ -220,15 +238,16 @@ class Engine:
         return StepResult(accesses=len(units), hits=hits, ondemand=len(missed),
                           prefetch_issued=issued)
 
-    def _ideal_step(self, units, offsets, next_use, future) -> StepResult:
+    def _ideal_step(self, keys, offsets, next_use, future) -> StepResult:
         """Batch semantics with ideal placement: a batch reads its distinct units
         together; those in neither the cache nor the arrived prefetch buffer at the
         step's start are on-demand fetches; the policy then observes; prefetches issued
         now arrive ``lead`` steps later (read before that: late)."""
         s = self.stats
+        units = self.units(keys)
         while self.pending and self.pending[0][0] <= self.steps:
             self.pbuf.insert(self.pending.popleft()[1])
-        uniq, counts, _ = distinct_in_batches(units, offsets)
+        uniq, counts, uoffs = distinct_in_batches(units, offsets)
         in_cache = self.cache.contains(uniq)
         in_pf = self.pbuf.contains(uniq) if self.pbuf is not None else \
             np.zeros(len(uniq), bool)
@@ -241,6 +260,8 @@ class Engine:
         s.hits += hits
         s.prefetch_useful += int(np.count_nonzero(in_pf & ~in_cache))
         self._count_misses(missed)
+        s.slow_reads += self._slow_vectors(keys, offsets, uniq, uoffs, fast) \
+            if self.cfg.granularity == "page" else len(missed)
         if self.pbuf is not None and in_pf.any():
             self.pbuf.remove(uniq[in_pf])
         seen = uniq if self.cfg.observe == "batch" else units
@@ -269,6 +290,7 @@ class Engine:
         hits = int(counts[fast].sum())
         s.hits += hits
         self._count_misses(missed)
+        s.slow_reads += len(missed)  # vectors already: the same unit
         units = self.units(keys)
         seen = units if cfg.observe == "access" else distinct_in_batches(units, offsets)[0]
         if len(seen):

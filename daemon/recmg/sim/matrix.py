@@ -116,14 +116,14 @@ def _run_combo(name: str, tr: tf.Trace, mode: str, size: float, policies: list[s
 
 
 def render_table(rows: list[Row]) -> str:
-    head = ["trace", "mode", "size", "capacity", "policy", "prefetch", "ondemand", "hit%",
-            "vs LRU", "vs oracle", "pf acc", "pf cov", "Macc/s"]
+    head = ["trace", "mode", "size", "capacity", "policy", "prefetch", "ondemand",
+            "slow reads", "hit%", "vs LRU", "vs oracle", "pf acc", "pf cov", "Macc/s"]
     out = [head]
     for r in rows:
         m = r.metrics
         out.append([r.trace, r.mode, f"{r.size:.0%}", str(r.capacity), r.policy, r.prefetcher,
-                    str(m.ondemand), f"{100 * m.hit_ratio:.1f}", f"{r.vs_lru:.3f}",
-                    f"{r.vs_oracle:.2f}",
+                    str(m.ondemand), str(m.slow_reads), f"{100 * m.hit_ratio:.1f}",
+                    f"{r.vs_lru:.3f}", f"{r.vs_oracle:.2f}",
                     f"{m.accuracy:.2f}" if m.prefetch_issued else "-",
                     f"{m.coverage:.2f}" if m.prefetch_issued else "-",
                     f"{m.accesses / m.seconds / 1e6:.1f}" if m.seconds else "-"])

@@ -70,8 +70,11 @@ class DLRM:
         rng = np.random.default_rng(seed)
         names = [f"t{i}" for i in range(len(spec.rows))]
         if segment_name:
+            # with a layout the fill below writes each row at its position: no row moves
+            # after, and no page is touched before the fill
             self.client = Client(segment_name, [(n, r, spec.dim) for n, r in zip(names, spec.rows)],
-                                 key_capacity=key_capacity)
+                                 key_capacity=key_capacity, layout=layout,
+                                 rows_in_layout=True)
             self.tables = [self.client.tables[n] for n in names]
         else:
             self.client = None
@@ -90,10 +93,19 @@ class DLRM:
         # Deterministic contents, every row distinct: a random block of 4096 rows, shifted
         # per block (drawing every value took most of a minute under TCG for 200 MiB).
         block = rng.standard_normal((FILL_BLOCK, spec.dim), dtype=np.float32) * np.float32(0.01)
-        for t in self.tables:
+        for i, t in enumerate(self.tables):
+            laid = self.client is not None and self.client.layout is not None
             for lo in range(0, len(t), FILL_BLOCK):
                 n = min(FILL_BLOCK, len(t) - lo)
-                np.add(block[:n], np.float32(lo / len(t)), out=t[lo:lo + n])
+                if not laid:
+                    np.add(block[:n], np.float32(lo / len(t)), out=t[lo:lo + n])
+                    continue
+                # position p holds row perm[p]: row r's contents are block[r % FILL_BLOCK]
+                # plus its block's start / rows, as without a layout
+                rows = self.client.rows_at(i, lo, lo + n)
+                start = (rows - rows % FILL_BLOCK) / len(t)
+                np.add(block[rows % FILL_BLOCK], start.astype(np.float32)[:, None],
+                       out=t[lo:lo + n])
         if prefer_node is not None:
             # Placed: drop the range's policy again. Automatic NUMA balancing skips a VMA
             # that has a policy of its own without MPOL_F_MOF (vma_policy_mof(),
@@ -102,8 +114,6 @@ class DLRM:
             for t in self.tables:
                 native.mbind(t.ctypes.data, t.nbytes + (-t.nbytes) % 4096,
                              native.MPOL_DEFAULT, [])
-        if layout is not None:  # the rows move once, after the fill (docs/layouts.md)
-            self.client.relayout(layout)
         self.bottom = _mlp(rng, (spec.dense_features, *spec.bottom))
         n = len(spec.rows) + 1
         self._tri = np.triu_indices(n, k=1)
