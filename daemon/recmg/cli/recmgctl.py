@@ -188,7 +188,7 @@ def _target_lines(t) -> list[str]:
         out.append(f"  {t.segment}: row layout {lay['id']}: {share}"
                    + ("; STALE: a new layout would pay" if lay["relayout_advised"] else ""))
     pf = t.prefetch or {}
-    if pf.get("name", "none") != "none":
+    if pf.get("prefetches"):
         pm = pf.get("model")
         out.append(f"  {t.segment}: prefetcher {pf['name']}"
                    + (f" (model {pm['name']} sha256 {pm['sha256'][:12]})" if pm else "")

@@ -176,7 +176,8 @@ class TargetState:
     def prefetch_status(self) -> dict:
         """The prefetcher, its counts, and its model where it is the learned one."""
         s = self.engine.stats
-        return {"name": self.engine.prefetcher.name, "issued": s.prefetch_issued,
+        return {"name": self.engine.prefetcher.name,
+                "prefetches": self.engine.prefetcher.prefetches, "issued": s.prefetch_issued,
                 "useful": s.prefetch_useful, "model": self.engine.prefetcher.status()}
 
     def close(self) -> None:
