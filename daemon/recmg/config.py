@@ -177,6 +177,11 @@ class Profile:
     # a learned prefetcher (learned, deltalstm, voyager, artifact): its ONNX model (a
     # path as for model; onnxruntime runs it with model_threads too)
     prefetch_model: str = ""
+    # ingest sampling for this profile's targets: above this many offered accesses per
+    # second the client records 1 batch in N (0: never sample; -1: target's own
+    # max_accesses_per_s).  A profile whose tick costs more per access (the learned
+    # ones) can sample earlier than the cheap ones.
+    max_accesses_per_s: float = -1.0
     description: str = ""
 
 
@@ -448,6 +453,9 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("model_fetch_margin", "must be in -1..10 (< 0: no fetch judge)"))
     if not 1 <= prof.model_fallback_windows <= 1000:
         problems.append(("model_fallback_windows", "must be in 1..1000"))
+    if not (prof.max_accesses_per_s == -1 or 0 <= prof.max_accesses_per_s <= 1e12):
+        problems.append(("max_accesses_per_s", "must be in 0..1e12 accesses/s (0: never "
+                         "sample), or -1 for target.max_accesses_per_s"))
     for role, key, kind in (("caching", "model", "caching"),
                             ("prefetcher", "prefetch_model", "prefetch")):
         file = getattr(prof, key)
@@ -503,3 +511,10 @@ def with_socket(cfg: Config, socket: str) -> Config:
 
 def with_profile(cfg: Config, name: str) -> Config:
     return replace(cfg, policy=Policy(profile=name))
+
+
+def sampling_limit(cfg: Config, profile: Profile) -> float:
+    """Offered accesses per second above which a target is sampled: the profile's
+    max_accesses_per_s where it sets one, else target.max_accesses_per_s."""
+    return profile.max_accesses_per_s if profile.max_accesses_per_s >= 0 \
+        else cfg.target.max_accesses_per_s

@@ -155,3 +155,16 @@ def test_a_profile_cannot_rename_itself(tmp_path):
     with pytest.raises(c.ConfigError) as ei:
         c.load_profile("sneaky", [tmp_path])
     assert "name" in [k for k, _ in ei.value.problems]
+
+
+def test_a_profile_sets_its_own_sampling_limit_or_takes_the_targets(tmp_path):
+    from recmg import config as cfgmod
+
+    cfg = cfgmod.parse("[target]\nmax_accesses_per_s = 3000000.0\n")
+    (tmp_path / "own.toml").write_text('schema = 1\ncaching = "lru"\nmax_accesses_per_s = 800000.0\n')
+    (tmp_path / "none.toml").write_text('schema = 1\ncaching = "lru"\n')
+    (tmp_path / "bad.toml").write_text('schema = 1\ncaching = "lru"\nmax_accesses_per_s = -5.0\n')
+    assert cfgmod.sampling_limit(cfg, cfgmod.load_profile("own", [tmp_path])) == 800_000
+    assert cfgmod.sampling_limit(cfg, cfgmod.load_profile("none", [tmp_path])) == 3_000_000
+    with pytest.raises(cfgmod.ConfigError, match="max_accesses_per_s: must be in 0..1e12"):
+        cfgmod.load_profile("bad", [tmp_path])

@@ -208,6 +208,11 @@ def test_the_replay_samples_ingest_as_recmgd_and_the_client_would(tmp_path):
     rec = tf.Trace(tables=trace.tables, keys=trace.keys, batch_offsets=trace.batch_offsets,
                    timestamps_ns=trace.timestamps_ns, meta={"source": "recmgd"})
     assert replay(rec, cfg, cfgmod.load_profile("lru"))[0].batches == n
+    # a profile's own limit wins over the target's, as live (0: never sample)
+    from dataclasses import replace
+
+    unsampled = replace(cfgmod.load_profile("lru"), max_accesses_per_s=0.0)
+    assert replay(trace, cfg, unsampled)[0].batches == n
 
 
 def test_the_replays_sampling_rule_is_the_clients(tmp_path):

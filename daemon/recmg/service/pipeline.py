@@ -20,7 +20,7 @@ from recmg.capture import segment as seg
 from recmg.capture.perf import TickCounters
 from recmg.capture.reader import SegmentError, SegmentReader, StaleSegment
 from recmg import movers
-from recmg.config import Config, Profile
+from recmg.config import Config, Profile, sampling_limit
 from recmg.runner import build
 from recmg.engine.contracts import StepResult
 from recmg.engine.layout import Layout
@@ -88,7 +88,7 @@ class TargetState:
         self.profile = profile
         self.last_step = StepResult()
         # the code around each step (sampling, the closed loop), shared with the replay
-        self.driver = TickDriver(self.engine, Sampler(cfg.target.max_accesses_per_s),
+        self.driver = TickDriver(self.engine, Sampler(sampling_limit(cfg, profile)),
                                  Feedback(cfg.migration.feedback_window_ticks,
                                           cfg.migration.feedback_slowdown, migrator.real))
         # `recmgctl record`: (keys, batch id, ts, tick) per batch read, and the perf
@@ -145,7 +145,7 @@ class TargetState:
 
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.runner.build)."""
-        self.driver.sampler.limit = cfg.target.max_accesses_per_s
+        self.driver.sampler.limit = sampling_limit(cfg, profile)
         old = build.without_models(self.profile) if self.model_error else self.profile
         try:
             build.reconfigure(self.engine, old, cfg, profile)

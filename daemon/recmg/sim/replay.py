@@ -11,7 +11,8 @@ timestamps, with the trace source recording 1 batch in N as the client would; a 
 recording is not sampled again (it holds what its client recorded).  The closed loop runs on the
 recorded batch timestamps, as live (with the sampling the recording had), for a
 config whose backend moves pages (a simulated or dry-run recmgd judges no moves).
-Placement starts on the slow tier, as with the simulated backend.
+Placement starts on the slow tier, as with the simulated backend.  The sampling limit is
+the profile's ``max_accesses_per_s`` where it sets one, as live.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     # sampling as recmgd asks the client for it (a recmgd recording holds the batches
     # its client recorded already, sampled as it was then): recmgd's own driver
     driver = TickDriver(eng, None if trace.meta.get("source") == "recmgd" else
-                        Sampler(cfg.target.max_accesses_per_s),
+                        Sampler(cfgmod.sampling_limit(cfg, profile)),
                         Feedback(cfg.migration.feedback_window_ticks,
                                  cfg.migration.feedback_slowdown, judges_moves))
     ticks = []

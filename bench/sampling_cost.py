@@ -1,0 +1,93 @@
+"""What ingest sampling costs: recmgd's hit ratio with its sampling against the same
+replay unsampled (docs/results.md, "What sampling costs").  Prints Markdown.
+
+    python bench/sampling_cost.py [--batches 200] [--shared ../shared]
+                                  [--profiles default,frequency,learned,recmg]
+
+Each trace gets batch timestamps for a steady offered rate R (accesses per second) at
+which a 500 ms tick reads about 10 batches; `recmg sim --config`'s replay
+(recmg.sim.replay, the engine and the tick driver recmgd runs, sampling as the client
+records) is run with the profile's sampling limit at R (no sampling), R / 2, R / 5 and
+R / 10, so the client records 1 batch in about 2, 5 and 10.  The hit ratio is measured
+on the batches recorded, a systematic 1-in-N sample of the stream, so it estimates the
+whole stream's.  Traces: meta2021-small and meta2022-small (seed 7) with and without
+their hot-set drift, and the Criteo and Avazu excerpts in ../shared/real_traces when
+present (read there, never committed).  Budget: fast_mib_per_target sized to 10% of
+each trace's distinct pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from recmg import config as cfgmod
+from recmg.sim import modes
+from recmg.sim.replay import replay
+from recmg.trace import format as tf
+from recmg.trace import synthetic
+
+import extra_logs
+
+ROOT = Path(__file__).resolve().parents[1]
+FACTORS = (1, 2, 5, 10)
+TICK_MS = 500
+PAGE = 4096
+
+
+def timed(trace: tf.Trace, batches_per_tick: int = 10) -> tuple[tf.Trace, float]:
+    """The trace with timestamps for a steady rate at which a tick holds about
+    ``batches_per_tick`` batches; and that rate (accesses/s)."""
+    counts = np.diff(np.asarray(trace.batch_offsets, np.int64))
+    rate = float(counts.mean()) * batches_per_tick / (TICK_MS / 1000)
+    ts = (np.cumsum(counts) / rate * 1e9).astype(np.uint64) + np.uint64(10**9)
+    return dataclasses.replace(trace, timestamps_ns=ts,
+                               batch_ids=np.arange(len(counts), dtype=np.uint64)), rate
+
+
+def traces(shared: str, batches: int):
+    for preset in ("meta2021-small", "meta2022-small"):
+        spec = synthetic.preset(preset, seed=7)
+        yield f"{preset} (drift)", synthetic.trace(spec, batches)
+        yield f"{preset} (no drift)", synthetic.trace(
+            dataclasses.replace(spec, drift_period=0), batches)
+    for name, load in extra_logs.loaders(shared, []):
+        yield name, load()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    ap.add_argument("--profiles", default="default,frequency,learned,recmg")
+    a = ap.parse_args()
+    profiles = [cfgmod.load_profile(p, [ROOT / "policies"]) for p in a.profiles.split(",")]
+    print("| trace | profile | unsampled hit% | " + " | ".join(
+        f"limit R/{k}: sampling, hit% (lost)" for k in FACTORS[1:]) + " |")
+    print("|---|---|---|" + "---|" * (len(FACTORS) - 1))
+    for name, tr in traces(a.shared, a.batches):
+        tr, rate = timed(tr)
+        pages = modes.distinct_units(tr, "page")
+        mib = max(1, round(pages * 0.10 * PAGE / 2**20))
+        cfg = cfgmod.parse(f"tick_ms = {TICK_MS}\n[budget]\nfast_mib_per_target = {mib}\n"
+                           '[migration]\nbackend = "simulated"\n')
+        for prof in profiles:
+            cells = []
+            for k in FACTORS:
+                p = dataclasses.replace(prof, max_accesses_per_s=rate / k * 1.01)
+                st, ticks = replay(tr, cfg, p)
+                n = max((t["sampling"] for t in ticks), default=1)
+                cells.append((n, 100 * st.hit_ratio))
+            base = cells[0][1]
+            print(f"| {name} | {prof.name} | {base:.1f} | " + " | ".join(
+                f"1 in {n}, {h:.1f} ({base - h:+.1f})" for n, h in cells[1:]) + " |",
+                flush=True)
+    print(f"\nR: the offered rate at which a {TICK_MS} ms tick reads 10 batches; budget: "
+          "10% of each trace's distinct pages.")
+
+
+if __name__ == "__main__":
+    main()
