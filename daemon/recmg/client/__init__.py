@@ -240,6 +240,11 @@ class Client:
         inv = self._inv[i]
         return np.asarray(rows) if inv is None else inv[rows]
 
+    def position_array(self, table: int) -> np.ndarray | None:
+        """Row -> position of ``table`` under the current layout (int64, one entry a
+        row; None: no layout).  For a caller that maps lookups itself (torch_hooks)."""
+        return self._inv[table]
+
     def rows_at(self, table: int, lo: int, hi: int) -> np.ndarray:
         """The rows at positions lo..hi-1 of ``table`` (int64): what to write there
         when loading weights in the layout's order."""

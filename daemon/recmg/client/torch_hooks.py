@@ -76,9 +76,10 @@ def _call_indices(module: nn.Module, args: tuple, kwargs: dict) -> np.ndarray:
 
 def _to_positions(client: Client, i: int, module: nn.Module, args: tuple, kwargs: dict):
     """A lookup's rows -> their positions under the client's layout (same dtype)."""
-    if client._inv[i] is None:  # no layout (yet)
+    arr = client.position_array(i)
+    if arr is None:  # no layout (yet)
         return None
-    inv = torch.from_numpy(client._inv[i])
+    inv = torch.from_numpy(arr)
     if args:
         return (inv[args[0]].to(args[0].dtype),) + tuple(args[1:]), kwargs
     if kwargs.get("input") is not None:

@@ -49,8 +49,9 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
            ) -> tuple[Stats, list[dict]]:
     """Ticks: ``batches_per_tick`` batches each if given; else the ticks a recmgd
     recording read them in (meta "tick_starts"); else ``tick_ms`` of the trace's
-    timestamps; else one batch a tick.  Returns the stats and, per tick, the batches
-    read so far and the pages promoted and demoted (global page indices, in order)."""
+    timestamps; else one batch a tick.  Returns the stats and, per tick, the batches,
+    accesses and hits so far, the sampling, who served (a learned policy) and the pages
+    promoted and demoted (global page indices, in order)."""
     # as the live daemon would: "auto" becomes move_pages where the host can move pages
     judges_moves = cfg.migration.backend == "auto" or registry.moves_pages(
         cfg.migration.backend)
@@ -77,6 +78,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
         r = driver.tick(src, tick, max_batches=cfg.target.max_batches_per_read).result
         status = eng.cache.status()  # a learned policy: who decides, why
         ticks.append({"tick": tick, "batches": eng.stats.batches,
+                      "accesses": eng.stats.accesses, "hits": eng.stats.hits,  # so far
                       "sampling": driver.sampling,  # asked from this tick on
                       "model": {k: v for k, v in status.items()
                                 if k in ("serving", "why", "fetches")} if status else None,
