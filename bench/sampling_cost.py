@@ -64,11 +64,14 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=400)
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--profiles", default="default,frequency,learned,recmg")
+    ap.add_argument("--modes", default="batch",
+                    help="batch (what the client does), key (every access of 1 key in N: "
+                    "simulated only), or both: batch,key")
     a = ap.parse_args()
     profiles = [cfgmod.load_profile(p, [ROOT / "policies"]) for p in a.profiles.split(",")]
     print("Hit ratio in the second half of the ticks (over all ticks in brackets); lost: "
           "points below the unsampled run.\n")
-    print("| trace | profile | unsampled hit% | " + " | ".join(
+    print("| trace | profile, sampling | unsampled hit% | " + " | ".join(
         f"limit R/{k}: sampling, hit% (lost)" for k in FACTORS[1:]) + " |")
     print("|---|---|---|" + "---|" * (len(FACTORS) - 1))
     for name, tr in traces(a.shared, a.batches):
@@ -77,17 +80,17 @@ def main() -> None:
         mib = max(1, round(pages * 0.10 * PAGE / 2**20))
         cfg = cfgmod.parse(f"tick_ms = {TICK_MS}\n[budget]\nfast_mib_per_target = {mib}\n"
                            '[migration]\nbackend = "simulated"\n')
-        for prof in profiles:
+        for prof, mode in [(p, m) for p in profiles for m in a.modes.split(",")]:
             cells = []
             for k in FACTORS:
                 p = dataclasses.replace(prof, max_accesses_per_s=rate / k * 1.01)
-                st, ticks = replay(tr, cfg, p)
+                st, ticks = replay(tr, cfg, p, sampling_mode=mode)
                 n = max((t["sampling"] for t in ticks), default=1)
                 mid, end = ticks[len(ticks) // 2 - 1], ticks[-1]
                 late = (end["hits"] - mid["hits"]) / max(end["accesses"] - mid["accesses"], 1)
                 cells.append((n, 100 * late, 100 * st.hit_ratio))
             base, whole = cells[0][1], cells[0][2]
-            print(f"| {name} | {prof.name} | {base:.1f} ({whole:.1f}) | " + " | ".join(
+            print(f"| {name} | {prof.name}, {mode} | {base:.1f} ({whole:.1f}) | " + " | ".join(
                 f"1 in {n}, {h:.1f} (lost {base - h:.1f}; all: {whole - w:.1f})"
                 for n, h, w in cells[1:]) + " |", flush=True)
     print(f"\nR: the offered rate at which a {TICK_MS} ms tick reads 10 batches; budget: "

@@ -75,3 +75,29 @@ def test_wild_call_numbers_sample_only_within_bounds():
     offs = np.array([0, 10, 20], np.uint64)
     assert s.observe(ts, offs, np.array([1, 1 << 62], np.uint64)) == MAX_ONE_IN
     assert s.observe(ts + 10**6, offs, np.array([5, 4], np.uint64)) is None  # backwards
+
+
+def test_key_sampling_keeps_every_access_of_a_kept_key_and_settles():
+    """The simulator's other sampling mode, to compare with the client's batch
+    sampling: every batch, the accesses of 1 key in N."""
+    from recmg.engine.sampling import key_kept
+
+    keys = np.arange(10_000, dtype=np.uint64)
+    kept = key_kept(keys, 4)
+    assert 0.2 < kept.mean() < 0.3
+    both = np.concatenate([keys, keys])
+    assert (key_kept(both, 4) == np.concatenate([kept, kept])).all()  # per key, always
+    tr = _trace()
+    src = TraceSource(tr, 2, sampling_mode="key")
+    src.set_sampling(4)
+    b = src.read()
+    assert b.n_batches == 2 and (key_kept(b.keys, 4)).all()
+    assert len(b.keys) == int(key_kept(tr.keys[:800], 4).sum())
+    # the controller counts each recorded key as N offered: it stays at 1 in 4-5
+    src, drv = _driver(tr, limit=100_000.0)
+    src.sampling_mode = drv.sampler.mode = "key"
+    n = 0
+    while not src.done:
+        n += 1
+        drv.tick(src, n)
+    assert 4 <= drv.sampling <= 5 and drv.engine.stats.batches == 64

@@ -17,10 +17,18 @@ import numpy as np
 MAX_ONE_IN = 1 << 20  # the sparsest sampling asked: 1 batch in this many
 
 
-class Sampler:
-    """One target's sampling controller.  ``limit`` <= 0: never sample."""
+MODES = ("batch", "key")  # what 1 in N keeps: whole batches, or the keys that hash so
 
-    def __init__(self, limit: float):
+
+class Sampler:
+    """One target's sampling controller.  ``limit`` <= 0: never sample.  ``mode``:
+    "batch" (recmg.client: 1 batch in N recorded whole) or "key" (every batch, with
+    the accesses of 1 key in N: ``key_kept``; the simulator's, for comparison)."""
+
+    def __init__(self, limit: float, mode: str = "batch"):
+        if mode not in MODES:
+            raise ValueError(f"sampling mode {mode!r}; known: {', '.join(MODES)}")
+        self.mode = mode
         self.limit = float(limit)
         self.one_in = 1
         self.rate = 0.0  # offered accesses per second, smoothed
@@ -49,7 +57,8 @@ class Sampler:
         self.last_ts, self.last_id = last, last_id
         if self.limit <= 0 or span_ns <= 0 or calls <= 0 or not counts.sum():
             return None  # one batch, or timestamps a client got wrong: no estimate yet
-        offered = float(counts.mean()) * calls / (span_ns / 1e9)
+        per_batch = float(counts.mean()) * (self.one_in if self.mode == "key" else 1)
+        offered = per_batch * calls / (span_ns / 1e9)
         self.rate = offered if self.rate == 0 else 0.7 * self.rate + 0.3 * offered
         # capped: call numbers are the client's to write (a wild one samples only
         # itself, and the ring's word stays a small number)
@@ -65,3 +74,13 @@ def recorded(first_call: int, n_calls: int, one_in: int) -> np.ndarray:
     ``first_call`` (1-based), a client sampling 1 in ``one_in`` records (bool)."""
     calls = np.arange(first_call, first_call + n_calls)
     return np.ones(n_calls, bool) if one_in <= 1 else calls % one_in == 0
+
+
+def key_kept(keys: np.ndarray, one_in: int) -> np.ndarray:
+    """Which accesses key sampling keeps: those of the keys whose hash is 0 modulo
+    ``one_in`` (every access of a kept key, none of the others)."""
+    keys = np.asarray(keys, np.uint64)
+    if one_in <= 1:
+        return np.ones(len(keys), bool)
+    h = (keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    return h % np.uint64(one_in) == 0

@@ -468,6 +468,14 @@ class Manager:
                               segment=self.segment, free_floor_mib=self.free_floor_mib)
             self._daemon = demo.start_recmgd(cfg, self.tmp / "control.sock")
             self.pids = [self._daemon.pid]
+            # serving, not only listening: under TCG a cold recmgd once answered nothing
+            # for a whole run (0 moves, status unreachable), which read as a 0% share
+            t0 = time.monotonic()
+            while self.status() is None:
+                if self._daemon.poll() is not None or time.monotonic() - t0 > 120:
+                    raise BenchError(f"{self.c.name}: recmgd does not answer status: "
+                                     + demo.stop_recmgd(self._daemon)[-800:])
+                time.sleep(0.2)
 
     def status(self) -> dict | None:
         if self._daemon is None:
@@ -582,6 +590,9 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
            "p50_ms": float(summary.split("p50_ms=")[1].split()[0])}
     if manager.log.strip():
         row["recmgd_log"] = manager.log.splitlines()[-20:]
+    if c.profile and not status:
+        raise BenchError(f"recmgd stopped answering during the run (its output: "
+                         f"{manager.log.strip()[-500:] or 'nothing'})")
     if status:
         t = status["totals"]
         tg = status["targets"][0] if status["targets"] else {}

@@ -45,13 +45,15 @@ def tick_starts_in_trace_time(trace: Trace, tick_ms: int) -> np.ndarray | None:
 
 
 def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
-           batches_per_tick: int | None = None, max_batches: int | None = None
-           ) -> tuple[Stats, list[dict]]:
+           batches_per_tick: int | None = None, max_batches: int | None = None,
+           sampling_mode: str = "batch") -> tuple[Stats, list[dict]]:
     """Ticks: ``batches_per_tick`` batches each if given; else the ticks a recmgd
     recording read them in (meta "tick_starts"); else ``tick_ms`` of the trace's
     timestamps; else one batch a tick.  Returns the stats and, per tick, the batches,
     accesses and hits so far, the sampling, who served (a learned policy) and the pages
-    promoted and demoted (global page indices, in order)."""
+    promoted and demoted (global page indices, in order).  ``sampling_mode``: "batch"
+    (what recmg.client does) or "key" (recmg.engine.sampling.key_kept; simulator
+    only, to compare)."""
     # as the live daemon would: "auto" becomes move_pages where the host can move pages
     judges_moves = cfg.migration.backend == "auto" or registry.moves_pages(
         cfg.migration.backend)
@@ -60,7 +62,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     if not batches_per_tick:
         starts = np.asarray(trace.meta["tick_starts"], np.int64) \
             if trace.meta.get("tick_starts") else tick_starts_in_trace_time(trace, cfg.tick_ms)
-    src = TraceSource(trace, batches_per_tick or 1, max_batches, starts)
+    src = TraceSource(trace, batches_per_tick or 1, max_batches, starts, sampling_mode)
     layout = Layout.of_regions(src.tables)
     mover = SimulatedMigrator(rate_mib_s=cfg.migration.rate_mib_s)
     eng = build.planned(cfg, profile, layout, mover, [0], [1])
@@ -68,7 +70,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     # sampling as recmgd asks the client for it (a recmgd recording holds the batches
     # its client recorded already, sampled as it was then): recmgd's own driver
     driver = TickDriver(eng, None if trace.meta.get("source") == "recmgd" else
-                        Sampler(cfgmod.sampling_limit(cfg, profile)),
+                        Sampler(cfgmod.sampling_limit(cfg, profile), sampling_mode),
                         Feedback(cfg.migration.feedback_window_ticks,
                                  cfg.migration.feedback_slowdown, judges_moves))
     ticks = []

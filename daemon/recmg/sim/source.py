@@ -14,7 +14,7 @@ import numpy as np
 
 from recmg.capture.reader import AccessBatch, TableRegion
 from recmg.engine.layout import Layout
-from recmg.engine.sampling import recorded
+from recmg.engine.sampling import key_kept, recorded
 from recmg.trace.format import ROW_MASK, TABLE_SHIFT, Trace
 
 _SHIFT = np.uint64(TABLE_SHIFT)
@@ -51,9 +51,12 @@ class TraceSource:
     """The subset of SegmentReader the engine and the pipeline use, over a Trace."""
 
     def __init__(self, trace: Trace, batches_per_tick: int = 1, max_batches: int | None = None,
-                 tick_starts: np.ndarray | None = None):
+                 tick_starts: np.ndarray | None = None, sampling_mode: str = "batch"):
         """Each read returns ``batches_per_tick`` batches, or, with ``tick_starts``, the
-        batches from one start to the next (the ticks a recording was read in)."""
+        batches from one start to the next (the ticks a recording was read in).
+        ``sampling_mode``: what 1 in N keeps (recmg.engine.sampling.MODES): whole
+        batches, as recmg.client records, or the accesses of 1 key in N."""
+        self.sampling_mode = sampling_mode
         self.trace = trace
         self.path = Path("trace")
         self.pid = self.uid = 0
@@ -85,7 +88,13 @@ class TraceSource:
         out = AccessBatch(keys=keys, batch_offsets=(offs[lo:hi + 1] - offs[lo]).astype(np.uint64),
                           batch_ids=np.arange(lo, hi, dtype=np.uint64),
                           timestamps_ns=np.asarray(self.trace.timestamps_ns[lo:hi], np.uint64))
-        if self.one_in > 1:  # the batches the client would not have recorded
+        if self.one_in > 1 and self.sampling_mode == "key":
+            keep = key_kept(out.keys, self.one_in)
+            kept = np.concatenate(([0], np.cumsum(keep)))[
+                (offs[lo:hi + 1] - offs[lo]).astype(np.int64)].astype(np.uint64)
+            out = AccessBatch(keys=out.keys[keep], batch_offsets=kept, batch_ids=out.batch_ids,
+                              timestamps_ns=out.timestamps_ns)
+        elif self.one_in > 1:  # the batches the client would not have recorded
             keep = recorded(lo + 1, hi - lo, self.one_in)
             self.sampled_out += int(np.count_nonzero(~keep))
             out = keep_batches(out, keep)
