@@ -142,23 +142,25 @@ DEFAULT = [c.name for c in CONTENDERS if c.name != "recmgd-lru"]  # the issue's 
 
 
 def make_layout(wl: Workload, path: Path) -> None:
-    """The run's row layout: each table's rows ranked by their accesses in the first
-    half of the batches (recmg layout's ranking, plain counts)."""
+    """The run's row layout: `recmg layout`'s ranking (access counts) over the first
+    half of the run's batches."""
     from recmg.rowlayout import format as lf
+    from recmg.trace import format as tf
+    from recmg.training import rowlayout
 
-    counts = np.zeros((wl.tables, wl.rows), np.int64)
+    keys = []
     for b, idx in enumerate(wl.batches_of_rows()):
         if b >= wl.batches // 2:
             break
-        for t, rows in enumerate(idx):
-            counts[t] += np.bincount(rows, minlength=wl.rows)
-    tables = []
-    for t in range(wl.tables):
-        seen = np.flatnonzero(counts[t])
-        hot = seen[np.argsort(-counts[t][seen], kind="stable")]
-        tables.append(lf.TableLayout(t, f"t{t}", wl.rows, wl.dim * 4, hot.astype(np.int64)))
-    lf.write(path, lf.make(tables, [{"workload": asdict(wl), "batches": wl.batches // 2}],
-                           {"rank": "access counts", "half_life_batches": 0.0}))
+        keys += [tf.make_keys(t, rows) for t, rows in enumerate(idx)]
+    sizes = np.cumsum([0] + [len(k) for k in keys])
+    per_batch = sizes[::wl.tables]  # a batch's keys are its tables' in order
+    trace = tf.Trace(tables=[tf.TableInfo(t, f"t{t}", wl.rows, wl.dim * 4, wl.dim, "<f4")
+                             for t in range(wl.tables)],
+                     keys=np.concatenate(keys).astype(np.uint64),
+                     batch_offsets=per_batch.astype(np.uint64))
+    lf.write(path, rowlayout.build([trace], [{"workload": asdict(wl),
+                                              "batches": wl.batches // 2}]))
 
 
 def layout_positions(path: Path) -> list[np.ndarray]:
