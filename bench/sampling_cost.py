@@ -8,10 +8,11 @@ Each trace gets batch timestamps for a steady offered rate R (accesses per secon
 which a 500 ms tick reads about 10 batches; `recmg sim --config`'s replay
 (recmg.sim.replay, the engine and the tick driver recmgd runs, sampling as the client
 records) is run with the profile's sampling limit at R (no sampling), R / 2, R / 5 and
-R / 10, so the client records 1 batch in about 2, 5 and 10.  The hit ratio is measured
-on the batches recorded, a systematic 1-in-N sample of the stream, so it estimates the
-whole stream's; it is given over the second half of the ticks (the steady state: with
-fewer accesses a tick, a sampled run also fills its budget later) and over all.  Traces: meta2021-small and meta2022-small (seed 7) with and without
+R / 10, so the client records 1 batch in about 2, 5 and 10.  The hit ratio is over
+every access of the trace, those sampling left out included (the replay measures each
+whole read against the placement before the step sees the sampled part), so batch and
+key sampling compare; it is given over the second half of the ticks (the steady state:
+with fewer accesses a tick, a sampled run also fills its budget later) and over all.  Traces: meta2021-small and meta2022-small (seed 7) with and without
 their hot-set drift, and the Criteo and Avazu excerpts in ../shared/real_traces when
 present (read there, never committed).  Budget: fast_mib_per_target sized to 10% of
 each trace's distinct pages.
@@ -87,8 +88,10 @@ def main() -> None:
                 st, ticks = replay(tr, cfg, p, sampling_mode=mode)
                 n = max((t["sampling"] for t in ticks), default=1)
                 mid, end = ticks[len(ticks) // 2 - 1], ticks[-1]
-                late = (end["hits"] - mid["hits"]) / max(end["accesses"] - mid["accesses"], 1)
-                cells.append((n, 100 * late, 100 * st.hit_ratio))
+                late = (end["whole_hits"] - mid["whole_hits"]) / max(
+                    end["whole_accesses"] - mid["whole_accesses"], 1)
+                cells.append((n, 100 * late, 100 * end["whole_hits"] /
+                              max(end["whole_accesses"], 1)))
             base, whole = cells[0][1], cells[0][2]
             print(f"| {name} | {prof.name}, {mode} | {base:.1f} ({whole:.1f}) | " + " | ".join(
                 f"1 in {n}, {h:.1f} (lost {base - h:.1f}; all: {whole - w:.1f})"

@@ -212,7 +212,16 @@ def test_the_replay_samples_ingest_as_recmgd_and_the_client_would(tmp_path):
     from dataclasses import replace
 
     unsampled = replace(cfgmod.load_profile("lru"), max_accesses_per_s=0.0)
-    assert replay(trace, cfg, unsampled)[0].batches == n
+    whole_st, whole_ticks = replay(trace, cfg, unsampled)
+    assert whole_st.batches == n
+    # every access is measured against the placement, sampled out or not: unsampled,
+    # that is the engine's own count; sampled, it still covers the whole trace
+    assert (whole_ticks[-1]["whole_accesses"], whole_ticks[-1]["whole_hits"]) == \
+        (whole_st.accesses, whole_st.hits)
+    assert ticks[-1]["whole_accesses"] == n * per > st.accesses
+    for mode in ("batch", "key"):
+        _, t = replay(trace, cfg, cfgmod.load_profile("lru"), sampling_mode=mode)
+        assert t[-1]["whole_accesses"] == n * per
 
 
 def test_the_replays_sampling_rule_is_the_clients(tmp_path):

@@ -99,6 +99,18 @@ class Engine:
         """Positions of these global pages in the page map, holding new ones."""
         return self.pages.meet(pages, self._locate, tick, self.plan_steps)
 
+    def measure(self, batch: AccessBatch) -> tuple[int, int]:
+        """(accesses, hits) of a batch against the current page placement, observing
+        nothing and holding no page: how accesses a sampled source left out would have
+        fared (the replay's whole-stream hit ratio).  Planned placement only."""
+        if self.mover.ideal:
+            raise TypeError("measure needs planned placement")
+        keys = np.asarray(batch.keys, np.uint64)
+        if not len(keys):
+            return 0, 0
+        node = self.pages.node_of(self.layout.pages_of_keys(keys), -1)
+        return len(keys), int(np.count_nonzero(np.isin(node, self.fast)))
+
     def _sweep(self, tick: int) -> None:
         """Real moves: locate the next ``sweep_pages`` pages of the tables and hold those
         on a fast node, so pages the target first touched there count against its

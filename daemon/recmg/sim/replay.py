@@ -50,7 +50,8 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     """Ticks: ``batches_per_tick`` batches each if given; else the ticks a recmgd
     recording read them in (meta "tick_starts"); else ``tick_ms`` of the trace's
     timestamps; else one batch a tick.  Returns the stats and, per tick, the batches,
-    accesses and hits so far, the sampling, who served (a learned policy) and the pages
+    accesses and hits so far (of the recorded accesses, and of every access: the
+    placement measured on what sampling left out too), the sampling, who served (a learned policy) and the pages
     promoted and demoted (global page indices, in order).  ``sampling_mode``: "batch"
     (what recmg.client does) or "key" (recmg.engine.sampling.key_kept; simulator
     only, to compare)."""
@@ -75,12 +76,27 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
                                  cfg.migration.feedback_slowdown, judges_moves))
     ticks = []
     tick = 0
+    whole = [0, 0]  # every access of the trace, sampled out or not: (accesses, hits)
+
+    class Measured:  # the source, measuring each whole read before the step sees it
+        def read(self, *a, **kw):
+            b = src.read(*a, **kw)
+            acc, hits = eng.measure(src.last_whole)
+            whole[0] += acc
+            whole[1] += hits
+            return b
+
+        def set_sampling(self, one_in):
+            src.set_sampling(one_in)
+
     while not src.done:
         tick += 1
-        r = driver.tick(src, tick, max_batches=cfg.target.max_batches_per_read).result
+        r = driver.tick(Measured(), tick, max_batches=cfg.target.max_batches_per_read).result
         status = eng.cache.status()  # a learned policy: who decides, why
         ticks.append({"tick": tick, "batches": eng.stats.batches,
                       "accesses": eng.stats.accesses, "hits": eng.stats.hits,  # so far
+                      # and over every access, the ones sampling left out included
+                      "whole_accesses": whole[0], "whole_hits": whole[1],
                       "sampling": driver.sampling,  # asked from this tick on
                       "model": {k: v for k, v in status.items()
                                 if k in ("serving", "why", "fetches")} if status else None,

@@ -57,6 +57,7 @@ class TraceSource:
         ``sampling_mode``: what 1 in N keeps (recmg.engine.sampling.MODES): whole
         batches, as recmg.client records, or the accesses of 1 key in N."""
         self.sampling_mode = sampling_mode
+        self.last_whole: AccessBatch | None = None  # the last read before sampling
         self.trace = trace
         self.path = Path("trace")
         self.pid = self.uid = 0
@@ -88,6 +89,7 @@ class TraceSource:
         out = AccessBatch(keys=keys, batch_offsets=(offs[lo:hi + 1] - offs[lo]).astype(np.uint64),
                           batch_ids=np.arange(lo, hi, dtype=np.uint64),
                           timestamps_ns=np.asarray(self.trace.timestamps_ns[lo:hi], np.uint64))
+        self.last_whole = out
         if self.one_in > 1 and self.sampling_mode == "key":
             keep = key_kept(out.keys, self.one_in)
             kept = np.concatenate(([0], np.cumsum(keep)))[
