@@ -211,3 +211,21 @@ def test_recmgd_says_which_layout_a_target_runs_and_when_it_goes_stale(tmp_path,
         assert s["id"] == new.id and s["staleness"] == 0.0 and not s["relayout_advised"]
         assert st.layout.generation == 1
         pipe.close()
+
+
+def test_layout_fields_a_client_writes_wrong_are_cut_or_ignored(tmp_path):
+    """The segment's layout fields are the client's to write: a hot band longer than its
+    table is cut to the table, and tables naming different layouts mean no layout."""
+    from recmg.capture import segment as seg
+
+    lay = lf.make([lf.TableLayout(0, "a", 100, 64, np.arange(10)),
+                   lf.TableLayout(1, "b", 50, 64, np.arange(5))], [], {})
+    with Client("wrong", [("a", 100, 16), ("b", 50, 16)], shm_dir=str(tmp_path),
+                layout=lay) as c, SegmentReader(c.path) as r:
+        assert r.row_layout()[1].tolist() == [10, 5]
+        b = seg.REGISTRY_OFFSET + seg.TABLE_ENTRY_BYTES  # table 1's entry
+        c._words.store_release_safe(b + seg.ENTRY_HOT_ROWS, 1 << 40)
+        assert r.row_layout()[1].tolist() == [10, 50]
+        c._words.store_release_safe(b + seg.ENTRY_LAYOUT_ID, 12345)
+        lid, hot = r.row_layout()
+        assert lid is None and hot.tolist() == [0, 0]
