@@ -51,6 +51,23 @@ def test_a_half_life_favours_the_end_of_the_trace(tmp_path):
     assert len(rowlayout.build([tr], [], 0.0, hot_share=0.01).tables[0].hot) == 1
 
 
+def test_time_grouping_puts_rows_hot_together_side_by_side_within_a_weight_class():
+    # rows 1-4 each read 4 times (one weight class): 1 and 3 early, 2 and 4 late; row 5
+    # read 8 times stays ahead of them all, row 6 (read once) behind
+    early, late = [[(0, [1, 3])]] * 4, [[(0, [2, 4])]] * 4
+    tr = _trace(early + [[(0, [5, 5, 6])]] + late + [[(0, [5] * 6)]])
+    plain = rowlayout.build([tr], []).tables[0].hot.tolist()
+    grouped = rowlayout.build([tr], [], group="time")
+    assert plain == [5, 1, 2, 3, 4, 6]
+    assert grouped.tables[0].hot.tolist() == [5, 2, 4, 1, 3, 6]
+    assert grouped.card["method"]["group"] == "time"
+    # on several traces, age counts from the end of the last one
+    assert rowlayout.build([_trace(early), _trace(late)], [],
+                           group="time").tables[0].hot.tolist() == [2, 4, 1, 3]
+    with pytest.raises(ValueError, match="group"):
+        rowlayout.build([tr], [], group="samples")
+
+
 def test_every_bad_file_is_refused_naming_the_problem(tmp_path):
     _, lay, path = _layout(tmp_path)
     data = path.read_bytes()

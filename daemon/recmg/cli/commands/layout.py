@@ -27,6 +27,10 @@ def add(sub) -> None:
                      help="rank by the caching model's keep probability per access instead "
                      "of counting each access as 1 (a vector model: recmg train cache "
                      "--granularity vector; e.g. policies/caching-vector-v1.onnx)")
+    lay.add_argument("--group", choices=("none", "time"), default="none",
+                     help="time: rows of about the same weight ordered by when they were "
+                     "read, so rows hot together share pages (helps where the hot set "
+                     "drifts; docs/layouts.md)")
 
 
 def run(args) -> int:
@@ -42,7 +46,8 @@ def run(args) -> int:
             tr = tr.batches(0, args.batches)
         traces.append(tr)
         sources.append(rowlayout.source_of(spec, tr))
-    lay = rowlayout.build(traces, sources, args.half_life, args.hot_share, args.model)
+    lay = rowlayout.build(traces, sources, args.half_life, args.hot_share, args.model,
+                          args.group)
     lf.write(args.output, lay)
     hot = sum(len(t.hot) for t in lay.tables)
     rows = sum(t.rows for t in lay.tables)
