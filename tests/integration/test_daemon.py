@@ -639,6 +639,25 @@ def test_sighup_during_startup_does_not_kill_recmgd(tmp_path):
         stop(d)
 
 
+def test_a_fatal_signal_prints_every_threads_python_stack(tmp_path):
+    """A crash in native code (here a SIGSEGV sent to it) leaves each thread's Python
+    stack in recmgd's output, the journal under the unit: the worker's and the main
+    thread's, so a crash report says where it was."""
+    cfgp = write_config(tmp_path)
+    d = start_daemon(cfgp)
+    try:
+        wait(lambda: (tmp_path / "ctl.sock").exists() or d.poll() is not None, timeout=60)
+        assert ctl(tmp_path / "ctl.sock", {"cmd": "version"})["ok"]
+        d.send_signal(signal.SIGSEGV)
+        out = d.communicate(timeout=30)[0]
+    finally:
+        if d.poll() is None:
+            d.kill()
+    assert d.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in out, out
+    assert "_worker" in out and "serve" in out, out
+
+
 class _FailingMigrator:
     """Wraps a target's mover; apply() fails as move_pages does for a target whose mm
     is gone (EINVAL)."""

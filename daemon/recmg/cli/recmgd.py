@@ -7,6 +7,7 @@ migration, or a conflict with safety.on_conflict = "refuse"), 70 internal error,
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config is not None:
         return check_config(args.check_config or args.config)
     setup_logging(args.log_level)
+    # a crash in native code (the shim, the cache core, numpy, onnxruntime) prints every
+    # thread's Python stack to stderr, the journal under the unit, before the process dies
+    faulthandler.enable()
     return guarded(run, args)
 
 
