@@ -144,6 +144,12 @@ def test_the_runs_layout_packs_its_hot_rows_and_the_stream_reads_positions(tmp_p
 
     # the second half's lookups concentrate on fewer pages under the first half's layout
     assert pages_for_half(laid) < 0.5 * pages_for_half(plain)
+    # and the bound under the layout is Belady on the laid-out stream: higher, same budget
+    plain_opt, laid_opt = (hh.opt_bound(wl, tables, starts, 64, p) for p in (None, pos))
+    assert laid_opt > plain_opt
+    every = np.concatenate(list(hh.page_stream(wl, tables, starts, pos))).astype(np.uint64)
+    from recmg.engine.policy.cache import opt_keep
+    assert laid_opt == pytest.approx(float(opt_keep(every, 64)[1].mean()))
 
 
 def test_the_workload_with_a_layout_computes_the_same_outputs(tmp_path):

@@ -17,13 +17,14 @@ number of batches, the same tables):
 Every managed contender starts from the "slow" placement: the manager has to find the
 hot pages itself.  ``--drift-period 0`` runs the workload without its drifting hot set.
 
-The budget: before the tables are touched, fast node 0's free memory is cut to the
+The budget: once the manager runs (so its own memory does not come out of the budget)
+and before the tables are touched, fast node 0's free memory is cut to the
 budget plus the zones' high watermarks by reserving 2 MiB huge pages on that node
 (/sys/devices/system/node/node0/hugepages: pages nobody can migrate, reclaim or demote),
 so the kernel's promotion (which stops at the high watermark) has the budget to fill;
 recmgd is given the same budget in its config. First touch can fill node 0 down to the
 low watermark, so it may hold more; every row reports the table MiB it actually had on
-the fast node.
+the fast node and node 0's free memory when the workload starts.
 
 The metric, measured the same way for every contender: the share of embedding accesses
 whose page was on the fast node when read. A sampler thread queries the node of every
@@ -416,12 +417,13 @@ def join(batch_times: np.ndarray, times: np.ndarray, bits: np.ndarray, stream) -
 
 
 def opt_bound(wl: Workload, tables: list[reader.TableRegion], starts: np.ndarray,
-              budget_pages: int) -> float:
+              budget_pages: int, positions: list[np.ndarray] | None = None) -> float:
     """Belady's MIN over the run's page stream with budget_pages of fast memory: the
-    share of accesses that hit (demand moves only, free and instant)."""
+    share of accesses that hit (demand moves only, free and instant); with
+    ``positions``, the page stream under that layout."""
     from recmg.engine.policy.cache import opt_keep
 
-    units = np.concatenate(list(page_stream(wl, tables, starts))).astype(np.uint64)
+    units = np.concatenate(list(page_stream(wl, tables, starts, positions))).astype(np.uint64)
     return float(opt_keep(units, budget_pages)[1].mean())
 
 
@@ -545,13 +547,15 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
         path = Path("/dev/shm") / f"recmg.{segment}.{proc.pid}"
         _, tables = reader.peek_tables(path)
         addrs, starts = table_pages(tables)
-        free = None
+        # the manager first: its own memory (recmgd's Python and model runtime, DAMON's
+        # regions) comes out of node 0 before the budget is cut, not out of the budget
+        manager.start()
         if c.budget:
-            free = reserve.leave_free(budget_mib * 2**20 + high_watermark_bytes(fast))
+            reserve.leave_free(budget_mib * 2**20 + high_watermark_bytes(fast))
         else:
             reserve.release()
         settle()  # the reserve's compaction, not the contender's moves
-        manager.start()
+        free = topology.node_meminfo(fast)["MemFree"] if c.budget else None
         cpu0, vm0 = manager_cpu(manager.pids), vmstat()
         sampler = PlacementSampler(proc.pid, addrs, [fast], sample_ms / 1000)
         sampler.sample()
@@ -706,6 +710,11 @@ def _run(contenders, wl, budget_mib, out_dir, sample_ms, say, fast, slow) -> lis
              "fast_share": opt_bound(wl, raw["tables"], raw["starts"],
                                      budget_mib * 2**20 // PAGE)}
     rows.append(bound)
+    if positions is not None:
+        rows.append({"contender": "OPT with the layout (bound)",
+                     "what": "Belady MIN on the page stream under the run's layout",
+                     "fast_share": opt_bound(wl, raw["tables"], raw["starts"],
+                                             budget_mib * 2**20 // PAGE, positions)})
     result = {"workload": asdict(wl), "budget_mib": budget_mib, "sample_ms": sample_ms,
               "kernel": os.uname().release, "rows": rows}
     if out_dir is not None:
