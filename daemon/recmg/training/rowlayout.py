@@ -13,11 +13,12 @@ Grouping (``group="time"``): rows of about the same weight (the same power of tw
 ordered by when they were read, the most recently read first (their accesses' mean age
 in batches, weighted as the ranking weighs them), so rows that are hot at the same time
 share pages, and as a drifting hot set moves on, whole pages go cold together.
-Measured (docs/results.md, "Row layouts: grouping"): 1-3 points more on the presets
-whose hot set drifts, within 1% on the CTR logs and the presets without drift.
-Grouping by co-read batches (rows read in the same batches side by side) measured
-within 0.5% everywhere and is not offered: on these logs a sample reads one row per
-table, so a page's rows share no samples to group by.
+Measured (docs/results.md, "Row layouts: grouping"): 0.3-5.1% fewer slow page reads
+than the plain ranking on the presets whose hot set drifts, at most 0.9% more on the
+CTR logs and 0.5% on the presets without drift, so it is off by default.  Grouping by
+co-read batches (rows read in the same batches side by side) measured within 0.5%
+everywhere and is not offered: on these logs a sample reads one row per table, so no
+two rows of a table share a sample.
 
 Streaming: the traces are read a chunk of keys at a time (memory-mapped); the state is
 one float64 weight per row of every table (8 bytes a row; 16 with grouping), plus one
@@ -71,16 +72,10 @@ def _keep_scorer(model: str | None):
 GROUPS = ("none", "time")
 
 
-def weights(traces: list[tf.Trace], half_life: float = 0.0,
-            model: str | None = None) -> list[np.ndarray]:
-    """Per table (the first trace's order), each row's decayed access count (or keep
-    probability, with ``model``)."""
-    return [w for w, _ in _accumulate(traces, half_life, model, False)]
-
-
 def _accumulate(traces: list[tf.Trace], half_life: float, model: str | None,
                 ages: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Per table: each row's weight and, with ``ages``, its accesses' weighted mean age
+    """Per table (the first trace's order): each row's decayed access count (or keep
+    probability, with ``model``) and, with ``ages``, its accesses' weighted mean age
     (batches before the end of the last trace; 0 for a row never read)."""
     score = _keep_scorer(model)
     tables = traces[0].tables
