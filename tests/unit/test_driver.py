@@ -3,6 +3,7 @@ share: sampling asked of the source, probe ticks that move nothing, thinning to 
 work share."""
 
 import numpy as np
+import pytest
 
 from recmg import config as cfgmod
 from recmg.engine.feedback import Feedback
@@ -101,3 +102,10 @@ def test_key_sampling_keeps_every_access_of_a_kept_key_and_settles():
         n += 1
         drv.tick(src, n)
     assert 4 <= drv.sampling <= 5 and drv.engine.stats.batches == 64
+
+
+def test_an_unknown_sampling_mode_is_refused_naming_the_known_ones():
+    for make in (lambda: Sampler(1.0, "keys"), lambda: TraceSource(_trace(), 1,
+                                                                   sampling_mode="keys")):
+        with pytest.raises(ValueError, match="sampling mode 'keys'; known: batch, key"):
+            make()

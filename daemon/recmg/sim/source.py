@@ -14,7 +14,7 @@ import numpy as np
 
 from recmg.capture.reader import AccessBatch, TableRegion
 from recmg.engine.layout import Layout
-from recmg.engine.sampling import key_kept, recorded
+from recmg.engine.sampling import MODES, key_kept, recorded
 from recmg.trace.format import ROW_MASK, TABLE_SHIFT, Trace
 
 _SHIFT = np.uint64(TABLE_SHIFT)
@@ -56,6 +56,8 @@ class TraceSource:
         batches from one start to the next (the ticks a recording was read in).
         ``sampling_mode``: what 1 in N keeps (recmg.engine.sampling.MODES): whole
         batches, as recmg.client records, or the accesses of 1 key in N."""
+        if sampling_mode not in MODES:
+            raise ValueError(f"sampling mode {sampling_mode!r}; known: {', '.join(MODES)}")
         self.sampling_mode = sampling_mode
         self.last_whole: AccessBatch | None = None  # the last read before sampling
         self.trace = trace

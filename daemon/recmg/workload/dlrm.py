@@ -93,8 +93,8 @@ class DLRM:
         # Deterministic contents, every row distinct: a random block of 4096 rows, shifted
         # per block (drawing every value took most of a minute under TCG for 200 MiB).
         block = rng.standard_normal((FILL_BLOCK, spec.dim), dtype=np.float32) * np.float32(0.01)
+        laid = self.client is not None and self.client.layout is not None
         for i, t in enumerate(self.tables):
-            laid = self.client is not None and self.client.layout is not None
             for lo in range(0, len(t), FILL_BLOCK):
                 n = min(FILL_BLOCK, len(t) - lo)
                 if not laid:
