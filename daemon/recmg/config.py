@@ -182,6 +182,11 @@ class Profile:
     # max_accesses_per_s).  A profile whose tick costs more per access (the learned
     # ones) can sample earlier than the cheap ones.
     max_accesses_per_s: float = -1.0
+    # admission: a page is promoted in place of a fast one only if it is hotter (its
+    # accesses, halving every this many accesses; 0: no test, the policy's set is
+    # followed).  It keeps a recency policy from trading warm pages for colder ones
+    # every tick (recmg.engine.planner; docs/results.md, "Placement stability").
+    admission_half_life_accesses: int = 0
     description: str = ""
 
 
@@ -437,6 +442,9 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("prefetch_budget_pages", "must be >= 0"))
     if not 0 <= prof.lfu_aging_accesses < 1 << 62:
         problems.append(("lfu_aging_accesses", "must be in 0..2^62"))
+    if not 0 <= prof.admission_half_life_accesses < 1 << 62:
+        problems.append(("admission_half_life_accesses", "must be in 0..2^62 (0: no "
+                         "admission test)"))
     if prof.prefetch_budget_pages > 1 << 24:
         problems.append(("prefetch_budget_pages", "must be at most 2^24"))
     if prof.prefetch_observe_max > 1 << 24:

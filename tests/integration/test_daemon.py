@@ -256,6 +256,33 @@ def test_check_config_without_a_file_says_defaults(tmp_path, monkeypatch, capsys
 
 
 # --------------------------------------------------------------------- recmgd as process
+def test_a_scan_of_cold_pages_does_not_displace_the_hot_ones(tmp_path):
+    """The default profile's admission test: once the budget is full of hot pages, pages
+    read once each (a scan) are wanted by S3-FIFO's small queue but not hotter than the
+    pages they would displace, so they stay slow, and status counts the refusals."""
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 1\n')
+    profile = cfgmod.load_profile("default")
+    with Client("scan", [("a", 100_000, 64)], shm_dir=str(tmp_path)) as c:  # 16 rows a page
+        pipe = Pipeline(cfg, profile, [0], [1])
+        state = pipe.attach(Path(c.path))
+        hot = np.arange(0, 256 * 16, 16)  # 256 rows on 256 pages: the whole budget
+        for _ in range(6):
+            for _ in range(10):
+                c.record([hot])
+            pipe.tick()
+        hot_pages = state.pages.pages_of_keys(hot.astype(np.uint64))
+        assert np.isin(state.engine.placement[hot_pages], [0]).mean() > 0.95
+        cold = np.arange(256 * 16, 100_000, 16)
+        for t in range(20):  # 60 new pages a tick, each read once
+            c.record([cold[60 * t:60 * (t + 1)]])
+            pipe.tick()
+        assert np.isin(state.engine.placement[hot_pages], [0]).mean() > 0.95
+        st = pipe.status().to_dict()["targets"][0]
+        assert st["refused_by_admission"] > 0 and st["fast_pages"] <= st["budget_pages"]
+        pipe.close()
+
+
 def test_daemon_process_against_live_workload(tmp_path, capsys):
     cfgp = write_config(tmp_path, metrics={"textfile": str(tmp_path / "m.prom")})
     sock = tmp_path / "ctl.sock"

@@ -26,6 +26,17 @@ def test_meet_holds_new_pages_sorted_with_their_located_node():
     assert pm.node_of(np.array([50, 9]), default=1).tolist() == [0, 1]
 
 
+def test_heat_stays_with_its_page_through_inserts_and_trims():
+    pm = PageMap(3)
+    pm.meet(np.array([10, 30]), lambda p: np.ones(len(p)), tick=0, unwanted=100)
+    pm.heat[:] = [1.5, 3.0]
+    pm.meet(np.array([20, 5]), lambda p: np.ones(len(p)), tick=1, unwanted=100)
+    assert pm.page.tolist() == [5, 10, 20, 30] and pm.heat.tolist() == [0, 1.5, 0, 3.0]
+    pm.last_met[:] = [0, 5, 5, 5]  # page 5 was met longest ago: forgotten
+    assert pm.trim([0], tick=10, residency=1) == 1
+    assert pm.page.tolist() == [10, 20, 30] and pm.heat.tolist() == [1.5, 0, 3.0]
+
+
 def test_trim_forgets_only_pages_whose_state_is_that_of_a_page_never_met():
     pm = PageMap(3)
     pm.meet(np.arange(6), lambda p: np.ones(len(p)), tick=0, unwanted=100)

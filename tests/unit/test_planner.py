@@ -81,3 +81,24 @@ def test_ties_are_broken_by_a_fixed_pseudo_random_order_not_by_page_index():
     assert len(p.demote) == 100
     assert 600 < p.demote.mean() < 1400  # the lowest indices would average 49.5
     assert np.array_equal(run([0] * n, np.zeros(n), budget=n - 100).demote, p.demote)
+
+
+def test_admission_trades_a_fast_page_only_for_a_hotter_one():
+    # fast pages 0, 1 (unwanted now, heat 5 and 1); slow pages 2, 3, 4 wanted (heat 9,
+    # 3, 0.5); budget 2, full.  Hottest newcomer first against coldest resident first:
+    # 9 > 1 stands, 3 > 5 does not, so one swap; without heat, two.
+    placement, want = np.array([0, 0, 1, 1, 1]), np.array([0, 0, 3, 2, 1], float)
+    heat = np.array([5, 1, 9, 3, 0.5])
+    kw = dict(budget_pages=2, rate_pages=100, last_moved=np.zeros(5, np.int64), tick=10,
+              min_residency_ticks=0)
+    p = plan(placement, want, FAST, SLOW, heat=heat, **kw)
+    assert p.promote.tolist() == [2] and p.demote.tolist() == [1]
+    assert p.refused_by_admission == 2
+    free = plan(placement, want, FAST, SLOW, **kw)
+    assert sorted(free.promote.tolist()) == [2, 3] and sorted(free.demote.tolist()) == [0, 1]
+    # free room admits without a test, hottest first
+    p = plan(np.array([1, 1, 0]), np.array([1, 1, 0], float), FAST, SLOW,
+             heat=np.array([0.0, 2.0, 7.0]), **{**kw, "budget_pages": 2,
+                                                 "last_moved": np.zeros(3, np.int64)})
+    assert p.promote.tolist() == [1] and p.demote.tolist() == [] \
+        and p.refused_by_admission == 1

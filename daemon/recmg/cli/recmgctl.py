@@ -134,11 +134,12 @@ def render_status(d: dict) -> str:
                            or "none")]
     if st.targets:
         rows = [["segment", "pid", "pages", "fast", "budget", "hit%", "on-demand", "promoted",
-                 "demoted", "dropped"]]
+                 "demoted", "refused", "dropped"]]
         for t in st.targets:
             rows.append([t.segment, str(t.pid), str(t.pages), str(t.fast_pages),
                          str(t.budget_pages), f"{100 * t.hit_ratio:.1f}", str(t.ondemand),
-                         str(t.promoted), str(t.demoted), str(t.dropped_batches)])
+                         str(t.promoted), str(t.demoted), str(t.refused_by_admission),
+                         str(t.dropped_batches)])
         lines += ["targets:", table(rows)]
         size = sum(t.fast_pages for t in st.targets) * os.sysconf("SC_PAGE_SIZE")
         lines.append(f"  fast-tier use: {human_bytes(size)}")

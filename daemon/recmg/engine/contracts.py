@@ -146,6 +146,7 @@ class StepResult:
     promoted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     demoted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pingpong: int = 0
+    refused_by_admission: int = 0  # promotions not hotter than the page they displace
     cut_by_rate: int = 0
     deadline_hit: bool = False
     errors: dict = field(default_factory=dict)  # errno name -> pages

@@ -4,9 +4,9 @@ A target's tables may span terabytes (or be address space reserved and never
 touched), so nothing here is sized by the tables: state is kept for the pages the
 step has met (read by the target, wanted by the policy, prefetched, or found on a fast
 node), at most ``capacity`` of them.  Per page: its node, when it last moved and was
-last promoted, for how many plan steps in a row it has been unwanted, and when it was
-last met (ticks); 26 bytes a page, held in sorted arrays (lookups are one vectorized
-binary search).
+last promoted, for how many plan steps in a row it has been unwanted, when it was
+last met (ticks), and its heat (accesses, decayed: the planner's admission test); 30
+bytes a page, held in sorted arrays (lookups are one vectorized binary search).
 
 Pages not held are on their node as ``locate`` reports it (the mover: move_pages'
 query, or the modelled slow tier), unwanted for as long as the engine has planned,
@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 NEVER = -(1 << 30)  # "moved/promoted a long time ago"
-ENTRY_BYTES = 8 + 2 + 4 * 4
+ENTRY_BYTES = 8 + 2 + 4 * 5
+FIELDS = ("page", "node", "last_moved", "last_promoted", "unwanted", "last_met", "heat")
 
 
 class PageMap:
@@ -37,6 +38,9 @@ class PageMap:
         self.last_promoted = np.zeros(0, np.int32)
         self.unwanted = np.zeros(0, np.int32)
         self.last_met = np.zeros(0, np.int32)
+        # accesses, each weighted by the engine's decay scale when it happened (only
+        # ratios between pages mean anything; recmg.engine.step keeps the scale)
+        self.heat = np.zeros(0, np.float32)
         self.forced = 0  # pages forgotten although their state differed (over capacity)
 
     def __len__(self) -> int:
@@ -69,6 +73,7 @@ class PageMap:
             self.last_promoted = np.insert(self.last_promoted, at, NEVER)
             self.unwanted = np.insert(self.unwanted, at, min(unwanted, np.iinfo(np.int32).max))
             self.last_met = np.insert(self.last_met, at, tick)
+            self.heat = np.insert(self.heat, at, 0.0)
             pos = self.positions(pages)
         self.last_met[pos] = tick
         return pos
@@ -97,7 +102,7 @@ class PageMap:
             order = np.concatenate((order, rest))
         keep = np.ones(len(self), bool)
         keep[order] = False
-        for name in ("page", "node", "last_moved", "last_promoted", "unwanted", "last_met"):
+        for name in FIELDS:
             setattr(self, name, getattr(self, name)[keep])
         return len(order)
 

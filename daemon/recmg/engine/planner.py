@@ -11,7 +11,12 @@ valuable demotions first, within:
 - the rate cap (pages this tick, demotions first: they free the room);
 - hysteresis: a page that moved fewer than ``min_residency_ticks`` ago stays put,
   which damps ping-pong;
-- safety: ``allow_promote=False`` (free-memory floor or pressure) plans demotions only.
+- safety: ``allow_promote=False`` (free-memory floor or pressure) plans demotions only;
+- admission (when ``heat`` is given): a promotion that needs room is kept only if the
+  page is hotter than the fast page it displaces (TinyLFU's rule, Einziger et al.,
+  ToS 2017): promotions hottest first are paired with demotions coldest first, and
+  the pairs where the newcomer is not hotter are dropped, so a recency policy's
+  eviction of a warm page for a colder one does not become two moves.
 
 Ties (equal scores) are broken by a fixed pseudo-random order of page indices
 (splitmix64 of the index), so no address range is favoured under the rate cap or the
@@ -37,13 +42,15 @@ class Plan:
     cut_by_budget: int = 0
     cut_by_rate: int = 0
     blocked_promotions: int = 0  # safety said no promotions
+    refused_by_admission: int = 0  # wanted, but not hotter than the page it displaces
 
     def to_dict(self) -> dict:
         return {"promote": self.promote.tolist(), "demote": self.demote.tolist(),
                 "fast_node": self.fast_node, "slow_node": self.slow_node,
                 "held_by_hysteresis": self.held_by_hysteresis,
                 "cut_by_budget": self.cut_by_budget, "cut_by_rate": self.cut_by_rate,
-                "blocked_promotions": self.blocked_promotions}
+                "blocked_promotions": self.blocked_promotions,
+                "refused_by_admission": self.refused_by_admission}
 
 
 def tie_order(pages: np.ndarray) -> np.ndarray:
@@ -68,7 +75,7 @@ def plan(placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
          slow_nodes: list[int], *, budget_pages: int, rate_pages: int,
          last_moved: np.ndarray, tick: int, min_residency_ticks: int,
          allow_promote: bool = True, unwanted_ticks: np.ndarray | None = None,
-         ids: np.ndarray | None = None) -> Plan:
+         ids: np.ndarray | None = None, heat: np.ndarray | None = None) -> Plan:
     """placement: int node per page (UNKNOWN allowed); scores: float per page (a bool
     wanted-mask also works: True scores 1).  unwanted_ticks: for how many consecutive
     ticks each page has been outside the wanted set; a fast page is demoted only after
@@ -76,7 +83,8 @@ def plan(placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
     stays put (hysteresis on the decision, not only on the last move).  ``ids``: the
     page index of each position, when the arrays hold a subset of a target's pages
     (recmg.engine.pagemap); ties are broken by page index either way, and the plan
-    names positions."""
+    names positions.  ``heat``: each page's decayed access count, for the admission
+    test; None: no test."""
     fast_node, slow_node = fast_nodes[0], slow_nodes[0]
     scores = np.asarray(scores, np.float64)
     want_fast = scores > 0
@@ -93,6 +101,10 @@ def plan(placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
     if not allow_promote:
         blocked, promote = len(promote), promote[:0]
     n_fast = int(np.count_nonzero(is_fast))
+    refused = 0
+    if heat is not None and len(promote):
+        promote, candidates, refused = _admit(promote, candidates, heat,
+                                              budget_pages - n_fast)
     # room: demote unwanted fast pages only as far as the budget needs
     need = max(0, n_fast + len(promote) - budget_pages)
     demote = candidates[:need]
@@ -115,4 +127,24 @@ def plan(placement: np.ndarray, scores: np.ndarray, fast_nodes: list[int],
         promote = promote[:left]
     return Plan(promote=promote, demote=demote, fast_node=fast_node, slow_node=slow_node,
                 held_by_hysteresis=held, cut_by_budget=cut_budget, cut_by_rate=cut_rate,
-                blocked_promotions=blocked)
+                blocked_promotions=blocked, refused_by_admission=refused)
+
+
+def _admit(promote: np.ndarray, candidates: np.ndarray, heat: np.ndarray,
+           free: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Admission: (promotions kept, demotion candidates, how many refused).  The
+    ``free`` hottest promotions take free room; the rest, hottest first, are paired
+    with the candidates coldest first, and a pair stands only where the promotion is
+    hotter.  Both orders are stable sorts of the policy's order, so equal heat keeps
+    the policy's preference; hotter-first against colder-first makes the pairs that
+    stand a prefix."""
+    promote = promote[np.argsort(-heat[promote], kind="stable")]
+    candidates = candidates[np.argsort(heat[candidates], kind="stable")]
+    free = max(free, 0)
+    rest = promote[free:]
+    k = min(len(rest), len(candidates))
+    wins = heat[rest[:k]] > heat[candidates[:k]]
+    if wins.all():  # every pair stands; any rest finds no room (the budget cuts it)
+        return promote, candidates, 0
+    kept = free + int(np.argmin(wins))
+    return promote[:kept], candidates, len(promote) - kept

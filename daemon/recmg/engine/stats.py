@@ -14,7 +14,9 @@ Definitions (the same in the daemon and the simulator):
 - prefetches: ``prefetch_issued``; ``prefetch_useful`` (read while in fast memory
   before the caching policy held it); ``prefetch_late`` (read while still in flight).
 - moves (planned placement): ``promoted``, ``demoted`` pages; ``pingpong`` (demoted
-  within four hysteresis windows of the promotion); ``bytes_moved``.
+  within four hysteresis windows of the promotion); ``bytes_moved``;
+  ``refused_by_admission`` (promotions the admission test dropped: not hotter than the
+  page they would displace).
 - ``stall_ns``: modelled stall (simulated tier or page mode's cost model).
 """
 
@@ -24,7 +26,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
 _SUMMED = ("batches", "accesses", "hits", "ondemand", "slow_reads", "prefetch_issued", "prefetch_useful",
-           "prefetch_late", "promoted", "demoted", "pingpong", "bytes_moved", "stall_ns",
+           "prefetch_late", "promoted", "demoted", "pingpong", "refused_by_admission", "bytes_moved", "stall_ns",
            "dropped_batches", "invalid_keys", "seconds")
 
 
@@ -41,6 +43,7 @@ class Stats:
     promoted: int = 0
     demoted: int = 0
     pingpong: int = 0
+    refused_by_admission: int = 0
     bytes_moved: int = 0
     stall_ns: float = 0.0
     dropped_batches: int = 0  # capture: batches the client dropped (ring full)

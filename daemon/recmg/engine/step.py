@@ -55,6 +55,9 @@ class EngineConfig:
     stall_ns_per_ondemand: float = 0.0  # modelled stall per on-demand fetch
     tracked_pages: int = 1 << 22  # planned: per-page state kept for at most this many pages
     sweep_pages: int = 1 << 13  # planned, real moves: untouched pages located per step
+    # planned: the admission test's heat halves every this many accesses (0: no test;
+    # recmg.engine.planner)
+    admission_half_life: int = 0
 
     def __post_init__(self):
         if self.granularity not in ("vector", "page"):
@@ -89,6 +92,9 @@ class Engine:
             self.pages = PageMap(cfg.tracked_pages)
             self.placement = PlacementView(self.pages, self.slow[0])
             self.plan_steps = 0  # plan steps so far: how long a page not met was unwanted
+            # heat decays by growing the weight of new accesses instead of shrinking
+            # every page's count each step; renormalized before float32 runs out
+            self._heat_scale = 1.0
             self._sweep_at = 0  # the next untouched page to locate (real moves)
 
     # ------------------------------------------------------------------- pages
@@ -289,6 +295,23 @@ class Engine:
         return StepResult(accesses=len(units), hits=hits, ondemand=len(missed),
                           prefetch_issued=issued)
 
+    def _warm(self, pos: np.ndarray, counts: np.ndarray, accesses: int) -> None:
+        """Add this step's accesses (``counts`` per position ``pos``) to the pages'
+        heat, then advance the decay by ``accesses``: later accesses weigh
+        2^(accesses / half-life) more, so nothing is rescaled per step; before the
+        weight outgrows float32, every heat is divided by it (a step of many
+        half-lives zeroes the past, which is what the decay means)."""
+        pm = self.pages
+        u, inv = np.unique(pos, return_inverse=True)
+        pm.heat[u] += (np.bincount(inv, weights=counts) * self._heat_scale).astype(np.float32)
+        grown = np.log2(self._heat_scale) + accesses / self.cfg.admission_half_life
+        if grown > 30:
+            with np.errstate(under="ignore"):
+                pm.heat *= np.float32(2.0 ** -min(grown, 1000.0))
+            self._heat_scale = 1.0
+        else:
+            self._heat_scale = 2.0 ** grown
+
     def _planned_step(self, keys, offsets, ctl: Controls) -> StepResult:
         """recmgd's step: measure against the page placement, observe, score every page,
         plan within budget, rate cap and hysteresis, and move."""
@@ -297,6 +320,8 @@ class Engine:
         # a slow page is one on-demand fetch (a slow read)
         vk, counts, _ = distinct_in_batches(keys, offsets)
         pos = self._meet(self.layout.pages_of_keys(vk), ctl.tick)
+        if cfg.admission_half_life:
+            self._warm(pos, counts, len(keys))
         fast = np.isin(self.pages.node[pos], self.fast)
         missed = vk[~fast]
         hits = int(counts[fast].sum())
@@ -342,6 +367,10 @@ class Engine:
             m = int(mine.sum())
             scores[pos_pb[mine]] = m + self.pbuf.scores(pb[mine]) / (len(pb) + 1)
         want = scores > 0
+        # admission: a prefetched page passes the same test with its own past (an
+        # exemption let STMS's prefetches displace hot pages: docs/results.md,
+        # "Placement stability")
+        heat = pm.heat if cfg.admission_half_life else None
         np.add(pm.unwanted, 1, out=pm.unwanted, where=~want)
         pm.unwanted[want] = 0
         self.plan_steps += 1
@@ -350,7 +379,8 @@ class Engine:
                          last_moved=pm.last_moved, tick=ctl.tick,
                          min_residency_ticks=cfg.min_residency_ticks,
                          allow_promote=ctl.allow_promote, unwanted_ticks=pm.unwanted,
-                         ids=pm.page)
+                         ids=pm.page, heat=heat)
+        s.refused_by_admission += p.refused_by_admission
         p = replace(p, promote=pm.page[p.promote], demote=pm.page[p.demote])  # -> pages
         pm.trim(self.fast, ctl.tick, cfg.min_residency_ticks)  # (never a planned page)
         if not ctl.allow_moves:
@@ -387,6 +417,7 @@ class Engine:
                 break
         return StepResult(**base, promoted=moved["promote"], demoted=moved["demote"],
                           pingpong=pingpong, cut_by_rate=p.cut_by_rate,
+                          refused_by_admission=p.refused_by_admission,
                           deadline_hit=deadline_hit, errors=errors,
                           moved_bytes=(len(moved["promote"]) + len(moved["demote"]))
                           * self.layout.page_size)

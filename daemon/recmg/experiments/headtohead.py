@@ -108,6 +108,20 @@ class Workload:
         for idx, _ in synthetic.batches(spec, self.batches):
             yield idx
 
+    def trace(self):
+        """The run's lookups as a trace (rows in table order, one batch every 10 ms):
+        what `recmg sim --config` replays to set the guest's numbers beside recmgd's
+        engine on the host."""
+        from recmg.trace import format as tf
+
+        keys = [np.concatenate([tf.make_keys(t, r) for t, r in enumerate(idx)])
+                for idx in self.batches_of_rows()]
+        offs = np.cumsum([0] + [len(k) for k in keys]).astype(np.uint64)
+        return tf.Trace(tables=[tf.TableInfo(t, f"t{t}", self.rows, 4 * self.dim, self.dim,
+                                             "<f4") for t in range(self.tables)],
+                        keys=np.concatenate(keys), batch_offsets=offs,
+                        timestamps_ns=np.arange(1, len(keys) + 1, dtype=np.uint64) * 10**7)
+
 
 @dataclass(frozen=True)
 class Contender:

@@ -37,6 +37,7 @@ def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
                          else 0),
         budget=budget_pages(cfg, layout, override), rate_pages=max(rate, 1),
         min_residency_ticks=mig.min_residency_ticks,
+        admission_half_life=profile.admission_half_life_accesses,
         tracked_pages=cfg.target.max_tracked_pages,
         stall_ns_per_ondemand=0.0 if real else mig.simulated_slow_ns - mig.simulated_fast_ns)
 

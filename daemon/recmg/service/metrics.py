@@ -36,6 +36,9 @@ MOVE_ERRORS = Counter("recmgd_move_errors", "Pages that failed to move, by errno
                       ["errno"], registry=REGISTRY)
 PINGPONG = Counter("recmgd_pingpong_pages", "Pages demoted soon after their promotion",
                    T, registry=REGISTRY)
+REFUSED = Counter("recmgd_admission_refused_pages", "Promotions the admission test "
+                  "refused (not hotter than the fast page they would displace)",
+                  T, registry=REGISTRY)
 RATE_LIMITED = Counter("recmgd_rate_limited_pages", "Planned moves deferred by the rate cap",
                        T, registry=REGISTRY)
 TARGET_CPU = Counter("recmgd_target_cpu_seconds", "CPU time of the managed processes "

@@ -459,6 +459,7 @@ class Pipeline:
         m.PAGES_PROMOTED.labels(st.label).inc(len(r.promoted))
         m.PAGES_DEMOTED.labels(st.label).inc(len(r.demoted))
         m.PINGPONG.labels(st.label).inc(r.pingpong)
+        m.REFUSED.labels(st.label).inc(r.refused_by_admission)
         m.BYTES_MOVED.labels(st.label).inc(r.moved_bytes)
         for err, n in r.errors.items():
             m.MOVE_ERRORS.labels(errno=err).inc(n)
@@ -535,7 +536,8 @@ class Pipeline:
                 budget_pages=t.budget_pages, batches=s.batches, accesses=s.accesses,
                 hit_ratio=round(s.hit_ratio, 4), ondemand=s.ondemand, promoted=s.promoted,
                 demoted=s.demoted, pingpong=s.pingpong, dropped_batches=s.dropped_batches,
-                errors=dict(s.errors), model=t.model_status(), prefetch=t.prefetch_status(),
+                errors=dict(s.errors), refused_by_admission=s.refused_by_admission,
+                model=t.model_status(), prefetch=t.prefetch_status(),
                 perf=t.perf.status(t.tick_batches),
                 feedback={**t.feedback.status(), "rate_pages_per_tick": t.engine.cfg.rate_pages}))
         return Status(

@@ -48,6 +48,7 @@ class TargetStatus:
     pingpong: int
     dropped_batches: int
     errors: dict = field(default_factory=dict)
+    refused_by_admission: int = 0  # promotions the admission test refused
     layout: dict | None = None  # recmg.service.layoutwatch
     model: dict | None = None  # the learned caching policy's (None: not learned)
     prefetch: dict = field(default_factory=dict)
