@@ -12,8 +12,8 @@ when present (read there, never committed).  Each is `recmg sim --config`'s repl
 (recmg.sim.replay) at about 10 batches per 500 ms tick, unsampled, with a fast tier of
 10% of the trace's distinct pages.  The hit ratio is over the second half of the ticks;
 moves are pages promoted plus demoted over the whole run.  "off" runs the profile with
-admission_half_life_accesses = 0, "on" with --half-life (or the profile's own value
-where it sets one).
+admission_half_life_accesses = 0, "on" with --half-life (default: the profile's own
+value, or 131,072 where it sets none).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def traces(shared: str, batches: int):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profiles", default="default,lru")
-    ap.add_argument("--half-life", type=int, default=131072)
+    ap.add_argument("--half-life", type=int, help="admission's half-life in accesses "
+                    "(default: the profile's own, or 131072 where it sets none)")
     ap.add_argument("--batches", type=int, default=400)
     ap.add_argument("--shared", default=str(sc.ROOT.parent / "shared"))
     a = ap.parse_args()
@@ -56,7 +57,7 @@ def main() -> None:
                            "max_accesses_per_s = 0\n")
         cells = []
         for prof in profiles:
-            for hl in (0, prof.admission_half_life_accesses or a.half_life):
+            for hl in (0, a.half_life or prof.admission_half_life_accesses or 131072):
                 p = dataclasses.replace(prof, admission_half_life_accesses=hl,
                                         max_accesses_per_s=-1.0)
                 st, ticks = replay(tr, cfg, p)
