@@ -3,12 +3,13 @@ replay unsampled (docs/results.md, "What sampling costs").  Prints Markdown.
 
     python bench/sampling_cost.py [--batches 400] [--shared ../shared]
                                   [--profiles default,frequency,learned,recmg]
+                                  [--factors 2,5,10]
 
 Each trace gets batch timestamps for a steady offered rate R (accesses per second) at
 which a 500 ms tick reads about 10 batches; `recmg sim --config`'s replay
 (recmg.sim.replay, the engine and the tick driver recmgd runs, sampling as the client
 records) is run with the profile's sampling limit at R (no sampling), R / 2, R / 5 and
-R / 10, so the client records 1 batch in about 2, 5 and 10.  The hit ratio is over
+R / 10 (or R / each of --factors), so the client records 1 batch in about 2, 5 and 10.  The hit ratio is over
 every access of the trace, those sampling left out included (the replay measures each
 whole read against the placement before the step sees the sampled part), so batch and
 key sampling compare; it is given over the second half of the ticks (the steady state:
@@ -68,13 +69,16 @@ def main() -> None:
     ap.add_argument("--modes", default="batch",
                     help="batch (what the client does), key (every access of 1 key in N: "
                     "simulated only), or both: batch,key")
+    ap.add_argument("--factors", default=",".join(map(str, FACTORS[1:])),
+                    help="limits R / k for each k (the first column is always R)")
     a = ap.parse_args()
+    factors = (1, *(int(k) for k in a.factors.split(",")))
     profiles = [cfgmod.load_profile(p, [ROOT / "policies"]) for p in a.profiles.split(",")]
     print("Hit ratio in the second half of the ticks (over all ticks in brackets); lost: "
           "points below the unsampled run.\n")
     print("| trace | profile, sampling | unsampled hit% | " + " | ".join(
-        f"limit R/{k}: sampling, hit% (lost)" for k in FACTORS[1:]) + " |")
-    print("|---|---|---|" + "---|" * (len(FACTORS) - 1))
+        f"limit R/{k}: sampling, hit% (lost)" for k in factors[1:]) + " |")
+    print("|---|---|---|" + "---|" * (len(factors) - 1))
     for name, tr in traces(a.shared, a.batches):
         tr, rate = timed(tr)
         pages = modes.distinct_units(tr, "page")
@@ -83,7 +87,7 @@ def main() -> None:
                            '[migration]\nbackend = "simulated"\n')
         for prof, mode in [(p, m) for p in profiles for m in a.modes.split(",")]:
             cells = []
-            for k in FACTORS:
+            for k in factors:
                 p = dataclasses.replace(prof, max_accesses_per_s=rate / k * 1.01)
                 st, ticks = replay(tr, cfg, p, sampling_mode=mode)
                 n = max((t["sampling"] for t in ticks), default=1)
