@@ -179,8 +179,9 @@ class Profile:
     prefetch_model: str = ""
     # ingest sampling for this profile's targets: above this many offered accesses per
     # second the client records 1 batch in N (0: never sample; -1: target's own
-    # max_accesses_per_s).  A profile whose tick costs more per access (the learned
-    # ones) can sample earlier than the cheap ones.
+    # max_accesses_per_s; else the lower of the two, and target's 0 turns sampling
+    # off: sampling_limit).  A profile whose tick costs more per access (the learned
+    # ones) samples earlier than the cheap ones.
     max_accesses_per_s: float = -1.0
     # admission: a page is promoted in place of a fast one only if it is hotter (its
     # accesses, halving every this many accesses; 0: no test, the policy's set is
@@ -522,7 +523,11 @@ def with_profile(cfg: Config, name: str) -> Config:
 
 
 def sampling_limit(cfg: Config, profile: Profile) -> float:
-    """Offered accesses per second above which a target is sampled: the profile's
-    max_accesses_per_s where it sets one, else target.max_accesses_per_s."""
-    return profile.max_accesses_per_s if profile.max_accesses_per_s >= 0 \
-        else cfg.target.max_accesses_per_s
+    """Offered accesses per second above which a target is sampled (0: never).  0 on
+    either side wins (the operator's target.max_accesses_per_s = 0 turns sampling off
+    whatever the profile says, and a profile may turn it off for itself); otherwise the
+    lower of the two, the profile's only where it sets one (-1: it does not)."""
+    t, p = cfg.target.max_accesses_per_s, profile.max_accesses_per_s
+    if p < 0:
+        return t
+    return 0.0 if t == 0 or p == 0 else min(t, p)

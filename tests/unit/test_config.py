@@ -166,5 +166,17 @@ def test_a_profile_sets_its_own_sampling_limit_or_takes_the_targets(tmp_path):
     (tmp_path / "bad.toml").write_text('schema = 1\ncaching = "lru"\nmax_accesses_per_s = -5.0\n')
     assert cfgmod.sampling_limit(cfg, cfgmod.load_profile("own", [tmp_path])) == 800_000
     assert cfgmod.sampling_limit(cfg, cfgmod.load_profile("none", [tmp_path])) == 3_000_000
+    # the lower limit applies, and the operator's 0 turns sampling off whatever the
+    # profile says (benches and tests that measure the full ingest rely on it)
+    low = cfgmod.parse("[target]\nmax_accesses_per_s = 500000.0\n")
+    off = cfgmod.parse("[target]\nmax_accesses_per_s = 0\n")
+    assert cfgmod.sampling_limit(low, cfgmod.load_profile("own", [tmp_path])) == 500_000
+    assert cfgmod.sampling_limit(off, cfgmod.load_profile("own", [tmp_path])) == 0
+    (tmp_path / "never.toml").write_text('schema = 1\ncaching = "lru"\nmax_accesses_per_s = 0\n')
+    assert cfgmod.sampling_limit(cfg, cfgmod.load_profile("never", [tmp_path])) == 0
+    # the shipped profiles sample below recmgd's default limit, the learned ones earlier
+    base = cfgmod.parse("")
+    assert cfgmod.sampling_limit(base, cfgmod.load_profile("default")) == 2_000_000
+    assert cfgmod.sampling_limit(base, cfgmod.load_profile("learned")) == 1_000_000
     with pytest.raises(cfgmod.ConfigError, match="max_accesses_per_s: must be in 0..1e12"):
         cfgmod.load_profile("bad", [tmp_path])
