@@ -280,7 +280,12 @@ def test_a_scan_of_cold_pages_does_not_displace_the_hot_ones(tmp_path):
         assert np.isin(state.engine.placement[hot_pages], [0]).mean() > 0.95
         st = pipe.status().to_dict()["targets"][0]
         assert st["refused_by_admission"] > 0 and st["fast_pages"] <= st["budget_pages"]
+        from recmg.service import metrics
+
+        assert re.search(r'^recmgd_admission_refused_pages_total\{target="scan"\} [1-9]',
+                         metrics.exposition(), re.M)
         pipe.close()
+    assert 'target="scan"' not in metrics.exposition()  # forgotten with the target
 
 
 def test_daemon_process_against_live_workload(tmp_path, capsys):
