@@ -25,9 +25,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
-_SUMMED = ("batches", "accesses", "hits", "ondemand", "slow_reads", "prefetch_issued", "prefetch_useful",
-           "prefetch_late", "promoted", "demoted", "pingpong", "refused_by_admission", "bytes_moved", "stall_ns",
-           "dropped_batches", "invalid_keys", "seconds")
+_SUMMED = ("batches", "accesses", "hits", "ondemand", "slow_reads", "prefetch_issued",
+           "prefetch_useful", "prefetch_late", "promoted", "demoted", "pingpong",
+           "refused_by_admission", "bytes_moved", "stall_ns", "dropped_batches",
+           "invalid_keys", "seconds")
 
 
 @dataclass
