@@ -212,6 +212,28 @@ def test_scores_reach_the_planner_most_valuable_first_under_the_rate_cap():
     assert r.promoted.tolist() == [2]
 
 
+def test_admission_heat_decays_the_past_but_never_the_step_itself():
+    """Each page's heat counts its accesses, halving every half-life of accesses.  A
+    step of many half-lives zeroes the past but keeps its own accesses (the first
+    version decayed a step by its own length, so a half-life shorter than a tick
+    left every page at 0 and the admission test refused every promotion)."""
+    rows = PAGE_SIZE // 64
+    tables = [tf.TableInfo(0, "a", 8 * rows, 64)]
+    for half_life, step_keys in ((1, 1000), (1 << 20, 10)):
+        eng = _planned(tables, cfgmod.Profile(name="x", caching="lru",
+                                              admission_half_life_accesses=half_life),
+                       budget=1)
+        old, new = tf.make_keys(0, [0]), tf.make_keys(0, [rows])  # pages 0 and 1
+        eng.step(batch_of(np.repeat(old, step_keys)), contracts.Controls(tick=1))
+        eng.step(batch_of(np.repeat(new, step_keys // 2)), contracts.Controls(tick=2))
+        heat = eng.pages.heat[eng.pages.positions(np.array([0, 1]))]
+        assert heat[1] > 0
+        if half_life < step_keys:  # the past is gone: the newer page is hotter
+            assert heat[1] > heat[0] and eng.placement[np.array([1])][0] == 0
+        else:  # nothing has decayed yet: twice the reads, twice the heat
+            assert heat[0] > heat[1] and eng.placement[np.array([0])][0] == 0
+
+
 def test_a_paused_step_observes_but_plans_nothing_and_a_brake_moves_nothing():
     rows = PAGE_SIZE // 64
     eng = _planned([tf.TableInfo(0, "a", 4 * rows, 64)], cfgmod.Profile(name="x",

@@ -296,15 +296,12 @@ class Engine:
                           prefetch_issued=issued)
 
     def _warm(self, pos: np.ndarray, counts: np.ndarray, accesses: int) -> None:
-        """Add this step's accesses (``counts`` per position ``pos``) to the pages'
-        heat, then advance the decay by ``accesses``: later accesses weigh
-        2^(accesses / half-life) more, so nothing is rescaled per step; before the
-        weight outgrows float32, every heat is divided by it (a step of many
-        half-lives zeroes the past, which is what the decay means)."""
+        """Advance the decay by this step's ``accesses``, then add them (``counts``
+        per position ``pos``) to the pages' heat at the step's end: each access weighs
+        2^(accesses so far / half-life), so nothing is rescaled per step; before that
+        weight outgrows float32, the past is divided by it (a step of many half-lives
+        zeroes the past, never the step itself)."""
         pm = self.pages
-        # (ufunc.at is unbuffered, so repeated positions add up; numpy >= 1.25 runs it
-        # without the old per-element overhead: 2-3 ns an access against 80 for a sort)
-        np.add.at(pm.heat, pos, (counts * self._heat_scale).astype(np.float32))
         grown = np.log2(self._heat_scale) + accesses / self.cfg.admission_half_life
         if grown > 30:
             with np.errstate(under="ignore"):
@@ -312,6 +309,9 @@ class Engine:
             self._heat_scale = 1.0
         else:
             self._heat_scale = 2.0 ** grown
+        # (ufunc.at is unbuffered, so repeated positions add up; numpy >= 1.25 runs it
+        # without the old per-element overhead: 2-3 ns an access against 80 for a sort)
+        np.add.at(pm.heat, pos, (counts * self._heat_scale).astype(np.float32))
 
     def _planned_step(self, keys, offsets, ctl: Controls) -> StepResult:
         """recmgd's step: measure against the page placement, observe, score every page,
