@@ -51,9 +51,9 @@ def timed(trace: tf.Trace, batches_per_tick: int = 10) -> tuple[tf.Trace, float]
                                batch_ids=np.arange(len(counts), dtype=np.uint64)), rate
 
 
-def traces(shared: str, batches: int):
+def traces(shared: str, batches: int, seed: int = 7):
     for preset in ("meta2021-small", "meta2022-small"):
-        spec = synthetic.preset(preset, seed=7)
+        spec = synthetic.preset(preset, seed=seed)
         yield f"{preset} (drift)", synthetic.trace(spec, batches)
         yield f"{preset} (no drift)", synthetic.trace(
             dataclasses.replace(spec, drift_period=0), batches)

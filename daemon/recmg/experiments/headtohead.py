@@ -109,9 +109,10 @@ class Workload:
             yield idx
 
     def trace(self):
-        """The run's lookups as a trace (rows in table order, one batch every 10 ms):
-        what `recmg sim --config` replays to set the guest's numbers beside recmgd's
-        engine on the host."""
+        """The run's lookups as a trace, each batch table by table as the workload's
+        client records it (synthetic.trace gives the same keys sample by sample), one
+        batch every 10 ms: what `recmg sim --config` replays to set the guest's
+        numbers beside recmgd's engine on the host."""
         from recmg.trace import format as tf
 
         keys = [np.concatenate([tf.make_keys(t, r) for t, r in enumerate(idx)])
