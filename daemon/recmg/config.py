@@ -132,6 +132,31 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Learning:
+    """Models retrained on the host's own traffic (recmg.service.learning): per target
+    a bounded window of the newest accesses; every ``interval_s`` a separate process,
+    niced, in the idle I/O class, under CPU and memory caps and as ``user``, trains on
+    the window's earlier part and replays its later part; only a model with fewer
+    fetches than both the serving model and S3-FIFO is swapped in."""
+
+    enabled: bool = False
+    state_dir: str = "/var/lib/recmg"  # models, cards and validation figures
+    interval_s: float = 3600.0  # a target's rounds start at most this often
+    window_accesses: int = 4_000_000  # the newest accesses kept per target (8 B each)
+    min_window_accesses: int = 1_000_000  # a round waits until the window holds this many
+    max_window_mib: int = 256  # all targets' windows together
+    validate_frac: float = 0.3  # the window's later share that judges, never trains
+    margin: float = 0.0  # a candidate needs fewer than (1 - margin) x the best fetches
+    epochs: int = 4
+    user: str = "nobody"  # the trainer runs as this user (recordings are untrusted)
+    nice: int = 19
+    cpu_s: int = 1800  # RLIMIT_CPU of the trainer
+    memory_mib: int = 4096  # RLIMIT_AS of the trainer
+    timeout_s: float = 3600.0  # wall clock; the trainer is killed past it
+    keep_models: int = 5  # per target; the serving and previous ones are always kept
+
+
+@dataclass(frozen=True)
 class Config:
     tick_ms: int = 500
     shm_dir: str = ""  # "": $RECMG_SHM_DIR, /dev/shm/recmg if present, else /dev/shm
@@ -143,6 +168,7 @@ class Config:
     control: Control = field(default_factory=Control)
     metrics: Metrics = field(default_factory=Metrics)
     policy: Policy = field(default_factory=Policy)
+    learning: Learning = field(default_factory=Learning)
 
 
 @dataclass(frozen=True)
@@ -238,6 +264,21 @@ _CHECKS = {
     "control.max_connections": lambda v: 1 <= v <= 512 or "must be in 1..512",
     "control.idle_timeout_s": lambda v: 1 <= v <= 86400 or "must be in 1..86400",
     "metrics.http_port": lambda v: 0 <= v <= 65535 or "must be a port number (0 = off)",
+    "learning.state_dir": lambda v: v.startswith("/") and "\0" not in v or
+    "must be an absolute path",
+    "learning.interval_s": lambda v: 1 <= v <= 1e7 or "must be in 1..1e7 s",
+    "learning.window_accesses": lambda v: 1024 <= v <= 1 << 28 or "must be in 1024..2^28",
+    "learning.min_window_accesses": lambda v: 1024 <= v <= 1 << 28 or "must be in 1024..2^28",
+    "learning.max_window_mib": lambda v: 1 <= v <= 1 << 20 or "must be in 1..2^20",
+    "learning.validate_frac": lambda v: 0.05 <= v <= 0.9 or "must be in 0.05..0.9",
+    "learning.margin": lambda v: 0 <= v < 1 or "must be in [0, 1)",
+    "learning.epochs": lambda v: 1 <= v <= 100 or "must be in 1..100",
+    "learning.user": lambda v: 0 < len(v) <= 64 or "must name a user",
+    "learning.nice": lambda v: 0 <= v <= 19 or "must be in 0..19",
+    "learning.cpu_s": lambda v: 1 <= v <= 1 << 24 or "must be in 1..2^24 s",
+    "learning.memory_mib": lambda v: 64 <= v <= 1 << 22 or "must be in 64..2^22",
+    "learning.timeout_s": lambda v: 1 <= v <= 1e6 or "must be in 1..1e6 s",
+    "learning.keep_models": lambda v: 1 <= v <= 1000 or "must be in 1..1000",
 }
 
 
@@ -289,7 +330,7 @@ def _build(cls, data: dict, path: str, problems: list) -> object:
 
 
 _SECTIONS = {c.__name__: c for c in (Target, Tiers, Budget, Migration, Safety, Control,
-                                     Metrics, Policy)}
+                                     Metrics, Policy, Learning)}
 
 
 def _toml(text: str, source: str) -> dict:
@@ -329,6 +370,19 @@ def parse(text: str, source: str = "<config>") -> Config:
         problems.append(("target.max_tracked_pages", f"{cfg.target.max_tracked_pages} pages "
                          f"cannot hold twice the {budget_pages}-page budget "
                          "(budget.fast_mib_per_target)"))
+    if cfg.learning.min_window_accesses > cfg.learning.window_accesses:
+        problems.append(("learning.min_window_accesses", "must be at most "
+                         "learning.window_accesses"))
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def from_dict(data: dict, source: str = "<config>") -> Config:
+    """A Config from ``dataclasses.asdict`` of one (a learning job's copy), checked as
+    a file is."""
+    problems: list[tuple[str, str]] = []
+    cfg = _build(Config, data, "", problems)
     if problems:
         raise ConfigError(source, problems)
     return cfg
@@ -469,7 +523,7 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
                             ("prefetcher", "prefetch_model", "prefetch")):
         file = getattr(prof, key)
         if registry.needs_model(role, getattr(prof, role)):
-            found = _check_model(key, file, kind, path, getattr(prof, role))
+            found = check_model(key, file, kind, path, getattr(prof, role))
             problems += found
             if not found:
                 prof = replace(prof, **{key: str((path.parent / file).resolve())})
@@ -480,7 +534,7 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
     return prof
 
 
-def _check_model(key: str, file: str, kind: str, path: Path,
+def check_model(key: str, file: str, kind: str, path: Path,
                  name: str) -> list[tuple[str, str]]:
     """A learned policy's model (profile key ``key``) and its card, checked now (a
     reload that names a bad model keeps the old one)."""

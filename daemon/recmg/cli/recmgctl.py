@@ -71,6 +71,11 @@ def build_parser() -> Parser:
     ps.add_argument("name", nargs="?")
     pset = add(psub, "set", help="switch profile (a reload with that profile)")
     pset.add_argument("name")
+    mod = add(sub, "models", help="models the learning loop trained on this host "
+              "([learning]); 'rollback' restores the one before the serving one")
+    mod.add_argument("action", nargs="?", choices=("list", "rollback"), default="list")
+    mod.add_argument("--segment", help="rollback: the target (default: the only one)")
+    mod.add_argument("--json", action="store_true")
     rec = add(sub, "record", help="record a target's accesses into an .rtrace file")
     rec.add_argument("--segment", help="target segment (default: the only one)")
     rec.add_argument("--batches", type=int, default=100)
@@ -152,6 +157,25 @@ def render_status(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_models(d: dict) -> str:
+    """recmgctl models: the learning loop's candidates per target, newest last."""
+    head = ("learning: " + ("on" if d["enabled"] else "off (learning.enabled)")
+            + (f"; UNAVAILABLE: {d['unavailable']}" if d.get("unavailable") else "")
+            + f"; models under {d['state_dir']}/models")
+    if not d["models"]:
+        return head + "\nno model trained yet\n"
+    rows = [["target", "model", "", "fetches (model/serving/S3-FIFO)", "validated on",
+             "train CPU s"]]
+    for m in d["models"]:
+        f, a = m.get("fetches") or {}, m.get("accesses") or {}
+        mark = "SERVING" if m["serving"] else "previous" if m["previous"] else \
+            "rejected" if m.get("accepted") is False else ""
+        rows.append([m["target"], m["id"], mark,
+                     f"{f.get('candidate')}/{f.get('serving')}/{f.get('s3fifo')}",
+                     f"{a.get('validate')} accesses", str(m.get("train_cpu_s"))])
+    return head + "\n" + table(rows) + "\n"
+
+
 def _target_lines(t) -> list[str]:
     """What a target's components say: its model, perf counts, closed loop, row
     layout and prefetcher (each component's own status object)."""
@@ -188,6 +212,15 @@ def _target_lines(t) -> list[str]:
                  f"{100 * lay['hot_share_applied']:.0f}% when applied")
         out.append(f"  {t.segment}: row layout {lay['id']}: {share}"
                    + ("; STALE: a new layout would pay" if lay["relayout_advised"] else ""))
+    ln = t.learning
+    if ln and ln["state"] != "off":
+        last = ln.get("last_round") or {}
+        out.append(f"  {t.segment}: learning {ln['state']}"
+                   + (f" ({ln['why']})" if ln.get("why") else "")
+                   + f"; serving {ln['serving']}"
+                   + (f"; window {ln['window_accesses']} accesses" if "window_accesses" in ln
+                      else "")
+                   + (f"; last round {last['verdict']}: {last.get('reason')}" if last else ""))
     pf = t.prefetch or {}
     if pf.get("prefetches"):
         pm = pf.get("model")
@@ -259,6 +292,15 @@ def _daemon_command(args) -> int:
                 print_registries()
         else:
             print_json(res)
+    elif cmd == "models":
+        if args.action == "rollback":
+            req = {"cmd": "models", "action": "rollback"}
+            if args.segment:
+                req["segment"] = args.segment
+            print_json(call(args, req))
+        else:
+            res = call(args, {"cmd": "models"})
+            print_json(res) if args.json else sys.stdout.write(render_models(res))
     elif cmd == "record":
         if args.status:
             print_json(call(args, {"cmd": "record", "action": "status"}))

@@ -40,14 +40,15 @@ from pathlib import Path
 import numpy as np
 
 READ_COMMANDS = {"status", "stats", "metrics", "check", "version", "policy:list", "policy:show",
-                 "record:status"}
-CHANGE_COMMANDS = {"reload", "pause", "resume", "policy:set", "record:start"}
+                 "record:status", "models"}
+CHANGE_COMMANDS = {"reload", "pause", "resume", "policy:set", "record:start", "models:rollback"}
 # arguments each command takes besides "cmd" and "action": name -> (type, required)
 ARGS: dict[str, dict[str, tuple[type, bool]]] = {
     "policy:show": {"name": (str, False)},
     "policy:set": {"name": (str, True)},
     "record:start": {"output": (str, True), "batches": (int, False),
                      "segment": (str, False)},
+    "models:rollback": {"segment": (str, False)},
 }
 MAX_DEPTH = 8  # requests are flat objects; nesting beyond this is refused unparsed
 MAX_PENDING_BYTES = 16 << 20  # replies a client has not read yet

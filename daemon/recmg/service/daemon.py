@@ -34,6 +34,7 @@ from recmg.capture.watcher import ProcessWatcher
 from recmg import config as cfgmod
 from recmg.service import metrics as m
 from recmg.service.control import ControlError, ControlServer
+from recmg.service.learning import Learner
 from recmg.service.pipeline import MSG_RELOAD, Pipeline, journal_fields
 from recmg.service.status import Status
 from recmg.host import topology
@@ -127,6 +128,8 @@ class Daemon:
                 f.what for f in conflicts) + " (safety.on_conflict = \"refuse\")")
         self.fast, self.slow, self.tier_basis = resolve_tiers(cfg, self.topo)
         self.pipeline = Pipeline(cfg, self.profile, self.fast, self.slow, proc_root, sys_root)
+        self.learner = Learner(cfg)  # [learning]: models retrained on each target's traffic
+        self.pipeline.models_for = self.learner.serving_models
         if not registry.moves_pages(cfg.migration.backend):
             log.warning("migration backend is %r%s: placement is MODELLED, NO PAGES MOVE "
                         "(slow nodes %s)", cfg.migration.backend,
@@ -206,6 +209,7 @@ class Daemon:
                                     self.pipeline.detach(name, "process exited")
                     self.discover()
                     self.pipeline.tick(progress=self._progress)
+                    self.learner.tick(self.pipeline.targets)
                     self._record_step()
                     self.snapshot = self.pipeline.status()  # served without the lock
                     self._update_gauges()
@@ -297,6 +301,7 @@ class Daemon:
             cfg, not_applied = keep_restart_only(self.cfg, cfg)
             with self.lock:
                 self.pipeline.reconfigure(cfg, profile)
+                self.learner.reconfigure(cfg)
                 self.cfg, self.profile = cfg, profile
                 self._drop_unselected()
                 self.pipeline.quarantine.clear()  # a new config may now accept them
@@ -364,11 +369,60 @@ class Daemon:
             return {"paused": key == "pause"}
         if key == "record:start":
             return self._start_recording(req)
+        if key == "models":
+            with self.lock:
+                targets = {t.learn_key: t.name for t in self.pipeline.targets.values()}
+            return {"enabled": self.cfg.learning.enabled,
+                    "unavailable": self.learner.unavailable,
+                    "state_dir": self.cfg.learning.state_dir,
+                    "models": [m | {"attached": targets.get(m["target"])}
+                               for m in self.learner.store.list()]}
+        if key == "models:rollback":
+            return self._rollback(req.get("segment"))
         if key == "record:status":
             return {n: {k: r[k] for k in ("output", "want", "done", "result", "pid")}
                     | {"have": r.get("written", len(r["batches"]))}
                     for n, r in self.recordings.items()}
         raise ControlError("EINVAL", f"unknown command {key!r}")
+
+    def _rollback(self, name) -> dict:
+        """``recmgctl models rollback``: the model before the serving one serves again,
+        for the named attached target (or the only one)."""
+        with self.lock:
+            target = self._one_target(name, "models rollback")
+            key = target.learn_key
+            if key is None:
+                raise ControlError("EINVAL", f"{target.name}: its name cannot key a model "
+                                   "store, so no learned model serves it")
+            try:
+                self.learner.store.rollback(key)
+            except LookupError as e:
+                raise ControlError("ENOENT", str(e)) from None
+            except OSError as e:
+                raise ControlError("EIO", f"rollback failed, nothing changed: {e}") from None
+            models = self.learner.rolled_back(key, self.pipeline.targets)
+        serving = models["id"] if models else "the profile's own model"
+        log.info("models rollback for %s: %s serves", target.name, serving)
+        return {"segment": target.name, "serving": serving}
+
+    def _one_target(self, name, what: str):
+        """The attached target ``name`` (a short or file name) names, or the only one."""
+        names = list(self.pipeline.targets)
+        if name is None and len(names) == 1:
+            return self.pipeline.targets[names[0]]
+        if name is None:
+            raise ControlError("EINVAL" if names else "ENOENT", (
+                f"{what}: {len(names)} targets are attached ({', '.join(names)}); "
+                "name one with --segment") if names else
+                f"{what}: no target is attached yet (recmgctl status lists them)")
+        found = [n for n in names if seg.matches(name, n)]
+        if len(found) > 1:
+            raise ControlError("EINVAL", f"{name!r} names {len(found)} attached "
+                               f"segments ({', '.join(found)}); give the file name")
+        if not found:
+            raise ControlError("ENOENT", f"no attached target {name!r} "
+                               f"(attached: {', '.join(names) or 'none'})")
+        return self.pipeline.targets[found[0]]
 
     def _start_recording(self, req: dict) -> dict:
         name, out, want = req.get("segment"), req.get("output"), req.get("batches", 100)
@@ -382,24 +436,8 @@ class Daemon:
         if not isinstance(want, int) or not 1 <= want <= 1_000_000:
             raise ControlError("EINVAL", "'batches' must be an integer in 1..1000000")
         with self.lock:
-            names = list(self.pipeline.targets)
-            if name is None and len(names) == 1:
-                name = names[0]
-            elif name is None:
-                raise ControlError("EINVAL" if names else "ENOENT", (
-                    f"record: {len(names)} targets are attached ({', '.join(names)}); "
-                    "name one with --segment") if names else
-                    "record: no target is attached yet (recmgctl status lists them)")
-            elif isinstance(name, str):  # a short name or a file name (recmg.<name>.<pid>)
-                found = [n for n in names if seg.matches(name, n)]
-                if len(found) > 1:
-                    raise ControlError("EINVAL", f"{name!r} names {len(found)} attached "
-                                       f"segments ({', '.join(found)}); give the file name")
-                name = found[0] if found else name
-            if name not in self.pipeline.targets:
-                raise ControlError("ENOENT", f"no attached target {name!r} "
-                                   f"(attached: {', '.join(names) or 'none'})")
-            target = self.pipeline.targets[name]
+            target = self._one_target(name, "record")
+            name = target.name
             rec = {"output": out, "want": want, "batches": [], "done": False, "result": None,
                    "pid": target.pid, "tables": [r.info for r in target.reader.tables],
                    # the row layout its keys are positions in (recmg.rowlayout)
@@ -463,6 +501,7 @@ class Daemon:
             notify("STOPPING=1")
             self.stop_event.set()
             worker.join(timeout=self.cfg.migration.tick_deadline_ms / 1000 + 5)
+            self.learner.close()
             with self.lock:
                 self.pipeline.close()
             self.server.close()

@@ -36,6 +36,9 @@ MOVE_ERRORS = Counter("recmgd_move_errors", "Pages that failed to move, by errno
                       ["errno"], registry=REGISTRY)
 PINGPONG = Counter("recmgd_pingpong_pages", "Pages demoted soon after their promotion",
                    T, registry=REGISTRY)
+LEARNING_ROUNDS = Counter("recmgd_learning_rounds", "Learning rounds finished, by result "
+                          "(accepted, rejected: lost on fetches, failed)", ["result"],
+                          registry=REGISTRY)
 REFUSED = Counter("recmgd_admission_refused_pages", "Promotions the admission test "
                   "refused (not hotter than the fast page they would displace)",
                   T, registry=REGISTRY)

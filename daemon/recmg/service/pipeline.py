@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from recmg.engine.sampling import Sampler
 from recmg.engine.stats import Stats
 from recmg.engine.models.card import ModelError
 from recmg.service import metrics as m
-from recmg.service import safety
+from recmg.service import learning, safety
 from recmg.service.loglimit import LogLimiter
 from recmg.engine.feedback import Feedback
 from recmg.runner.driver import TickDriver
@@ -65,11 +66,19 @@ def journal_fields(message_id: str, pid: int | None = None, segment: str | None 
 
 class TargetState:
     def __init__(self, reader: SegmentReader, cfg: Config, profile: Profile,
-                 migrator: movers.Migrator, fast: list[int], slow: list[int]):
+                 migrator: movers.Migrator, fast: list[int], slow: list[int],
+                 models_for=None):
         self.reader = reader
         self.pid = reader.pid
         self.name = reader.path.name
         self.label = (seg.parse_segment_name(self.name) or (self.name, 0))[0]  # metrics
+        # recmg.service.learning: models retrained on this client's traffic (keyed by
+        # its uid and name), the window they learn from, and the loop's status
+        self.learn_key = learning.model_key(reader.uid, self.label)
+        self.models: dict | None = models_for(self.learn_key) if models_for else None
+        self.window: learning.Window | None = None
+        self.learning: dict | None = None
+        self.profile = profile
         self.pages = Layout.of_regions(reader.tables)
         if self.pages.n_pages > cfg.target.max_pages:
             raise ValueError(f"its tables span {self.pages.n_pages} pages, more than "
@@ -77,15 +86,23 @@ class TargetState:
         self.fast, self.slow = fast, slow
         self.model_error: str | None = None  # why the profile's model does not serve
         try:
-            self.engine = build.planned(cfg, profile, self.pages, migrator, fast, slow,
-                                        self.pid)
+            if self.models:
+                try:
+                    self.engine = build.planned(cfg, self.served(profile), self.pages,
+                                                migrator, fast, slow, self.pid)
+                except ModelError as e:  # a stored model broke: the profile's serves
+                    log.error("%s: learned model %s cannot serve (%s); the profile's does",
+                              self.name, self.models["id"], e)
+                    self.models = None
+            if not self.models:
+                self.engine = build.planned(cfg, profile, self.pages, migrator, fast, slow,
+                                            self.pid)
         except ModelError as e:  # the model changed or broke since the config check
             self.model_error = str(e)
             log.error("%s: the profile's model cannot serve (%s); running %s instead",
                       self.name, e, build.FALLBACK_CACHING)
             self.engine = build.planned(cfg, build.without_models(profile), self.pages,
                                         migrator, fast, slow, self.pid)
-        self.profile = profile
         self.last_step = StepResult()
         # the code around each step (sampling, the closed loop), shared with the replay
         self.driver = TickDriver(self.engine, Sampler(sampling_limit(cfg, profile)),
@@ -143,12 +160,31 @@ class TargetState:
         ``batches`` and each tick's perf counts to ``perf``; None stops recording."""
         self.recorder, self.perf_log = batches, perf
 
+    def served(self, profile: Profile) -> Profile:
+        """``profile`` with the models the learning loop swapped in for this target,
+        where the profile serves learned models (recmg.service.learning)."""
+        if not self.models or not learning.learns(profile):
+            return profile
+        changes = {"model": self.models["caching"]}
+        if profile.prefetcher == "learned" and self.models.get("prefetch"):
+            changes["prefetch_model"] = self.models["prefetch"]
+        return replace(profile, **changes)
+
+    def use_models(self, models: dict | None, cfg: Config) -> None:
+        """The learning loop's hot swap (None: the profile's own models again)."""
+        old = self.served(self.profile)
+        self.models = models
+        self._reconfigure(old, cfg, self.profile)
+
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.runner.build)."""
         self.driver.sampler.limit = sampling_limit(cfg, profile)
-        old = build.without_models(self.profile) if self.model_error else self.profile
+        self._reconfigure(self.served(self.profile), cfg, profile)
+
+    def _reconfigure(self, old: Profile, cfg: Config, profile: Profile) -> None:
+        old = build.without_models(old) if self.model_error else old
         try:
-            build.reconfigure(self.engine, old, cfg, profile)
+            build.reconfigure(self.engine, old, cfg, self.served(profile))
             self.model_error = None
         except ModelError as e:
             self.model_error = str(e)
@@ -209,6 +245,7 @@ class Pipeline:
         self._full_until, self._full_ticks, self._full_detail = 0, 0, ""
         self.logs = LogLimiter(log)
         self._move_deadline: float | None = None
+        self.models_for = None  # recmgd: a new target's learned models (by its key)
 
     # ------------------------------------------------------------------ attachment
     def attach(self, path: Path) -> TargetState | None:
@@ -227,7 +264,7 @@ class Pipeline:
             return None
         try:
             state = TargetState(reader, self.cfg, self.profile, self.migrator, self.fast,
-                                self.slow)
+                                self.slow, self.models_for)
             held = sum(t.engine.state_bytes() for t in self.targets.values())
             need, limit = state.engine.state_bytes(), self.cfg.target.max_state_mib << 20
             if held + need > limit:
@@ -440,6 +477,8 @@ class Pipeline:
         s.dropped_batches += batch.dropped_batches
         s.invalid_keys += batch.invalid_keys
         m.CAPTURE_DROPPED.labels(st.label).inc(batch.dropped_batches)
+        if st.window is not None:  # what the learning loop trains on
+            st.window.add(batch, self.tick_no)
         if st.recorder is not None:
             offs = batch.batch_offsets.astype(np.int64)
             st.recorder.extend((batch.keys[offs[b]:offs[b + 1]], int(batch.batch_ids[b]),
@@ -537,7 +576,7 @@ class Pipeline:
                 hit_ratio=round(s.hit_ratio, 4), ondemand=s.ondemand, promoted=s.promoted,
                 demoted=s.demoted, pingpong=s.pingpong, dropped_batches=s.dropped_batches,
                 errors=dict(s.errors), refused_by_admission=s.refused_by_admission,
-                model=t.model_status(), prefetch=t.prefetch_status(),
+                model=t.model_status(), prefetch=t.prefetch_status(), learning=t.learning,
                 perf=t.perf.status(t.tick_batches),
                 feedback={**t.feedback.status(), "rate_pages_per_tick": t.engine.cfg.rate_pages}))
         return Status(

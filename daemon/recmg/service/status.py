@@ -51,6 +51,7 @@ class TargetStatus:
     refused_by_admission: int = 0  # promotions the admission test refused
     layout: dict | None = None  # recmg.service.layoutwatch
     model: dict | None = None  # the learned caching policy's (None: not learned)
+    learning: dict | None = None  # recmg.service.learning: the loop's state for it
     prefetch: dict = field(default_factory=dict)
     perf: dict | None = None
     feedback: dict = field(default_factory=dict)

@@ -1,0 +1,577 @@
+"""recmgd's learning loop: models retrained on each target's own traffic.
+
+- **Window.** Each target whose profile serves a learned caching model keeps the newest
+  ``window_accesses`` accesses it read, per tick (``Window``); all windows together
+  stay under ``max_window_mib``.
+- **Rounds.** When a window holds ``min_window_accesses`` and ``interval_s`` has passed
+  since the target's last round, the worker thread snapshots the window and queues a
+  job; a separate thread (``recmgd-learning``, one job at a time) writes it to a job
+  directory and starts ``python -m recmg.training.learn`` (recmg.training.learn) as
+  ``user``, through nice(1), ionice(1) (idle class) and prlimit(1) (RLIMIT_CPU,
+  RLIMIT_AS): the window holds what an unprivileged client wrote, so the trainer never
+  runs with root's privileges, and it never runs in the tick.
+- **Judging.** recmgd copies the candidate's files out of the trainer's directory
+  into its own store before checking them (card, sha256, onnxruntime probe, page
+  granularity: recmg.config's model check), then swaps it in only if its replayed
+  fetches on the window's later part are below ``(1 - margin)`` times both the
+  serving models' and S3-FIFO's.  A window that is corrupt, a trainer that crashes,
+  runs out of memory or time, or a candidate that fails a check changes nothing: the
+  round is logged once with its reason and the target keeps its model.
+- **Store.** ``state_dir/models/<uid>-<name>/<id>/`` holds each judged candidate's
+  files and ``validation.json``; ``serving.json`` names the serving model and the
+  ones before it (``recmgctl models rollback`` goes back one).  At most
+  ``keep_models`` candidates stay per target, the serving and previous ones always.
+  Models are keyed by the client's uid and segment name, so one user's traffic never
+  trains another user's model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from recmg import config as cfgmod
+from recmg.safefile import atomic_output, read_regular
+from recmg.trace import format as tf
+from recmg.training import learn
+
+log = logging.getLogger("recmgd")
+
+MAX_MODEL_BYTES = 64 << 20  # a candidate's ONNX file (the shipped ones are ~10 KiB)
+MAX_CARD_BYTES = 4 << 20
+MAX_LOG_TAIL = 2000  # characters of the trainer's output kept for the reason
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOOLS = ("nice", "ionice", "prlimit")  # util-linux and coreutils
+
+
+def learns(profile: cfgmod.Profile) -> bool:
+    """Whether a profile serves a model the loop can retrain (the learned caching
+    policy; with it, the learned prefetcher's model too)."""
+    return profile.caching == "learned"
+
+
+def model_key(uid: int, name: str) -> str | None:
+    """The store's key for a client's models: its uid and segment name (None when the
+    name could not be a directory name)."""
+    return f"{uid}-{name}" if KEY_RE.fullmatch(name) else None
+
+
+class Window:
+    """The newest accesses a target read, a tick at a time: (keys, batch offsets, batch
+    ids, timestamps, tick).  Holds at most ``limit`` keys (a tick larger than that
+    alone is not kept)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.parts: deque = deque()
+        self.keys = 0
+
+    def add(self, batch, tick: int) -> None:
+        n = len(batch.keys)
+        if not batch.n_batches or n > self.limit:
+            return
+        self.parts.append((batch.keys, batch.batch_offsets, batch.batch_ids,
+                           batch.timestamps_ns, tick))
+        self.keys += n
+        while self.keys > self.limit:
+            self.keys -= len(self.parts.popleft()[0])
+
+    def trace(self, tables: list[tf.TableInfo], meta: dict) -> tf.Trace:
+        """The window as a trace, ticks kept in meta["tick_starts"]."""
+        parts = list(self.parts)
+        keys = np.concatenate([p[0] for p in parts]).astype(np.uint64, copy=False)
+        sizes = [len(p[2]) for p in parts]
+        base = np.cumsum([0] + [len(p[0]) for p in parts[:-1]], dtype=np.uint64)
+        offs = np.concatenate([np.zeros(1, np.uint64)] + [
+            p[1][1:].astype(np.uint64) + b for p, b in zip(parts, base)])
+        starts = np.cumsum([0] + sizes[:-1])
+        return tf.Trace(tables=tables, keys=keys, batch_offsets=offs,
+                        batch_ids=np.concatenate([p[2] for p in parts]).astype(np.uint64),
+                        timestamps_ns=np.concatenate([p[3] for p in parts]).astype(np.uint64),
+                        meta={**meta, "tick_starts": [int(s) for s in starts]})
+
+
+class ModelStore:
+    """Judged candidates per key, which one serves, and the ones before it."""
+
+    def __init__(self, root: Path, keep: int):
+        self.root, self.keep = root / "models", keep
+
+    def _index(self, key: str) -> dict:
+        path = self.root / key / "serving.json"
+        try:
+            d = json.loads(read_regular(path, 1 << 20, "model index"))
+            if isinstance(d.get("serving"), (str, type(None))) and \
+                    all(isinstance(h, str) for h in d.get("history", [])):
+                return {"serving": d.get("serving"), "history": list(d.get("history", []))}
+            log.warning("%s is malformed: no learned model serves for %s", path, key)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            log.warning("%s: %s: no learned model serves for %s", path, e, key)
+        return {"serving": None, "history": []}
+
+    def _write_index(self, key: str, index: dict) -> None:
+        with atomic_output(self.root / key / "serving.json", 0o600) as f:
+            f.write(json.dumps(index).encode())
+
+    def files(self, key: str, mid: str) -> dict:
+        """The model paths of a stored candidate (caching, and prefetch or None)."""
+        d = self.root / key / mid
+        v = json.loads(read_regular(d / "validation.json", 1 << 20, "validation"))
+        return {"caching": str(d / "caching.onnx"),
+                "prefetch": str(d / "prefetch.onnx") if v.get("prefetch") else None}
+
+    def serving(self, key: str) -> tuple[str, dict] | None:
+        mid = self._index(key)["serving"]
+        if mid is None:
+            return None
+        return mid, self.files(key, mid)
+
+    def add(self, key: str, src: Path, result: dict, accepted: bool, checks) -> str:
+        """Copy a candidate's files out of the trainer's ``src`` (bounded regular files,
+        no symlink followed into), check the copies with ``checks(paths)`` (raises
+        ModelError/ValueError), keep them with ``result`` as validation.json; when
+        ``accepted``, it serves.  Returns its id."""
+        mid = time.strftime("%Y%m%dT%H%M%S") + f"-{time.monotonic_ns() % 10**6:06d}"
+        kdir = self.root / key
+        kdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stage = kdir / f".stage-{mid}"
+        stage.mkdir(mode=0o700)
+        try:
+            names = ["caching"] + (["prefetch"] if result.get("prefetch") else [])
+            for name in names:
+                for fname, cap in ((f"{name}.onnx", MAX_MODEL_BYTES),
+                                   (f"{name}{card_suffix()}", MAX_CARD_BYTES)):
+                    data = read_regular(_nofollow(src / fname), cap, f"candidate {fname}")
+                    with atomic_output(stage / fname, 0o600) as f:
+                        f.write(data)
+            checks({n: stage / f"{n}.onnx" for n in names})
+            with atomic_output(stage / "validation.json", 0o600) as f:
+                f.write(json.dumps({**result, "accepted": accepted}).encode())
+            os.rename(stage, kdir / mid)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        if accepted:
+            index = self._index(key)
+            if index["serving"]:
+                index["history"].append(index["serving"])
+            index["serving"] = mid
+            self._write_index(key, index)
+        self._prune(key)
+        return mid
+
+    def rollback(self, key: str) -> str | None:
+        """The model before the serving one serves again (None: the profile's own)."""
+        index = self._index(key)
+        if index["serving"] is None:
+            raise LookupError(f"{key}: no learned model serves (the profile's own does)")
+        index["serving"] = index["history"].pop() if index["history"] else None
+        self._write_index(key, index)
+        return index["serving"]
+
+    def _prune(self, key: str) -> None:
+        index = self._index(key)
+        keep = {index["serving"], *index["history"][-1:]}
+        ids = sorted(p.name for p in (self.root / key).iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
+        drop = [m for m in ids if m not in keep][:max(0, len(ids) - self.keep)]
+        for mid in drop:
+            shutil.rmtree(self.root / key / mid, ignore_errors=True)
+        index["history"] = [h for h in index["history"] if h not in drop]
+        self._write_index(key, index)
+
+    def list(self) -> list[dict]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for kdir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            index = self._index(kdir.name)
+            for mdir in sorted(p for p in kdir.iterdir()
+                               if p.is_dir() and not p.name.startswith(".")):
+                try:
+                    v = json.loads(read_regular(mdir / "validation.json", 1 << 20))
+                except (OSError, ValueError) as e:
+                    v = {"error": str(e)}
+                out.append({"target": kdir.name, "id": mdir.name,
+                            "serving": mdir.name == index["serving"],
+                            "previous": mdir.name in index["history"],
+                            "accepted": v.get("accepted"), "fetches": v.get("fetches"),
+                            "accesses": v.get("accesses"), "train_cpu_s": v.get("train_cpu_s")})
+        return out
+
+
+def card_suffix() -> str:
+    from recmg.engine.models.card import CARD_SUFFIX
+
+    return CARD_SUFFIX
+
+
+def _nofollow(path: Path) -> Path:
+    """``path`` if it is not a symlink (the trainer's directory is the trainer's)."""
+    if path.is_symlink():
+        raise OSError(f"{path} is a symlink")
+    return path
+
+
+def trainer_command(lcfg: cfgmod.Learning, python_args: list[str]) -> list[str]:
+    """The trainer's argv: nice(1), ionice(1) idle class, prlimit(1) CPU and address
+    space caps, then the interpreter (so each limit holds before Python starts)."""
+    tools = {t: shutil.which(t, path="/usr/bin:/bin:/usr/sbin:/sbin") for t in TOOLS}
+    missing = [t for t, p in tools.items() if p is None]
+    if missing:
+        raise OSError(f"{', '.join(missing)} not found (util-linux, coreutils)")
+    return [tools["nice"], "-n", str(lcfg.nice), tools["ionice"], "-c", "3",
+            tools["prlimit"], f"--cpu={lcfg.cpu_s}", f"--as={lcfg.memory_mib << 20}", "--",
+            *python_args]
+
+
+def spawn(lcfg: cfgmod.Learning, argv: list[str], cwd: Path, out) -> subprocess.Popen:
+    """Start a confined command as ``lcfg.user`` (as ourselves when not root)."""
+    kw = {}
+    if os.geteuid() == 0 and lcfg.user != "root":
+        pw = pwd.getpwnam(lcfg.user)
+        kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    return subprocess.Popen(trainer_command(lcfg, argv), cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True, close_fds=True, **kw)
+
+
+def _tail(path: Path) -> str:
+    try:
+        text = path.read_bytes()[-MAX_LOG_TAIL:].decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return text.splitlines()[-1] if text else ""
+
+
+def run_confined(lcfg: cfgmod.Learning, argv: list[str], cwd: Path, timeout_s: float,
+                 stop: threading.Event | None = None) -> tuple[int | None, str]:
+    """Run ``argv`` confined in ``cwd``; (exit status or None on timeout, last line of
+    its output)."""
+    logf = cwd / "trainer.log"
+    with open(logf, "wb") as out:
+        p = spawn(lcfg, argv, cwd, out)
+    deadline = time.monotonic() + timeout_s
+    while p.poll() is None:
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return None, _tail(logf)
+        time.sleep(0.05)
+    return p.returncode, _tail(logf)
+
+
+class Learner:
+    """The loop's state and its thread.  ``tick`` runs in recmgd's worker (under the
+    pipeline lock) and is cheap: it feeds nothing (the pipeline does), queues due
+    rounds and swaps in what finished."""
+
+    def __init__(self, cfg: cfgmod.Config):
+        self.cfg = cfg
+        self.store = ModelStore(Path(cfg.learning.state_dir), cfg.learning.keep_models)
+        self.unavailable: str | None = None  # why the loop cannot run on this host
+        self.checked = False  # the trainer's preflight ran
+        self.rounds: dict[str, dict] = {}  # key -> its rounds' state (bounded by keys)
+        self.jobs: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.learning.enabled
+
+    def reconfigure(self, cfg: cfgmod.Config) -> None:
+        if cfg.learning != self.cfg.learning:
+            self.checked, self.unavailable = False, None  # checked again
+        self.cfg = cfg
+        self.store = ModelStore(Path(cfg.learning.state_dir), cfg.learning.keep_models)
+
+    # ----------------------------------------------------------- worker side
+    def tick(self, targets: dict) -> None:
+        """Queue due rounds; swap finished winners into their targets; refresh each
+        target's ``learning`` status."""
+        while True:
+            try:
+                key, outcome = self.results.get_nowait()
+            except queue.Empty:
+                break
+            self._finished(key, outcome, targets)
+        if self.enabled and self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="recmgd-learning",
+                                           daemon=True)
+            self.thread.start()
+        lc = self.cfg.learning
+        held = sum(t.window.keys for t in targets.values() if t.window is not None)
+        now = time.monotonic()
+        for t in targets.values():
+            why = self._why_not(t)
+            if why:
+                t.window = None
+                t.learning = {"state": "off" if not self.enabled else "unavailable",
+                              "why": why, "serving": self._serving_id(t)}
+                continue
+            if t.window is None:
+                if (held + lc.window_accesses) * 8 > lc.max_window_mib << 20:
+                    t.learning = {"state": "waiting", "serving": self._serving_id(t),
+                                  "why": f"the windows of other targets hold "
+                                  f"learning.max_window_mib ({lc.max_window_mib})"}
+                    continue
+                t.window = Window(lc.window_accesses)
+                held += lc.window_accesses
+            r = self.rounds.setdefault(t.learn_key, {"rounds": 0, "busy": False,
+                                                      "last_end": None, "last": None})
+            due = r["last_end"] is None or now - r["last_end"] >= lc.interval_s
+            if not r["busy"] and due and self.checked and \
+                    t.window.keys >= lc.min_window_accesses:
+                r["busy"] = True
+                r["queued_at"] = time.time()
+                self.jobs.put((t.learn_key, self._job(t)))
+            state = "training" if r["busy"] else "recording"
+            t.learning = {
+                "state": state if self.checked else "checking", "serving": self._serving_id(t),
+                "window_accesses": t.window.keys, "rounds": r["rounds"], "last_round": r["last"],
+                "next_round_s": None if r["busy"] or r["last_end"] is None else
+                round(max(0.0, lc.interval_s - (now - r["last_end"])), 1)}
+
+    def _why_not(self, t) -> str | None:
+        if not self.enabled:
+            return "learning.enabled is false"
+        if self.checked and self.unavailable:
+            return self.unavailable
+        if not learns(t.profile):
+            return f"profile {t.profile.name!r} serves no learned caching model"
+        if t.learn_key is None:
+            return "the segment's name cannot key a model store"
+        return None
+
+    def _serving_id(self, t) -> str:
+        return (t.models or {}).get("id") or "profile"
+
+    def _job(self, t) -> dict:
+        """What the thread needs, snapshotted now (the window goes on filling)."""
+        trace = t.window.trace([r.info for r in t.reader.tables],
+                               {"source": "recmgd learning", "segment": t.name})
+        served = t.served(t.profile)
+        return {"trace": trace, "cfg": self.cfg, "profile": t.profile, "served": served,
+                "name": t.name}
+
+    def _finished(self, key: str, outcome: dict, targets: dict) -> None:
+        r = self.rounds.setdefault(key, {"rounds": 0, "busy": False, "last_end": None,
+                                         "last": None})
+        r.update(busy=False, last_end=time.monotonic(), rounds=r["rounds"] + 1,
+                 last=outcome["status"])
+        if outcome.get("models") is None:
+            return
+        for t in targets.values():
+            if t.learn_key == key:
+                t.use_models(outcome["models"], self.cfg)
+
+    def rolled_back(self, key: str, targets: dict) -> dict | None:
+        """After ``rollback``: the targets of ``key`` serve what the store names."""
+        found = self.store.serving(key)
+        models = {"id": found[0], **found[1]} if found else None
+        for t in targets.values():
+            if t.learn_key == key:
+                t.use_models(models, self.cfg)
+        return models
+
+    def serving_models(self, key: str | None) -> dict | None:
+        """A newly attached target's stored serving models (None: the profile's)."""
+        if key is None or not self.enabled:
+            return None
+        try:
+            found = self.store.serving(key)
+        except (OSError, ValueError) as e:
+            log.warning("learned models of %s cannot be read (%s): the profile's serve", key, e)
+            return None
+        return {"id": found[0], **found[1]} if found else None
+
+    # ----------------------------------------------------------- thread side
+    def _run(self) -> None:
+        self._preflight()
+        while not self.stop.is_set():
+            try:
+                key, job = self.jobs.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                outcome = self._round(key, job)
+            except Exception as e:  # never the daemon's end: the round failed
+                log.exception("learning round for %s failed", job["name"])
+                outcome = {"status": {"verdict": "failed", "reason": f"{type(e).__name__}: {e}"}}
+            outcome["status"]["at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            _count(outcome["status"]["verdict"])
+            self.results.put((key, outcome))
+
+    def _preflight(self) -> None:
+        """Can the trainer run here: the tools, the user, the train extra."""
+        lc = self.cfg.learning
+        try:
+            root = self._job_root()
+            d = Path(_mkdtemp(root))
+            try:
+                code, last = run_confined(lc, [sys.executable, "-c", "import torch, onnx, "
+                                               "recmg.training.learn"], d, 300, self.stop)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            if code != 0:
+                hint = " (install the train extra: pip install 'recmg[train]')" \
+                    if "No module named" in last else ""
+                self.unavailable = (f"the trainer cannot start as user {lc.user!r}: "
+                                    f"{last or f'exit status {code}'}{hint}")
+        except (OSError, KeyError, subprocess.SubprocessError) as e:
+            self.unavailable = f"the trainer cannot start as user {lc.user!r}: {e}"
+        if self.unavailable:
+            log.warning("learning is unavailable: %s", self.unavailable)
+        self.checked = True
+
+    def _job_root(self) -> Path:
+        root = Path(self.cfg.learning.state_dir) / "jobs"
+        root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(root.parent, 0o711)  # the trainer passes through, lists nothing
+        os.chmod(root, 0o711)
+        return root
+
+    def _round(self, key: str, job: dict) -> dict:
+        lc = job["cfg"].learning
+        d = Path(_mkdtemp(self._job_root()))
+        try:
+            return self._round_in(key, job, lc, d)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def _round_in(self, key: str, job: dict, lc: cfgmod.Learning, d: Path) -> dict:
+        # the job directory is root's (0711): the trainer reads what it is given and
+        # writes only into out/, which is its own
+        uid, gid = _ids(lc.user)
+        served, serving = job["served"], {}
+        for role, attr in (("caching", "model"), ("prefetch", "prefetch_model")):
+            src = getattr(served, attr)
+            if src:
+                serving[role] = f"serving-{role}.onnx"
+                for a, b in ((src, d / serving[role]),
+                             (_card(src), d / f"serving-{role}{card_suffix()}")):
+                    shutil.copyfile(a, b)
+                    os.chown(b, uid, gid)
+        tf.write(d / learn.WINDOW, job["trace"])
+        spec = learn.job_spec(job["cfg"], replace(job["profile"], model="", prefetch_model=""),
+                              serving, lc.validate_frac, lc.epochs)
+        (d / learn.JOB).write_text(json.dumps(spec))
+        for f in (learn.WINDOW, learn.JOB):
+            os.chown(d / f, uid, gid)
+            os.chmod(d / f, 0o400)
+        (d / "out").mkdir(mode=0o700)
+        os.chown(d / "out", uid, gid)
+        t0 = time.monotonic()
+        code, last = run_confined(lc, [sys.executable, "-m", "recmg.training.learn", str(d)],
+                                  d, lc.timeout_s, self.stop)
+        wall = round(time.monotonic() - t0, 1)
+        if code != 0:
+            why = (f"timed out after {lc.timeout_s:g} s" if code is None else
+                   f"killed by {signal.Signals(-code).name}" if code < 0 else
+                   f"exit status {code}")
+            return self._failed(job, f"the trainer failed ({why}): {last}", wall)
+        try:
+            result = _result(read_regular(_nofollow(d / "out" / learn.RESULT), 1 << 20,
+                                          "round result"))
+        except (OSError, ValueError) as e:
+            return self._failed(job, f"its result is unusable: {e}", wall)
+        f = result["fetches"]
+        best = min(f["serving"], f["s3fifo"])
+        accepted = f["candidate"] < (1 - lc.margin) * best
+        result["wall_s"] = wall
+        try:
+            mid = self.store.add(key, d / "out", result, accepted,
+                                 lambda paths: _check(paths, job["profile"]))
+        except (OSError, ValueError) as e:  # ModelError is a ValueError
+            return self._failed(job, f"the candidate failed its checks: {e}", wall)
+        verdict = "accepted" if accepted else "rejected"
+        status = {"verdict": verdict, "model": mid, "fetches": f, "wall_s": wall,
+                  "reason": (f"{f['candidate']} fetches against {f['serving']} (serving) and "
+                             f"{f['s3fifo']} (S3-FIFO) over {result['accesses']['validate']} "
+                             "held-out accesses")}
+        log.info("learning round for %s: candidate %s %s: %s", job["name"], mid, verdict,
+                 status["reason"])
+        models = {"id": mid, **self.store.files(key, mid)} if accepted else None
+        return {"status": status, "models": models}
+
+    def _failed(self, job: dict, reason: str, wall: float) -> dict:
+        log.warning("learning round for %s failed, the serving model stays: %s",
+                    job["name"], reason)
+        return {"status": {"verdict": "failed", "reason": reason, "wall_s": wall}}
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+
+def _mkdtemp(root: Path) -> str:
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="round-", dir=root)
+    os.chmod(d, 0o711)
+    return d
+
+
+def _ids(user: str) -> tuple[int, int]:
+    if os.geteuid() != 0 or user == "root":
+        return os.geteuid(), os.getegid()
+    pw = pwd.getpwnam(user)
+    return pw.pw_uid, pw.pw_gid
+
+
+def _card(onnx: str) -> str:
+    from recmg.engine.models.card import card_path
+
+    return str(card_path(onnx))
+
+
+def _result(data: bytes) -> dict:
+    """result.json, checked: what recmgd decides on must be counts."""
+    r = json.loads(data)
+    f = r.get("fetches") if isinstance(r, dict) else None
+    if not isinstance(f, dict) or not all(
+            isinstance(f.get(k), int) and f[k] >= 0 for k in ("candidate", "serving", "s3fifo")):
+        raise ValueError("fetches must be counts of candidate, serving and s3fifo")
+    if r.get("caching") != "caching.onnx" or r.get("prefetch") not in (None, "prefetch.onnx"):
+        raise ValueError("unexpected model file names")
+    if not isinstance(r.get("accesses"), dict):
+        raise ValueError("accesses missing")
+    return r
+
+
+def _check(paths: dict, profile: cfgmod.Profile) -> None:
+    """The copies pass the check a profile's models pass (recmg.config)."""
+    for role, path in paths.items():
+        key, kind, name = (("model", "caching", profile.caching) if role == "caching" else
+                           ("prefetch_model", "prefetch", profile.prefetcher))
+        problems = cfgmod.check_model(key, path.name, kind, path.parent / "profile.toml", name)
+        if problems:
+            raise ValueError("; ".join(f"{k}: {v}" for k, v in problems))
+
+
+def _count(verdict: str) -> None:
+    from recmg.service import metrics as m
+
+    m.LEARNING_ROUNDS.labels(result=verdict).inc()

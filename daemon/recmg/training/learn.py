@@ -1,0 +1,151 @@
+"""One learning round (recmgd's ``[learning]``): train on a target's recorded window,
+judge on fetches, write the candidate.  recmgd runs it as a separate process
+(``python -m recmg.training.learn JOB_DIR``), never in its tick: niced, in the idle
+I/O class, under RLIMIT_CPU and RLIMIT_AS, as an unprivileged user
+(recmg.service.learning starts it so).  The bench runs ``run_round`` in process.
+
+A job directory holds ``job.json`` (written by recmgd: the config and profile the
+target runs, the serving models' file names, the training settings), the window
+(``window.rtrace``) and copies of the serving models; the round writes into
+``out/``: ``caching.onnx`` (and ``prefetch.onnx`` where the profile's prefetcher is
+learned) with their cards, and ``result.json``.
+
+The round: the window's batches before ``validate_frac`` train (OPT labels for the
+target's own budget: the fast-tier share is its budget over the distinct pages of the
+training part); the rest is replayed (recmg.sim.replay, the daemon's engine) three
+times: the candidate models alone, the serving models alone (no fetch judge in
+either), and S3-FIFO without prefetching (what serves when models fail).  The fetches
+(on-demand slow-tier reads) of the three go to ``result.json``; recmgd decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from recmg import config as cfgmod
+from recmg.trace import format as tf
+
+WINDOW = "window.rtrace"
+JOB = "job.json"
+RESULT = "result.json"
+MAX_JOB_BYTES = 1 << 20
+
+
+def split(trace: tf.Trace, lo: int, hi: int) -> tf.Trace:
+    """Batches lo..hi of a trace (timestamps kept: the replay ticks on them)."""
+    offs = trace.batch_offsets.astype(np.int64)
+    return tf.Trace(tables=trace.tables, keys=np.asarray(trace.keys[offs[lo]:offs[hi]]),
+                    batch_offsets=(trace.batch_offsets[lo:hi + 1] - trace.batch_offsets[lo]),
+                    batch_ids=np.asarray(trace.batch_ids[lo:hi]),
+                    timestamps_ns=np.asarray(trace.timestamps_ns[lo:hi]),
+                    meta={k: v for k, v in trace.meta.items() if k != "tick_starts"})
+
+
+def alone(profile: cfgmod.Profile) -> cfgmod.Profile:
+    """The profile's models judged by themselves: no fetch judge, no accuracy floor."""
+    return replace(profile, model_fetch_margin=-1.0, model_accuracy_floor=0.0)
+
+
+def fetches(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile) -> int:
+    from recmg.sim.replay import replay
+
+    # unsampled: the window holds what the client recorded already
+    stats, _ = replay(trace, replace(cfg, target=replace(cfg.target, max_accesses_per_s=0)),
+                      replace(profile, max_accesses_per_s=-1.0))
+    return int(stats.ondemand)
+
+
+def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out: Path, *,
+              validate_frac: float = 0.3, epochs: int = 4, hidden: int = 32,
+              seed: int = 0) -> dict:
+    """Train the profile's learned models on the window's earlier part, replay the
+    later part; returns result.json's content (files in ``out``)."""
+    from recmg.engine.layout import Layout
+    from recmg.runner import build
+    from recmg.sim import modes
+    from recmg.training import train, train_prefetch
+
+    tf.validate(trace, "window")
+    n = len(trace.batch_offsets) - 1
+    cut = int(round(n * (1 - validate_frac)))
+    if cut < 2 or n - cut < 2:
+        raise ValueError(f"the window holds {n} batches: too few to train and validate "
+                         "(at least 2 each)")
+    fit, judge = split(trace, 0, cut), split(trace, cut, n)
+    layout = Layout.virtual(trace.tables)
+    budget = build.budget_pages(cfg, layout)
+    distinct = modes.distinct_units(fit, "page")
+    size = min(0.5, max(0.01, budget / max(distinct, 1)))
+    out.mkdir(parents=True, exist_ok=True)
+    t0, c0 = time.monotonic(), time.process_time()
+    command = (f"recmgd learning round: {len(fit.keys)} accesses, fast tier {size:.4f} of "
+               f"{distinct} pages, {epochs} epochs, seed {seed}")
+    card = train.train_cache([("window", fit, None)], str(out), "caching", size, 0.8,
+                             epochs, hidden, seed, granularity="page", show_progress=False,
+                             command=command)
+    candidate = replace(profile, model=str(out / card["onnx"]))
+    if profile.prefetcher == "learned":
+        pcard = train_prefetch.train_prefetch(
+            [("window", fit, None)], str(out), "prefetch", size, 0.8, 20, 32, seed,
+            granularity="page", k=max(1, profile.prefetch_budget_pages),
+            show_progress=False, command=command)
+        candidate = replace(candidate, prefetch_model=str(out / pcard["onnx"]))
+    train_s, train_cpu_s = time.monotonic() - t0, time.process_time() - c0
+    result = {
+        "batches": {"train": cut, "validate": n - cut},
+        "accesses": {"train": int(len(fit.keys)), "validate": int(len(judge.keys))},
+        "budget_pages": budget, "size": round(size, 6), "train_s": round(train_s, 2),
+        "train_cpu_s": round(train_cpu_s, 2),
+        "caching": card["onnx"],
+        "prefetch": Path(candidate.prefetch_model).name if profile.prefetcher == "learned"
+        else None,
+        "held_out": card["held_out"],
+        "fetches": {"candidate": fetches(judge, cfg, alone(candidate)),
+                    "serving": fetches(judge, cfg, alone(profile)),
+                    "s3fifo": fetches(judge, cfg, build.without_models(profile))},
+    }
+    return result
+
+
+def confined_main(job_dir: Path) -> int:
+    """The process recmgd starts: read the job, run the round, write result.json.  Any
+    error goes to stderr (recmgd keeps the log's tail) and the exit status."""
+    from recmg.safefile import atomic_output, read_regular
+
+    job = json.loads(read_regular(job_dir / JOB, MAX_JOB_BYTES, "learning job"))
+    cfg = cfgmod.from_dict(job["config"], "learning job")
+    profile = cfgmod.Profile(**job["profile"])
+    serving = job.get("serving") or {}
+    if serving.get("caching"):  # the copies recmgd put beside the window
+        profile = replace(profile, model=str(job_dir / serving["caching"]))
+    if serving.get("prefetch"):
+        profile = replace(profile, prefetch_model=str(job_dir / serving["prefetch"]))
+    trace = tf.read(job_dir / WINDOW, mmap=False)
+    t = job["train"]
+    result = run_round(trace, cfg, profile, job_dir / "out", validate_frac=t["validate_frac"],
+                       epochs=t["epochs"], seed=t.get("seed", 0))
+    with atomic_output(job_dir / "out" / RESULT, 0o644) as f:
+        f.write(json.dumps(result).encode())
+    return 0
+
+
+def job_spec(cfg: cfgmod.Config, profile: cfgmod.Profile, serving: dict,
+             validate_frac: float, epochs: int, seed: int = 0) -> dict:
+    """job.json's content (recmgd writes it)."""
+    return {"config": asdict(cfg), "profile": asdict(profile), "serving": serving,
+            "train": {"validate_frac": validate_frac, "epochs": epochs, "seed": seed}}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m recmg.training.learn JOB_DIR", file=sys.stderr)
+        sys.exit(64)
+    os.umask(0o077)
+    sys.exit(confined_main(Path(sys.argv[1])))
