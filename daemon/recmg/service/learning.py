@@ -148,9 +148,12 @@ class ModelStore:
         no symlink followed into), check the copies with ``checks(paths)`` (raises
         ModelError/ValueError), keep them with ``result`` as validation.json; when
         ``accepted``, it serves.  Returns its id."""
-        mid = time.strftime("%Y%m%dT%H%M%S") + f"-{time.monotonic_ns() % 10**6:06d}"
         kdir = self.root / key
         kdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # models of one client are no other user's to read
+        # ids sort in the order they were made: a sequence number, then the time
+        seq = max([int(m.split("-")[0]) for m in self._ids(key)] or [0]) + 1
+        mid = f"{seq:06d}-{time.strftime('%Y%m%dT%H%M%S')}"
         stage = kdir / f".stage-{mid}"
         stage.mkdir(mode=0o700)
         try:
@@ -189,13 +192,17 @@ class ModelStore:
     def _prune(self, key: str) -> None:
         index = self._index(key)
         keep = {index["serving"], *index["history"][-1:]}
-        ids = sorted(p.name for p in (self.root / key).iterdir()
-                     if p.is_dir() and not p.name.startswith("."))
+        ids = self._ids(key)
         drop = [m for m in ids if m not in keep][:max(0, len(ids) - self.keep)]
         for mid in drop:
             shutil.rmtree(self.root / key / mid, ignore_errors=True)
         index["history"] = [h for h in index["history"] if h not in drop]
         self._write_index(key, index)
+
+    def _ids(self, key: str) -> list[str]:
+        """The stored candidates of ``key``, oldest first."""
+        return sorted(p.name for p in (self.root / key).iterdir()
+                      if p.is_dir() and re.fullmatch(r"\d{6}-\d{8}T\d{6}", p.name))
 
     def list(self) -> list[dict]:
         out = []
@@ -203,8 +210,8 @@ class ModelStore:
             return out
         for kdir in sorted(p for p in self.root.iterdir() if p.is_dir()):
             index = self._index(kdir.name)
-            for mdir in sorted(p for p in kdir.iterdir()
-                               if p.is_dir() and not p.name.startswith(".")):
+            for mid in self._ids(kdir.name):
+                mdir = kdir / mid
                 try:
                     v = json.loads(read_regular(mdir / "validation.json", 1 << 20))
                 except (OSError, ValueError) as e:

@@ -1,0 +1,309 @@
+"""recmgd's learning loop (recmg.service.learning, recmg.training.learn): the window,
+the model store, the confined trainer, failed rounds, and the loop end to end in a
+live recmgd.  Real processes throughout: the trainer is started through nice, ionice
+and prlimit as an unprivileged user where this host lets that user run Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from recmg import config as cfgmod
+from recmg.service import learning
+from recmg.trace import format as tf
+from recmg.training import learn
+
+from test_daemon import ctl, start_daemon, start_workload, stop, wait, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = ROOT / "policies"
+PY = sys.executable
+
+
+def nobody_runs_python() -> bool:
+    """Whether user nobody can start this interpreter (not where it lives under
+    /root, as on the development VM)."""
+    r = subprocess.run(["/bin/sh", "-c", f"exec {PY} -c 'import recmg'"], user="nobody",
+                       capture_output=True)
+    return r.returncode == 0
+
+
+TRAINER_USER = "nobody" if os.geteuid() == 0 and nobody_runs_python() else "root"
+
+
+def lcfg(**kw) -> cfgmod.Learning:
+    return replace(cfgmod.Learning(), enabled=True, **kw)
+
+
+def batch(keys, n_batches=2, tick_ts=0):
+    keys = np.asarray(keys, np.uint64)
+    offs = np.linspace(0, len(keys), n_batches + 1).astype(np.uint64)
+    return SimpleNamespace(keys=keys, batch_offsets=offs, n_batches=n_batches,
+                           batch_ids=np.arange(n_batches, dtype=np.uint64),
+                           timestamps_ns=np.full(n_batches, tick_ts, np.uint64))
+
+
+# --------------------------------------------------------------------------- window
+def test_window_keeps_the_newest_accesses_within_its_limit_and_makes_a_valid_trace():
+    w = learning.Window(limit=1000)
+    tables = [tf.TableInfo(0, "t0", 5000, 64)]
+    for t in range(10):
+        w.add(batch(np.arange(t * 300, t * 300 + 300), tick_ts=t), tick=t)
+    assert w.keys <= 1000 and w.keys == 900  # three ticks of 300
+    tr = w.trace(tables, {"segment": "x"})
+    tf.validate(tr)
+    assert tr.keys.tolist() == list(range(2100, 3000))  # the newest, in order
+    assert tr.meta["tick_starts"] == [0, 2, 4]  # two batches a tick
+    assert len(tr.batch_ids) == 6 and tr.batch_offsets[-1] == 900
+    w.add(batch(np.arange(5000) % 5000), tick=11)  # larger than the window: not kept
+    assert w.keys == 900
+
+
+# ---------------------------------------------------------------------------- store
+def stored_candidate(tmp_path: Path, name: str = "cand") -> Path:
+    """A trainer's out/ directory holding the shipped page model as its candidate."""
+    out = tmp_path / name
+    out.mkdir()
+    shutil.copyfile(POLICIES / "caching-page-v1.onnx", out / "caching.onnx")
+    card = json.loads((POLICIES / "caching-page-v1.card.json").read_text())
+    card["onnx"] = "caching.onnx"
+    (out / "caching.card.json").write_text(json.dumps(card))
+    return out
+
+
+RESULT = {"fetches": {"candidate": 90, "serving": 100, "s3fifo": 95},
+          "accesses": {"train": 700, "validate": 300}, "caching": "caching.onnx",
+          "prefetch": None}
+
+
+def check_learned(paths):
+    prof = cfgmod.load_profile("learned", [POLICIES])
+    learning._check(paths, prof)
+
+
+def test_store_serves_the_accepted_model_rolls_back_and_keeps_at_most_keep(tmp_path):
+    store = learning.ModelStore(tmp_path / "state", keep=3)
+    src = stored_candidate(tmp_path)
+    first = store.add("0-dlrm", src, RESULT, True, check_learned)
+    assert store.serving("0-dlrm")[0] == first
+    rejected = store.add("0-dlrm", src, RESULT, False, check_learned)
+    assert store.serving("0-dlrm")[0] == first  # a rejected candidate never serves
+    ids = [store.add("0-dlrm", src, RESULT, True, check_learned) for _ in range(3)]
+    assert store.serving("0-dlrm")[0] == ids[-1]
+    listed = [m["id"] for m in store.list()]
+    assert len(listed) == 3 and ids[-1] in listed and ids[-2] in listed  # serving, previous
+    assert first not in listed and rejected not in listed
+    assert store.rollback("0-dlrm") == ids[-2]
+    v = json.loads((tmp_path / "state/models/0-dlrm" / ids[-1] / "validation.json").read_text())
+    assert v["accepted"] is True and v["fetches"] == RESULT["fetches"]
+    store.rollback("0-dlrm")  # history exhausted past the kept ones: the profile's own
+    while store.serving("0-dlrm") is not None:
+        store.rollback("0-dlrm")
+    with pytest.raises(LookupError, match="the profile's own"):
+        store.rollback("0-dlrm")
+    assert oct((tmp_path / "state/models").stat().st_mode & 0o777) == "0o700"
+
+
+def test_store_refuses_a_candidate_that_fails_its_checks_and_keeps_nothing_of_it(tmp_path):
+    store = learning.ModelStore(tmp_path / "state", keep=3)
+    good = store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True, check_learned)
+    bad = stored_candidate(tmp_path, "bad")
+    (bad / "caching.onnx").write_bytes(b"not a model")  # its card's sha256 no longer holds
+    with pytest.raises(ValueError, match="sha256"):
+        store.add("0-dlrm", bad, RESULT, True, check_learned)
+    link = stored_candidate(tmp_path, "link")
+    (link / "caching.onnx").unlink()
+    (link / "caching.onnx").symlink_to("/etc/shadow")  # a trainer's planted link
+    with pytest.raises(OSError, match="symlink"):
+        store.add("0-dlrm", link, RESULT, True, check_learned)
+    assert store.serving("0-dlrm")[0] == good
+    assert [p.name for p in (tmp_path / "state/models/0-dlrm").iterdir()
+            if p.name.startswith(".")] == []  # no staging left
+
+
+def test_a_corrupt_store_index_means_the_profiles_model_serves(tmp_path):
+    store = learning.ModelStore(tmp_path / "state", keep=3)
+    store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True, check_learned)
+    (tmp_path / "state/models/0-dlrm/serving.json").write_text("{not json")
+    assert store.serving("0-dlrm") is None
+
+
+def test_round_results_that_are_not_counts_are_refused():
+    assert learning._result(json.dumps(RESULT).encode())["fetches"]["candidate"] == 90
+    for bad in ({**RESULT, "fetches": {"candidate": -1, "serving": 1, "s3fifo": 1}},
+                {**RESULT, "fetches": {"candidate": "1", "serving": 1, "s3fifo": 1}},
+                {**RESULT, "caching": "../../etc/passwd"}, {"fetches": None}, [1]):
+        with pytest.raises(ValueError):
+            learning._result(json.dumps(bad).encode())
+
+
+def test_model_keys_separate_users_and_refuse_odd_names():
+    assert learning.model_key(1000, "dlrm") == "1000-dlrm"
+    assert learning.model_key(1001, "dlrm") != learning.model_key(1000, "dlrm")
+    for bad in ("..", "a/b", "", "x" * 65, "a.b"):
+        assert learning.model_key(0, bad) is None
+
+
+# ------------------------------------------------------------------ the confined run
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_the_trainer_runs_niced_idle_capped_and_as_the_configured_user(tmp_path):
+    cfg = lcfg(user="nobody", nice=17, cpu_s=123, memory_mib=777)
+    d = tmp_path / "job"
+    d.mkdir()
+    os.chmod(tmp_path, 0o711)
+    os.chmod(d, 0o711)
+    script = ("echo uid=$(id -u) groups=$(id -G); echo cpu=$(ulimit -t) as=$(ulimit -v); "
+              "echo nice=$(cut -d' ' -f19 /proc/self/stat); ionice -p $$")
+    code, _ = learning.run_confined(cfg, ["/bin/sh", "-c", script], d, 30)
+    out = (d / "trainer.log").read_text()
+    assert code == 0, out
+    nobody = pwd.getpwnam("nobody")
+    assert f"uid={nobody.pw_uid} groups={nobody.pw_gid}\n" in out  # no root groups kept
+    assert "cpu=123 as=795648\n" in out  # ulimit -v is in KiB: 777 MiB
+    assert "nice=17\n" in out
+    assert "idle" in out
+
+
+def test_a_trainer_past_its_timeout_is_killed(tmp_path):
+    os.chmod(tmp_path, 0o711)
+    code, _ = learning.run_confined(lcfg(user=TRAINER_USER), ["/bin/sleep", "30"],
+                                    tmp_path, 0.5)
+    assert code is None
+
+
+def test_a_truncated_window_fails_the_round_with_a_reason(tmp_path):
+    """The child refuses a window whose file was cut short; no model is written."""
+    tr = tf.Trace(tables=[tf.TableInfo(0, "t0", 5000, 64)],
+                  keys=np.arange(4000, dtype=np.uint64) % 5000,
+                  batch_offsets=np.arange(0, 4001, 400, dtype=np.uint64),
+                  batch_ids=np.arange(10, dtype=np.uint64),
+                  timestamps_ns=np.arange(10, dtype=np.uint64) * 10**8, meta={})
+    d = tmp_path / "job"
+    d.mkdir()
+    tf.write(d / learn.WINDOW, tr)
+    data = (d / learn.WINDOW).read_bytes()
+    (d / learn.WINDOW).write_bytes(data[: len(data) // 2])
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
+    prof = cfgmod.load_profile("learned", [POLICIES])
+    (d / learn.JOB).write_text(json.dumps(learn.job_spec(
+        cfg, replace(prof, model=""), {}, 0.3, 1)))
+    r = subprocess.run([PY, "-m", "recmg.training.learn", str(d)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0
+    assert "window.rtrace" in r.stderr and "Error" in r.stderr
+    assert not (d / "out" / learn.RESULT).exists()
+
+
+# ------------------------------------------------------------------ in a live recmgd
+def learning_config(tmp_path, **learn_kw):
+    state = tmp_path / "state"
+    return write_config(
+        tmp_path, shm_dir=str(tmp_path / "shm"), policy={"profile": "learned"},
+        learning={"enabled": True, "state_dir": str(state), "user": TRAINER_USER,
+                  "interval_s": 3600, "window_accesses": 1 << 16, "min_window_accesses": 8192,
+                  "epochs": 1, **learn_kw}), state
+
+
+def call(sock, req):
+    r = ctl(sock, req)
+    assert r["ok"], r
+    return r["result"]
+
+
+def target_status(sock):
+    st = call(sock, {"cmd": "status"})
+    return st["targets"][0] if st["targets"] else None
+
+
+def test_a_learning_round_runs_beside_recmgd_and_its_model_is_judged_listed_and_rolled_back(
+        tmp_path, capsys):
+    from recmg.cli import recmgctl
+
+    cfg, state = learning_config(tmp_path)
+    (tmp_path / "shm").mkdir()
+    env = {"RECMG_SHM_DIR": str(tmp_path / "shm")}
+    d = start_daemon(cfg, env=env)
+    w = start_workload("learnme", seconds=300, env=env)
+    sock = tmp_path / "ctl.sock"
+    try:
+        wait(lambda: sock.exists() and target_status(sock), timeout=60)
+        assert target_status(sock)["learning"]["serving"] == "profile"
+        done = wait(lambda: (target_status(sock)["learning"] or {}).get("last_round"),
+                    timeout=240, step=0.5)
+        assert done["verdict"] in ("accepted", "rejected"), done
+        f = done["fetches"]
+        assert done["verdict"] == ("accepted" if f["candidate"] < min(f["serving"], f["s3fifo"])
+                                   else "rejected")
+        listed = call(sock, {"cmd": "models"})
+        assert listed["enabled"] and listed["unavailable"] is None
+        (m,) = listed["models"]
+        assert m["id"] == done["model"] and m["fetches"] == f
+        assert m["attached"] and m["target"].endswith("-learnme")
+        assert m["serving"] == (done["verdict"] == "accepted")
+        t = target_status(sock)
+        assert t["learning"]["serving"] == (m["id"] if m["serving"] else "profile")
+        if m["serving"]:  # the swapped-in model is what the caching policy runs
+            assert t["model"]["sha256"] == json.loads(
+                (state / "models" / m["target"] / m["id"] / "caching.card.json"
+                 ).read_text())["sha256"]
+            assert recmgctl.main(["--socket", str(sock), "models", "rollback"]) == 0
+            assert target_status(sock)["learning"]["serving"] == "profile"
+        else:
+            r = ctl(sock, {"cmd": "models", "action": "rollback"})
+            assert not r["ok"] and "the profile's own" in r["error"]
+        capsys.readouterr()
+        assert recmgctl.main(["--socket", str(sock), "models"]) == 0
+        assert m["id"] in capsys.readouterr().out
+        assert recmgctl.main(["--socket", str(sock), "status"]) == 0
+        assert "learning recording; serving" in capsys.readouterr().out
+        assert d.poll() is None  # recmgd served throughout
+        assert call(sock, {"cmd": "status"})["internal_errors"] == 0
+        # the trainer left no job directory behind
+        assert list((state / "jobs").iterdir()) == []
+    finally:
+        w.kill()
+        out = stop(d)
+    assert "learning round for" in out
+
+
+def test_a_failed_round_keeps_the_serving_model_and_recmgd_serving(tmp_path):
+    """A trainer that cannot finish (here: killed at its 3 s wall-clock limit, as one
+    past its CPU or memory cap is killed) changes nothing; the failure is logged once
+    with its reason."""
+    cfg, state = learning_config(tmp_path, timeout_s=3)
+    (tmp_path / "shm").mkdir()
+    env = {"RECMG_SHM_DIR": str(tmp_path / "shm")}
+    # a stored model already serves this client: the failed round must not change it
+    uid = os.geteuid()
+    store = learning.ModelStore(state, keep=3)
+    mid = store.add(f"{uid}-failme", stored_candidate(tmp_path), RESULT, True, check_learned)
+    d = start_daemon(cfg, env=env)
+    w = start_workload("failme", seconds=300, env=env)
+    sock = tmp_path / "ctl.sock"
+    try:
+        wait(lambda: sock.exists() and target_status(sock), timeout=60)
+        assert target_status(sock)["learning"]["serving"] == mid  # from the store at attach
+        done = wait(lambda: (target_status(sock)["learning"] or {}).get("last_round"),
+                    timeout=240, step=0.5)
+        assert done["verdict"] == "failed" and "timed out after 3 s" in done["reason"]
+        t = target_status(sock)
+        assert t["learning"]["serving"] == mid and t["accesses"] > 0
+        ticks = call(sock, {"cmd": "status"})["tick"]
+        wait(lambda: call(sock, {"cmd": "status"})["tick"] > ticks + 5)
+        assert d.poll() is None
+        assert [m["id"] for m in call(sock, {"cmd": "models"})["models"]] == [mid]
+    finally:
+        w.kill()
+        out = stop(d)
+    assert out.count("learning round for failme") + out.count("learning round for recmg."
+                                                              "failme") == 1, out
