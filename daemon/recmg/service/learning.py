@@ -504,8 +504,7 @@ class Learner:
         except (OSError, ValueError) as e:
             return self._failed(job, f"its result is unusable: {e}", wall)
         f = result["fetches"]
-        best = min(f["serving"], f["s3fifo"])
-        accepted = f["candidate"] < (1 - lc.margin) * best
+        accepted = learn.wins(f, lc.margin)
         result["wall_s"] = wall
         try:
             mid = self.store.add(key, d / "out", result, accepted,

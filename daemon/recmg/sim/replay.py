@@ -46,7 +46,7 @@ def tick_starts_in_trace_time(trace: Trace, tick_ms: int) -> np.ndarray | None:
 
 def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
            batches_per_tick: int | None = None, max_batches: int | None = None,
-           sampling_mode: str = "batch") -> tuple[Stats, list[dict]]:
+           sampling_mode: str = "batch", on_tick=None) -> tuple[Stats, list[dict]]:
     """Ticks: ``batches_per_tick`` batches each if given; else the ticks a recmgd
     recording read them in (meta "tick_starts"); else ``tick_ms`` of the trace's
     timestamps; else one batch a tick.  Returns the stats and, per tick, the batches,
@@ -54,7 +54,8 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     placement measured on what sampling left out too), the sampling, who served (a learned policy) and the pages
     promoted and demoted (global page indices, in order).  ``sampling_mode``: "batch"
     (what recmg.client does) or "key" (recmg.engine.sampling.key_kept; simulator
-    only, to compare)."""
+    only, to compare).  ``on_tick(tick, engine)`` runs after each tick (the learning
+    bench swaps models there, as recmgd does between ticks)."""
     # as the live daemon would: "auto" becomes move_pages where the host can move pages
     judges_moves = cfg.migration.backend == "auto" or registry.moves_pages(
         cfg.migration.backend)
@@ -101,5 +102,7 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
                       "model": {k: v for k, v in status.items()
                                 if k in ("serving", "why", "fetches")} if status else None,
                       "promoted": r.promoted.tolist(), "demoted": r.demoted.tolist()})
+        if on_tick is not None:
+            on_tick(tick, eng)
     return eng.stats, ticks
 

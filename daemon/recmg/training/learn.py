@@ -27,8 +27,6 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
 from recmg import config as cfgmod
 from recmg.trace import format as tf
 
@@ -39,13 +37,17 @@ MAX_JOB_BYTES = 1 << 20
 
 
 def split(trace: tf.Trace, lo: int, hi: int) -> tf.Trace:
-    """Batches lo..hi of a trace (timestamps kept: the replay ticks on them)."""
-    offs = trace.batch_offsets.astype(np.int64)
-    return tf.Trace(tables=trace.tables, keys=np.asarray(trace.keys[offs[lo]:offs[hi]]),
-                    batch_offsets=(trace.batch_offsets[lo:hi + 1] - trace.batch_offsets[lo]),
-                    batch_ids=np.asarray(trace.batch_ids[lo:hi]),
-                    timestamps_ns=np.asarray(trace.timestamps_ns[lo:hi]),
-                    meta={k: v for k, v in trace.meta.items() if k != "tick_starts"})
+    """Batches lo..hi-1 of a trace; the replay ticks on their timestamps (the window's
+    tick starts would not fit the part)."""
+    part = trace.batches(lo, hi)
+    part.meta.pop("tick_starts", None)
+    return part
+
+
+def wins(fetches: dict, margin: float) -> bool:
+    """recmgd's rule: the candidate serves only with fewer than (1 - margin) x the
+    fetches of both the serving models and S3-FIFO on the held-out part."""
+    return fetches["candidate"] < (1 - margin) * min(fetches["serving"], fetches["s3fifo"])
 
 
 def alone(profile: cfgmod.Profile) -> cfgmod.Profile:
@@ -73,7 +75,7 @@ def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out:
     from recmg.training import train, train_prefetch
 
     tf.validate(trace, "window")
-    n = len(trace.batch_offsets) - 1
+    n = trace.n_batches
     cut = int(round(n * (1 - validate_frac)))
     if cut < 2 or n - cut < 2:
         raise ValueError(f"the window holds {n} batches: too few to train and validate "
