@@ -3,7 +3,7 @@
 _recmgctl() {
     local cur prev words cword
     _init_completion || return
-    local commands="check status stats metrics reload pause resume version policy record"
+    local commands="check status stats metrics reload pause resume version policy record models"
     case "${words[1]}" in
         policy)
             if [[ $cword -eq 2 ]]; then
@@ -16,6 +16,13 @@ _recmgctl() {
             COMPREPLY=($(compgen -W "--json --strict --sys-root --proc-root" -- "$cur")); return ;;
         status)
             COMPREPLY=($(compgen -W "--json --socket --config" -- "$cur")); return ;;
+        models)
+            if [[ $cword -eq 2 ]]; then
+                COMPREPLY=($(compgen -W "list rollback --segment --json" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "--segment --json --socket --config" -- "$cur"))
+            fi
+            return ;;
         record)
             COMPREPLY=($(compgen -W "--segment --batches --output --status --wait --timeout --socket --config" -- "$cur")); return ;;
     esac

@@ -1054,10 +1054,11 @@ def test_a_full_fast_node_pauses_promotions_instead_of_failing_the_target(
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root and setpriv to drop CAP_CHOWN as the unit does")
+                    reason="needs root and setpriv to drop CAP_CHOWN")
 def test_a_read_group_recmgd_cannot_use_under_the_unit_fails_the_check(tmp_path):
     """It passed --check-config, then recmgd exited 73 at its socket's chown and
-    systemd restarted it in a loop."""
+    systemd restarted it in a loop (under a unit without CAP_CHOWN, as ours was
+    before the learning loop needed it)."""
     import grp
 
     other = next((g for g in ("nogroup", "nobody", "daemon") if _has_group(g)), None)

@@ -163,7 +163,7 @@ def test_the_trainer_runs_niced_idle_capped_and_as_the_configured_user(tmp_path)
     os.chmod(tmp_path, 0o711)
     os.chmod(d, 0o711)
     script = ("echo uid=$(id -u) groups=$(id -G); echo cpu=$(ulimit -t) as=$(ulimit -v); "
-              "echo nice=$(cut -d' ' -f19 /proc/self/stat); ionice -p $$")
+              "echo nice=$(cut -d' ' -f19 /proc/self/stat); ionice -p $$; chrt -p $$")
     code, _ = learning.run_confined(cfg, ["/bin/sh", "-c", script], d, 30)
     out = (d / "trainer.log").read_text()
     assert code == 0, out
@@ -171,7 +171,8 @@ def test_the_trainer_runs_niced_idle_capped_and_as_the_configured_user(tmp_path)
     assert f"uid={nobody.pw_uid} groups={nobody.pw_gid}\n" in out  # no root groups kept
     assert "cpu=123 as=795648\n" in out  # ulimit -v is in KiB: 777 MiB
     assert "nice=17\n" in out
-    assert "idle" in out
+    assert "idle" in out  # ionice: the idle I/O class
+    assert "SCHED_IDLE" in out  # chrt: the idle scheduling policy
 
 
 def test_a_trainer_past_its_timeout_is_killed(tmp_path):

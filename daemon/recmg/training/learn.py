@@ -12,10 +12,11 @@ learned) with their cards, and ``result.json``.
 
 The round: the window's batches before ``validate_frac`` train (OPT labels for the
 target's own budget: the fast-tier share is its budget over the distinct pages of the
-training part); the rest is replayed (recmg.sim.replay, the daemon's engine) three
-times: the candidate models alone, the serving models alone (no fetch judge in
-either), and S3-FIFO without prefetching (what serves when models fail).  The fetches
-(on-demand slow-tier reads) of the three go to ``result.json``; recmgd decides.
+training part).  The whole window is then replayed (recmg.sim.replay, the daemon's
+engine) three times: the candidate models alone, the serving models alone (no fetch
+judge in either), and S3-FIFO without prefetching (what serves when models fail); the
+training batches only warm the fast tier up, and the fetches (on-demand slow-tier
+reads) of the held-out batches alone go to ``result.json``.  recmgd decides.
 """
 
 from __future__ import annotations
@@ -55,13 +56,22 @@ def alone(profile: cfgmod.Profile) -> cfgmod.Profile:
     return replace(profile, model_fetch_margin=-1.0, model_accuracy_floor=0.0)
 
 
-def fetches(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile) -> int:
+def fetches(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
+            first_batch: int) -> int:
+    """On-demand fetches from batch ``first_batch`` on, replaying the whole window: the
+    earlier batches warm the fast tier up (a replay of the held-out part alone would
+    measure mostly its cold start), the held-out ones alone are counted."""
     from recmg.sim.replay import replay
+
+    marks = [(0, 0)]  # (batches stepped, fetches) after each tick
+
+    def mark(tick, eng):
+        marks.append((int(eng.stats.batches), int(eng.stats.ondemand)))
 
     # unsampled: the window holds what the client recorded already
     stats, _ = replay(trace, replace(cfg, target=replace(cfg.target, max_accesses_per_s=0)),
-                      replace(profile, max_accesses_per_s=-1.0))
-    return int(stats.ondemand)
+                      replace(profile, max_accesses_per_s=-1.0), on_tick=mark)
+    return int(stats.ondemand) - max(f for b, f in marks if b <= first_batch)
 
 
 def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out: Path, *,
@@ -109,9 +119,9 @@ def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out:
         "prefetch": Path(candidate.prefetch_model).name if profile.prefetcher == "learned"
         else None,
         "held_out": card["held_out"],
-        "fetches": {"candidate": fetches(judge, cfg, alone(candidate)),
-                    "serving": fetches(judge, cfg, alone(profile)),
-                    "s3fifo": fetches(judge, cfg, build.without_models(profile))},
+        "fetches": {"candidate": fetches(trace, cfg, alone(candidate), cut),
+                    "serving": fetches(trace, cfg, alone(profile), cut),
+                    "s3fifo": fetches(trace, cfg, build.without_models(profile), cut)},
     }
     return result
 
@@ -150,4 +160,9 @@ if __name__ == "__main__":
         print("usage: python -m recmg.training.learn JOB_DIR", file=sys.stderr)
         sys.exit(64)
     os.umask(0o077)
+    try:  # the first the kernel's OOM killer takes: never recmgd, never the server
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
     sys.exit(confined_main(Path(sys.argv[1])))
