@@ -18,7 +18,7 @@ distinct pages):
 - learning: the learned profile whose model the loop retrains every
   ``--round-every`` ticks on the newest ``--window`` batches, with recmgd's own round
   (recmg.training.learn.run_round: train on the window's first 70%, replay the last
-  30% for candidate, serving model and S3-FIFO) and rule (learn.wins, margin 0); a
+  30% for candidate, serving model and S3-FIFO) and rule (recmg.service.learning.wins, margin 0); a
   winner is swapped in ``--delay-ticks`` ticks later the way recmgd swaps it
   (recmg.runner.build.reconfigure).  The training runs in this process: its cost is
   reported, not charged to the trace's time (recmgd runs it in another process).
@@ -44,6 +44,7 @@ from recmg.sim import modes
 from recmg.sim.replay import replay
 from recmg.trace import format as tf
 from recmg.trace import synthetic
+from recmg.service import learning
 from recmg.training import learn
 
 import extra_logs
@@ -111,7 +112,7 @@ class Loop:
         c0 = time.process_time()
         r = learn.run_round(self.trace.batches(lo, hi), self.cfg, self.profile, out,
                             epochs=self.epochs)
-        won = learn.wins(r["fetches"], 0.0)
+        won = learning.wins(r["fetches"], 0.0)
         self.rounds.append({"tick": tick, "batches": (lo, hi), "won": won,
                             "fetches": r["fetches"], "cpu_s": time.process_time() - c0})
         if won:

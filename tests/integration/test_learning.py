@@ -21,7 +21,6 @@ import pytest
 from recmg import config as cfgmod
 from recmg.service import learning
 from recmg.trace import format as tf
-from recmg.training import learn
 
 from test_daemon import ctl, start_daemon, start_workload, stop, wait, write_config
 
@@ -191,18 +190,18 @@ def test_a_truncated_window_fails_the_round_with_a_reason(tmp_path):
                   timestamps_ns=np.arange(10, dtype=np.uint64) * 10**8, meta={})
     d = tmp_path / "job"
     d.mkdir()
-    tf.write(d / learn.WINDOW, tr)
-    data = (d / learn.WINDOW).read_bytes()
-    (d / learn.WINDOW).write_bytes(data[: len(data) // 2])
+    tf.write(d / learning.WINDOW, tr)
+    data = (d / learning.WINDOW).read_bytes()
+    (d / learning.WINDOW).write_bytes(data[: len(data) // 2])
     cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n')
     prof = cfgmod.load_profile("learned", [POLICIES])
-    (d / learn.JOB).write_text(json.dumps(learn.job_spec(
+    (d / learning.JOB).write_text(json.dumps(learning.job_spec(
         cfg, replace(prof, model=""), {}, 0.3, 1)))
     r = subprocess.run([PY, "-m", "recmg.training.learn", str(d)], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0
     assert "window.rtrace" in r.stderr and "Error" in r.stderr
-    assert not (d / "out" / learn.RESULT).exists()
+    assert not (d / "out" / learning.RESULT).exists()
 
 
 # ------------------------------------------------------------------ in a live recmgd
@@ -308,3 +307,33 @@ def test_a_failed_round_keeps_the_serving_model_and_recmgd_serving(tmp_path):
         out = stop(d)
     assert out.count("learning round for failme") + out.count("learning round for recmg."
                                                               "failme") == 1, out
+
+
+def test_the_store_keeps_models_of_at_most_max_store_keys_clients(tmp_path, monkeypatch):
+    """Clients choose their names; the models kept for them are bounded, the clients
+    trained least recently going first."""
+    monkeypatch.setattr(learning, "MAX_STORE_KEYS", 3)
+    store = learning.ModelStore(tmp_path / "state", keep=2)
+    src = stored_candidate(tmp_path)
+    for i in range(5):
+        store.add(f"0-client{i}", src, RESULT, True, check_learned)
+        os.utime(tmp_path / "state/models" / f"0-client{i}", (i, i))  # trained in order
+    kept = sorted(p.name for p in (tmp_path / "state/models").iterdir())
+    assert kept == ["0-client2", "0-client3", "0-client4"]
+
+
+def test_a_trainer_that_cannot_start_makes_learning_unavailable_with_its_reason(tmp_path):
+    """The start-up check runs the trainer's imports (PyTorch, onnx: the train extra)
+    confined as configured; here a 64 MiB address space cannot hold them, as a host
+    without the extra cannot import them.  The reason reaches status."""
+    cfg = replace(cfgmod.Config(), learning=lcfg(user=TRAINER_USER, memory_mib=64,
+                                                 state_dir=str(tmp_path / "state")))
+    learner = learning.Learner(cfg)
+    learner._preflight()
+    assert learner.checked
+    assert learner.unavailable.startswith(f"the trainer cannot start as user {TRAINER_USER!r}")
+    t = SimpleNamespace(profile=cfgmod.load_profile("learned", [POLICIES]), learn_key="0-x",
+                        window=None, models=None, learning=None)
+    learner.thread = object()  # no thread: the check above is the one under test
+    learner.tick({"x": t})
+    assert t.learning["state"] == "unavailable" and t.learning["why"] == learner.unavailable

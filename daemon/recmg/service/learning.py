@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,6 @@ import numpy as np
 from recmg import config as cfgmod
 from recmg.safefile import atomic_output, read_regular
 from recmg.trace import format as tf
-from recmg.training import learn
 
 log = logging.getLogger("recmgd")
 
@@ -56,7 +55,27 @@ MAX_MODEL_BYTES = 64 << 20  # a candidate's ONNX file (the shipped ones are ~10 
 MAX_CARD_BYTES = 4 << 20
 MAX_LOG_TAIL = 2000  # characters of the trainer's output kept for the reason
 KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# clients choose their names: what the loop keeps per name is bounded by these
+MAX_STORE_KEYS = 256  # clients with stored models; the least recently trained go first
+MAX_ROUND_KEYS = 4096  # clients whose round state is remembered
+# a round's directory: what recmgd hands the trainer and what it reads back
+WINDOW, JOB, RESULT = "window.rtrace", "job.json", "result.json"
+TRAINER = "recmg.training.learn"  # python -m TRAINER ROUND_DIR
 TOOLS = ("chrt", "nice", "ionice", "prlimit")  # util-linux and coreutils
+
+
+def wins(fetches: dict, margin: float) -> bool:
+    """The rule: a candidate serves only with fewer than (1 - margin) x the held-out
+    fetches of both the serving models and S3-FIFO."""
+    return fetches["candidate"] < (1 - margin) * min(fetches["serving"], fetches["s3fifo"])
+
+
+def job_spec(cfg: cfgmod.Config, profile: cfgmod.Profile, serving: dict,
+             validate_frac: float, epochs: int, seed: int = 0) -> dict:
+    """job.json: the config and profile the target runs, the serving models' copies,
+    the training settings."""
+    return {"config": asdict(cfg), "profile": asdict(profile), "serving": serving,
+            "train": {"validate_frac": validate_frac, "epochs": epochs, "seed": seed}}
 
 
 def learns(profile: cfgmod.Profile) -> bool:
@@ -178,7 +197,17 @@ class ModelStore:
             index["serving"] = mid
             self._write_index(key, index)
         self._prune(key)
+        self._prune_keys(key)
         return mid
+
+    def _prune_keys(self, current: str) -> None:
+        """At most MAX_STORE_KEYS clients keep models: those trained least recently go."""
+        kdirs = [p for p in self.root.iterdir() if p.is_dir() and p.name != current]
+        if len(kdirs) < MAX_STORE_KEYS:
+            return
+        kdirs.sort(key=lambda p: p.stat().st_mtime)
+        for p in kdirs[:len(kdirs) - MAX_STORE_KEYS + 1]:
+            shutil.rmtree(p, ignore_errors=True)
 
     def rollback(self, key: str) -> str | None:
         """The model before the serving one serves again (None: the profile's own)."""
@@ -331,6 +360,10 @@ class Learner:
                                            daemon=True)
             self.thread.start()
         lc = self.cfg.learning
+        if len(self.rounds) > MAX_ROUND_KEYS:  # forget clients that are gone
+            attached = {t.learn_key for t in targets.values()}
+            for k in [k for k, r in self.rounds.items() if k not in attached and not r["busy"]]:
+                del self.rounds[k]
         held = sum(t.window.keys for t in targets.values() if t.window is not None)
         now = time.monotonic()
         for t in targets.values():
@@ -418,8 +451,9 @@ class Learner:
 
     # ----------------------------------------------------------- thread side
     def _run(self) -> None:
-        self._preflight()
         while not self.stop.is_set():
+            if not self.checked:  # at start, and after a reload changed [learning]
+                self._preflight()
             try:
                 key, job = self.jobs.get(timeout=0.5)
             except queue.Empty:
@@ -436,12 +470,14 @@ class Learner:
     def _preflight(self) -> None:
         """Can the trainer run here: the tools, the user, the train extra."""
         lc = self.cfg.learning
+        self.unavailable = None
         try:
             root = self._job_root()
             d = Path(_mkdtemp(root))
             try:
-                code, last = run_confined(lc, [sys.executable, "-c", "import torch, onnx, "
-                                               "recmg.training.learn"], d, 300, self.stop)
+                code, last = run_confined(
+                    lc, [sys.executable, "-c", f"import torch, onnx, {TRAINER}"], d, 300,
+                    self.stop)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             if code != 0:
@@ -483,17 +519,17 @@ class Learner:
                              (_card(src), d / f"serving-{role}{card_suffix()}")):
                     shutil.copyfile(a, b)
                     os.chown(b, uid, gid)
-        tf.write(d / learn.WINDOW, job["trace"])
-        spec = learn.job_spec(job["cfg"], replace(job["profile"], model="", prefetch_model=""),
+        tf.write(d / WINDOW, job["trace"])
+        spec = job_spec(job["cfg"], replace(job["profile"], model="", prefetch_model=""),
                               serving, lc.validate_frac, lc.epochs)
-        (d / learn.JOB).write_text(json.dumps(spec))
-        for f in (learn.WINDOW, learn.JOB):
+        (d / JOB).write_text(json.dumps(spec))
+        for f in (WINDOW, JOB):
             os.chown(d / f, uid, gid)
             os.chmod(d / f, 0o400)
         (d / "out").mkdir(mode=0o700)
         os.chown(d / "out", uid, gid)
         t0 = time.monotonic()
-        code, last = run_confined(lc, [sys.executable, "-m", "recmg.training.learn", str(d)],
+        code, last = run_confined(lc, [sys.executable, "-m", TRAINER, str(d)],
                                   d, lc.timeout_s, self.stop)
         wall = round(time.monotonic() - t0, 1)
         if code != 0:
@@ -502,12 +538,12 @@ class Learner:
                    f"exit status {code}")
             return self._failed(job, f"the trainer failed ({why}): {last}", wall)
         try:
-            result = _result(read_regular(_nofollow(d / "out" / learn.RESULT), 1 << 20,
+            result = _result(read_regular(_nofollow(d / "out" / RESULT), 1 << 20,
                                           "round result"))
         except (OSError, ValueError) as e:
             return self._failed(job, f"its result is unusable: {e}", wall)
         f = result["fetches"]
-        accepted = learn.wins(f, lc.margin)
+        accepted = wins(f, lc.margin)
         result["wall_s"] = wall
         try:
             mid = self.store.add(key, d / "out", result, accepted,

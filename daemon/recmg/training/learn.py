@@ -25,15 +25,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from recmg import config as cfgmod
+from recmg.service.learning import JOB, RESULT, WINDOW
 from recmg.trace import format as tf
 
-WINDOW = "window.rtrace"
-JOB = "job.json"
-RESULT = "result.json"
 MAX_JOB_BYTES = 1 << 20
 
 
@@ -43,12 +41,6 @@ def split(trace: tf.Trace, lo: int, hi: int) -> tf.Trace:
     part = trace.batches(lo, hi)
     part.meta.pop("tick_starts", None)
     return part
-
-
-def wins(fetches: dict, margin: float) -> bool:
-    """recmgd's rule: the candidate serves only with fewer than (1 - margin) x the
-    fetches of both the serving models and S3-FIFO on the held-out part."""
-    return fetches["candidate"] < (1 - margin) * min(fetches["serving"], fetches["s3fifo"])
 
 
 def alone(profile: cfgmod.Profile) -> cfgmod.Profile:
@@ -146,13 +138,6 @@ def confined_main(job_dir: Path) -> int:
     with atomic_output(job_dir / "out" / RESULT, 0o644) as f:
         f.write(json.dumps(result).encode())
     return 0
-
-
-def job_spec(cfg: cfgmod.Config, profile: cfgmod.Profile, serving: dict,
-             validate_frac: float, epochs: int, seed: int = 0) -> dict:
-    """job.json's content (recmgd writes it)."""
-    return {"config": asdict(cfg), "profile": asdict(profile), "serving": serving,
-            "train": {"validate_frac": validate_frac, "epochs": epochs, "seed": seed}}
 
 
 if __name__ == "__main__":
