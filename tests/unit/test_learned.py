@@ -389,3 +389,37 @@ def test_the_fetch_judge_falls_back_where_the_model_loses_only(caplog):
             assert 0 < switched_at <= 6 * 8192 and st["serving"] == "s3fifo"
             assert st["why"] == ["fetches"] and served <= 1.03 * alone
             assert "loses on fetches" in caplog.text
+
+
+def test_a_new_model_of_the_same_kind_is_swapped_into_the_running_cache(tmp_path):
+    """recmgd's learning loop swaps a retrained model in: the cache keeps its resident
+    set and shadow (a new cache would start the fast tier empty); the build's
+    reconfigure does the same when only the model changed."""
+    from recmg.engine.layout import Layout
+    from recmg.movers import SimulatedMigrator
+    from recmg.runner import build
+
+    page = ROOT / "policies/caching-page-v1.onnx"
+    other = tmp_path / "other.onnx"  # another file, another name: a retrained model
+    shutil.copyfile(page, other)
+    card = json.loads(cardmod.card_path(page).read_text())
+    cardmod.card_path(other).write_text(json.dumps({**card, "name": "retrained"}))
+    c = cache_mod.make("learned", 64, model=page, fetch_margin=0.02)
+    keys = np.arange(200, dtype=np.uint64) % 80
+    c.access(keys)
+    before = set(c.resident().tolist())
+    assert len(before) == 64
+    assert c.use_model(other) is True
+    assert c.model.name == "retrained" and set(c.resident().tolist()) == before
+    assert c.quality["checks"] == 0 and c.fallback is not None
+    vec = ROOT / "policies/caching-vector-v1.onnx"  # another window: not swappable
+    if cardmod.OnnxModel(vec).window != c.model.window:
+        assert c.use_model(vec) is False and c.model.name == "retrained"
+
+    prof = cfgmod.load_profile("learned", [ROOT / "policies"])
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n[budget]\nfast_mib_per_target = 1\n')
+    layout = Layout([0], [1 << 24], [64])
+    eng = build.planned(cfg, prof, layout, SimulatedMigrator(), [0], [1])
+    cache = eng.cache
+    build.reconfigure(eng, prof, cfg, dataclasses.replace(prof, model=str(other)))
+    assert eng.cache is cache and eng.cache.model.name == "retrained"

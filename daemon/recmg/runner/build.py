@@ -104,10 +104,15 @@ def _share(cache, pre) -> None:
 def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
                 override: int | None = None) -> None:
     """Reload: swap the configuration; keep learned state that still fits (the cache
-    when its policy, budget and aging are unchanged, the prefetcher when its name is)."""
+    when its policy, budget and aging are unchanged, with the new model where only
+    the model changed; the prefetcher when its name and model are)."""
     ec = planned_config(cfg, profile, engine.layout, engine.mover.real, override)
     same_cache = (old.caching, old.lfu_aging_accesses, old.model, engine.cfg.budget) == \
         (profile.caching, profile.lfu_aging_accesses, profile.model, ec.budget)
+    if not same_cache and (old.caching, old.lfu_aging_accesses, engine.cfg.budget) == \
+            (profile.caching, profile.lfu_aging_accesses, ec.budget) and \
+            hasattr(engine.cache, "use_model"):  # only the model changed: keep the cache
+        same_cache = engine.cache.use_model(profile.model, profile.model_threads)
     cache = None if same_cache else make_cache(profile, ec.budget, engine.layout)
     same_pre = (old.prefetcher, old.prefetch_model) == (profile.prefetcher,
                                                          profile.prefetch_model)

@@ -108,6 +108,24 @@ class Learned(Cache):
         self._fetch_streak = 0
         self.fetches = {"windows": 0, "model_misses": None, "shadow_misses": None}
 
+    def use_model(self, model: OnnxModel | str | Path, threads: int = 1) -> bool:
+        """Serve another model of the same kind (keep labels or next-use, the same
+        input window) and keep everything else: the resident set with its
+        priorities, the features, the shadow S3-FIFO.  The online check starts over
+        for the new model.  False (nothing changed) for a model of another kind: the
+        caller builds a new cache then.  recmgd's learning loop swaps this way, so a
+        retrained model does not start from an empty fast tier."""
+        new = model if isinstance(model, OnnxModel) else OnnxModel(model, "caching", threads)
+        same = (new.card.get("label", {}).get("name") == "next_use") == self.next_use \
+            and new.window == self.model.window
+        if not same:
+            return False
+        self.model = new
+        self.quality = {"checks": 0, "precision": None, "recall": None, "accuracy": None}
+        self._seen = self._ring_n = self._streak = 0
+        self._misses, self._fetch_seen, self._fetch_streak = [0, 0], 0, 0
+        return True
+
     # ---------------------------------------------------------------- decisions
     def priorities(self, keys: np.ndarray) -> np.ndarray:
         """Observe keys (features, then the model) and return their keep_until."""
