@@ -535,9 +535,10 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
 
 
 def check_model(key: str, file: str, kind: str, path: Path,
-                 name: str) -> list[tuple[str, str]]:
+                 name: str, probe: bool = True) -> list[tuple[str, str]]:
     """A learned policy's model (profile key ``key``) and its card, checked now (a
-    reload that names a bad model keeps the old one)."""
+    reload that names a bad model keeps the old one).  ``probe``: also load it in
+    onnxruntime and call it once (the learning loop does that in another process)."""
     from recmg.engine.models.card import ModelError, load_card
 
     role = "caching" if kind == "caching" else "prefetcher"
@@ -550,7 +551,8 @@ def check_model(key: str, file: str, kind: str, path: Path,
     try:  # what recmgd will run: loaded by onnxruntime and called once on zeros
         from recmg.engine.models.card import OnnxModel
 
-        OnnxModel(path.parent / file, kind).probe()
+        if probe:
+            OnnxModel(path.parent / file, kind).probe()
     except ImportError as e:
         return [(key, f"cannot check {file}: {e} (install recmg[daemon])")]
     except ModelError as e:

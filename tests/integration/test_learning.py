@@ -255,7 +255,7 @@ def test_a_learning_round_runs_beside_recmgd_and_its_model_is_judged_listed_and_
         if m["serving"]:  # the swapped-in model is what the caching policy runs
             assert t["model"]["sha256"] == json.loads(
                 (state / "models" / m["target"] / m["id"] / "caching.card.json"
-                 ).read_text())["sha256"]
+                 ).read_text())["onnx_sha256"]
             assert recmgctl.main(["--socket", str(sock), "models", "rollback"]) == 0
             assert target_status(sock)["learning"]["serving"] == "profile"
         else:
@@ -337,3 +337,25 @@ def test_a_trainer_that_cannot_start_makes_learning_unavailable_with_its_reason(
     learner.thread = object()  # no thread: the check above is the one under test
     learner.tick({"x": t})
     assert t.learning["state"] == "unavailable" and t.learning["why"] == learner.unavailable
+
+
+def test_a_candidate_onnxruntime_cannot_run_is_refused_by_the_probe_in_its_own_process(
+        tmp_path):
+    """Its card and sha256 agree, but the bytes are no model: the probe, run apart from
+    recmgd (onnxruntime's session creation holds the GIL), refuses it."""
+    import hashlib
+
+    store = learning.ModelStore(tmp_path / "state", keep=3)
+    prof = cfgmod.load_profile("learned", [POLICIES])
+    good = store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True,
+                     lambda paths: learning._check(paths, prof, lcfg()))
+    bad = stored_candidate(tmp_path, "bad")
+    (bad / "caching.onnx").write_bytes(b"\x08\x07" + b"\x00" * 64)
+    card = json.loads((bad / "caching.card.json").read_text())
+    card["onnx_sha256"] = hashlib.sha256((bad / "caching.onnx").read_bytes()).hexdigest()
+    (bad / "caching.card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="onnxruntime cannot run it"):
+        store.add("0-dlrm", bad, RESULT, True, lambda paths: learning._check(paths, prof, lcfg()))
+    assert store.serving("0-dlrm")[0] == good
+    assert sorted(p.name for p in (tmp_path / "state/models/0-dlrm" / good).iterdir()) == [
+        "caching.card.json", "caching.onnx", "validation.json"]

@@ -287,7 +287,9 @@ def spawn(lcfg: cfgmod.Learning, argv: list[str], cwd: Path, out) -> subprocess.
     if os.geteuid() == 0 and lcfg.user != "root":
         pw = pwd.getpwnam(lcfg.user)
         kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    # one thread (PyTorch, OpenMP, OpenBLAS, MKL): the trainer takes one CPU at most
     env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     return subprocess.Popen(trainer_command(lcfg, argv), cwd=cwd, env=env,
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -547,7 +549,7 @@ class Learner:
         result["wall_s"] = wall
         try:
             mid = self.store.add(key, d / "out", result, accepted,
-                                 lambda paths: _check(paths, job["profile"]))
+                                 lambda paths: _check(paths, job["profile"], lc))
         except (OSError, ValueError) as e:  # ModelError is a ValueError
             return self._failed(job, f"the candidate failed its checks: {e}", wall)
         verdict = "accepted" if accepted else "rejected"
@@ -606,14 +608,36 @@ def _result(data: bytes) -> dict:
     return r
 
 
-def _check(paths: dict, profile: cfgmod.Profile) -> None:
-    """The copies pass the check a profile's models pass (recmg.config)."""
+# onnxruntime's session creation holds the GIL for up to 24 ms (measured on the
+# development VM): in recmgd's learning thread that stalls the tick, so the probe of a
+# candidate runs in a process of its own (root's: the store is root's; niced, capped)
+PROBE = ("import sys; from recmg.engine.models.card import ModelError, OnnxModel\n"
+         "for kind, path in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+         "    try:\n        OnnxModel(path, kind).probe()\n"
+         "    except ModelError as e:\n        print(e); sys.exit(1)\n")
+
+
+def _check(paths: dict, profile: cfgmod.Profile, lcfg: cfgmod.Learning | None = None
+           ) -> None:
+    """The copies pass the check a profile's models pass (recmg.config); with
+    ``lcfg``, onnxruntime's probe runs in a confined process of its own."""
+    kinds = []
     for role, path in paths.items():
         key, kind, name = (("model", "caching", profile.caching) if role == "caching" else
                            ("prefetch_model", "prefetch", profile.prefetcher))
-        problems = cfgmod.check_model(key, path.name, kind, path.parent / "profile.toml", name)
+        problems = cfgmod.check_model(key, path.name, kind, path.parent / "profile.toml", name,
+                                      probe=lcfg is None)
         if problems:
             raise ValueError("; ".join(f"{k}: {v}" for k, v in problems))
+        kinds += [kind, str(path)]
+    if lcfg is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="recmgd-probe-") as d:  # its cwd and HOME
+            code, last = run_confined(replace(lcfg, user="root"),
+                                      [sys.executable, "-c", PROBE, *kinds], Path(d), 300)
+        if code != 0:
+            raise ValueError(f"onnxruntime cannot run it: {last or f'exit status {code}'}")
 
 
 def _count(verdict: str) -> None:
