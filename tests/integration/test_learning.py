@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from recmg import config as cfgmod
-from recmg.service import learning
+from recmg.service import confine, learning, modelstore
 from recmg.trace import format as tf
 
 from test_daemon import ctl, start_daemon, start_workload, stop, wait, write_config
@@ -87,11 +87,11 @@ RESULT = {"fetches": {"candidate": 90, "serving": 100, "s3fifo": 95},
 
 def check_learned(paths):
     prof = cfgmod.load_profile("learned", [POLICIES])
-    learning._check(paths, prof)
+    modelstore.check(paths, prof)
 
 
 def test_store_serves_the_accepted_model_rolls_back_and_keeps_at_most_keep(tmp_path):
-    store = learning.ModelStore(tmp_path / "state", keep=3)
+    store = modelstore.ModelStore(tmp_path / "state", keep=3)
     src = stored_candidate(tmp_path)
     first = store.add("0-dlrm", src, RESULT, True, check_learned)
     assert store.serving("0-dlrm")[0] == first
@@ -114,7 +114,7 @@ def test_store_serves_the_accepted_model_rolls_back_and_keeps_at_most_keep(tmp_p
 
 
 def test_store_refuses_a_candidate_that_fails_its_checks_and_keeps_nothing_of_it(tmp_path):
-    store = learning.ModelStore(tmp_path / "state", keep=3)
+    store = modelstore.ModelStore(tmp_path / "state", keep=3)
     good = store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True, check_learned)
     bad = stored_candidate(tmp_path, "bad")
     (bad / "caching.onnx").write_bytes(b"not a model")  # its card's sha256 no longer holds
@@ -131,7 +131,7 @@ def test_store_refuses_a_candidate_that_fails_its_checks_and_keeps_nothing_of_it
 
 
 def test_a_corrupt_store_index_means_the_profiles_model_serves(tmp_path):
-    store = learning.ModelStore(tmp_path / "state", keep=3)
+    store = modelstore.ModelStore(tmp_path / "state", keep=3)
     store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True, check_learned)
     (tmp_path / "state/models/0-dlrm/serving.json").write_text("{not json")
     assert store.serving("0-dlrm") is None
@@ -163,7 +163,7 @@ def test_the_trainer_runs_niced_idle_capped_and_as_the_configured_user(tmp_path)
     os.chmod(d, 0o711)
     script = ("echo uid=$(id -u) groups=$(id -G); echo cpu=$(ulimit -t) as=$(ulimit -v); "
               "echo nice=$(cut -d' ' -f19 /proc/self/stat); ionice -p $$; chrt -p $$")
-    code, _ = learning.run_confined(cfg, ["/bin/sh", "-c", script], d, 30)
+    code, _ = confine.run_confined(cfg, ["/bin/sh", "-c", script], d, 30)
     out = (d / "trainer.log").read_text()
     assert code == 0, out
     nobody = pwd.getpwnam("nobody")
@@ -176,7 +176,7 @@ def test_the_trainer_runs_niced_idle_capped_and_as_the_configured_user(tmp_path)
 
 def test_a_trainer_past_its_timeout_is_killed(tmp_path):
     os.chmod(tmp_path, 0o711)
-    code, _ = learning.run_confined(lcfg(user=TRAINER_USER), ["/bin/sleep", "30"],
+    code, _ = confine.run_confined(lcfg(user=TRAINER_USER), ["/bin/sleep", "30"],
                                     tmp_path, 0.5)
     assert code is None
 
@@ -285,7 +285,7 @@ def test_a_failed_round_keeps_the_serving_model_and_recmgd_serving(tmp_path):
     env = {"RECMG_SHM_DIR": str(tmp_path / "shm")}
     # a stored model already serves this client: the failed round must not change it
     uid = os.geteuid()
-    store = learning.ModelStore(state, keep=3)
+    store = modelstore.ModelStore(state, keep=3)
     mid = store.add(f"{uid}-failme", stored_candidate(tmp_path), RESULT, True, check_learned)
     d = start_daemon(cfg, env=env)
     w = start_workload("failme", seconds=300, env=env)
@@ -312,8 +312,8 @@ def test_a_failed_round_keeps_the_serving_model_and_recmgd_serving(tmp_path):
 def test_the_store_keeps_models_of_at_most_max_store_keys_clients(tmp_path, monkeypatch):
     """Clients choose their names; the models kept for them are bounded, the clients
     trained least recently going first."""
-    monkeypatch.setattr(learning, "MAX_STORE_KEYS", 3)
-    store = learning.ModelStore(tmp_path / "state", keep=2)
+    monkeypatch.setattr(modelstore, "MAX_STORE_KEYS", 3)
+    store = modelstore.ModelStore(tmp_path / "state", keep=2)
     src = stored_candidate(tmp_path)
     for i in range(5):
         store.add(f"0-client{i}", src, RESULT, True, check_learned)
@@ -345,17 +345,17 @@ def test_a_candidate_onnxruntime_cannot_run_is_refused_by_the_probe_in_its_own_p
     recmgd (onnxruntime's session creation holds the GIL), refuses it."""
     import hashlib
 
-    store = learning.ModelStore(tmp_path / "state", keep=3)
+    store = modelstore.ModelStore(tmp_path / "state", keep=3)
     prof = cfgmod.load_profile("learned", [POLICIES])
     good = store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True,
-                     lambda paths: learning._check(paths, prof, lcfg()))
+                     lambda paths: modelstore.check(paths, prof, lcfg()))
     bad = stored_candidate(tmp_path, "bad")
     (bad / "caching.onnx").write_bytes(b"\x08\x07" + b"\x00" * 64)
     card = json.loads((bad / "caching.card.json").read_text())
     card["onnx_sha256"] = hashlib.sha256((bad / "caching.onnx").read_bytes()).hexdigest()
     (bad / "caching.card.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="onnxruntime cannot run it"):
-        store.add("0-dlrm", bad, RESULT, True, lambda paths: learning._check(paths, prof, lcfg()))
+        store.add("0-dlrm", bad, RESULT, True, lambda paths: modelstore.check(paths, prof, lcfg()))
     assert store.serving("0-dlrm")[0] == good
     assert sorted(p.name for p in (tmp_path / "state/models/0-dlrm" / good).iterdir()) == [
         "caching.card.json", "caching.onnx", "validation.json"]

@@ -6,13 +6,14 @@
 - **Rounds.** When a window holds ``min_window_accesses`` and ``interval_s`` has passed
   since the target's last round, the worker thread snapshots the window and queues a
   job; a separate thread (``recmgd-learning``, one job at a time) writes it to a job
-  directory and starts ``python -m recmg.training.learn`` (recmg.training.learn) as
-  ``user``, through nice(1), ionice(1) (idle class) and prlimit(1) (RLIMIT_CPU,
-  RLIMIT_AS): the window holds what an unprivileged client wrote, so the trainer never
-  runs with root's privileges, and it never runs in the tick.
+  directory and starts ``python -m recmg.training.learn`` (recmg.training.learn)
+  confined (recmg.service.confine: as ``user``, SCHED_IDLE, nice, the idle I/O class,
+  CPU and address-space caps): the window holds what an unprivileged client wrote, so
+  the trainer never runs with root's privileges, and it never runs in the tick.
 - **Judging.** recmgd copies the candidate's files out of the trainer's directory
-  into its own store before checking them (card, sha256, onnxruntime probe, page
-  granularity: recmg.config's model check), then swaps it in only if its replayed
+  into its store (recmg.service.modelstore) before checking them (card, sha256, page
+  granularity: recmg.config's model check; onnxruntime's probe in a process of its
+  own), then swaps it in, between ticks, keeping the cache, only if its replayed
   fetches on the window's later part are below ``(1 - margin)`` times both the
   serving models' and S3-FIFO's.  A window that is corrupt, a trainer that crashes,
   runs out of memory or time, or a candidate that fails a check changes nothing: the
@@ -30,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pwd
 import queue
 import re
 import shutil
@@ -46,22 +46,18 @@ from pathlib import Path
 import numpy as np
 
 from recmg import config as cfgmod
-from recmg.safefile import atomic_output, read_regular
+from recmg.safefile import read_regular
+from recmg.service.confine import ids, run_confined
+from recmg.service.modelstore import ModelStore, card_suffix, check, nofollow
 from recmg.trace import format as tf
 
 log = logging.getLogger("recmgd")
 
-MAX_MODEL_BYTES = 64 << 20  # a candidate's ONNX file (the shipped ones are ~10 KiB)
-MAX_CARD_BYTES = 4 << 20
-MAX_LOG_TAIL = 2000  # characters of the trainer's output kept for the reason
 KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# clients choose their names: what the loop keeps per name is bounded by these
-MAX_STORE_KEYS = 256  # clients with stored models; the least recently trained go first
-MAX_ROUND_KEYS = 4096  # clients whose round state is remembered
+MAX_ROUND_KEYS = 4096  # clients whose round state is remembered (they choose names)
 # a round's directory: what recmgd hands the trainer and what it reads back
 WINDOW, JOB, RESULT = "window.rtrace", "job.json", "result.json"
 TRAINER = "recmg.training.learn"  # python -m TRAINER ROUND_DIR
-TOOLS = ("chrt", "nice", "ionice", "prlimit")  # util-linux and coreutils
 
 
 def wins(fetches: dict, margin: float) -> bool:
@@ -123,202 +119,6 @@ class Window:
                         batch_ids=np.concatenate([p[2] for p in parts]).astype(np.uint64),
                         timestamps_ns=np.concatenate([p[3] for p in parts]).astype(np.uint64),
                         meta={**meta, "tick_starts": [int(s) for s in starts]})
-
-
-class ModelStore:
-    """Judged candidates per key, which one serves, and the ones before it."""
-
-    def __init__(self, root: Path, keep: int):
-        self.root, self.keep = root / "models", keep
-
-    def _index(self, key: str) -> dict:
-        path = self.root / key / "serving.json"
-        try:
-            d = json.loads(read_regular(path, 1 << 20, "model index"))
-            if isinstance(d.get("serving"), (str, type(None))) and \
-                    all(isinstance(h, str) for h in d.get("history", [])):
-                return {"serving": d.get("serving"), "history": list(d.get("history", []))}
-            log.warning("%s is malformed: no learned model serves for %s", path, key)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as e:
-            log.warning("%s: %s: no learned model serves for %s", path, e, key)
-        return {"serving": None, "history": []}
-
-    def _write_index(self, key: str, index: dict) -> None:
-        with atomic_output(self.root / key / "serving.json", 0o600) as f:
-            f.write(json.dumps(index).encode())
-
-    def files(self, key: str, mid: str) -> dict:
-        """The model paths of a stored candidate (caching, and prefetch or None)."""
-        d = self.root / key / mid
-        v = json.loads(read_regular(d / "validation.json", 1 << 20, "validation"))
-        return {"caching": str(d / "caching.onnx"),
-                "prefetch": str(d / "prefetch.onnx") if v.get("prefetch") else None}
-
-    def serving(self, key: str) -> tuple[str, dict] | None:
-        mid = self._index(key)["serving"]
-        if mid is None:
-            return None
-        return mid, self.files(key, mid)
-
-    def add(self, key: str, src: Path, result: dict, accepted: bool, checks) -> str:
-        """Copy a candidate's files out of the trainer's ``src`` (bounded regular files,
-        no symlink followed into), check the copies with ``checks(paths)`` (raises
-        ModelError/ValueError), keep them with ``result`` as validation.json; when
-        ``accepted``, it serves.  Returns its id."""
-        kdir = self.root / key
-        kdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)  # models of one client are no other user's to read
-        # ids sort in the order they were made: a sequence number, then the time
-        seq = max([int(m.split("-")[0]) for m in self._ids(key)] or [0]) + 1
-        mid = f"{seq:06d}-{time.strftime('%Y%m%dT%H%M%S')}"
-        stage = kdir / f".stage-{mid}"
-        stage.mkdir(mode=0o700)
-        try:
-            names = ["caching"] + (["prefetch"] if result.get("prefetch") else [])
-            for name in names:
-                for fname, cap in ((f"{name}.onnx", MAX_MODEL_BYTES),
-                                   (f"{name}{card_suffix()}", MAX_CARD_BYTES)):
-                    data = read_regular(_nofollow(src / fname), cap, f"candidate {fname}")
-                    with atomic_output(stage / fname, 0o600) as f:
-                        f.write(data)
-            checks({n: stage / f"{n}.onnx" for n in names})
-            with atomic_output(stage / "validation.json", 0o600) as f:
-                f.write(json.dumps({**result, "accepted": accepted}).encode())
-            os.rename(stage, kdir / mid)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
-        if accepted:
-            index = self._index(key)
-            if index["serving"]:
-                index["history"].append(index["serving"])
-            index["serving"] = mid
-            self._write_index(key, index)
-        self._prune(key)
-        self._prune_keys(key)
-        return mid
-
-    def _prune_keys(self, current: str) -> None:
-        """At most MAX_STORE_KEYS clients keep models: those trained least recently go."""
-        kdirs = [p for p in self.root.iterdir() if p.is_dir() and p.name != current]
-        if len(kdirs) < MAX_STORE_KEYS:
-            return
-        kdirs.sort(key=lambda p: p.stat().st_mtime)
-        for p in kdirs[:len(kdirs) - MAX_STORE_KEYS + 1]:
-            shutil.rmtree(p, ignore_errors=True)
-
-    def rollback(self, key: str) -> str | None:
-        """The model before the serving one serves again (None: the profile's own)."""
-        index = self._index(key)
-        if index["serving"] is None:
-            raise LookupError(f"{key}: no learned model serves (the profile's own does)")
-        index["serving"] = index["history"].pop() if index["history"] else None
-        self._write_index(key, index)
-        return index["serving"]
-
-    def _prune(self, key: str) -> None:
-        index = self._index(key)
-        keep = {index["serving"], *index["history"][-1:]}
-        ids = self._ids(key)
-        drop = [m for m in ids if m not in keep][:max(0, len(ids) - self.keep)]
-        for mid in drop:
-            shutil.rmtree(self.root / key / mid, ignore_errors=True)
-        index["history"] = [h for h in index["history"] if h not in drop]
-        self._write_index(key, index)
-
-    def _ids(self, key: str) -> list[str]:
-        """The stored candidates of ``key``, oldest first."""
-        return sorted(p.name for p in (self.root / key).iterdir()
-                      if p.is_dir() and re.fullmatch(r"\d{6}-\d{8}T\d{6}", p.name))
-
-    def list(self) -> list[dict]:
-        out = []
-        if not self.root.is_dir():
-            return out
-        for kdir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            index = self._index(kdir.name)
-            for mid in self._ids(kdir.name):
-                mdir = kdir / mid
-                try:
-                    v = json.loads(read_regular(mdir / "validation.json", 1 << 20))
-                except (OSError, ValueError) as e:
-                    v = {"error": str(e)}
-                out.append({"target": kdir.name, "id": mdir.name,
-                            "serving": mdir.name == index["serving"],
-                            "previous": mdir.name in index["history"],
-                            "accepted": v.get("accepted"), "fetches": v.get("fetches"),
-                            "accesses": v.get("accesses"), "train_cpu_s": v.get("train_cpu_s")})
-        return out
-
-
-def card_suffix() -> str:
-    from recmg.engine.models.card import CARD_SUFFIX
-
-    return CARD_SUFFIX
-
-
-def _nofollow(path: Path) -> Path:
-    """``path`` if it is not a symlink (the trainer's directory is the trainer's)."""
-    if path.is_symlink():
-        raise OSError(f"{path} is a symlink")
-    return path
-
-
-def trainer_command(lcfg: cfgmod.Learning, python_args: list[str]) -> list[str]:
-    """The trainer's argv: chrt(1) SCHED_IDLE (it runs only on CPU time nothing else
-    wants: nice 19 alone still took a share of a 2-core host's time beside recmgd's
-    tick), nice(1) for hosts that ignore it, ionice(1) idle class, prlimit(1) CPU and
-    address space caps, then the interpreter (each holds before Python starts)."""
-    tools = {t: shutil.which(t, path="/usr/bin:/bin:/usr/sbin:/sbin") for t in TOOLS}
-    missing = [t for t, p in tools.items() if p is None]
-    if missing:
-        raise OSError(f"{', '.join(missing)} not found (util-linux, coreutils)")
-    return [tools["chrt"], "--idle", "0", tools["nice"], "-n", str(lcfg.nice),
-            tools["ionice"], "-c", "3",
-            tools["prlimit"], f"--cpu={lcfg.cpu_s}", f"--as={lcfg.memory_mib << 20}", "--",
-            *python_args]
-
-
-def spawn(lcfg: cfgmod.Learning, argv: list[str], cwd: Path, out) -> subprocess.Popen:
-    """Start a confined command as ``lcfg.user`` (as ourselves when not root)."""
-    kw = {}
-    if os.geteuid() == 0 and lcfg.user != "root":
-        pw = pwd.getpwnam(lcfg.user)
-        kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-    # one thread (PyTorch, OpenMP, OpenBLAS, MKL): the trainer takes one CPU at most
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-    return subprocess.Popen(trainer_command(lcfg, argv), cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, close_fds=True, **kw)
-
-
-def _tail(path: Path) -> str:
-    try:
-        text = path.read_bytes()[-MAX_LOG_TAIL:].decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-    return text.splitlines()[-1] if text else ""
-
-
-def run_confined(lcfg: cfgmod.Learning, argv: list[str], cwd: Path, timeout_s: float,
-                 stop: threading.Event | None = None) -> tuple[int | None, str]:
-    """Run ``argv`` confined in ``cwd``; (exit status or None on timeout, last line of
-    its output)."""
-    logf = cwd / "trainer.log"
-    with open(logf, "wb") as out:
-        p = spawn(lcfg, argv, cwd, out)
-    deadline = time.monotonic() + timeout_s
-    while p.poll() is None:
-        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            return None, _tail(logf)
-        time.sleep(0.05)
-    return p.returncode, _tail(logf)
 
 
 class Learner:
@@ -475,6 +275,8 @@ class Learner:
         self.unavailable = None
         try:
             root = self._job_root()
+            for stale in root.glob("round-*"):  # left by a recmgd that was killed
+                shutil.rmtree(stale, ignore_errors=True)
             d = Path(_mkdtemp(root))
             try:
                 code, last = run_confined(
@@ -511,7 +313,7 @@ class Learner:
     def _round_in(self, key: str, job: dict, lc: cfgmod.Learning, d: Path) -> dict:
         # the job directory is root's (0711): the trainer reads what it is given and
         # writes only into out/, which is its own
-        uid, gid = _ids(lc.user)
+        uid, gid = ids(lc.user)
         served, serving = job["served"], {}
         for role, attr in (("caching", "model"), ("prefetch", "prefetch_model")):
             src = getattr(served, attr)
@@ -540,7 +342,7 @@ class Learner:
                    f"exit status {code}")
             return self._failed(job, f"the trainer failed ({why}): {last}", wall)
         try:
-            result = _result(read_regular(_nofollow(d / "out" / RESULT), 1 << 20,
+            result = _result(read_regular(nofollow(d / "out" / RESULT), 1 << 20,
                                           "round result"))
         except (OSError, ValueError) as e:
             return self._failed(job, f"its result is unusable: {e}", wall)
@@ -549,7 +351,7 @@ class Learner:
         result["wall_s"] = wall
         try:
             mid = self.store.add(key, d / "out", result, accepted,
-                                 lambda paths: _check(paths, job["profile"], lc))
+                                 lambda paths: check(paths, job["profile"], lc))
         except (OSError, ValueError) as e:  # ModelError is a ValueError
             return self._failed(job, f"the candidate failed its checks: {e}", wall)
         verdict = "accepted" if accepted else "rejected"
@@ -581,13 +383,6 @@ def _mkdtemp(root: Path) -> str:
     return d
 
 
-def _ids(user: str) -> tuple[int, int]:
-    if os.geteuid() != 0 or user == "root":
-        return os.geteuid(), os.getegid()
-    pw = pwd.getpwnam(user)
-    return pw.pw_uid, pw.pw_gid
-
-
 def _card(onnx: str) -> str:
     from recmg.engine.models.card import card_path
 
@@ -606,38 +401,6 @@ def _result(data: bytes) -> dict:
     if not isinstance(r.get("accesses"), dict):
         raise ValueError("accesses missing")
     return r
-
-
-# onnxruntime's session creation holds the GIL for up to 24 ms (measured on the
-# development VM): in recmgd's learning thread that stalls the tick, so the probe of a
-# candidate runs in a process of its own (root's: the store is root's; niced, capped)
-PROBE = ("import sys; from recmg.engine.models.card import ModelError, OnnxModel\n"
-         "for kind, path in zip(sys.argv[1::2], sys.argv[2::2]):\n"
-         "    try:\n        OnnxModel(path, kind).probe()\n"
-         "    except ModelError as e:\n        print(e); sys.exit(1)\n")
-
-
-def _check(paths: dict, profile: cfgmod.Profile, lcfg: cfgmod.Learning | None = None
-           ) -> None:
-    """The copies pass the check a profile's models pass (recmg.config); with
-    ``lcfg``, onnxruntime's probe runs in a confined process of its own."""
-    kinds = []
-    for role, path in paths.items():
-        key, kind, name = (("model", "caching", profile.caching) if role == "caching" else
-                           ("prefetch_model", "prefetch", profile.prefetcher))
-        problems = cfgmod.check_model(key, path.name, kind, path.parent / "profile.toml", name,
-                                      probe=lcfg is None)
-        if problems:
-            raise ValueError("; ".join(f"{k}: {v}" for k, v in problems))
-        kinds += [kind, str(path)]
-    if lcfg is not None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="recmgd-probe-") as d:  # its cwd and HOME
-            code, last = run_confined(replace(lcfg, user="root"),
-                                      [sys.executable, "-c", PROBE, *kinds], Path(d), 300)
-        if code != 0:
-            raise ValueError(f"onnxruntime cannot run it: {last or f'exit status {code}'}")
 
 
 def _count(verdict: str) -> None:
