@@ -359,3 +359,39 @@ def test_a_candidate_onnxruntime_cannot_run_is_refused_by_the_probe_in_its_own_p
     assert store.serving("0-dlrm")[0] == good
     assert sorted(p.name for p in (tmp_path / "state/models/0-dlrm" / good).iterdir()) == [
         "caching.card.json", "caching.onnx", "validation.json"]
+
+
+def test_rollback_in_a_live_recmgd_swaps_the_model_its_cache_runs(tmp_path):
+    """Two stored models: the newer serves at attach; each rollback swaps the running
+    cache's model (Learned.use_model), down to the profile's own."""
+    cfg, state = learning_config(tmp_path)
+    (tmp_path / "shm").mkdir()
+    env = {"RECMG_SHM_DIR": str(tmp_path / "shm")}
+    store = modelstore.ModelStore(state, keep=3)
+    key = f"{os.geteuid()}-swapme"
+    ids = []
+    for name in ("older", "newer"):
+        src = stored_candidate(tmp_path, name)
+        card = json.loads((src / "caching.card.json").read_text())
+        (src / "caching.card.json").write_text(json.dumps({**card, "name": name}))
+        ids.append(store.add(key, src, RESULT, True, check_learned))
+    d = start_daemon(cfg, env=env)
+    w = start_workload("swapme", seconds=300, env=env)
+    sock = tmp_path / "ctl.sock"
+    try:
+        wait(lambda: sock.exists() and target_status(sock), timeout=60)
+        t = target_status(sock)
+        assert t["learning"]["serving"] == ids[1] and t["model"]["name"] == "newer"
+        assert call(sock, {"cmd": "models", "action": "rollback"})["serving"] == ids[0]
+        t = wait(lambda: (lambda t: t if t["model"]["name"] == "older" else None)(
+            target_status(sock)))
+        assert t["learning"]["serving"] == ids[0]
+        assert call(sock, {"cmd": "models", "action": "rollback"})["serving"] == \
+            "the profile's own model"
+        t = wait(lambda: (lambda t: t if t["model"]["name"] == "caching-page-v1" else None)(
+            target_status(sock)))
+        assert t["learning"]["serving"] == "profile" and t["accesses"] > 0
+        assert call(sock, {"cmd": "status"})["internal_errors"] == 0
+    finally:
+        w.kill()
+        stop(d)

@@ -1,8 +1,8 @@
 """One learning round (recmgd's ``[learning]``): train on a target's recorded window,
 judge on fetches, write the candidate.  recmgd runs it as a separate process
-(``python -m recmg.training.learn JOB_DIR``), never in its tick: niced, in the idle
-I/O class, under RLIMIT_CPU and RLIMIT_AS, as an unprivileged user
-(recmg.service.learning starts it so).  The bench runs ``run_round`` in process.
+(``python -m recmg.training.learn JOB_DIR``), never in its tick: under SCHED_IDLE and
+nice, in the idle I/O class, under RLIMIT_CPU and RLIMIT_AS, as an unprivileged user
+(recmg.service.confine starts it so).  The bench runs ``run_round`` in process.
 
 A job directory holds ``job.json`` (written by recmgd: the config and profile the
 target runs, the serving models' file names, the training settings), the window
