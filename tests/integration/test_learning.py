@@ -132,9 +132,12 @@ def test_store_refuses_a_candidate_that_fails_its_checks_and_keeps_nothing_of_it
 
 def test_a_corrupt_store_index_means_the_profiles_model_serves(tmp_path):
     store = modelstore.ModelStore(tmp_path / "state", keep=3)
-    store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True, check_learned)
-    (tmp_path / "state/models/0-dlrm/serving.json").write_text("{not json")
-    assert store.serving("0-dlrm") is None
+    mid = store.add("0-dlrm", stored_candidate(tmp_path), RESULT, True, check_learned)
+    index = tmp_path / "state/models/0-dlrm/serving.json"
+    for bad in ("{not json", "[1, 2]", "7", '{"serving": "../../../etc"}',
+                json.dumps({"serving": mid, "history": "abc"}), '{"serving": 5}'):
+        index.write_text(bad)
+        assert store.serving("0-dlrm") is None, bad
 
 
 def test_round_results_that_are_not_counts_are_refused():

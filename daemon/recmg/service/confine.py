@@ -21,10 +21,10 @@ TOOLS = ("chrt", "nice", "ionice", "prlimit")  # util-linux and coreutils
 
 
 def trainer_command(lcfg: cfgmod.Learning, python_args: list[str]) -> list[str]:
-    """The trainer's argv: chrt(1) SCHED_IDLE (it runs only on CPU time nothing else
-    wants: nice 19 alone still took a share of a 2-core host's time beside recmgd's
-    tick), nice(1) for hosts that ignore it, ionice(1) idle class, prlimit(1) CPU and
-    address space caps, then the interpreter (each holds before Python starts)."""
+    """The trainer's argv: chrt(1) SCHED_IDLE (it should run only on CPU time nothing
+    else wants), nice(1), ionice(1) idle class, prlimit(1) CPU and address-space caps,
+    then the command (each holds before it starts; the uid change comes first, in
+    Popen, so every tool already runs as the user)."""
     tools = {t: shutil.which(t, path="/usr/bin:/bin:/usr/sbin:/sbin") for t in TOOLS}
     missing = [t for t, p in tools.items() if p is None]
     if missing:
@@ -76,6 +76,7 @@ def run_confined(lcfg: cfgmod.Learning, argv: list[str], cwd: Path, timeout_s: f
 
 
 def ids(user: str) -> tuple[int, int]:
+    """The uid and gid the confined command runs as (ours when we are not root)."""
     if os.geteuid() != 0 or user == "root":
         return os.geteuid(), os.getegid()
     pw = pwd.getpwnam(user)

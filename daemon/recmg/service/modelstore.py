@@ -24,6 +24,7 @@ MAX_MODEL_BYTES = 64 << 20  # a candidate's ONNX file (the shipped ones are ~10 
 MAX_CARD_BYTES = 4 << 20
 MAX_STORE_KEYS = 256  # clients with stored models (they choose names); the least
 # recently trained go first
+ID_RE = re.compile(r"\d{6}-\d{8}T\d{6}")  # a candidate's id: sequence number, time
 
 
 class ModelStore:
@@ -36,8 +37,9 @@ class ModelStore:
         path = self.root / key / "serving.json"
         try:
             d = json.loads(read_regular(path, 1 << 20, "model index"))
-            if isinstance(d.get("serving"), (str, type(None))) and \
-                    all(isinstance(h, str) for h in d.get("history", [])):
+            ok = lambda m: isinstance(m, str) and ID_RE.fullmatch(m)  # noqa: E731
+            if isinstance(d, dict) and (d.get("serving") is None or ok(d["serving"])) and \
+                    isinstance(d.get("history", []), list) and all(map(ok, d.get("history", []))):
                 return {"serving": d.get("serving"), "history": list(d.get("history", []))}
             log.warning("%s is malformed: no learned model serves for %s", path, key)
         except FileNotFoundError:
@@ -132,7 +134,7 @@ class ModelStore:
     def _ids(self, key: str) -> list[str]:
         """The stored candidates of ``key``, oldest first."""
         return sorted(p.name for p in (self.root / key).iterdir()
-                      if p.is_dir() and re.fullmatch(r"\d{6}-\d{8}T\d{6}", p.name))
+                      if p.is_dir() and ID_RE.fullmatch(p.name))
 
     def list(self) -> list[dict]:
         out = []
