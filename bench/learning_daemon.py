@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,8 +86,6 @@ def run(trace, tmp: Path, profile: str, learning: bool, mib: int, a, user: str) 
         while not sock.exists():
             time.sleep(0.1)
         duration = trace.n_batches / a.rate
-        import threading
-
         client = threading.Thread(target=publish, args=(trace, "shift", a.rate, shm,
                                                         time.monotonic() + duration + 3))
         client.start()

@@ -43,7 +43,7 @@ def trainer_user() -> str:
 
 def run(tmp: Path, learning: bool, seconds: float, user: str) -> dict:
     shm = tmp / "shm"
-    shm.mkdir(exist_ok=True)
+    shm.mkdir(parents=True)
     sock = tmp / "ctl.sock"
     cfg = tmp / "recmgd.toml"
     cfg.write_text("\n".join([
@@ -111,11 +111,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o711)
-        off = run(Path(tmp) / "off", False, a.seconds, user) if (Path(tmp) / "off").mkdir() \
-            is None else None
+        off = run(Path(tmp) / "off", False, a.seconds, user)
         print(row("learning off", list(off["samples"].values())))
-        on = run(Path(tmp) / "on", True, a.seconds, user) if (Path(tmp) / "on").mkdir() \
-            is None else None
+        on = run(Path(tmp) / "on", True, a.seconds, user)
         vals = list(on["samples"].values())
         print(row("learning on, a trainer running", [v for v in vals if v[2] == "training"]))
         print(row("learning on, no trainer running", [v for v in vals if v[2] != "training"]))

@@ -144,7 +144,8 @@ def test_round_results_that_are_not_counts_are_refused():
     assert learning._result(json.dumps(RESULT).encode())["fetches"]["candidate"] == 90
     for bad in ({**RESULT, "fetches": {"candidate": -1, "serving": 1, "s3fifo": 1}},
                 {**RESULT, "fetches": {"candidate": "1", "serving": 1, "s3fifo": 1}},
-                {**RESULT, "caching": "../../etc/passwd"}, {"fetches": None}, [1]):
+                {**RESULT, "caching": "../../etc/passwd"}, {"fetches": None}, [1],
+                {**RESULT, "accesses": {"train": 7}}):
         with pytest.raises(ValueError):
             learning._result(json.dumps(bad).encode())
 
@@ -398,3 +399,21 @@ def test_rollback_in_a_live_recmgd_swaps_the_model_its_cache_runs(tmp_path):
     finally:
         w.kill()
         stop(d)
+
+
+def test_windows_stay_under_max_window_mib_however_full_they_get(tmp_path):
+    """The memory cap counts what each window may grow to: a second target waits even
+    while the first one's window is still empty (it counted held keys, so the next
+    tick gave the second a window too)."""
+    cfg = replace(cfgmod.Config(), learning=lcfg(
+        max_window_mib=1, window_accesses=100_000, min_window_accesses=50_000,
+        state_dir=str(tmp_path / "state")))
+    learner = learning.Learner(cfg)
+    learner.checked, learner.thread = True, object()  # no trainer: the cap is under test
+    prof = cfgmod.load_profile("learned", [POLICIES])
+    targets = {n: SimpleNamespace(profile=prof, learn_key=f"0-{n}", window=None, models=None,
+                                  learning=None) for n in ("a", "b")}
+    for _ in range(3):
+        learner.tick(targets)
+    assert targets["a"].window is not None and targets["a"].window.keys == 0
+    assert targets["b"].window is None and targets["b"].learning["state"] == "waiting"

@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -166,7 +167,9 @@ class Learner:
             attached = {t.learn_key for t in targets.values()}
             for k in [k for k, r in self.rounds.items() if k not in attached and not r["busy"]]:
                 del self.rounds[k]
-        held = sum(t.window.keys for t in targets.values() if t.window is not None)
+        # what the windows may grow to, not what they hold yet: together they stay under
+        # max_window_mib however full they get
+        held = sum(t.window.limit for t in targets.values() if t.window is not None)
         now = time.monotonic()
         for t in targets.values():
             why = self._why_not(t)
@@ -189,7 +192,6 @@ class Learner:
             if not r["busy"] and due and self.checked and \
                     t.window.keys >= lc.min_window_accesses:
                 r["busy"] = True
-                r["queued_at"] = time.time()
                 self.jobs.put((t.learn_key, self._job(t)))
             state = "training" if r["busy"] else "recording"
             t.learning = {
@@ -231,10 +233,14 @@ class Learner:
             if t.learn_key == key:
                 t.use_models(outcome["models"], self.cfg)
 
+    def _stored(self, key: str) -> dict | None:
+        """The serving models the store names for ``key`` (None: the profile's)."""
+        found = self.store.serving(key)
+        return {"id": found[0], **found[1]} if found else None
+
     def rolled_back(self, key: str, targets: dict) -> dict | None:
         """After ``rollback``: the targets of ``key`` serve what the store names."""
-        found = self.store.serving(key)
-        models = {"id": found[0], **found[1]} if found else None
+        models = self._stored(key)
         for t in targets.values():
             if t.learn_key == key:
                 t.use_models(models, self.cfg)
@@ -245,11 +251,10 @@ class Learner:
         if key is None or not self.enabled:
             return None
         try:
-            found = self.store.serving(key)
+            return self._stored(key)
         except (OSError, ValueError) as e:
             log.warning("learned models of %s cannot be read (%s): the profile's serve", key, e)
             return None
-        return {"id": found[0], **found[1]} if found else None
 
     # ----------------------------------------------------------- thread side
     def _run(self) -> None:
@@ -285,8 +290,11 @@ class Learner:
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             if code != 0:
-                hint = " (install the train extra: pip install 'recmg[train]')" \
-                    if "No module named" in last else ""
+                hint = (" (install the train extra: pip install 'recmg[train]')"
+                        if "No module named" in last else
+                        f" (set learning.user to a user that can run {sys.executable}, or "
+                        "install recmg where this one can)" if "ermission denied" in last
+                        else f" (check learning.memory_mib, {lc.memory_mib}, and cpu_s)")
                 self.unavailable = (f"the trainer cannot start as user {lc.user!r}: "
                                     f"{last or f'exit status {code}'}{hint}")
         except (OSError, KeyError, subprocess.SubprocessError) as e:
@@ -325,7 +333,7 @@ class Learner:
                     os.chown(b, uid, gid)
         tf.write(d / WINDOW, job["trace"])
         spec = job_spec(job["cfg"], replace(job["profile"], model="", prefetch_model=""),
-                              serving, lc.validate_frac, lc.epochs)
+                        serving, lc.validate_frac, lc.epochs)
         (d / JOB).write_text(json.dumps(spec))
         for f in (WINDOW, JOB):
             os.chown(d / f, uid, gid)
@@ -376,8 +384,6 @@ class Learner:
 
 
 def _mkdtemp(root: Path) -> str:
-    import tempfile
-
     d = tempfile.mkdtemp(prefix="round-", dir=root)
     os.chmod(d, 0o711)
     return d
@@ -398,8 +404,9 @@ def _result(data: bytes) -> dict:
         raise ValueError("fetches must be counts of candidate, serving and s3fifo")
     if r.get("caching") != "caching.onnx" or r.get("prefetch") not in (None, "prefetch.onnx"):
         raise ValueError("unexpected model file names")
-    if not isinstance(r.get("accesses"), dict):
-        raise ValueError("accesses missing")
+    a = r.get("accesses")
+    if not isinstance(a, dict) or not isinstance(a.get("validate"), int):
+        raise ValueError("accesses must count the held-out part (accesses.validate)")
     return r
 
 

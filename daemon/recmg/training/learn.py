@@ -82,7 +82,7 @@ def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out:
     if cut < 2 or n - cut < 2:
         raise ValueError(f"the window holds {n} batches: too few to train and validate "
                          "(at least 2 each)")
-    fit, judge = split(trace, 0, cut), split(trace, cut, n)
+    fit = split(trace, 0, cut)
     layout = Layout.virtual(trace.tables)
     budget = build.budget_pages(cfg, layout)
     distinct = modes.distinct_units(fit, "page")
@@ -104,7 +104,8 @@ def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out:
     train_s, train_cpu_s = time.monotonic() - t0, time.process_time() - c0
     result = {
         "batches": {"train": cut, "validate": n - cut},
-        "accesses": {"train": int(len(fit.keys)), "validate": int(len(judge.keys))},
+        "accesses": {"train": int(len(fit.keys)),
+                     "validate": int(trace.batch_offsets[n] - trace.batch_offsets[cut])},
         "budget_pages": budget, "size": round(size, 6), "train_s": round(train_s, 2),
         "train_cpu_s": round(train_cpu_s, 2),
         "caching": card["onnx"],
