@@ -35,6 +35,17 @@ void recmg_feat_free(recmg_feat *f);
  * major), updating the state after each access. */
 void recmg_feat_observe(recmg_feat *f, const uint64_t *keys, uint64_t n, float *out);
 
+/* Counted observation: n units, unit i read counts[i] times in a row (a count of 0
+ * is taken as 1; recmgd passes each batch's distinct units), the clock advancing by
+ * each count.  One row per unit, describing it after these reads: 0 the gap since
+ * its previous appearance's last read (0 if none), 1..3 the gaps before that, 4..6
+ * its decayed counts including these reads, 7 its total count including them, 8 its
+ * table.  An appearance's reads count as one event at its first read's clock for
+ * the gaps; they add to the counts, which then decay from its last read.  Models trained on these rows (card: observe "counted")
+ * are served with them, never with recmg_feat_observe's. */
+void recmg_feat_observe_counted(recmg_feat *f, const uint64_t *keys, const uint32_t *counts,
+                                uint64_t n, float *out);
+
 /* The features keys[0..n) would have if each were accessed now, without changing
  * the state (the learned prefetcher's candidates). */
 void recmg_feat_peek(const recmg_feat *f, const uint64_t *keys, uint64_t n, float *out);

@@ -496,6 +496,57 @@ uint64_t recmg_cache_access(recmg_cache *c, const uint64_t *keys, uint64_t n,
     return hits;
 }
 
+uint64_t recmg_cache_access_counted(recmg_cache *c, const uint64_t *keys,
+                                    const uint32_t *counts, uint64_t n,
+                                    const uint64_t *next_use, uint32_t *miss_out)
+{
+    uint64_t misses = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t key = keys[i], nu = next_use ? next_use[i] : 0;
+        uint32_t cnt = counts[i] ? counts[i] : 1, missed = 0;
+        if (!access_one(c, key, nu))
+            missed = 1;
+        uint32_t x = cnt > 1 ? h_get(c, key) : NONE;
+        if (cnt > 1 && x == NONE) {
+            /* not admitted: each repeat misses and is refused the same way (LFU's
+             * aging aside, which the repeats' ticks still run) */
+            for (uint32_t r = 1; r < cnt; r++)
+                access_one(c, key, nu);
+            missed = cnt;
+        } else if (c->policy == RECMG_LFU && c->aging &&
+                   c->tick / c->aging != (c->tick + cnt - 1) / c->aging) {
+            for (uint32_t r = 1; r < cnt; r++) /* aging falls within the repeats */
+                access_one(c, key, nu);
+        } else if (cnt > 1) {
+            c->tick += cnt - 1;
+            switch (c->policy) {
+            case RECMG_LFU: {
+                node *y = &c->nodes[x];
+                uint64_t freq = (y->score >> LFU_TICK_BITS) + cnt - 1;
+                if (freq >= (1ULL << 23))
+                    freq = (1ULL << 23) - 1;
+                y->score = (freq << LFU_TICK_BITS) | (c->tick & LFU_TICK_MASK);
+                sift_down(c, y->heap_pos);
+                break;
+            }
+            case RECMG_S3FIFO:
+                for (uint32_t r = 1; r < cnt && c->nodes[x].score < 3; r++)
+                    c->nodes[x].score++;
+                break;
+            case RECMG_SAMPLED:
+                c->nodes[x].last = c->tick;
+                break;
+            default: /* LRU: already the most recent; Belady, scored: same priority */
+                break;
+            }
+        }
+        misses += missed;
+        if (miss_out)
+            miss_out[i] = missed;
+    }
+    return misses;
+}
+
 uint64_t recmg_cache_access_two(recmg_cache *c, recmg_cache *pf, const uint64_t *keys,
                                 uint64_t n, const uint64_t *next_use, uint8_t *result_out)
 {

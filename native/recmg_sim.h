@@ -50,6 +50,21 @@ uint64_t recmg_cache_bytes(const recmg_cache *c);
 uint64_t recmg_cache_access(recmg_cache *c, const uint64_t *keys, uint64_t n,
                             const uint64_t *next_use, uint8_t *hit_out);
 
+/* Access n distinct units, unit i counts[i] times in a row (counted observation:
+ * a step's accesses regrouped so each unit's are consecutive; the engine orders the
+ * units by their last reads).
+ * The result is exactly that of recmg_cache_access over the regrouped stream, at
+ * O(1) per unit for every policy but LFU (one re-heap per unit): the repeats of a
+ * resident key touch it (S3-FIFO's frequency saturates at 3, so at most 3 touches
+ * count; LRU's and the priority kinds' repeats change nothing more; LFU's add to its
+ * frequency), and a unit not admitted misses each time.  next_use: Belady and the
+ * priority kinds, the unit's priority after its last access.  miss_out[i] (may be
+ * NULL): how many of unit i's accesses missed (0, 1, or counts[i] when not admitted).
+ * A count of 0 is taken as 1.  Returns the number of misses. */
+uint64_t recmg_cache_access_counted(recmg_cache *c, const uint64_t *keys,
+                                    const uint32_t *counts, uint64_t n,
+                                    const uint64_t *next_use, uint32_t *miss_out);
+
 /* The paper's buffer simulator step: each key is looked up in the cache, then in the
  * prefetch buffer pf (an LRU cache); a key found in neither is an on-demand fetch.
  * A prefetch hit moves the key from pf into the cache.  result_out: RECMG_MISS,

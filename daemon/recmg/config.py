@@ -214,6 +214,12 @@ class Profile:
     # followed).  It keeps a recency policy from trading warm pages for colder ones
     # every tick (recmg.engine.planner; docs/results.md, "Placement stability").
     admission_half_life_accesses: int = 0
+    # what the caching policy sees: "access" (every page read, in order) or "counted"
+    # (each batch's distinct pages once, in the order of their last reads, with how
+    # often the batch read each: the policy's work per distinct page, not per access;
+    # a learned model must have been trained so: its card says observe "counted").
+    # The prefetcher sees every read either way.
+    observe: str = "access"
     description: str = ""
 
 
@@ -500,6 +506,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
     if not 0 <= prof.admission_half_life_accesses < 1 << 62:
         problems.append(("admission_half_life_accesses", "must be in 0..2^62 (0: no "
                          "admission test)"))
+    if prof.observe not in ("access", "counted"):
+        problems.append(("observe", "must be \"access\" or \"counted\""))
     if prof.prefetch_budget_pages > 1 << 24:
         problems.append(("prefetch_budget_pages", "must be at most 2^24"))
     if prof.prefetch_observe_max > 1 << 24:
@@ -523,7 +531,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
                             ("prefetcher", "prefetch_model", "prefetch")):
         file = getattr(prof, key)
         if registry.needs_model(role, getattr(prof, role)):
-            found = check_model(key, file, kind, path, getattr(prof, role))
+            found = check_model(key, file, kind, path, getattr(prof, role),
+                                observe=prof.observe)
             problems += found
             if not found:
                 prof = replace(prof, **{key: str((path.parent / file).resolve())})
@@ -535,11 +544,13 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
 
 
 def check_model(key: str, file: str, kind: str, path: Path,
-                 name: str, probe: bool = True) -> list[tuple[str, str]]:
+                 name: str, probe: bool = True, observe: str = "access"
+                 ) -> list[tuple[str, str]]:
     """A learned policy's model (profile key ``key``) and its card, checked now (a
     reload that names a bad model keeps the old one).  ``probe``: also load it in
-    onnxruntime and call it once (the learning loop does that in another process)."""
-    from recmg.engine.models.card import ModelError, load_card
+    onnxruntime and call it once (the learning loop does that in another process).
+    ``observe``: the profile's; a caching model must have been trained so."""
+    from recmg.engine.models.card import ModelError, load_card, observe_of
 
     role = "caching" if kind == "caching" else "prefetcher"
     if not file:
@@ -562,6 +573,10 @@ def check_model(key: str, file: str, kind: str, path: Path,
     if kind == "prefetch" and family != (want or "mlp"):
         return [(key, f"{file} is a {family!r} model; prefetcher {name!r} runs "
                  f"{want or 'mlp'!r} models")]
+    if kind == "caching" and observe_of(card) != observe:
+        return [(key, f"{file} was trained on {observe_of(card)} observation; the profile "
+                 f"says observe = \"{observe}\" (train it with recmg train cache "
+                 f"--observe {observe}, or set observe = \"{observe_of(card)}\")")]
     gran = (card.get("label") or {}).get("granularity")
     if gran != "page":  # recmgd caches and prefetches pages
         return [(key, f"{file} was trained on {gran} labels; recmgd manages pages: "

@@ -26,8 +26,8 @@ from recmg.engine import planner
 from recmg.engine.contracts import CachePolicy, Controls, Mover, Prefetcher, StepResult
 from recmg.engine.layout import Layout
 from recmg.engine.pagemap import PageMap, PlacementView
-from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, distinct_in_batches,
-                                       unique_ordered)
+from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, distinct_by_last_use,
+                                       distinct_in_batches, unique_ordered)
 from recmg.engine.stats import Stats
 from recmg.trace.format import ROW_MASK, TABLE_SHIFT
 
@@ -41,8 +41,11 @@ class EngineConfig:
     """One configuration of the engine (the table in docs/architecture.md)."""
 
     granularity: str = "vector"  # the unit of placement: "vector" or "page"
-    # what the caching policy and the prefetcher see: "access" (every access in order)
-    # or "batch" (each batch's distinct units, first-use order)
+    # what the caching policy and the prefetcher see: "access" (every access in order),
+    # "batch" (each batch's distinct units, first-use order) or, planned placement
+    # only, "counted" (the caching policy sees each batch's distinct units once, in
+    # the order of their last reads, with how often the batch read each; the
+    # prefetcher every access)
     observe: str = "batch"
     # prefetch buffer capacity (units), 0 = none: ideal placement's buffer, or the
     # planned placement's prefetched pages (they displace the policy's next victims)
@@ -62,8 +65,9 @@ class EngineConfig:
     def __post_init__(self):
         if self.granularity not in ("vector", "page"):
             raise ValueError(f"granularity must be vector or page, not {self.granularity!r}")
-        if self.observe not in ("access", "batch"):
-            raise ValueError(f"observe must be access or batch, not {self.observe!r}")
+        if self.observe not in ("access", "batch", "counted"):
+            raise ValueError(f"observe must be access, batch or counted, not "
+                             f"{self.observe!r}")
 
 
 class Engine:
@@ -76,6 +80,9 @@ class Engine:
             raise ValueError("page granularity needs the tables' layout")
         if not mover.ideal and cfg.granularity != "page":
             raise ValueError("planned placement works on pages")
+        if mover.ideal and cfg.observe == "counted":
+            raise ValueError("counted observation is the planned placement's (recmgd, "
+                             "recmg sim --config)")
         self.cfg, self.cache, self.prefetcher, self.mover = cfg, cache, prefetcher, mover
         self.layout, self.pid = layout, pid
         self.fast, self.slow = list(fast), list(slow)
@@ -330,9 +337,19 @@ class Engine:
         self._count_misses(missed)
         s.slow_reads += len(missed)  # vectors already: the same unit
         units = self.units(keys)
-        seen = units if cfg.observe == "access" else distinct_in_batches(units, offsets)[0]
-        if len(seen):
-            self.cache.access(seen)
+        if cfg.observe == "counted":
+            # the policy's work is per distinct unit of each batch (2-22 reads per
+            # page on our traces: docs/results.md), by batch so a model sees the same
+            # rows whatever the tick's length; the prefetcher still sees every read
+            seen = units
+            once, reads, _ = distinct_by_last_use(units, offsets)
+            if len(once):
+                self.cache.access_counted(once, reads)
+        else:
+            seen = units if cfg.observe == "access" else distinct_in_batches(units,
+                                                                              offsets)[0]
+            if len(seen):
+                self.cache.access(seen)
         base = dict(accesses=len(keys), hits=hits, ondemand=len(missed))
         if self.pbuf is not None and len(seen):
             # a prefetched page read while fast was useful; read, it is the caching

@@ -26,12 +26,13 @@ def budget_pages(cfg: Config, layout: Layout, override: int | None = None) -> in
 
 def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
                    override: int | None = None) -> EngineConfig:
-    """recmgd's engine configuration: pages, every access observed, planned moves;
+    """recmgd's engine configuration: pages, every access observed (the profile's
+    ``observe``: in order, or counted per distinct page of a tick), planned moves;
     stall is modelled only where the mover does not move real pages."""
     mig = cfg.migration
     rate = int(mig.rate_mib_s * (1 << 20) * cfg.tick_ms / 1000 // layout.page_size)
     return EngineConfig(
-        granularity="page", observe="access", observe_max=profile.prefetch_observe_max,
+        granularity="page", observe=profile.observe, observe_max=profile.prefetch_observe_max,
         # prefetched pages stay wanted until read or pushed out by newer prefetches
         prefetch_buffer=(profile.prefetch_budget_pages if registry.prefetches(profile.prefetcher)
                          else 0),
@@ -97,8 +98,10 @@ def planned(cfg: Config, profile: Profile, layout: Layout, mover: Migrator,
 def _share(cache, pre) -> None:
     """Both learned: the prefetcher reads the caching policy's features (recmgd feeds
     both every access of the target, in order) instead of computing them again; with
-    another caching policy it keeps its own."""
-    pre.share_features(getattr(cache, "features", None))
+    another caching policy, or one that observes counted (its features are not the
+    prefetch model's), it keeps its own."""
+    counted = getattr(cache, "counted", False)
+    pre.share_features(None if counted else getattr(cache, "features", None))
 
 
 def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,

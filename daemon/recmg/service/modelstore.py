@@ -187,7 +187,7 @@ def check(paths: dict, profile: cfgmod.Profile, lcfg: cfgmod.Learning | None = N
         key, kind, name = (("model", "caching", profile.caching) if role == "caching" else
                            ("prefetch_model", "prefetch", profile.prefetcher))
         problems = cfgmod.check_model(key, path.name, kind, path.parent / "profile.toml", name,
-                                      probe=lcfg is None)
+                                      probe=lcfg is None, observe=profile.observe)
         if problems:
             raise ValueError("; ".join(f"{k}: {v}" for k, v in problems))
         kinds += [kind, str(path)]

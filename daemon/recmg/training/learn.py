@@ -93,7 +93,7 @@ def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out:
                f"{distinct} pages, {epochs} epochs, seed {seed}")
     card = train.train_cache([("window", fit, None)], str(out), "caching", size, 0.8,
                              epochs, hidden, seed, granularity="page", show_progress=False,
-                             command=command)
+                             command=command, observe=profile.observe)
     candidate = replace(profile, model=str(out / card["onnx"]))
     if profile.prefetcher == "learned":
         pcard = train_prefetch.train_prefetch(

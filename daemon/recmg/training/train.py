@@ -62,14 +62,57 @@ def time_cut(trace, train_frac: float) -> int:
     return int(offs[np.searchsorted(offs, cut)]) if len(offs) else cut
 
 
-def dataset(trace, size: float, train_frac: float, granularity: str = "vector"):
-    """(features, keep labels, the held-out start index, the labels' meta, the units:
-    vector keys, or per-table page keys)."""
-    labels = lab.label(trace, size, granularity)
+@dataclass
+class Stream:
+    """What the model sees of a trace: ``units`` in order, each read ``reads`` times
+    (all ones per access; counted observation: each step's distinct units)."""
+
+    units: np.ndarray
+    reads: np.ndarray | None = None  # None: one read each
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, part: slice) -> "Stream":
+        return Stream(self.units[part], None if self.reads is None else self.reads[part])
+
+    def replay(self, cache) -> int:
+        """Feed a caching policy; its misses (counted: every read counted)."""
+        if self.reads is None:
+            return int(np.count_nonzero(~cache.access(self.units)))
+        return int(cache.access_counted(self.units, self.reads).sum())
+
+
+def dataset(trace, size: float, train_frac: float, granularity: str = "vector",
+            observe: str = "access"):
+    """(features, keep labels, the held-out start row, the labels' meta, the Stream).
+    ``observe``: "access", a row per access; "counted", a row per distinct unit of
+    each batch in the order of their last reads, with their reads (recmgd's
+    ``observe = "counted"``): labelled by OPT over the batch's reads regrouped by
+    unit (what the counted policy sees), at the unit's last read.  The trace's last
+    batch has no future to label it by (every unit would be "not kept"), so its rows
+    are left out of the features and labels (the Stream keeps them)."""
     keys = units(trace, granularity)
-    x = ft.OnlineFeatures().observe(keys)
     cut = time_cut(trace, train_frac)
-    return x, np.asarray(labels.keep, np.float32), cut, labels.meta, keys
+    if observe == "access":
+        labels = lab.label(trace, size, granularity)
+        x = ft.OnlineFeatures().observe(keys)
+        return x, np.asarray(labels.keep, np.float32), cut, labels.meta, Stream(keys)
+    from recmg.engine.policy.cache import distinct_by_last_use, opt_keep
+
+    steps = np.unique(np.concatenate((np.asarray(trace.batch_offsets, np.int64),
+                                      [0, len(keys)])))
+    u, reads, uoffs = distinct_by_last_use(keys, steps)
+    cap = lab.capacity_of(size, len(np.unique(keys)))
+    ends = np.cumsum(reads, dtype=np.int64) - 1
+    y = opt_keep(np.repeat(u, reads), cap)[0][ends].astype(np.float32)
+    x = ft.OnlineFeatures().observe_counted(u, reads)
+    # the held-out part starts at the first batch that starts at or after the cut
+    cut_rows = int(uoffs[min(np.searchsorted(steps, cut), len(steps) - 1)])
+    meta = {"label_version": lab.LABEL_VERSION, "granularity": granularity, "size": size,
+            "capacity": cap, "observe": "counted"}
+    last = int(uoffs[-2]) if len(uoffs) > 1 else 0
+    return x[:last], y[:last], min(cut_rows, last), meta, Stream(u, reads)
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -143,11 +186,12 @@ def choose_threshold(d_log2: np.ndarray, keep: np.ndarray, capacity_of: np.ndarr
 
 
 def _card_base(name: str, onnx_path: Path, kind: str = "caching",
-               family: str | None = None) -> dict:
+               family: str | None = None, observe: str = "access") -> dict:
+    feats = {"version": ft.FEATURE_VERSION, "names": list(cardmod.feature_names(kind, family))}
+    if observe != "access":  # (cards of per-access models stay as they were)
+        feats["observe"] = observe
     return {"name": name, "kind": kind, "onnx": onnx_path.name,
-            "onnx_sha256": cardmod.sha256_file(onnx_path), "opset": OPSET,
-            "features": {"version": ft.FEATURE_VERSION,
-                         "names": list(cardmod.feature_names(kind, family))}}
+            "onnx_sha256": cardmod.sha256_file(onnx_path), "opset": OPSET, "features": feats}
 
 
 def choose_window(onnx_path: Path, cuts) -> dict:
@@ -160,10 +204,10 @@ def choose_window(onnx_path: Path, cuts) -> dict:
     misses = {}
     for factor in WINDOW_FACTORS:
         total = 0
-        for keys, cut, cap in cuts:
+        for stream, cut, cap in cuts:
             c = Learned(cap, model=model, window_factor=factor)
-            c.access(keys[:cut])  # warm: features and cache
-            total += int(np.count_nonzero(~c.access(keys[cut:])))
+            stream[:cut].replay(c)  # warm: features and cache
+            total += stream[cut:].replay(c)
         misses[str(factor)] = total
     best = min(WINDOW_FACTORS, key=lambda f: (misses[str(f)], f))
     return {"best": best, "held_out_misses": misses,
@@ -239,10 +283,17 @@ FAMILIES = ("mlp", "table", "attention", "next-use")
 def train_cache(traces: list, out_dir: str, name: str = "caching", size: float = 0.1,
                 train_frac: float = 0.7, epochs: int = 4, hidden: int = 32, seed: int = 0,
                 batch_size: int = 4096, lr: float = 3e-3, granularity: str = "vector",
-                family: str = "mlp", show_progress: bool = True, command: str = "") -> dict:
+                family: str = "mlp", show_progress: bool = True, command: str = "",
+                observe: str = "access") -> dict:
     """Train, export and write the card; returns the card.  ``traces``: (name, Trace,
-    sha256 or None) triples."""
+    sha256 or None) triples.  ``observe``: see ``dataset``."""
     import torch
+
+    if observe not in cardmod.OBSERVE_MODES:
+        raise ValueError(f"observe must be one of {', '.join(cardmod.OBSERVE_MODES)}")
+    if observe == "counted" and family not in ("mlp", "table"):
+        raise ValueError("counted observation trains the mlp and table families (a row "
+                         "per unit: no window of recent accesses, no next-use target)")
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
@@ -252,12 +303,12 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     xs, ys, xh, yh, sources, cuts = [], [], [], [], [], []
     keep_held, cap_held = [], []  # next-use family: held-out keep labels, capacities
     for tname, trace, digest in traces:
-        x, y, cut, meta, units = dataset(trace, size, train_frac, granularity)
-        cuts.append((units, cut, meta["capacity"]))
+        x, y, cut, meta, stream = dataset(trace, size, train_frac, granularity, observe)
+        cuts.append((stream, cut, meta["capacity"]))
         if family == "next-use":  # the target: log2 distance; the keep labels for reports
             keep_held.append(y[cut:])
             cap_held.append(np.full(len(y) - cut, meta["capacity"], np.float32))
-            y = next_use_log2(units, meta["capacity"])
+            y = next_use_log2(stream.units, meta["capacity"])
         if family == "attention":  # windows of recent accesses, a seeded sample of rows
             win = windows(x, ATTENTION_WINDOW)
             tr = np.sort(rng.choice(cut, min(cut, ATTENTION_ROWS), replace=False))
@@ -272,7 +323,8 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
             ys.append(y[:cut])
             xh.append(x[cut:])
             yh.append(y[cut:])
-        sources.append({"name": tname, "sha256": digest, "accesses": len(y),
+        sources.append({"name": tname, "sha256": digest, "rows": len(y),
+                        "accesses": len(y) if stream.reads is None else int(stream.reads.sum()),
                         "train_accesses": cut, "capacity": meta["capacity"],
                         "keep_positive": round(float(y.mean()), 4) if len(y) else 0.0})
     data = Split(np.concatenate(xs), np.concatenate(ys), np.concatenate(xh), np.concatenate(yh))
@@ -297,7 +349,7 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     run = json.dumps({"traces": [(s["name"], s["sha256"], s["accesses"]) for s in sources],
                       "size": size, "train_frac": train_frac, "hidden": hidden, "seed": seed,
                       "batch_size": batch_size, "lr": lr, "granularity": granularity,
-                      "family": family},
+                      "family": family, "observe": observe},
                      sort_keys=True)
     xt = torch.from_numpy(data.x_train)
     yt = torch.from_numpy(data.y_train)
@@ -327,13 +379,14 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     window = ATTENTION_WINDOW if family == "attention" else 1
     export(model, onnx_path, window,
            "log2_next_use" if family == "next-use" else "keep_probability")
-    cardmod.card_path(onnx_path).write_text(json.dumps(_card_base(name, onnx_path)))
+    cardmod.card_path(onnx_path).write_text(json.dumps(_card_base(name, onnx_path,
+                                                                  observe=observe)))
     serving_window = threshold if family == "next-use" else choose_window(onnx_path, cuts)
     label = {"name": "keep", "definition": lab.DEFINITIONS["keep"]} if family != "next-use" \
         else {"name": "next_use", "definition": "log2 of the accesses until this unit's "
               f"next use, clipped at {NEXT_USE_BOUNDARY} x capacity (no next use: the clip)"}
     card = {
-        **_card_base(name, onnx_path),
+        **_card_base(name, onnx_path, observe=observe),
         "label": {**label, "label_version": lab.LABEL_VERSION, "size": size,
                   "granularity": granularity},
         "model": {"family": family, "hidden": [hidden, hidden] if family in ("mlp", "next-use") else
@@ -353,6 +406,9 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
                     "window_selection": serving_window},
         "input": {"recent_accesses": window},
     }
+    if observe == "counted":
+        card["input"].update(observe="counted", rows="one per distinct unit of a batch, "
+                             "in the order of their last reads, with its reads")
     cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
     ckpt.unlink(missing_ok=True)
     return card

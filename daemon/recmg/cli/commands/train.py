@@ -40,6 +40,10 @@ def add(sub) -> None:
                     "(the paper's family, an ablation); next-use: an LRB-style MLP "
                     "regressing log2 next-use distance, served with sampled eviction "
                     "(a learned baseline)")
+    tc.add_argument("--observe", choices=("access", "counted"), default="access",
+                    help="access: a row per access; counted: a row per distinct unit of "
+                    "each batch with its reads, for profiles with observe = \"counted\" "
+                    "(mlp and table families)")
     tp = tsub.add_parser("prefetch", help="the prefetch model, on the next step's OPT "
                          "misses, with a Chamfer set loss")
     _train_args(tp, "prefetch", epochs=None, hidden=None)
@@ -106,9 +110,10 @@ def run(args) -> int:
     card = train.train_cache(traces, args.output, args.name, args.size, args.train_frac,
                              args.epochs, args.hidden, args.seed,
                              granularity=args.granularity, family=args.family,
-                             show_progress=not args.quiet, command=command)
+                             show_progress=not args.quiet, command=command,
+                             observe=args.observe)
     h = card["held_out"]
     print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held out "
-          f"({h['accesses']} accesses): AUC {h['auc']}, accuracy {h['accuracy']} "
+          f"({h['accesses']} {'rows' if args.observe == 'counted' else 'accesses'}): AUC {h['auc']}, accuracy {h['accuracy']} "
           f"(keep rate {h['keep_positive']})")
     return EX_OK

@@ -52,6 +52,16 @@ def feature_names(kind: str, family: str | None = None) -> tuple[str, ...]:
     return ft.FEATURE_NAMES
 
 
+OBSERVE_MODES = ("access", "counted")
+
+
+def observe_of(card: dict) -> str:
+    """How a caching model's features were observed (card ``features.observe``):
+    "access" (a row per access: every card before counted observation) or "counted"
+    (a row per distinct unit of a batch, with its reads: features.observe_counted)."""
+    return (card.get("features") or {}).get("observe", "access")
+
+
 MAX_MODEL_BYTES = 256 << 20
 MAX_CARD_BYTES = 1 << 20
 
@@ -85,6 +95,9 @@ def load_model(onnx_path: str | Path, kind: str) -> tuple[dict, bytes]:
         raise ModelError(f"{cp}: trained on features version {feats.get('version')} "
                          f"{feats.get('names')}; this recmg computes version "
                          f"{ft.FEATURE_VERSION} {list(names)}")
+    if observe_of(card) not in OBSERVE_MODES:
+        raise ModelError(f"{cp}: features observed {observe_of(card)!r}; this recmg knows "
+                         f"{', '.join(OBSERVE_MODES)}")
     try:
         data = read_regular(onnx_path, MAX_MODEL_BYTES, "model")
     except OSError as e:

@@ -26,6 +26,17 @@ N_FEATURES = len(FEATURE_NAMES)
 assert lib.RECMG_FEAT_FEATURES == N_FEATURES
 
 
+def _rows(n: int, out: np.ndarray | None) -> np.ndarray:
+    """n rows of features: the first n of ``out`` (a caller's reused buffer) if it has
+    them, else a new array."""
+    if out is None or out.shape[0] < n or out.shape[1] != N_FEATURES:
+        out = np.empty((n, N_FEATURES), np.float32)
+    out = out[:n]
+    if not out.flags.c_contiguous or out.dtype != np.float32:
+        raise ValueError("features: out must be C-contiguous float32")
+    return out
+
+
 class OnlineFeatures:
     """Per-key state over one stream of keys (one target, or one trace)."""
 
@@ -53,13 +64,26 @@ class OnlineFeatures:
         from the state before it; the state then includes the accesses.  ``out``: a
         preallocated array of at least that shape (serving reuses one)."""
         keys = np.ascontiguousarray(keys, np.uint64)
-        if out is None or out.shape[0] < len(keys) or out.shape[1] != N_FEATURES:
-            out = np.empty((len(keys), N_FEATURES), np.float32)
-        out = out[:len(keys)]
-        if not out.flags.c_contiguous or out.dtype != np.float32:
-            raise ValueError("features: out must be C-contiguous float32")
+        out = _rows(len(keys), out)
         lib.recmg_feat_observe(self._c, ffi.cast("uint64_t *", ffi.from_buffer(keys)),
                                len(keys), ffi.cast("float *", ffi.from_buffer(out)))
+        return out
+
+    def observe_counted(self, keys: np.ndarray, counts: np.ndarray,
+                        out: np.ndarray | None = None) -> np.ndarray:
+        """Counted observation (native/recmg_features.h): one row per unit, read
+        ``counts[i]`` times in a row (recmgd: each batch's distinct units); the row
+        describes the unit after these reads (gaps between its appearances, counts
+        including these).  The clock advances by ``counts.sum()``.  Models trained on
+        these rows say ``observe: counted`` on their card."""
+        keys = np.ascontiguousarray(keys, np.uint64)
+        counts = np.ascontiguousarray(counts, np.uint32)
+        if len(counts) != len(keys):
+            raise ValueError("observe_counted: counts must match keys")
+        out = _rows(len(keys), out)
+        lib.recmg_feat_observe_counted(self._c, ffi.cast("uint64_t *", ffi.from_buffer(keys)),
+                                       ffi.cast("uint32_t *", ffi.from_buffer(counts)),
+                                       len(keys), ffi.cast("float *", ffi.from_buffer(out)))
         return out
 
     def peek(self, keys: np.ndarray) -> np.ndarray:

@@ -82,6 +82,24 @@ class Cache:
                                _ptr(hits, "uint8_t *"))
         return hits.view(bool)
 
+    def access_counted(self, keys, counts, next_use=None) -> np.ndarray:
+        """Counted observation: distinct ``keys``, each read ``counts[i]`` times in a
+        row (a step's reads regrouped by unit: recmg.engine.step gives them in
+        last-use order), in O(1) per unit;
+        the same state as ``access`` over the regrouped stream
+        (native/recmg_sim.h).  Returns how many of each unit's reads missed (uint32:
+        0, 1, or its count when it was not admitted)."""
+        keys = _u64(keys)
+        counts = np.ascontiguousarray(counts, np.uint32)
+        if len(counts) != len(keys):
+            raise ValueError("access_counted: counts must match keys")
+        missed = np.zeros(len(keys), np.uint32)
+        nu, keep = self._nu(keys, next_use)
+        lib.recmg_cache_access_counted(self._c, _ptr(keys, "uint64_t *"),
+                                       _ptr(counts, "uint32_t *"), len(keys), nu,
+                                       _ptr(missed, "uint32_t *"))
+        return missed
+
     def access_two(self, pf: "Cache | None", keys, next_use=None) -> np.ndarray:
         """The paper's buffer step: per key HIT, PREFETCH_HIT or MISS (uint8)."""
         keys = _u64(keys)
@@ -201,6 +219,22 @@ def distinct_in_batches(keys, batch_offsets) -> tuple[np.ndarray, np.ndarray, np
     else:
         n = 0
     return out[:n], counts[:n], out_offs
+
+
+def distinct_by_last_use(keys, batch_offsets=None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counted observation's rows: each step's distinct keys (a step is
+    keys[offs[s]:offs[s+1]]; one step if no offsets) in the order of their **last**
+    use, with how often the step used each (uint32), and where each step's rows start.
+    Regrouped at its last read, a unit keeps the recency order of the real stream (an
+    LRU over the regrouped stream ends each step in exactly the real stream's state);
+    first-use order would put a step's hottest units, read from its start, before
+    the coldest."""
+    keys = _u64(keys)
+    n = len(keys)
+    offs = np.array([0, n], np.uint64) if batch_offsets is None else _u64(batch_offsets)
+    rev, counts, roffs = distinct_in_batches(keys[::-1], np.uint64(n) - offs[::-1])
+    return rev[::-1].copy(), counts[::-1].copy(), np.uint64(len(rev)) - roffs[::-1]
 
 
 def unique_ordered(keys, with_counts: bool = False):

@@ -34,6 +34,15 @@ checks in a row below it also hand the decisions to the shadow, until as many at
 above it.  Accuracy is not what the operator pays for: on a log where the shipped
 model lost 5-29% of fetches to S3-FIFO it stayed at 0.85-0.98, hence the fetch judge.
 
+**Counted observation** (a model whose card says ``features.observe: counted``,
+served with the profile's ``observe = "counted"``): each batch's distinct units, in
+the order of their last reads, with how many times the batch read each
+(``access_counted``): one feature row and one model row per unit, not per access;
+the unit keeps its priority from its last read.  The C core, the shadow S3-FIFO and
+the fetch judge see exactly the batch's reads regrouped by unit (native/recmg_sim.h),
+and the online check labels each unit by OPT's decision at its last read.  A model is
+served only in the mode it was trained in.
+
 **Next-use models** (an LRB-style learned baseline, Song et al. NSDI 2020; card label
 ``next_use``): the model gives log2 of the accesses until the key's next use, the key
 holds its predicted next-use time, and the C core's "sampled" kind evicts, of 64
@@ -50,8 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recmg.engine.policy.cache import Cache
-from recmg.engine.models.card import OnnxModel
+from recmg.engine.policy.cache import MISS, Cache
+from recmg.engine.models.card import OnnxModel, observe_of
 from recmg.engine.models.features import N_FEATURES, OnlineFeatures
 
 log = logging.getLogger("recmgd")
@@ -78,6 +87,10 @@ class Learned(Cache):
                                                                           threads)
         # a keep model's p orders a heap; a next-use model (LRB-style) feeds sampled eviction
         self.next_use = self.model.card.get("label", {}).get("name") == "next_use"
+        self.counted = observe_of(self.model.card) == "counted"
+        if self.counted and self.model.window > 1:
+            raise ValueError(f"caching model {self.model.name}: counted observation takes "
+                             "one row per unit, not a window of recent accesses")
         super().__init__("sampled" if self.next_use else "scored", capacity)
         factor = window_factor or self.model.card.get("serving", {}).get(
             "window_factor", DEFAULT_WINDOW_FACTOR)
@@ -92,6 +105,7 @@ class Learned(Cache):
         self.accuracy_floor, self.fallback_windows = float(accuracy_floor), int(fallback_windows)
         self._ring_k = np.zeros(2 * self.check_window, np.uint64)
         self._ring_p = np.zeros(2 * self.check_window, np.float32)
+        self._ring_c = np.ones(2 * self.check_window, np.uint32)  # reads per unit
         self._seen = 0  # accesses since the last check
         self._ring_n = 0  # accesses recorded in the ring, ever
         self.quality = {"checks": 0, "precision": None, "recall": None, "accuracy": None}
@@ -117,7 +131,8 @@ class Learned(Cache):
         retrained model does not start from an empty fast tier."""
         new = model if isinstance(model, OnnxModel) else OnnxModel(model, "caching", threads)
         same = (new.card.get("label", {}).get("name") == "next_use") == self.next_use \
-            and new.window == self.model.window
+            and new.window == self.model.window and observe_of(new.card) == observe_of(
+                self.model.card)
         if not same:
             return False
         self.model = new
@@ -127,34 +142,60 @@ class Learned(Cache):
         return True
 
     # ---------------------------------------------------------------- decisions
-    def priorities(self, keys: np.ndarray) -> np.ndarray:
-        """Observe keys (features, then the model) and return their keep_until."""
+    def _mode(self, counts) -> None:
+        if (counts is not None) != self.counted:
+            raise ValueError(
+                f"caching model {self.model.name} was trained on "
+                f"{'counted' if self.counted else 'per-access'} observation: serve it with "
+                f"observe = \"{'counted' if self.counted else 'access'}\" in the profile")
+
+    def priorities(self, keys: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+        """Observe keys (features, then the model) and return their keep_until.
+        ``counts``: counted observation (one row per distinct unit, read that often)."""
         keys = np.ascontiguousarray(keys, np.uint64)
+        self._mode(counts)
         if len(keys) > len(self._buf):
             self._buf = np.empty((len(keys), N_FEATURES), np.float32)
         start = self.features.clock
-        x = self.features.observe(keys, self._buf)
+        if counts is not None:
+            x = self.features.observe_counted(keys, counts, self._buf)
+            # the clock at each unit's last read in the regrouped stream
+            clock = start + np.cumsum(counts, dtype=np.uint64) - np.uint64(1)
+        else:
+            x = self.features.observe(keys, self._buf)
+            clock = np.arange(start, start + len(keys), dtype=np.uint64)
         if len(self._tail):  # a view: the model's runner copies a chunk at a time
             full = np.concatenate((self._tail, x))
             self._tail = full[len(full) - len(self._tail):].copy()
             x = np.lib.stride_tricks.sliding_window_view(
                 full, len(self._tail) + 1, axis=0).transpose(0, 2, 1)
         y = self.model.predict(x)
-        clock = np.arange(start, start + len(keys), dtype=np.uint64)
         if self.next_use:  # y: log2 of the predicted accesses until the next use
             d = np.round(np.exp2(np.clip(y, 0.0, 62.0))).astype(np.uint64)
             # "kept" for the online check: predicted back within the window
-            self._remember(keys, (d <= self.window).astype(np.float32))
+            self._remember(keys, (d <= self.window).astype(np.float32), counts)
             return clock + 1 + d  # the core's clock at the predicted next access
         p = np.clip(y, 0.0, 1.0)
-        self._remember(keys, p)
+        self._remember(keys, p, counts)
         return clock + np.round(p * self.window).astype(np.uint64)
 
     def access(self, keys, next_use=None) -> np.ndarray:
         keys = np.ascontiguousarray(keys, np.uint64)
         mine = super().access(keys, self.priorities(keys))
         other = self.fallback.access(keys) if self.fallback is not None else mine
-        self._count(mine, other)
+        self._count(int(np.count_nonzero(~mine)), int(np.count_nonzero(~other)), len(keys))
+        self._maybe_check()
+        return other if self.fallback_active else mine
+
+    def access_counted(self, keys, counts, next_use=None) -> np.ndarray:
+        """Counted observation (see the module): features and the model once per
+        distinct unit; misses per unit, of whichever policy decides."""
+        keys = np.ascontiguousarray(keys, np.uint64)
+        counts = np.ascontiguousarray(counts, np.uint32)
+        mine = super().access_counted(keys, counts, self.priorities(keys, counts))
+        other = self.fallback.access_counted(keys, counts) if self.fallback is not None \
+            else mine
+        self._count(int(mine.sum()), int(other.sum()), int(counts.sum()))
         self._maybe_check()
         return other if self.fallback_active else mine
 
@@ -163,21 +204,24 @@ class Learned(Cache):
         prio = self.priorities(keys)
         if self.fallback_active:  # S3-FIFO decides; the model's cache still follows
             out = self.fallback.access_two(pf, keys)
-            self._count(super().access(keys, prio), out)
+            mine = int(np.count_nonzero(~super().access(keys, prio)))
+            self._count(mine, int(np.count_nonzero(out == MISS)), len(keys))
         else:
             out = super().access_two(pf, keys, prio)
             if self.fallback is not None:
-                self._count(out, self.fallback.access(keys))
+                self._count(int(np.count_nonzero(out == MISS)),
+                            int(np.count_nonzero(~self.fallback.access(keys))), len(keys))
         self._maybe_check()
         return out
 
-    def _count(self, mine: np.ndarray, other: np.ndarray) -> None:
-        """The fetch judge's tally (misses = accesses that were not hits)."""
+    def _count(self, mine: int, other: int, accesses: int) -> None:
+        """The fetch judge's tally: the model's and the shadow's misses over
+        ``accesses`` reads."""
         if self.fallback is None or self.fetch_margin < 0:
             return
-        self._misses[0] += int(np.count_nonzero(np.asarray(mine) == 0))
-        self._misses[1] += int(np.count_nonzero(np.asarray(other) == 0))
-        self._fetch_seen += len(mine)
+        self._misses[0] += mine
+        self._misses[1] += other
+        self._fetch_seen += accesses
         if self._fetch_seen < self.check_window:
             return
         model, shadow = self._misses
@@ -233,13 +277,16 @@ class Learned(Cache):
         return len(self.fallback) if self.fallback_active else super().__len__()
 
     # ------------------------------------------------------------- online check
-    def _remember(self, keys: np.ndarray, p: np.ndarray) -> None:
+    def _remember(self, keys: np.ndarray, p: np.ndarray, counts: np.ndarray | None) -> None:
+        """Ring the units with their predictions (and reads, counted observation);
+        ``_seen`` counts reads, so checks come every check_window reads either way."""
         size = len(self._ring_k)
-        self._seen += len(keys)
+        self._seen += len(keys) if counts is None else int(counts.sum())
         keys, p = keys[-size:], p[-size:]
         at = (self._ring_n + np.arange(len(keys))) % size
         self._ring_k[at] = keys
         self._ring_p[at] = p
+        self._ring_c[at] = 1 if counts is None else counts[-size:]
         self._ring_n += len(keys)
 
     def _maybe_check(self) -> None:
@@ -250,16 +297,25 @@ class Learned(Cache):
 
         size = len(self._ring_k)
         order = (self._ring_n + np.arange(size)) % size  # oldest first
-        keys, p = self._ring_k[order], self._ring_p[order]
-        keep, _ = opt_keep(keys, self.capacity)
-        half = size // 2  # the older half: a window of future each
+        keys, p, reads = self._ring_k[order], self._ring_p[order], self._ring_c[order]
+        # the newest units that hold 2 x check_window reads (per access: the whole
+        # ring), so a check costs the same whatever a unit's reads; OPT over those
+        # reads (counted observation: regrouped), each unit labelled at its last read:
+        # kept from there until its next use
+        ends = np.cumsum(reads[::-1], dtype=np.int64)[::-1]  # reads from each to the end
+        first = int(np.searchsorted(-ends, -len(self._ring_k)))  # (ends descends)
+        keys, p, reads = keys[first:], p[first:], reads[first:]
+        last = np.cumsum(reads, dtype=np.int64) - 1
+        keep = opt_keep(np.repeat(keys, reads), self.capacity)[0][last]
+        # the older half of the reads: a window of future each
+        half = max(1, int(np.searchsorted(last, (last[-1] + 1) // 2)))
         pred, truth = p[:half] > 0.5, keep[:half]
         tp = int(np.count_nonzero(pred & truth))
         q = self.quality
         q["checks"] += 1
         q["precision"] = round(tp / max(int(pred.sum()), 1), 4)
         q["recall"] = round(tp / max(int(truth.sum()), 1), 4)
-        q["accuracy"] = round(float(np.count_nonzero(pred == truth)) / half, 4)
+        q["accuracy"] = round(float(np.count_nonzero(pred == truth)) / len(pred), 4)
         below = q["accuracy"] < self.accuracy_floor
         self._streak = self._streak + 1 if below != ("accuracy" in self._why) else 0
         if self._streak >= self.fallback_windows:
