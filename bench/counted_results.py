@@ -3,14 +3,16 @@ pages once, with their reads, against every read in order (docs/results.md,
 "Counted observation").  Prints Markdown.
 
     python bench/counted_results.py [--batches 60] [--seed 11] [--shared ../shared]
+                                    [--profiles default,learned-counted,frequency:counted]
+                                    [--fallback lfu]
 
 Each cell is `recmg sim --config`'s replay (recmg.sim.replay) of recmgd's engine at 1
 and at 10 batches per tick, unsampled, with a fast tier of 10% of the trace's distinct
 pages: the share of reads whose page was fast when read over the second half of the
 ticks, and the replay's CPU time per read (ns; one process, one core, so the columns
-are comparable within a row).  Profiles: default (S3-FIFO + STMS), default with
-observe = "counted" (what regrouping a batch by page costs S3-FIFO), learned
-(caching-page-v1, every read) and learned-counted (caching-page-v2).  Traces: the
+are comparable within a row).  Profiles (--profiles): default (S3-FIFO + STMS),
+default with observe = "counted" (what regrouping a batch by page costs S3-FIFO),
+learned (caching-page-v1, every read) and learned-counted (caching-page-v2).  Traces: the
 guest head-to-head's workload with and without drift (200 batches), meta2021-small
 and meta2022-small at --seed (the shipped models were trained on seeds 1 and 2),
 and the Criteo and Avazu excerpts from ../shared (never trained on; read there,
@@ -37,13 +39,26 @@ def traces(shared: str, batches: int, seed: int):
     yield from sc.traces(shared, batches, seed)
 
 
-def profiles() -> dict:
-    load = lambda name: dataclasses.replace(  # noqa: E731
-        cfgmod.load_profile(name, [sc.ROOT / "policies"]), max_accesses_per_s=-1.0)
-    default = load("default")
-    return {"default": default,
-            "default, counted": dataclasses.replace(default, observe="counted"),
-            "learned": load("learned"), "learned-counted": load("learned-counted")}
+def profiles(names: str, fallback: str | None) -> dict:
+    """NAME or NAME:counted (the profile with observe = "counted"), unsampled; with
+    ``fallback``, the learned ones shadow that policy instead (model_fallback, LFU
+    with the frequency profile's aging)."""
+    out = {}
+    for spec in names.split(","):
+        name, _, observe = spec.partition(":")
+        p = dataclasses.replace(cfgmod.load_profile(name, [sc.ROOT / "policies"]),
+                                max_accesses_per_s=-1.0)
+        if observe:
+            p = dataclasses.replace(p, observe=observe)
+        if fallback and p.caching == "learned":
+            p = dataclasses.replace(p, model_fallback=fallback,
+                                    lfu_aging_accesses=LFU_AGING)
+            spec += f", {fallback} fallback"
+        out[spec] = p
+    return out
+
+
+LFU_AGING = 20_000_000  # the frequency profile's
 
 
 def main() -> None:
@@ -51,8 +66,12 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=60, help="batches of each preset")
     ap.add_argument("--seed", type=int, default=11, help="the presets' seed")
     ap.add_argument("--shared", default=str(sc.ROOT.parent / "shared"))
+    ap.add_argument("--profiles", default="default,default:counted,learned,learned-counted",
+                    help="NAME or NAME:counted, comma-separated")
+    ap.add_argument("--fallback", choices=("s3fifo", "lfu", "lru"),
+                    help="the learned profiles' fallback (default: their own, S3-FIFO)")
     a = ap.parse_args()
-    profs = profiles()
+    profs = profiles(a.profiles, a.fallback)
     print("Fast share of reads over the second half of the ticks; CPU ns per read:\n")
     print("| trace | batches a tick | " + " | ".join(profs) + " |")
     print("|---|---:|" + "---:|" * len(profs))

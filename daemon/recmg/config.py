@@ -197,6 +197,9 @@ class Profile:
     # (model_fetch_margin < 0: off).  The online accuracy against delayed OPT labels is
     # reported, and below model_accuracy_floor (0: never) is a second reason.
     model_check_window: int = 65536
+    # what the shadow runs and what takes over: s3fifo, lfu (aging lfu_aging_accesses)
+    # or lru
+    model_fallback: str = "s3fifo"
     model_fetch_margin: float = 0.02
     model_accuracy_floor: float = 0.6
     model_fallback_windows: int = 3
@@ -522,6 +525,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("model_accuracy_floor", "must be in 0..1 (0: never fall back)"))
     if not -1 <= prof.model_fetch_margin <= 10:
         problems.append(("model_fetch_margin", "must be in -1..10 (< 0: no fetch judge)"))
+    if prof.model_fallback not in ("s3fifo", "lfu", "lru"):
+        problems.append(("model_fallback", "must be \"s3fifo\", \"lfu\" or \"lru\""))
     if not 1 <= prof.model_fallback_windows <= 1000:
         problems.append(("model_fallback_windows", "must be in 1..1000"))
     if not (prof.max_accesses_per_s == -1 or 0 <= prof.max_accesses_per_s <= 1e12):

@@ -149,3 +149,38 @@ def test_a_model_that_loses_on_fetches_hands_over_in_recmgd_and_in_the_replay(tm
     said = sim_cmd._serving(ticks)  # the `model` column of `recmg sim --config`
     assert said.startswith("model from tick 1; s3fifo from tick ") and said.endswith(
         "(fetches)")
+
+
+def test_the_profiles_fallback_policy_shadows_and_takes_over(tmp_path):
+    """model_fallback = "lfu": the shadow is an LFU cache with the profile's aging, it
+    takes the decisions when the model loses, and status, recmgctl and the replay name
+    it; a fallback that is not a policy is a config error."""
+    from types import SimpleNamespace
+
+    from recmg.cli import recmgctl
+    from recmg.sim.replay import replay
+    from recmg.trace import synthetic
+
+    d = _profile_dir(tmp_path, _zero_model())
+    (d / "lfu.toml").write_text('schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n'
+                                'model_check_window = 1024\nmodel_fetch_margin = 0.02\n'
+                                'model_fallback_windows = 2\nmodel_accuracy_floor = 0.0\n'
+                                'model_fallback = "lfu"\nlfu_aging_accesses = 100000\n')
+    prof = cfgmod.load_profile("lfu", [d])
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
+                       '[budget]\nfast_mib_per_target = 1\n[target]\nmax_accesses_per_s = 0\n')
+    caches = []
+    trace = synthetic.trace(synthetic.preset("meta2021-small", 0.02, seed=1), 12)
+    _, ticks = replay(trace, cfg, prof, batches_per_tick=1,
+                      on_tick=lambda t, eng: caches.append(eng.cache))
+    shadow = caches[-1].fallback
+    assert shadow.policy == "lfu" and ticks[-1]["model"]["serving"] == "lfu"
+    assert ticks[-1]["model"]["why"] == ["fetches"]
+    line = recmgctl._target_lines(SimpleNamespace(
+        segment="s", model=caches[-1].status(), perf=None, feedback=None, layout=None,
+        learning=None, prefetch=None))[0]
+    assert "FALLBACK: lfu decides (the model lost on fetches to it)" in line
+    (d / "bad.toml").write_text('schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n'
+                                'model_fallback = "belady"\n')
+    with pytest.raises(cfgmod.ConfigError, match="model_fallback"):
+        cfgmod.load_profile("bad", [d])

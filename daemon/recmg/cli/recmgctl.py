@@ -176,6 +176,13 @@ def render_models(d: dict) -> str:
     return head + "\n" + table(rows) + "\n"
 
 
+def _why(m: dict) -> str:
+    """Why a learned policy's fallback decides, in words."""
+    reasons = {"fetches": "the model lost on fetches to it",
+               "accuracy": f"online accuracy below {m.get('accuracy_floor')}"}
+    return "; ".join(reasons.get(w, w) for w in m.get("why") or []) or "?"
+
+
 def _target_lines(t) -> list[str]:
     """What a target's components say: its model, perf counts, closed loop, row
     layout and prefetcher (each component's own status object)."""
@@ -186,8 +193,7 @@ def _target_lines(t) -> list[str]:
              f"{m['accuracy']} over {m['checks']} checks" if m["checks"]
              else "online check: no window complete yet")
         out.append(f"  {t.segment}: model {m['name']} sha256 {m['sha256'][:12]}; {q}; "
-                   + ("FALLBACK: S3-FIFO decides (accuracy below "
-                      f"{m['accuracy_floor']})" if m["fallback_active"]
+                   + (f"FALLBACK: {m['serving']} decides ({_why(m)})" if m["fallback_active"]
                       else "the model decides"))
     perf = t.perf
     if perf:

@@ -52,7 +52,9 @@ def make_cache(profile: Profile, budget: int, layout: Layout | None = None) -> c
                               check_window=profile.model_check_window,
                               accuracy_floor=profile.model_accuracy_floor,
                               fallback_windows=profile.model_fallback_windows,
-                              fetch_margin=profile.model_fetch_margin)
+                              fetch_margin=profile.model_fetch_margin,
+                              fallback=profile.model_fallback,
+                              fallback_aging=profile.lfu_aging_accesses)
     return cache_mod.make(profile.caching, budget, aging=profile.lfu_aging_accesses)
 
 
@@ -110,10 +112,11 @@ def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
     when its policy, budget and aging are unchanged, with the new model where only
     the model changed; the prefetcher when its name and model are)."""
     ec = planned_config(cfg, profile, engine.layout, engine.mover.real, override)
-    same_cache = (old.caching, old.lfu_aging_accesses, old.model, engine.cfg.budget) == \
-        (profile.caching, profile.lfu_aging_accesses, profile.model, ec.budget)
-    if not same_cache and (old.caching, old.lfu_aging_accesses, engine.cfg.budget) == \
-            (profile.caching, profile.lfu_aging_accesses, ec.budget) and \
+    kept = lambda p, budget: (p.caching, p.lfu_aging_accesses, p.model_fallback,  # noqa: E731
+                              budget)
+    same_cache = kept(old, engine.cfg.budget) == kept(profile, ec.budget) and \
+        old.model == profile.model
+    if not same_cache and kept(old, engine.cfg.budget) == kept(profile, ec.budget) and \
             hasattr(engine.cache, "use_model"):  # only the model changed: keep the cache
         same_cache = engine.cache.use_model(profile.model, profile.model_threads)
     cache = None if same_cache else make_cache(profile, ec.budget, engine.layout)

@@ -70,9 +70,10 @@ TICKS_DEFERRED = Counter("recmgd_target_ticks_deferred", "Ticks a target waited 
                          "because the tick's work time had run out", T, registry=REGISTRY)
 RELOADS = Counter("recmgd_reloads", "Config reloads, by result", ["result"], registry=REGISTRY)
 MODEL_FALLBACK = Gauge("recmgd_model_fallback_targets", "Targets whose learned caching "
-                       "policy has handed its decisions to S3-FIFO", registry=REGISTRY)
+                       "policy has handed its decisions to its fallback (S3-FIFO unless the profile's "
+                       "model_fallback says otherwise)", registry=REGISTRY)
 MODEL_FALLBACK_REASON = Gauge("recmgd_model_fallback_reason", "1 while a target's learned "
-                              "caching policy has handed its decisions to S3-FIFO for "
+                              "caching policy has handed its decisions to its fallback for "
                               "this reason (fetches: it lost on misses to the shadow; "
                               "accuracy: below the floor)", ["target", "reason"],
                               registry=REGISTRY)

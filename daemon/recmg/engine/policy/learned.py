@@ -63,6 +63,8 @@ from recmg.engine.policy.cache import MISS, Cache
 from recmg.engine.models.card import OnnxModel, observe_of
 from recmg.engine.models.features import N_FEATURES, OnlineFeatures
 
+FALLBACKS = ("s3fifo", "lfu", "lru")  # what the shadow may run (profile model_fallback)
+
 log = logging.getLogger("recmgd")
 DEFAULT_WINDOW_FACTOR = 4.0
 
@@ -79,7 +81,10 @@ class Learned(Cache):
                  window_factor: float | None = None, threads: int = 1,
                  max_feature_keys: int = 1 << 22, check_window: int = 1 << 16,
                  accuracy_floor: float = 0.0, fallback_windows: int = 3,
-                 fetch_margin: float = -1.0):
+                 fetch_margin: float = -1.0, fallback: str = "s3fifo",
+                 fallback_aging: int = 0):
+        """``fallback``: the policy the shadow runs and that takes over (lru, lfu with
+        ``fallback_aging``, or s3fifo)."""
         if model is None:
             raise ValueError("the learned caching policy needs a model (profile key "
                              "'model'; recmg sim --model FILE.onnx)")
@@ -111,9 +116,12 @@ class Learned(Cache):
         self.quality = {"checks": 0, "precision": None, "recall": None, "accuracy": None}
         self._streak = 0  # consecutive checks on the other side of the floor
         self.fetch_margin = float(fetch_margin)
-        # the shadow S3-FIFO that takes over; none when neither judge is on
+        # the shadow that takes over; none when neither judge is on
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
+        self.fallback_name = fallback
         on = self.accuracy_floor > 0 or self.fetch_margin >= 0
-        self.fallback = Cache("s3fifo", capacity) if on else None
+        self.fallback = Cache(fallback, capacity, fallback_aging) if on else None
         self.fallback_active = False
         self._why: set[str] = set()  # "fetches", "accuracy": why the shadow decides
         self.switches = 0  # times the deciding policy changed
@@ -236,7 +244,8 @@ class Learned(Cache):
         if self._fetch_streak >= self.fallback_windows:
             self._fetch_streak = 0
             self._switch("fetches", not judged_off,
-                         f"{model} misses against S3-FIFO's {shadow} in the last window of "
+                         f"{model} misses against {self.fallback_name}'s {shadow} in the last "
+                         "window of "
                          f"{self.check_window} accesses, {self.fallback_windows} windows "
                          "in a row")
 
@@ -247,8 +256,8 @@ class Learned(Cache):
         self.fallback_active = bool(self._why)
         self.switches += self.fallback_active != was
         if self.fallback_active and not was:
-            log.warning("learned caching model %s loses on %s (%s): S3-FIFO takes the "
-                        "decisions", self.model.name, reason, detail)
+            log.warning("learned caching model %s loses on %s (%s): %s takes the "
+                        "decisions", self.model.name, reason, detail, self.fallback_name)
         elif was and not self.fallback_active:
             log.info("learned caching model %s wins again on %s (%s): the model decides "
                      "again", self.model.name, reason, detail)
@@ -333,7 +342,7 @@ class Learned(Cache):
         """For recmgctl status and metrics."""
         return {"name": self.model.name, "sha256": self.model.sha256,
                 "fallback_active": self.fallback_active,
-                "serving": "s3fifo" if self.fallback_active else "model",
+                "serving": self.fallback_name if self.fallback_active else "model",
                 "why": sorted(self._why), "switches": self.switches, **self.quality,
                 "accuracy_floor": self.accuracy_floor, "check_window": self.check_window,
                 "fetch_margin": self.fetch_margin, "fetches": dict(self.fetches)}
