@@ -707,6 +707,35 @@ static uint64_t distinct_core(const uint64_t *keys, uint64_t n, const uint64_t *
     return k;
 }
 
+uint64_t recmg_next_use(const uint64_t *keys, uint64_t n, uint64_t *out)
+{
+    if (n >= NONE)
+        return UINT64_MAX;
+    uint64_t size = pow2_at_least(2 * n + 2), mask = size - 1, k = 0;
+    uint32_t *slot = malloc(size * sizeof(uint32_t));
+    uint64_t *seen = malloc((n ? n : 1) * sizeof(uint64_t)); /* distinct keys */
+    uint64_t *pos = malloc((n ? n : 1) * sizeof(uint64_t));  /* their latest position */
+    if (!slot || !seen || !pos) {
+        free(slot), free(seen), free(pos);
+        return UINT64_MAX;
+    }
+    memset(slot, 0xff, size * sizeof(uint32_t));
+    const uint64_t *ctx = seen;
+    for (uint64_t i = n; i-- > 0;) {
+        uint64_t h = recmg_ix_find(slot, mask, mix(keys[i]), out_eq, &ctx, &keys[i]);
+        if (slot[h] == NONE) {
+            slot[h] = (uint32_t)k;
+            seen[k++] = keys[i];
+            out[i] = UINT64_MAX;
+        } else {
+            out[i] = pos[slot[h]];
+        }
+        pos[slot[h]] = i;
+    }
+    free(slot), free(seen), free(pos);
+    return k;
+}
+
 uint64_t recmg_distinct_in_batches(const uint64_t *keys, uint64_t n, const uint64_t *offs,
                                    uint64_t nb, uint64_t *out, uint32_t *counts,
                                    uint64_t *out_offs)

@@ -97,6 +97,12 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
 uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
                               uint32_t *counts);
 
+/* out[i] = the position of the next occurrence of keys[i] after i, UINT64_MAX if none
+ * (what Belady needs), in one backward pass with a hash of the keys seen: O(n), 24
+ * bytes of scratch per key.  Returns the number of distinct keys, UINT64_MAX when out
+ * of memory or n >= 2^32 - 1. */
+uint64_t recmg_next_use(const uint64_t *keys, uint64_t n, uint64_t *out);
+
 /* Each batch's distinct keys in first-use order (batches at offs[0..nb]) into out,
  * their counts within the batch, and each batch's start in out into out_offs[0..nb].
  * Returns how many were written; UINT64_MAX on bad offsets or out of memory. */

@@ -107,6 +107,16 @@ def test_unique_ordered_and_next_use():
     assert u.tolist() == [5, 3, 7] and n.tolist() == [3, 2, 1]
     never = np.iinfo(np.uint64).max
     assert next_use(keys).tolist() == [2, 4, 5, never, never, never]
+    assert next_use(np.zeros(0, np.uint64)).tolist() == []
+    # the hash pass equals the definition on a skewed stream (a stable sort groups
+    # equal keys: each occurrence's successor in the group is its next use)
+    keys = (np.random.default_rng(3).zipf(1.1, 200_000) % 5_000).astype(np.uint64)
+    keys[::97] = np.uint64(2**64 - 1)  # the largest key is a key like any other
+    order = np.argsort(keys, kind="stable")
+    want = np.full(len(keys), never, np.uint64)
+    same = keys[order][1:] == keys[order][:-1]
+    want[order[:-1][same]] = order[1:][same]
+    np.testing.assert_array_equal(next_use(keys), want)
 
 
 @pytest.mark.parametrize("policy", ["lru", "lfu", "s3fifo", "belady", "sampled"])

@@ -251,13 +251,14 @@ def unique_ordered(keys, with_counts: bool = False):
 
 def next_use(keys) -> np.ndarray:
     """For each position i, the position of the next occurrence of keys[i] (NEVER if
-    none): what Belady needs.  Vectorized: a stable sort groups equal keys."""
-    keys = np.asarray(keys)
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    nxt = np.full(len(keys), NEVER, np.uint64)
-    same = sk[1:] == sk[:-1]
-    nxt[order[:-1][same]] = order[1:][same].astype(np.uint64)
+    none): what Belady needs.  One backward pass in C with a hash of the keys seen
+    (a stable argsort took 3.4x as long at 131,072 keys, 7x at 4 M: it was most of the
+    learned policy's online check)."""
+    keys = _u64(keys)
+    nxt = np.empty(len(keys), np.uint64)
+    if lib.recmg_next_use(_ptr(keys, "uint64_t *"), len(keys), _ptr(nxt, "uint64_t *")) \
+            == NEVER:
+        raise MemoryError(f"next_use: cannot index {len(keys)} keys")
     return nxt
 
 

@@ -63,7 +63,8 @@ from recmg.engine.policy.cache import MISS, Cache
 from recmg.engine.models.card import OnnxModel, observe_of
 from recmg.engine.models.features import N_FEATURES, OnlineFeatures
 
-FALLBACKS = ("s3fifo", "lfu", "lru")  # what the shadow may run (profile model_fallback)
+# what the shadow may run (profile model_fallback), and its name in the log
+FALLBACKS = {"s3fifo": "S3-FIFO", "lfu": "LFU", "lru": "LRU"}
 
 log = logging.getLogger("recmgd")
 DEFAULT_WINDOW_FACTOR = 4.0
@@ -244,9 +245,9 @@ class Learned(Cache):
         if self._fetch_streak >= self.fallback_windows:
             self._fetch_streak = 0
             self._switch("fetches", not judged_off,
-                         f"{model} misses against {self.fallback_name}'s {shadow} in the last "
-                         "window of "
-                         f"{self.check_window} accesses, {self.fallback_windows} windows "
+                         f"{model} misses against {FALLBACKS[self.fallback_name]}'s {shadow} "
+                         f"in the last window of {self.check_window} accesses, "
+                         f"{self.fallback_windows} windows "
                          "in a row")
 
     def _switch(self, reason: str, on: bool, detail: str) -> None:
@@ -257,7 +258,8 @@ class Learned(Cache):
         self.switches += self.fallback_active != was
         if self.fallback_active and not was:
             log.warning("learned caching model %s loses on %s (%s): %s takes the "
-                        "decisions", self.model.name, reason, detail, self.fallback_name)
+                        "decisions", self.model.name, reason, detail,
+                        FALLBACKS[self.fallback_name])
         elif was and not self.fallback_active:
             log.info("learned caching model %s wins again on %s (%s): the model decides "
                      "again", self.model.name, reason, detail)
