@@ -208,6 +208,30 @@ def test_a_truncated_window_fails_the_round_with_a_reason(tmp_path):
     assert not (d / "out" / learning.RESULT).exists()
 
 
+def test_a_round_for_a_counted_profile_trains_a_counted_model_the_store_accepts(tmp_path):
+    """The learned-counted profile's round trains its candidate as it serves (observe
+    "counted" on the card), replays it judged on fetches, and the store's check, which
+    the per-access learned profile would fail, passes it."""
+    from recmg.experiments.headtohead import Workload
+    from recmg.training import learn
+
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n[budget]\n'
+                       'fast_mib_per_target = 2\n')
+    prof = cfgmod.load_profile("learned-counted", [POLICIES])
+    trace = Workload(batches=40, drift_period=0).trace()
+    out = tmp_path / "out"
+    result = learn.run_round(trace, cfg, prof, out, epochs=1)
+    card = json.loads((out / "caching.card.json").read_text())
+    assert card["features"]["observe"] == "counted"
+    f = result["fetches"]
+    assert min(f.values()) > 0 and result["accesses"]["validate"] > 0
+    store = modelstore.ModelStore(tmp_path / "state", keep=2)
+    stored = store.add("0-cnt", out, result, True, lambda paths: modelstore.check(paths, prof))
+    assert store.serving("0-cnt")[0] == stored
+    with pytest.raises(ValueError, match="counted observation"):
+        store.add("0-cnt", out, result, True, check_learned)
+
+
 # ------------------------------------------------------------------ in a live recmgd
 def learning_config(tmp_path, **learn_kw):
     state = tmp_path / "state"
