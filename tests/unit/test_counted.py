@@ -110,6 +110,9 @@ def test_a_counted_model_says_so_and_is_served_only_counted(counted_model, tmp_p
     assert card["input"]["observe"] == "counted"
     src = card["training"]["traces"][0]
     assert src["rows"] < src["accesses"]  # a row per distinct unit of a batch
+    assert card["held_out"]["rows"] == sum(t["rows"] - t["train_rows"]
+                                           for t in card["training"]["traces"])
+    assert card["held_out"]["rows"] < card["held_out"]["accesses"]
     assert 0.5 < card["held_out"]["auc"] <= 1.0
     c = Learned(50, model=str(path), fetch_margin=0.02)
     assert c.counted

@@ -150,11 +150,18 @@ CONTENDERS = (
               kernel_tiering=True, layout=True),
     Contender("recmgd-default-layout", "recmgd, S3-FIFO + STMS, row layout", "slow",
               profile="default", layout=True),
+    Contender("recmgd-learned-layout", "recmgd, learned caching, row layout", "slow",
+              profile="learned", layout=True),
+    Contender("recmgd-recmg-layout", "recmgd, learned caching + prefetch, row layout",
+              "slow", profile="recmg", layout=True),
     # last: it lifts the budget, which is cheaper to take back from unfragmented memory
     Contender("all-dram", "all tables in DRAM, no budget", "dram", budget=False),
 )
 BY_NAME = {c.name: c for c in CONTENDERS}
-DEFAULT = [c.name for c in CONTENDERS if c.name != "recmgd-lru"]  # the list
+# the list: not LRU, nor the learned profiles with a layout (each takes 2-3x the
+# default profile's workload time under TCG; name them to run them)
+DEFAULT = [c.name for c in CONTENDERS if c.name not in (
+    "recmgd-lru", "recmgd-learned-layout", "recmgd-recmg-layout")]
 
 
 def make_layout(wl: Workload, path: Path) -> None:

@@ -302,6 +302,7 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
     out.mkdir(parents=True, exist_ok=True)
     xs, ys, xh, yh, sources, cuts = [], [], [], [], [], []
     keep_held, cap_held = [], []  # next-use family: held-out keep labels, capacities
+    held_reads = 0  # the reads the held-out rows stand for (counted: more than rows)
     for tname, trace, digest in traces:
         x, y, cut, meta, stream = dataset(trace, size, train_frac, granularity, observe)
         cuts.append((stream, cut, meta["capacity"]))
@@ -323,9 +324,12 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
             ys.append(y[:cut])
             xh.append(x[cut:])
             yh.append(y[cut:])
+        reads = np.ones(len(y), np.int64) if stream.reads is None else stream.reads[:len(y)]
+        held_reads += int(reads[cut:].sum())
         sources.append({"name": tname, "sha256": digest, "rows": len(y),
                         "accesses": len(y) if stream.reads is None else int(stream.reads.sum()),
-                        "train_accesses": cut, "capacity": meta["capacity"],
+                        "train_rows": cut, "train_accesses": int(reads[:cut].sum()),
+                        "capacity": meta["capacity"],
                         "keep_positive": round(float(y.mean()), 4) if len(y) else 0.0})
     data = Split(np.concatenate(xs), np.concatenate(ys), np.concatenate(xh), np.concatenate(yh))
     if len(data.y_train) > MAX_TRAIN_ROWS:
@@ -370,7 +374,7 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
                 "log2_distance_mae": round(float(np.abs(p_held - data.y_held).mean()), 4)
                 if len(keep) else float("nan")}
     else:
-        held = {"accesses": int(len(data.y_held)),
+        held = {"accesses": held_reads, "rows": int(len(data.y_held)),
                 "auc": round(auc(data.y_held, p_held), 4),
                 "accuracy": round(float(((p_held > 0.5) == (data.y_held > 0.5)).mean()), 4)
                 if len(p_held) else float("nan"),

@@ -114,6 +114,6 @@ def run(args) -> int:
                              observe=args.observe)
     h = card["held_out"]
     print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held out "
-          f"({h['accesses']} {'rows' if args.observe == 'counted' else 'accesses'}): AUC {h['auc']}, accuracy {h['accuracy']} "
+          f"({h['rows']} rows, {h['accesses']} accesses): AUC {h['auc']}, accuracy {h['accuracy']} "
           f"(keep rate {h['keep_positive']})")
     return EX_OK
