@@ -201,3 +201,12 @@ def test_the_shipped_counted_profile_serves_its_model_in_a_live_pipeline(tmp_pat
     m = status["targets"][0]["model"]
     assert m["name"] == "caching-page-v2" and m["checks"] >= 1
     assert 0 <= m["accuracy"] <= 1
+    assert m["observe"] == "counted" and m["fallback"] == "s3fifo"
+    from types import SimpleNamespace
+
+    from recmg.cli import recmgctl
+
+    line = recmgctl._target_lines(SimpleNamespace(
+        segment="cnt", model=m, perf=None, feedback=None, layout=None, learning=None,
+        prefetch=None))[0]
+    assert line.startswith("  cnt: model caching-page-v2 (counted per page) sha256 ")

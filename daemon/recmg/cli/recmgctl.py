@@ -192,7 +192,8 @@ def _target_lines(t) -> list[str]:
         q = (f"online precision {m['precision']}, recall {m['recall']}, accuracy "
              f"{m['accuracy']} over {m['checks']} checks" if m["checks"]
              else "online check: no window complete yet")
-        out.append(f"  {t.segment}: model {m['name']} sha256 {m['sha256'][:12]}; {q}; "
+        seen = " (counted per page)" if m.get("observe") == "counted" else ""
+        out.append(f"  {t.segment}: model {m['name']}{seen} sha256 {m['sha256'][:12]}; {q}; "
                    + (f"FALLBACK: {m['serving']} decides ({_why(m)})" if m["fallback_active"]
                       else "the model decides"))
     perf = t.perf

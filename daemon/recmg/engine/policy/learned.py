@@ -343,7 +343,8 @@ class Learned(Cache):
     def status(self) -> dict:
         """For recmgctl status and metrics."""
         return {"name": self.model.name, "sha256": self.model.sha256,
-                "fallback_active": self.fallback_active,
+                "observe": "counted" if self.counted else "access",
+                "fallback": self.fallback_name, "fallback_active": self.fallback_active,
                 "serving": self.fallback_name if self.fallback_active else "model",
                 "why": sorted(self._why), "switches": self.switches, **self.quality,
                 "accuracy_floor": self.accuracy_floor, "check_window": self.check_window,
