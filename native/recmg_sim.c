@@ -508,10 +508,10 @@ uint64_t recmg_cache_access_counted(recmg_cache *c, const uint64_t *keys,
             missed = 1;
         uint32_t x = cnt > 1 ? h_get(c, key) : NONE;
         if (cnt > 1 && x == NONE) {
-            /* not admitted: each repeat misses and is refused the same way (LFU's
-             * aging aside, which the repeats' ticks still run) */
-            for (uint32_t r = 1; r < cnt; r++)
-                access_one(c, key, nu);
+            /* not admitted (Belady, scored: the only kinds that refuse): each repeat
+             * meets the same heap and is refused the same way, changing nothing but
+             * the clock */
+            c->tick += cnt - 1;
             missed = cnt;
         } else if (c->policy == RECMG_LFU && c->aging &&
                    c->tick / c->aging != (c->tick + cnt - 1) / c->aging) {

@@ -54,7 +54,8 @@ uint64_t recmg_cache_access(recmg_cache *c, const uint64_t *keys, uint64_t n,
  * a step's accesses regrouped so each unit's are consecutive; the engine orders the
  * units by their last reads).
  * The result is exactly that of recmg_cache_access over the regrouped stream, at
- * O(1) per unit for every policy but LFU (one re-heap per unit): the repeats of a
+ * O(1) per unit (LFU: one re-heap; and read by read where its aging falls inside
+ * a unit's repeats, once per aging period): the repeats of a
  * resident key touch it (S3-FIFO's frequency saturates at 3, so at most 3 touches
  * count; LRU's and the priority kinds' repeats change nothing more; LFU's add to its
  * frequency), and a unit not admitted misses each time.  next_use: Belady and the

@@ -27,7 +27,7 @@ def budget_pages(cfg: Config, layout: Layout, override: int | None = None) -> in
 def planned_config(cfg: Config, profile: Profile, layout: Layout, real: bool,
                    override: int | None = None) -> EngineConfig:
     """recmgd's engine configuration: pages, every access observed (the profile's
-    ``observe``: in order, or counted per distinct page of a tick), planned moves;
+    ``observe``: in order, or counted per distinct page of a batch), planned moves;
     stall is modelled only where the mover does not move real pages."""
     mig = cfg.migration
     rate = int(mig.rate_mib_s * (1 << 20) * cfg.tick_ms / 1000 // layout.page_size)
