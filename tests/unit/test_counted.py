@@ -1,8 +1,9 @@
 """Counted observation (issue 21, item 1): the caching policy's work once per distinct
-unit of a step, with how often the step read it.  The C core gives exactly what the
-per-access core gives over the step's reads regrouped by unit; the features follow
-their definition; a counted model is trained, served in recmgd's engine, and never
-served in the other mode."""
+unit of a batch, with how often the batch read it.  The C core gives exactly what the
+per-access core gives over the reads regrouped by unit; regrouped in last-use order,
+LRU ends each batch as the real stream leaves it; the features follow their
+definition; a counted model is trained, served in recmgd's engine, and never served
+in the other mode."""
 
 import dataclasses
 import math
@@ -42,6 +43,34 @@ def test_counted_access_equals_the_regrouped_stream(policy, capacity):
     res = flat.resident()
     assert sorted(res) == sorted(counted.resident())
     np.testing.assert_array_equal(flat.scores(res), counted.scores(res))
+
+
+def test_in_last_use_order_lru_ends_each_batch_as_the_real_stream_leaves_it():
+    """distinct_by_last_use's order keeps recency: an LRU fed each batch's rows ends
+    the batch with the residents, in the same eviction order, as one fed every read
+    (first-use order would not)."""
+    from recmg.engine.policy.cache import distinct_by_last_use
+
+    rng = np.random.default_rng(5)
+    keys = (rng.zipf(1.3, 6000) % 700).astype(np.uint64)
+    offs = np.arange(0, 6001, 500, dtype=np.uint64)
+    rows, reads, row_offs = distinct_by_last_use(keys, offs)
+    assert int(reads.sum()) == len(keys) and row_offs[-1] == len(rows)
+    flat, counted, first_use = Cache("lru", 64), Cache("lru", 64), Cache("lru", 64)
+    fu, fc, fo = distinct_in_batches(keys, offs)
+    for b in range(len(offs) - 1):
+        flat.access(keys[offs[b]:offs[b + 1]])
+        lo, hi = int(row_offs[b]), int(row_offs[b + 1])
+        batch = keys[offs[b]:offs[b + 1]]
+        # each batch's rows: its distinct keys, by their last read in the batch
+        last = {int(k): i for i, k in enumerate(batch)}
+        assert rows[lo:hi].tolist() == sorted(last, key=last.get)
+        counted.access_counted(rows[lo:hi], reads[lo:hi])
+        first_use.access_counted(fu[fo[b]:fo[b + 1]], fc[fo[b]:fo[b + 1]])
+        res = flat.resident()
+        np.testing.assert_array_equal(flat.scores(res), counted.scores(res))
+    assert not np.array_equal(flat.scores(flat.resident()),
+                              first_use.scores(flat.resident()))
 
 
 def test_a_unit_the_scored_cache_refuses_misses_every_read():
