@@ -184,3 +184,23 @@ def test_the_profiles_fallback_policy_shadows_and_takes_over(tmp_path):
                                 'model_fallback = "belady"\n')
     with pytest.raises(cfgmod.ConfigError, match="model_fallback"):
         cfgmod.load_profile("bad", [d])
+
+
+@pytest.mark.parametrize("section", ["features", "label", "model", "serving", "candidates"])
+def test_a_card_whose_section_is_not_an_object_is_refused_by_name(tmp_path, section):
+    """A card a trainer (or anyone who can write a profile's directory) wrote with a
+    section that is a list: the profile check refuses it by name; it raised
+    AttributeError out of the check (and the serving window read) before."""
+    root = Path(__file__).resolve().parents[2] / "policies"
+    kind, name = ("prefetch", "prefetch-page-v1") if section == "candidates" else \
+        ("caching", "caching-page-v1")
+    shutil.copy(root / f"{name}.onnx", tmp_path / "m.onnx")
+    card = json.loads((root / f"{name}.card.json").read_text())
+    card[section] = [1]
+    (tmp_path / "m.card.json").write_text(json.dumps(card))
+    key = "prefetch_model" if kind == "prefetch" else "model"
+    (tmp_path / "p.toml").write_text(
+        'schema = 1\ncaching = "s3fifo"\nprefetcher = "learned"\nprefetch_model = "m.onnx"\n'
+        if kind == "prefetch" else 'schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n')
+    with pytest.raises(cfgmod.ConfigError, match=f"{key}.*its '{section}' is not an object"):
+        cfgmod.load_profile("p", [tmp_path])

@@ -62,6 +62,9 @@ def observe_of(card: dict) -> str:
     return (card.get("features") or {}).get("observe", "access")
 
 
+# the card's sections recmg reads; each, where present, must be a JSON object
+SECTIONS = ("features", "label", "model", "serving", "input", "candidates", "training",
+            "held_out")
 MAX_MODEL_BYTES = 256 << 20
 MAX_CARD_BYTES = 1 << 20
 
@@ -88,6 +91,9 @@ def load_model(onnx_path: str | Path, kind: str) -> tuple[dict, bytes]:
         raise ModelError(f"{cp}: a model card is a JSON object")
     if card.get("kind") != kind:
         raise ModelError(f"{cp}: a {card.get('kind')!r} model, not a {kind} model")
+    for section in SECTIONS:  # read as objects by the checks and the policies
+        if not isinstance(card.get(section) or {}, dict):
+            raise ModelError(f"{cp}: its {section!r} is not an object")
     feats = card.get("features") or {}
     names = feature_names(kind, (card.get("model") or {}).get("family"))
     if feats.get("version") != ft.FEATURE_VERSION or \
