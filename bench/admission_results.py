@@ -62,9 +62,7 @@ def main() -> None:
                 p = dataclasses.replace(prof, admission_half_life_accesses=hl,
                                         max_accesses_per_s=-1.0)
                 st, ticks = replay(tr, cfg, p)
-                mid, end = ticks[len(ticks) // 2 - 1], ticks[-1]
-                late = (end["whole_hits"] - mid["whole_hits"]) / max(
-                    end["whole_accesses"] - mid["whole_accesses"], 1)
+                late = sc.second_half(ticks)
                 cells.append(f"{100 * late:.1f}%, {st.promoted + st.demoted:,}")
         print(f"| {name} | {mib} MiB | " + " | ".join(cells) + " |", flush=True)
 

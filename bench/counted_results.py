@@ -87,10 +87,9 @@ def main() -> None:
                 c0 = time.process_time()
                 _, ticks = replay(timed, cfg, prof, bpt)
                 cpu = time.process_time() - c0
-                mid, end = ticks[len(ticks) // 2 - 1], ticks[-1]
-                late = (end["whole_hits"] - mid["whole_hits"]) / max(
-                    end["whole_accesses"] - mid["whole_accesses"], 1)
-                cells.append(f"{100 * late:.1f}%, {1e9 * cpu / end['whole_accesses']:.0f}")
+                late = sc.second_half(ticks)
+                cells.append(f"{100 * late:.1f}%, "
+                             f"{1e9 * cpu / ticks[-1]['whole_accesses']:.0f}")
             print(f"| {name} | {bpt} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -51,6 +51,14 @@ def timed(trace: tf.Trace, batches_per_tick: int = 10) -> tuple[tf.Trace, float]
                                batch_ids=np.arange(len(counts), dtype=np.uint64)), rate
 
 
+def second_half(ticks: list[dict]) -> float:
+    """The share of every access (sampled or not) whose page was fast, over the ticks
+    after the first half."""
+    mid, end = ticks[len(ticks) // 2 - 1], ticks[-1]
+    return (end["whole_hits"] - mid["whole_hits"]) / max(
+        end["whole_accesses"] - mid["whole_accesses"], 1)
+
+
 def traces(shared: str, batches: int, seed: int = 7):
     for preset in ("meta2021-small", "meta2022-small"):
         spec = synthetic.preset(preset, seed=seed)
@@ -91,9 +99,7 @@ def main() -> None:
                 p = dataclasses.replace(prof, max_accesses_per_s=rate / k * 1.01)
                 st, ticks = replay(tr, cfg, p, sampling_mode=mode)
                 n = max((t["sampling"] for t in ticks), default=1)
-                mid, end = ticks[len(ticks) // 2 - 1], ticks[-1]
-                late = (end["whole_hits"] - mid["whole_hits"]) / max(
-                    end["whole_accesses"] - mid["whole_accesses"], 1)
+                late, end = second_half(ticks), ticks[-1]
                 cells.append((n, 100 * late, 100 * end["whole_hits"] /
                               max(end["whole_accesses"], 1)))
             base, whole = cells[0][1], cells[0][2]

@@ -7,7 +7,6 @@ in the other mode."""
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from recmg import config as cfgmod
 from recmg.engine.models import features as ft
 from recmg.engine.policy.cache import Cache, distinct_in_batches
 from recmg.trace import format as tf
-from small_traces import ROOT, small
+from small_traces import ROOT, serve_zipf, small
 
 
 def _steps(rng, n_steps=40, size=300, universe=1000):
@@ -80,6 +79,9 @@ def test_a_unit_the_scored_cache_refuses_misses_every_read():
     missed = c.access_counted(np.array([3], np.uint64), np.array([5], np.uint32),
                               np.array([50], np.uint64))
     assert missed.tolist() == [5] and sorted(c.resident()) == [1, 2]
+    with pytest.raises(ValueError, match="counts must match keys"):
+        c.access_counted(np.array([4, 5], np.uint64), np.array([1], np.uint32),
+                         np.array([1, 1], np.uint64))
 
 
 def reference_counted(keys, counts):
@@ -205,27 +207,15 @@ def test_the_shipped_counted_profile_serves_its_model_in_a_live_pipeline(tmp_pat
     """recmgd's pipeline with the shipped learned-counted profile and a live client:
     its model (trained on the presets only, counted) serves, pages move, and status
     names the model and its online check."""
-    from recmg.client import Client
     from recmg.engine.models import card as cardmod
-    from recmg.service.pipeline import Pipeline
 
     prof = cfgmod.load_profile("learned-counted", [ROOT / "policies"])
     assert prof.observe == "counted"
     card = cardmod.load_card(prof.model, "caching")
     assert card["features"]["observe"] == "counted" and card["label"]["granularity"] == "page"
     assert all(t["name"].startswith("meta20") for t in card["training"]["traces"])
-    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
-                       '[budget]\nfast_mib_per_target = 1\n[target]\nmax_accesses_per_s = 0\n')
     prof = dataclasses.replace(prof, model_check_window=1024)
-    rng = np.random.default_rng(1)
-    with Client("cnt", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
-        pipe = Pipeline(cfg, prof, [0], [1])
-        st = pipe.attach(Path(c.path))
-        for _ in range(12):
-            c.record([rng.zipf(1.2, 2000) % 50_000])
-            pipe.tick()
-        status = pipe.status().to_dict()
-        pipe.close()
+    st, status = serve_zipf(tmp_path, prof, "cnt", 2000)
     assert st.stats.promoted > 0
     m = status["targets"][0]["model"]
     assert m["name"] == "caching-page-v2" and m["checks"] >= 1

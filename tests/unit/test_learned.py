@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from recmg.engine.models import card as cardmod  # noqa: E402
 from recmg.engine.models import features as ft  # noqa: E402
 from recmg.training import train  # noqa: E402
 from recmg.sim import matrix, modes  # noqa: E402
-from small_traces import ROOT, small  # noqa: E402
+from small_traces import ROOT, serve_zipf, small  # noqa: E402
 
 
 
@@ -200,23 +199,11 @@ def test_at_the_shipped_floor_this_shift_does_not_trigger_the_accuracy_fallback(
 def test_recmgd_runs_the_learned_profile_and_reports_its_model(tmp_path):
     """A live client managed by recmgd's pipeline with the shipped learned profile:
     pages move, and status and metrics name the model and its online check."""
-    from recmg.client import Client
     from recmg.service import metrics
-    from recmg.service.pipeline import Pipeline
 
-    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\nmin_residency_ticks = 0\n'
-                       '[budget]\nfast_mib_per_target = 1\n[target]\nmax_accesses_per_s = 0\n')
     prof = cfgmod.load_profile("learned", [ROOT / "policies"])
     prof = dataclasses.replace(prof, model_check_window=1024)
-    rng = np.random.default_rng(1)
-    with Client("lrn", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
-        pipe = Pipeline(cfg, prof, [0], [1])
-        st = pipe.attach(Path(c.path))
-        for _ in range(12):
-            c.record([rng.zipf(1.2, 500) % 50_000])
-            pipe.tick()
-        status = pipe.status().to_dict()
-        pipe.close()
+    st, status = serve_zipf(tmp_path, prof, "lrn", 500)
     assert st.stats.promoted > 0
     m = status["targets"][0]["model"]
     assert m["name"] == "caching-page-v1"
