@@ -647,3 +647,26 @@ def test_workload_says_when_a_trace_is_folded_into_its_tables(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "its 2 tables go to the model's 1" in res.stdout
     assert "big (5000 rows -> 100)" in res.stdout
+
+
+def test_workload_loops_a_trace_at_the_rate_it_is_given(tmp_path):
+    """--loop starts a 3-batch trace over until --batches; --rate 40 spaces 12 batches
+    over at least 11/40 s (a schedule, so never less); --loop without a trace and a
+    negative rate are refused by name."""
+    t = tf.Trace(tables=[tf.TableInfo(0, "a", 100, 16, 4, "<f4")],
+                 keys=np.arange(6, dtype=np.uint64), batch_offsets=np.array([0, 2, 4, 6],
+                                                                             np.uint64))
+    tf.write(tmp_path / "t.rtrace", t)
+    base = [sys.executable, "-m", "recmg.cli.recmg", "workload", "--tables", "1", "--rows",
+            "100", "--dim", "4", "--no-instrument"]
+    res = subprocess.run(base + ["--trace", str(tmp_path / "t.rtrace"), "--loop", "--batches",
+                                 "12", "--rate", "40"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    summary = dict(kv.split("=") for kv in res.stdout.split("workload summary: ")[1].split())
+    assert summary["batches"] == "12" and summary["accesses"] == "24"
+    assert float(summary["seconds"]) >= 11 / 40
+    for args, why in ((["--loop"], "--loop needs --trace"),
+                      (["--rate", "-1"], "--rate must be at least 0")):
+        res = subprocess.run(base + args, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 64 and why in res.stderr

@@ -90,12 +90,14 @@ def model_key(uid: int, name: str) -> str | None:
 class Window:
     """The newest accesses a target read, a tick at a time: (keys, batch offsets, batch
     ids, timestamps, tick).  Holds at most ``limit`` keys (a tick larger than that
-    alone is not kept)."""
+    alone is not kept); ``full`` once it has dropped its oldest to stay within it (it
+    then holds as many as the ticks' sizes let it, which may be fewer than ``limit``)."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.parts: deque = deque()
         self.keys = 0
+        self.full = False
 
     def add(self, batch, tick: int) -> None:
         n = len(batch.keys)
@@ -106,6 +108,7 @@ class Window:
         self.keys += n
         while self.keys > self.limit:
             self.keys -= len(self.parts.popleft()[0])
+            self.full = True
 
     def trace(self, tables: list[tf.TableInfo], meta: dict) -> tf.Trace:
         """The window as a trace, ticks kept in meta["tick_starts"]."""
@@ -189,8 +192,10 @@ class Learner:
             r = self.rounds.setdefault(t.learn_key, {"rounds": 0, "busy": False,
                                                       "last_end": None, "last": None})
             due = r["last_end"] is None or now - r["last_end"] >= lc.interval_s
-            if not r["busy"] and due and self.checked and \
-                    t.window.keys >= lc.min_window_accesses:
+            # a full window is as large as it gets: with min_window_accesses at (or
+            # near) window_accesses, ticks that do not tile the limit never reach it
+            if not r["busy"] and due and self.checked and (
+                    t.window.keys >= lc.min_window_accesses or t.window.full):
                 r["busy"] = True
                 self.jobs.put((t.learn_key, self._job(t)))
             state = "training" if r["busy"] else "recording"

@@ -7,6 +7,7 @@ batch's bags (a trace records lookups, not bag boundaries).
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -77,7 +78,8 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
         trace_path: str | None = None, segment_name: str | None = "workload",
         seed: int = 0, report_every_s: float = 5.0, prefer_node: int | None = None,
         checksum: bool = False, drift_period: int = 0, batch_times: str | None = None,
-        stop_before_fill: bool = False, layout: str | None = None, out=print) -> dict:
+        stop_before_fill: bool = False, layout: str | None = None, loop: bool = False,
+        rate: float = 0.0, out=print) -> dict:
     """Run until batches or duration_s (or SIGTERM/SIGINT); returns the summary.
 
     drift_period: the synthetic hot set's drift (recmg.trace.synthetic). batch_times: a
@@ -85,7 +87,10 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
     other processes can join it with their own samples). stop_before_fill: SIGSTOP
     this process once the tables are mapped, before their first touch, until a
     SIGCONT (the caller sets up memory meanwhile).  layout: a row layout (.rlayout) the
-    client applies after the fill; lookups then read and record positions."""
+    client applies after the fill; lookups then read and record positions.  loop: the
+    trace starts over at its end.  rate: at most this many batches a second, on a fixed
+    schedule from the first batch (a late batch does not delay the next ones); 0: as
+    fast as the model runs."""
     pause = (lambda: os.kill(os.getpid(), signal.SIGSTOP)) if stop_before_fill else None
     model = DLRM(spec, segment_name=segment_name, seed=seed, prefer_node=prefer_node,
                  before_fill=pause, layout=layout)
@@ -98,8 +103,12 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if trace_path:
         trace = tf.read(trace_path)
-        source = trace_batches(trace, len(spec.rows), batch_size)
-        limit = trace.n_batches if batches is None else min(batches, trace.n_batches)
+        source = (itertools.chain.from_iterable(
+            trace_batches(trace, len(spec.rows), batch_size) for _ in itertools.count())
+            if loop and trace.n_batches else trace_batches(trace, len(spec.rows), batch_size))
+        limit = batches if loop else (
+            trace.n_batches if batches is None else min(batches, trace.n_batches))
+        limit = (1 << 62) if limit is None else limit
         fold = folding(trace.tables, spec.rows)
         if fold:
             out(f"workload: the trace does not fit this model's tables; {fold}")
@@ -123,6 +132,10 @@ def run(spec: ModelSpec, *, batches: int | None = None, duration_s: float | None
             if stop["flag"] or n >= limit or (
                     duration_s is not None and time.monotonic() - t_start >= duration_s):
                 break
+            if rate > 0:  # the schedule's time for this batch, never a busy wait
+                wait = t_start + n / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             if trace_path:
                 idx = [r % rows for r, rows in zip(idx, spec.rows)]
             dense = rng.standard_normal((batch_size, spec.dense_features), dtype=np.float32)
@@ -165,7 +178,8 @@ def main_args(args) -> int:
                   seed=args.seed, report_every_s=args.report_every,
                   prefer_node=args.prefer_node, checksum=args.checksum,
                   drift_period=args.drift_period, batch_times=args.batch_times,
-                  stop_before_fill=args.stop_before_fill, layout=args.layout)
+                  stop_before_fill=args.stop_before_fill, layout=args.layout,
+                  loop=args.loop, rate=args.rate)
     print("workload summary: " + " ".join(f"{k}={v}" for k, v in summary.items()))
     sys.stdout.flush()
     return 0

@@ -18,6 +18,11 @@ def add(sub) -> None:
     wl.add_argument("--batches", type=int, help="stop after this many batches")
     wl.add_argument("--duration", type=float, help="stop after this many seconds")
     wl.add_argument("--trace", help="drive the model from an .rtrace file")
+    wl.add_argument("--loop", action="store_true",
+                    help="with --trace: start the trace over at its end (until --batches, "
+                    "--duration or a signal)")
+    wl.add_argument("--rate", type=float, default=0.0, metavar="BATCHES_PER_S",
+                    help="offer at most this many batches a second (0: as fast as it runs)")
     wl.add_argument("--name", default="workload", help="capture segment name")
     wl.add_argument("--no-instrument", action="store_true",
                     help="no capture segment (the uninstrumented baseline)")
@@ -44,6 +49,10 @@ def run(args) -> int:
     for name in ("tables", "rows", "dim", "pooling", "batch_size"):
         if getattr(args, name) < 1:
             return fail(f"--{name.replace('_', '-')} must be at least 1", EX_USAGE)
+    if args.rate < 0 or args.rate != args.rate:
+        return fail("--rate must be at least 0", EX_USAGE)
+    if args.loop and not args.trace:
+        return fail("--loop needs --trace", EX_USAGE)
     if args.drift_period < 0:
         return fail("--drift-period must be at least 0", EX_USAGE)
     return run.main_args(args)
