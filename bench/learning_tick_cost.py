@@ -8,7 +8,10 @@ A live recmgd (learned profile, simulated backend, 100 ms ticks) manages a
 back (interval 1 s, a window of 262,144 accesses, 4 epochs).  Its status is read
 every 50 ms; per tick the target's wall and CPU time of its share of the tick (status
 work.tick_wall_ms, tick_cpu_ms) is kept with the learning state at that moment
-(training: a round's trainer process is running).  The trainer runs as --user
+(training: a round's trainer process is running).  Where the wall time goes that is
+not CPU time: between polls, the time recmgd's threads waited runnable for a CPU
+(run_delay in /proc/PID/task/TID/schedstat, kernel 2.6.23+ with schedstats) and the
+time the hypervisor took from the guest (steal, /proc/stat), per learning state.  The trainer runs as --user
 (default: nobody where that user can run this interpreter, else root) through nice
 19, the idle I/O class and prlimit, as recmgd starts it.
 """
@@ -41,6 +44,19 @@ def trainer_user() -> str:
     return "nobody" if r.returncode == 0 else "root"
 
 
+def waits(pid: int) -> tuple[float, float]:
+    """(seconds recmgd's threads have waited runnable for a CPU, seconds of steal on
+    all CPUs) so far."""
+    delay = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            delay += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            pass
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return delay / 1e9, int(cpu[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def run(tmp: Path, learning: bool, seconds: float, user: str) -> dict:
     shm = tmp / "shm"
     shm.mkdir(parents=True)
@@ -61,7 +77,9 @@ def run(tmp: Path, learning: bool, seconds: float, user: str) -> dict:
                           "--duration", str(seconds + 60), "--name", "bench"], env=env,
                          stdout=subprocess.DEVNULL)
     samples: dict[int, tuple] = {}
+    waited: dict[str, list[float]] = {}  # state -> [seconds, run-queue wait s, steal s]
     rounds = None
+    last = None
     try:
         t_end = None
         while t_end is None or time.monotonic() < t_end:
@@ -76,6 +94,13 @@ def run(tmp: Path, learning: bool, seconds: float, user: str) -> dict:
                 t_end = time.monotonic() + seconds
             t = st["targets"][0]
             state = (t.get("learning") or {}).get("state", "off")
+            now = (time.monotonic(), *waits(d.pid))
+            if last is not None:
+                acc = waited.setdefault("training" if state == "training" else "other",
+                                        [0.0, 0.0, 0.0])
+                for i in range(3):
+                    acc[i] += now[i] - last[i]
+            last = now
             samples[st["tick"]] = (t["work"]["tick_wall_ms"], t["work"]["tick_cpu_ms"], state,
                                    st["last_tick_ms"])
             rounds = (t.get("learning") or {}).get("rounds")
@@ -84,7 +109,7 @@ def run(tmp: Path, learning: bool, seconds: float, user: str) -> dict:
         w.kill()
         d.terminate()
         d.wait(timeout=30)
-    return {"samples": samples, "rounds": rounds, "models": models}
+    return {"samples": samples, "rounds": rounds, "models": models, "waited": waited}
 
 
 def row(name: str, vals: list[tuple]) -> str:
@@ -119,6 +144,15 @@ def main() -> None:
         print(row("learning on, no trainer running", [v for v in vals if v[2] != "training"]))
     print(f"\nRounds finished with learning on: {on['rounds']}; candidates kept: "
           + json.dumps([(m["id"], m["accepted"], m["fetches"]) for m in on["models"]]))
+    print("\n| run | seconds | recmgd's threads waiting for a CPU, ms per s | steal, ms per s "
+          "(all CPUs) |")
+    print("|---|---:|---:|---:|")
+    for name, w in (("learning off", off["waited"].get("other")),
+                    ("learning on, a trainer running", on["waited"].get("training")),
+                    ("learning on, no trainer running", on["waited"].get("other"))):
+        if w and w[0] > 0:
+            print(f"| {name} | {w[0]:.0f} | {1e3 * w[1] / w[0]:.1f} | "
+                  f"{1e3 * w[2] / w[0]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -166,7 +166,10 @@ def test_the_trainer_runs_niced_idle_capped_and_as_the_configured_user(tmp_path)
     os.chmod(tmp_path, 0o711)
     os.chmod(d, 0o711)
     script = ("echo uid=$(id -u) groups=$(id -G); echo cpu=$(ulimit -t) as=$(ulimit -v); "
-              "echo nice=$(cut -d' ' -f19 /proc/self/stat); ionice -p $$; chrt -p $$")
+              "echo nice=$(cut -d' ' -f19 /proc/self/stat); ionice -p $$; chrt -p $$; "
+              # recmgd lowers the autogroup right after the start: wait for it
+              "for i in $(seq 200); do grep -q 'nice 17' /proc/self/autogroup && break; "
+              "sleep 0.05; done; cat /proc/self/autogroup")
     code, _ = confine.run_confined(cfg, ["/bin/sh", "-c", script], d, 30)
     out = (d / "trainer.log").read_text()
     assert code == 0, out
@@ -176,6 +179,10 @@ def test_the_trainer_runs_niced_idle_capped_and_as_the_configured_user(tmp_path)
     assert "nice=17\n" in out
     assert "idle" in out  # ionice: the idle I/O class
     assert "SCHED_IDLE" in out  # chrt: the idle scheduling policy
+    if Path("/proc/self/autogroup").exists():  # its own session's autogroup, niced too
+        own = Path("/proc/self/autogroup").read_text().split()[0]
+        group = next(ln for ln in out.splitlines() if ln.startswith("/autogroup-"))
+        assert group.endswith(" nice 17") and group.split()[0] != own, group
 
 
 def test_a_trainer_past_its_timeout_is_killed(tmp_path):

@@ -145,6 +145,8 @@ CONTENDERS = (
     Contender("recmgd-frequency", "recmgd, LFU", "slow", profile="frequency"),
     Contender("recmgd-lru", "recmgd, LRU", "slow", profile="lru"),
     Contender("recmgd-learned", "recmgd, learned caching", "slow", profile="learned"),
+    Contender("recmgd-learned-counted", "recmgd, learned caching per distinct page", "slow",
+              profile="learned-counted"),
     Contender("recmgd-recmg", "recmgd, learned caching + prefetch", "slow", profile="recmg"),
     Contender("kernel-layout", "numa_balancing=2 + demotion, row layout", "slow",
               kernel_tiering=True, layout=True),
@@ -159,9 +161,9 @@ CONTENDERS = (
 )
 BY_NAME = {c.name: c for c in CONTENDERS}
 # the list: not LRU, nor the learned profiles with a layout (each takes 2-3x the
-# default profile's workload time under TCG; name them to run them)
+# default profile's workload time under TCG), nor learned-counted; name them to run them
 DEFAULT = [c.name for c in CONTENDERS if c.name not in (
-    "recmgd-lru", "recmgd-learned-layout", "recmgd-recmg-layout")]
+    "recmgd-lru", "recmgd-learned-layout", "recmgd-recmg-layout", "recmgd-learned-counted")]
 
 
 def make_layout(wl: Workload, path: Path) -> None:

@@ -45,9 +45,36 @@ def spawn(lcfg: cfgmod.Learning, argv: list[str], cwd: Path, out) -> subprocess.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-    return subprocess.Popen(trainer_command(lcfg, argv), cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, close_fds=True, **kw)
+    # a session of its own: no controlling terminal to inject input into (TIOCSTI)
+    p = subprocess.Popen(trainer_command(lcfg, argv), cwd=cwd, env=env,
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True, close_fds=True, **kw)
+    lower_autogroup(p.pid, lcfg.nice)
+    return p
+
+
+def lower_autogroup(pid: int, nice: int) -> bool:
+    """Give the autogroup ``pid`` leads the nice value ``nice``; False where the kernel
+    keeps none (no CONFIG_SCHED_AUTOGROUP) or refuses.
+
+    Why: setsid(2) puts the trainer in an autogroup of its own (sched(7), "The
+    autogroup feature", Linux 2.6.38+, in effect with kernel.sched_autogroup_enabled
+    = 1 while the cpu cgroup is the root one, as in a login session; a systemd
+    service's cgroup has none).  CFS shares CPU time between autogroups first, so
+    SCHED_IDLE and nice inside one do not stop it taking an equal share from recmgd's
+    autogroup: with a trainer running, recmgd's threads waited 307 ms a second for a
+    CPU against 28 without (bench/learning_tick_cost.py).  The group's nice applies
+    between groups.  Root may set it at any time; others at most once a tenth of a
+    second, hence one retry."""
+    for _ in range(2):
+        try:
+            Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+            return True
+        except BlockingIOError:  # EAGAIN: the rate limit for the unprivileged
+            time.sleep(0.11)
+        except OSError:
+            return False
+    return False
 
 
 def tail(path: Path) -> str:
