@@ -68,11 +68,13 @@ def wins(fetches: dict, margin: float) -> bool:
 
 
 def job_spec(cfg: cfgmod.Config, profile: cfgmod.Profile, serving: dict,
-             validate_frac: float, epochs: int, seed: int = 0) -> dict:
+             seed: int = 0) -> dict:
     """job.json: the config and profile the target runs, the serving models' copies,
-    the training settings."""
+    the training settings (``cfg.learning``'s)."""
+    lc = cfg.learning
     return {"config": asdict(cfg), "profile": asdict(profile), "serving": serving,
-            "train": {"validate_frac": validate_frac, "epochs": epochs, "seed": seed}}
+            "train": {"validate_frac": lc.validate_frac, "epochs": lc.epochs, "seed": seed,
+                      "refit": lc.refit, "margin": lc.margin}}
 
 
 def learns(profile: cfgmod.Profile) -> bool:
@@ -338,7 +340,7 @@ class Learner:
                     os.chown(b, uid, gid)
         tf.write(d / WINDOW, job["trace"])
         spec = job_spec(job["cfg"], replace(job["profile"], model="", prefetch_model=""),
-                        serving, lc.validate_frac, lc.epochs)
+                        serving)
         (d / JOB).write_text(json.dumps(spec))
         for f in (WINDOW, JOB):
             os.chown(d / f, uid, gid)
@@ -371,7 +373,8 @@ class Learner:
         status = {"verdict": verdict, "model": mid, "fetches": f, "wall_s": wall,
                   "reason": (f"{f['candidate']} fetches against {f['serving']} (serving) and "
                              f"{f['s3fifo']} (S3-FIFO) over {result['accesses']['validate']} "
-                             "held-out accesses")}
+                             "held-out accesses" + ("; then trained again on the whole window"
+                                                    if result.get("refit") is True else ""))}
         log.info("learning round for %s: candidate %s %s: %s", job["name"], mid, verdict,
                  status["reason"])
         models = {"id": mid, **self.store.files(key, mid)} if accepted else None
