@@ -89,11 +89,10 @@ def shift_trace(shared: str) -> tuple[str, tf.Trace, int]:
 class Loop:
     """The learning contender's rounds, run from the replay's tick hook."""
 
-    def __init__(self, trace, cfg, profile, every, window, delay, out: Path, epochs: int,
-                 refit: bool = False):
+    def __init__(self, trace, cfg, profile, every, window, delay, out: Path, epochs: int):
         self.trace, self.cfg, self.profile = trace, cfg, profile
         self.every, self.window, self.delay, self.out = every, window, delay, out
-        self.epochs, self.refit = epochs, refit
+        self.epochs = epochs
         self.rounds: list[dict] = []
         self.pending: tuple[int, cfgmod.Profile] | None = None
         self.fetches: list[int] = []
@@ -112,7 +111,7 @@ class Loop:
         out = self.out / f"round-{tick}"
         c0 = time.process_time()
         r = learn.run_round(self.trace.batches(lo, hi), self.cfg, self.profile, out,
-                            epochs=self.epochs, refit=self.refit)
+                            epochs=self.epochs)
         won = learning.wins(r["fetches"], 0.0)
         self.rounds.append({"tick": tick, "batches": (lo, hi), "won": won,
                             "fetches": r["fetches"], "cpu_s": time.process_time() - c0})
@@ -141,8 +140,6 @@ def main() -> None:
     ap.add_argument("--delay-ticks", type=int, default=0,
                     help="ticks between a round and its swap")
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--refit", action="store_true",
-                    help="a winning round's model is trained again on the whole window")
     a = ap.parse_args()
     name, tr, shift_batch = shift_trace(a.shared)
     shift_tick = shift_batch // BATCHES_PER_TICK
@@ -157,7 +154,7 @@ def main() -> None:
                            "max_accesses_per_s = 0\n")
         with tempfile.TemporaryDirectory() as tmp:
             loop = Loop(tr, cfg, learned, a.round_every, a.window, a.delay_ticks, Path(tmp),
-                        a.epochs, a.refit)
+                        a.epochs)
             runs = {"S3-FIFO": per_tick(tr, cfg, build.without_models(learned)),
                     "static (judged)": per_tick(tr, cfg, learned),
                     "static (alone)": per_tick(tr, cfg, learn.alone(learned)),

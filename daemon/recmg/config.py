@@ -147,7 +147,6 @@ class Learning:
     max_window_mib: int = 256  # all targets' windows together
     validate_frac: float = 0.3  # the window's later share that judges, never trains
     margin: float = 0.0  # a candidate needs fewer than (1 - margin) x the best fetches
-    refit: bool = True  # a winner is trained again on the whole window before it serves
     epochs: int = 4
     user: str = "nobody"  # the trainer runs as this user (recordings are untrusted)
     nice: int = 19

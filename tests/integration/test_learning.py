@@ -336,33 +336,6 @@ def pairs_and_loop(n_batches, rows=200_000, loop_pages=250, loop_per_batch=128, 
     return tf.Trace(tables, np.concatenate(out), offs)
 
 
-def test_a_winning_round_refits_on_the_whole_window_and_a_losing_one_does_not(tmp_path):
-    """refit: the candidate that won on the held-out part is trained again on the whole
-    window (its card says so and counts more rows); one that lost is left as judged."""
-    import hashlib
-
-    from recmg.training import learn
-
-    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n[budget]\n'
-                       'fast_mib_per_target = 1\n')
-    prof = cfgmod.load_profile("learned-counted", [POLICIES])
-    trace = pairs_and_loop(100)
-    sums = {}
-    for refit in (False, True):
-        out = tmp_path / f"refit-{refit}"
-        r = learn.run_round(trace, cfg, prof, out, epochs=1, refit=refit)
-        assert learning.wins(r["fetches"], 0.0) and r["refit"] is refit
-        card = json.loads((out / "caching.card.json").read_text())
-        assert ("refit on the whole window" in card["training"]["command"]) is refit
-        sums[refit] = (hashlib.sha256((out / "caching.onnx").read_bytes()).hexdigest(),
-                       r["fetches"], card["training"]["rows"])
-    assert sums[True][1] == sums[False][1]  # the same judgement
-    assert sums[True][0] != sums[False][0] and sums[True][2] > sums[False][2]
-    # a candidate that cannot win (margin 1: it would need fewer than no fetches)
-    r = learn.run_round(trace, cfg, prof, tmp_path / "lost", epochs=1, refit=True, margin=1.0)
-    assert r["refit"] is False
-
-
 def test_a_round_that_wins_is_swapped_into_a_live_recmgd_and_serves_with_fewer_fetches(
         tmp_path):
     """The accept path end to end, forced by the traffic: on pairs_and_loop the shipped

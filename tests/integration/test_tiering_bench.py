@@ -233,6 +233,18 @@ def test_table_says_which_contenders_did_not_run():
     assert "| OPT (bound) | 80.6% | | 32 |" in text
 
 
+def test_table_marks_a_row_whose_budget_did_not_hold():
+    """A guest run gave the kernel 62.6 MiB of free node 0 against about 34 for the
+    others (the huge-page reserve fell short) and the table did not say so."""
+    row = {"what": "w", "fast_share": 0.6, "fast_share_2nd_half": 0.7, "table_mib_fast": 39.5,
+           "pages_migrated": 1, "manager_cpu_s": 0.1, "workload_user_s": 1,
+           "workload_sys_s": 1, "p50_ms": 50}
+    text = hh.table({"budget_mib": 32, "rows": [
+        {**row, "contender": "kernel", "node0_free_mib": 62.6, "budget_held": False},
+        {**row, "contender": "recmgd-default", "node0_free_mib": 34.0, "budget_held": True}]})
+    assert "| 39.5 (62.6; budget not held) |" in text and "| 39.5 (34.0) |" in text
+
+
 def test_a_workload_that_exits_before_its_tables_is_named():
     gone = subprocess.Popen([PY, "-c", "pass"])
     gone.wait()

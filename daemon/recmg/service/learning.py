@@ -73,8 +73,7 @@ def job_spec(cfg: cfgmod.Config, profile: cfgmod.Profile, serving: dict,
     the training settings (``cfg.learning``'s)."""
     lc = cfg.learning
     return {"config": asdict(cfg), "profile": asdict(profile), "serving": serving,
-            "train": {"validate_frac": lc.validate_frac, "epochs": lc.epochs, "seed": seed,
-                      "refit": lc.refit, "margin": lc.margin}}
+            "train": {"validate_frac": lc.validate_frac, "epochs": lc.epochs, "seed": seed}}
 
 
 def learns(profile: cfgmod.Profile) -> bool:
@@ -373,8 +372,7 @@ class Learner:
         status = {"verdict": verdict, "model": mid, "fetches": f, "wall_s": wall,
                   "reason": (f"{f['candidate']} fetches against {f['serving']} (serving) and "
                              f"{f['s3fifo']} (S3-FIFO) over {result['accesses']['validate']} "
-                             "held-out accesses" + ("; then trained again on the whole window"
-                                                    if result.get("refit") is True else ""))}
+                             "held-out accesses")}
         log.info("learning round for %s: candidate %s %s: %s", job["name"], mid, verdict,
                  status["reason"])
         models = {"id": mid, **self.store.files(key, mid)} if accepted else None

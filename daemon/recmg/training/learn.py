@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from recmg import config as cfgmod
-from recmg.service.learning import JOB, RESULT, WINDOW, wins
+from recmg.service.learning import JOB, RESULT, WINDOW
 from recmg.trace import format as tf
 
 MAX_JOB_BYTES = 1 << 20
@@ -68,12 +68,9 @@ def fetches(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
 
 def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out: Path, *,
               validate_frac: float = 0.3, epochs: int = 4, hidden: int = 32,
-              seed: int = 0, refit: bool = False, margin: float = 0.0) -> dict:
+              seed: int = 0) -> dict:
     """Train the profile's learned models on the window's earlier part, replay the
-    later part; returns result.json's content (files in ``out``).  ``refit``: a
-    candidate that wins (recmgd's rule at ``margin``) is trained again, the same way,
-    on the whole window, and that model is the one written: the held-out figures then
-    judge the procedure, not the file (result ``refit``: true)."""
+    later part; returns result.json's content (files in ``out``)."""
     from recmg.engine.layout import Layout
     from recmg.runner import build
     from recmg.sim import modes
@@ -88,37 +85,28 @@ def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out:
     fit = split(trace, 0, cut)
     layout = Layout.virtual(trace.tables)
     budget = build.budget_pages(cfg, layout)
-
-    def train_on(part: tf.Trace, note: str) -> tuple[cfgmod.Profile, dict]:
-        """The profile with models trained on ``part`` (written into ``out``), and the
-        caching model's card."""
-        units = modes.distinct_units(part, "page")
-        size = min(0.5, max(0.01, budget / max(units, 1)))  # the budget's share
-        command = (f"recmgd learning round: {len(part.keys)} accesses, fast tier "
-                   f"{size:.4f} of {units} pages, {epochs} epochs, seed {seed}{note}")
-        card = train.train_cache([("window", part, None)], str(out), "caching", size, 0.8,
-                                 epochs, hidden, seed, granularity="page",
-                                 show_progress=False, command=command,
-                                 observe=profile.observe)
-        trained = replace(profile, model=str(out / card["onnx"]))
-        if profile.prefetcher == "learned":
-            pcard = train_prefetch.train_prefetch(
-                [("window", part, None)], str(out), "prefetch", size, 0.8, 20, 32, seed,
-                granularity="page", k=max(1, profile.prefetch_budget_pages),
-                show_progress=False, command=command)
-            trained = replace(trained, prefetch_model=str(out / pcard["onnx"]))
-        return trained, card
-
+    distinct = modes.distinct_units(fit, "page")
+    size = min(0.5, max(0.01, budget / max(distinct, 1)))
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.monotonic(), time.process_time()
-    candidate, card = train_on(fit, "")
+    command = (f"recmgd learning round: {len(fit.keys)} accesses, fast tier {size:.4f} of "
+               f"{distinct} pages, {epochs} epochs, seed {seed}")
+    card = train.train_cache([("window", fit, None)], str(out), "caching", size, 0.8,
+                             epochs, hidden, seed, granularity="page", show_progress=False,
+                             command=command, observe=profile.observe)
+    candidate = replace(profile, model=str(out / card["onnx"]))
+    if profile.prefetcher == "learned":
+        pcard = train_prefetch.train_prefetch(
+            [("window", fit, None)], str(out), "prefetch", size, 0.8, 20, 32, seed,
+            granularity="page", k=max(1, profile.prefetch_budget_pages),
+            show_progress=False, command=command)
+        candidate = replace(candidate, prefetch_model=str(out / pcard["onnx"]))
     train_s, train_cpu_s = time.monotonic() - t0, time.process_time() - c0
     result = {
         "batches": {"train": cut, "validate": n - cut},
         "accesses": {"train": int(len(fit.keys)),
                      "validate": int(trace.batch_offsets[n] - trace.batch_offsets[cut])},
-        "budget_pages": budget, "size": round(card["label"]["size"], 6),
-        "train_s": round(train_s, 2),
+        "budget_pages": budget, "size": round(size, 6), "train_s": round(train_s, 2),
         "train_cpu_s": round(train_cpu_s, 2),
         "caching": card["onnx"],
         "prefetch": Path(candidate.prefetch_model).name if profile.prefetcher == "learned"
@@ -127,13 +115,7 @@ def run_round(trace: tf.Trace, cfg: cfgmod.Config, profile: cfgmod.Profile, out:
         "fetches": {"candidate": fetches(trace, cfg, alone(candidate), cut),
                     "serving": fetches(trace, cfg, alone(profile), cut),
                     "s3fifo": fetches(trace, cfg, build.without_models(profile), cut)},
-        "refit": False,
     }
-    if refit and wins(result["fetches"], margin):
-        c0 = time.process_time()
-        _, card = train_on(split(trace, 0, n), "; refit on the whole window after it won")
-        result.update(refit=True, held_out=card["held_out"],
-                      train_cpu_s=round(train_cpu_s + time.process_time() - c0, 2))
     return result
 
 
@@ -153,8 +135,7 @@ def confined_main(job_dir: Path) -> int:
     trace = tf.read(job_dir / WINDOW, mmap=False)
     t = job["train"]
     result = run_round(trace, cfg, profile, job_dir / "out", validate_frac=t["validate_frac"],
-                       epochs=t["epochs"], seed=t.get("seed", 0), refit=t.get("refit", False),
-                       margin=t.get("margin", 0.0))
+                       epochs=t["epochs"], seed=t.get("seed", 0))
     with atomic_output(job_dir / "out" / RESULT, 0o644) as f:
         f.write(json.dumps(result).encode())
     return 0
