@@ -18,9 +18,11 @@ distinct pages):
 - learning: the learned profile whose model the loop retrains every
   ``--round-every`` ticks on the newest ``--window`` batches, with recmgd's own round
   (recmg.training.learn.run_round: train on the window's first 70%, replay the last
-  30% for candidate, serving model and S3-FIFO) and rule (recmg.service.learning.wins, margin 0); a
-  winner is swapped in ``--delay-ticks`` ticks later the way recmgd swaps it
-  (recmg.runner.build.reconfigure).  The training runs in this process: its cost is
+  30% for candidate, serving model and S3-FIFO) and rules (recmg.service.learning.wins
+  and falls_back, margin 0): a winner is swapped in ``--delay-ticks`` ticks later the
+  way recmgd swaps it (recmg.runner.build.reconfigure); where S3-FIFO beat the serving
+  model instead, the learned cache's S3-FIFO fallback decides at once
+  (``Learned.fall_back``), as in recmgd.  The training runs in this process: its cost is
   reported, not charged to the trace's time (recmgd runs it in another process).
 
 Per contender: on-demand fetches before the shift, and after it per segment between
@@ -118,6 +120,11 @@ class Loop:
         if won:
             self.pending = (tick + self.delay, dataclasses.replace(
                 self.profile, model=str(out / r["caching"])))
+        elif learning.falls_back(r["fetches"], 0.0):  # recmgd's other rule
+            f = r["fetches"]
+            if eng.cache.fall_back(f"round at tick {tick}: {f['serving']} held-out fetches "
+                                   f"against S3-FIFO's {f['s3fifo']}"):
+                self.rounds[-1]["fell_back"] = True
 
 
 def per_tick(trace, cfg, profile, hook=None) -> list[int]:
@@ -179,6 +186,7 @@ def main() -> None:
             print(f"- tick {r['tick']}{' (after the shift)' if r['tick'] > shift_tick else ''}"
                   f": batches {r['batches'][0]}-{r['batches'][1] - 1}; {f['candidate']:,}/"
                   f"{f['serving']:,}/{f['s3fifo']:,}; {'swapped in' if r['won'] else 'kept out'}"
+                  f"{'; S3-FIFO decides' if r.get('fell_back') else ''}"
                   f"; {r['cpu_s']:.1f} s")
         after = [r for r in loop.rounds if r["tick"] > shift_tick]
         first = next((i for i, r in enumerate(after) if r["won"]), None)

@@ -526,6 +526,46 @@ def test_a_full_window_starts_a_round_though_its_ticks_do_not_tile_min_window_ac
     assert t.learning["state"] == "training" and learner.jobs.get_nowait() == ("0-a", "the job")
 
 
+def test_a_round_where_s3fifo_beat_the_serving_model_makes_s3fifo_decide(tmp_path):
+    """The rules: the candidate serves when it beats both; otherwise, where S3-FIFO beat
+    the serving model, S3-FIFO decides (Pipeline target's fall_back, a learned cache's
+    fallback); else nothing changes.  Checked on a live pipeline's learned cache."""
+    from recmg.client import Client
+    from recmg.service.pipeline import Pipeline
+
+    assert learning.wins({"candidate": 90, "serving": 100, "s3fifo": 95}, 0.0)
+    assert not learning.falls_back({"candidate": 90, "serving": 100, "s3fifo": 95}, 0.0)
+    assert learning.falls_back({"candidate": 99, "serving": 100, "s3fifo": 95}, 0.0)
+    assert not learning.falls_back({"candidate": 99, "serving": 100, "s3fifo": 95}, 0.1)
+    assert not learning.falls_back({"candidate": 99, "serving": 95, "s3fifo": 100}, 0.0)
+
+    cfg = cfgmod.parse('[migration]\nbackend = "simulated"\n[budget]\n'
+                       'fast_mib_per_target = 1\n[target]\nmax_accesses_per_s = 0\n')
+    prof = cfgmod.load_profile("learned", [POLICIES])
+    learner = learning.Learner(replace(cfg, learning=lcfg(state_dir=str(tmp_path / "st"))))
+    rng = np.random.default_rng(1)
+    with Client("fb", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
+        pipe = Pipeline(cfg, prof, [0], [1])
+        st = pipe.attach(Path(c.path))
+        c.record([rng.zipf(1.2, 4096) % 50_000])
+        pipe.tick()
+        t = next(iter(pipe.targets.values()))
+        assert st is not None and not t.engine.cache.fallback_active
+        t.learn_key = "0-fb"
+        learner._finished("0-fb", {"status": {"verdict": "rejected"}, "models": None,
+                                   "fall_back": "a round: 120 against 100"}, pipe.targets)
+        assert t.engine.cache.fallback_active
+        d = pipe.status().to_dict()
+        assert d["targets"][0]["model"]["serving"] == "s3fifo"
+        pipe.close()
+    from recmg.cli import recmgctl  # what the operator reads
+
+    d["targets"][0]["learning"] = {"state": "recording", "serving": "profile", "last_round": {
+        "verdict": "rejected", "reason": "99 fetches against 100 (serving) and 95 (S3-FIFO)",
+        "fall_back": True}}
+    assert "S3-FIFO beat the serving model there, so it decides" in recmgctl.render_status(d)
+
+
 def test_windows_stay_under_max_window_mib_however_full_they_get(tmp_path):
     """The memory cap counts what each window may grow to: a second target waits even
     while the first one's window is still empty (it counted held keys, so the next

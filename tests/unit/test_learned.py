@@ -378,6 +378,36 @@ def test_the_fetch_judge_falls_back_where_the_model_loses_only(caplog):
             assert "loses on fetches" in caplog.text
 
 
+def test_fall_back_hands_the_decisions_to_the_shadow_until_the_model_wins_again(caplog):
+    """recmgd's learning round can find S3-FIFO ahead of the serving model; fall_back
+    makes the shadow decide at once, as the fetch judge's own switch does, and the
+    judge hands the decisions back after fallback_windows windows the model wins (on
+    a stable Zipf stream, where it does).  With the judge off, nothing changes."""
+    from recmg.engine.policy.learned import Learned
+
+    rng = np.random.default_rng(0)
+    keys = (rng.zipf(1.2, 200_000) % 5000).astype(np.uint64)
+    c = Learned(2000, model=ROOT / "policies/caching-vector-v1.onnx", check_window=8192,
+                fallback_windows=3, fetch_margin=0.02)
+    c.access(keys[:8192])
+    with caplog.at_level(logging.INFO, logger="recmgd"):
+        assert c.fall_back("a round: 120 fetches against S3-FIFO's 100") is True
+        assert c.fall_back("again") is False  # it decides already
+        st = c.status()
+        assert st["serving"] == "s3fifo" and st["why"] == ["fetches"]
+        assert "120 fetches against S3-FIFO's 100" in caplog.text
+        handed_back_at = None
+        for lo in range(8192, len(keys), 4096):
+            c.access(keys[lo:lo + 4096])
+            if not c.fallback_active:
+                handed_back_at = lo + 4096
+                break
+    assert handed_back_at is not None and handed_back_at <= 8192 + 5 * 8192
+    assert c.status()["serving"] == "model" and "wins again" in caplog.text
+    off = Learned(2000, model=ROOT / "policies/caching-vector-v1.onnx", fetch_margin=-1.0)
+    assert off.fall_back("no judge") is False and not off.fallback_active
+
+
 def test_a_new_model_of_the_same_kind_is_swapped_into_the_running_cache(tmp_path):
     """recmgd's learning loop swaps a retrained model in: the cache keeps its resident
     set and shadow (a new cache would start the fast tier empty); the build's

@@ -227,7 +227,9 @@ def _target_lines(t) -> list[str]:
                    + f"; serving {ln['serving']}"
                    + (f"; window {ln['window_accesses']} accesses" if "window_accesses" in ln
                       else "")
-                   + (f"; last round {last['verdict']}: {last.get('reason')}" if last else ""))
+                   + (f"; last round {last['verdict']}: {last.get('reason')}" if last else "")
+                   + ("; S3-FIFO beat the serving model there, so it decides"
+                      if last.get("fall_back") else ""))
     pf = t.prefetch or {}
     if pf.get("prefetches"):
         pm = pf.get("model")

@@ -3,7 +3,7 @@
 - **Window.** Each target whose profile serves a learned caching model keeps the newest
   ``window_accesses`` accesses it read, per tick (``Window``); all windows together
   stay under ``max_window_mib``.
-- **Rounds.** When a window holds ``min_window_accesses`` and ``interval_s`` has passed
+- **Rounds.** When a window holds ``min_window_accesses`` (or is full) and ``interval_s`` has passed
   since the target's last round, the worker thread snapshots the window and queues a
   job; a separate thread (``recmgd-learning``, one job at a time) writes it to a job
   directory and starts ``python -m recmg.training.learn`` (recmg.training.learn)
@@ -15,7 +15,10 @@
   granularity: recmg.config's model check; onnxruntime's probe in a process of its
   own), then swaps it in, between ticks, keeping the cache, only if its replayed
   fetches on the window's later part are below ``(1 - margin)`` times both the
-  serving models' and S3-FIFO's.  A window that is corrupt, a trainer that crashes,
+  serving models' and S3-FIFO's.  Where S3-FIFO's fetches were below the serving
+  models' instead, the learned cache's S3-FIFO fallback decides from then on
+  (``Learned.fall_back``; its fetch judge hands the decisions back once the model wins
+  again).  A window that is corrupt, a trainer that crashes,
   runs out of memory or time, or a candidate that fails a check changes nothing: the
   round is logged once with its reason and the target keeps its model.
 - **Store.** ``state_dir/models/<uid>-<name>/<id>/`` holds each judged candidate's
@@ -65,6 +68,13 @@ def wins(fetches: dict, margin: float) -> bool:
     """The rule: a candidate serves only with fewer than (1 - margin) x the held-out
     fetches of both the serving models and S3-FIFO."""
     return fetches["candidate"] < (1 - margin) * min(fetches["serving"], fetches["s3fifo"])
+
+
+def falls_back(fetches: dict, margin: float) -> bool:
+    """The other rule: where the candidate does not win but S3-FIFO had fewer than
+    (1 - margin) x the serving models' fetches, S3-FIFO decides (the round's replay is
+    more evidence than one window of the cache's fetch judge)."""
+    return not wins(fetches, margin) and fetches["s3fifo"] < (1 - margin) * fetches["serving"]
 
 
 def job_spec(cfg: cfgmod.Config, profile: cfgmod.Profile, serving: dict,
@@ -233,11 +243,13 @@ class Learner:
                                          "last": None})
         r.update(busy=False, last_end=time.monotonic(), rounds=r["rounds"] + 1,
                  last=outcome["status"])
-        if outcome.get("models") is None:
-            return
         for t in targets.values():
-            if t.learn_key == key:
+            if t.learn_key != key:
+                continue
+            if outcome.get("models") is not None:
                 t.use_models(outcome["models"], self.cfg)
+            elif outcome.get("fall_back"):
+                t.fall_back(outcome["fall_back"])
 
     def _stored(self, key: str) -> dict | None:
         """The serving models the store names for ``key`` (None: the profile's)."""
@@ -361,7 +373,7 @@ class Learner:
         except (OSError, ValueError) as e:
             return self._failed(job, f"its result is unusable: {e}", wall)
         f = result["fetches"]
-        accepted = wins(f, lc.margin)
+        accepted, fall_back = wins(f, lc.margin), falls_back(f, lc.margin)
         result["wall_s"] = wall
         try:
             mid = self.store.add(key, d / "out", result, accepted,
@@ -376,7 +388,10 @@ class Learner:
         log.info("learning round for %s: candidate %s %s: %s", job["name"], mid, verdict,
                  status["reason"])
         models = {"id": mid, **self.store.files(key, mid)} if accepted else None
-        return {"status": status, "models": models}
+        status["fall_back"] = fall_back
+        return {"status": status, "models": models, "fall_back": (
+            f"the learning round replayed {f['serving']} held-out fetches for it against "
+            f"S3-FIFO's {f['s3fifo']}") if fall_back else None}
 
     def _failed(self, job: dict, reason: str, wall: float) -> dict:
         log.warning("learning round for %s failed, the serving model stays: %s",

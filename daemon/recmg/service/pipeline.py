@@ -176,6 +176,14 @@ class TargetState:
         self.models = models
         self._reconfigure(old, cfg, self.profile)
 
+    def fall_back(self, detail: str) -> bool:
+        """The learning loop's other verdict: S3-FIFO beat the serving model on the
+        round's replay, so the learned cache's fallback decides from now (until its
+        fetch judge sees the model win again); False where nothing changed."""
+        cache = self.engine.cache
+        return bool(getattr(cache, "fallback_name", None) == "s3fifo" and
+                    cache.fall_back(detail))
+
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.runner.build)."""
         self.driver.sampler.limit = sampling_limit(cfg, profile)

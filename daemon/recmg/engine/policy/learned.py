@@ -250,6 +250,19 @@ class Learned(Cache):
                          f"{self.fallback_windows} windows "
                          "in a row")
 
+    def fall_back(self, detail: str) -> bool:
+        """Let the shadow decide now, as if the fetch judge had fired: recmgd's learning
+        round found the fallback ahead of the serving model on a replay of the newest
+        window (more evidence than one check window).  The judge then hands the
+        decisions back as after its own switch, once the model wins ``fallback_windows``
+        windows in a row.  False where the fetch judge is off (no fallback on fetches
+        is wanted) or the shadow decides already."""
+        if self.fallback is None or self.fetch_margin < 0 or self.fallback_active:
+            return False
+        self._fetch_streak = 0
+        self._switch("fetches", True, detail)
+        return True
+
     def _switch(self, reason: str, on: bool, detail: str) -> None:
         """Set or clear one reason for the shadow to decide; log a change of who does."""
         was = self.fallback_active
