@@ -429,6 +429,11 @@ def test_a_new_model_of_the_same_kind_is_swapped_into_the_running_cache(tmp_path
     assert c.use_model(other) is True
     assert c.model.name == "retrained" and set(c.resident().tolist()) == before
     assert c.quality["checks"] == 0 and c.fallback is not None
+    # a model swapped in decides, even where the shadow decided for the one before (a
+    # live recmgd served S3-FIFO after three accepted swaps: the new models never served)
+    assert c.fall_back("the old model lost") and c.status()["serving"] == "s3fifo"
+    assert c.use_model(page) is True and not c.fallback_active
+    assert c.status()["serving"] == "model" and c.status()["why"] == []
     vec = ROOT / "policies/caching-vector-v1.onnx"  # another window: not swappable
     if cardmod.OnnxModel(vec).window != c.model.window:
         assert c.use_model(vec) is False and c.model.name == "retrained"

@@ -134,8 +134,9 @@ class Learned(Cache):
     def use_model(self, model: OnnxModel | str | Path, threads: int = 1) -> bool:
         """Serve another model of the same kind (keep labels or next-use, the same
         input window) and keep everything else: the resident set with its
-        priorities, the features, the shadow S3-FIFO.  The online check starts over
-        for the new model.  False (nothing changed) for a model of another kind: the
+        priorities, the features, the shadow S3-FIFO.  The online check and the
+        fetch judge start over for the new model, which decides even where the shadow
+        decided for the old one.  False (nothing changed) for a model of another kind: the
         caller builds a new cache then.  recmgd's learning loop swaps this way, so a
         retrained model does not start from an empty fast tier."""
         new = model if isinstance(model, OnnxModel) else OnnxModel(model, "caching", threads)
@@ -148,6 +149,11 @@ class Learned(Cache):
         self.quality = {"checks": 0, "precision": None, "recall": None, "accuracy": None}
         self._seen = self._ring_n = self._streak = 0
         self._misses, self._fetch_seen, self._fetch_streak = [0, 0], 0, 0
+        if self.fallback_active:  # the shadow's verdict was on the old model, not this one
+            self._why.clear()
+            self.fallback_active = False
+            self.switches += 1
+            log.info("learned caching model %s swapped in: the model decides again", new.name)
         return True
 
     # ---------------------------------------------------------------- decisions
