@@ -3,13 +3,14 @@
 - **Window.** Each target whose profile serves a learned caching model keeps the newest
   ``window_accesses`` accesses it read, per tick (``Window``); all windows together
   stay under ``max_window_mib``.
-- **Rounds.** When a window holds ``min_window_accesses`` (or is full) and ``interval_s`` has passed
-  since the target's last round, the worker thread snapshots the window and queues a
-  job; a separate thread (``recmgd-learning``, one job at a time) writes it to a job
-  directory and starts ``python -m recmg.training.learn`` (recmg.training.learn)
-  confined (recmg.service.confine: as ``user``, SCHED_IDLE, nice, the idle I/O class,
-  CPU and address-space caps): the window holds what an unprivileged client wrote, so
-  the trainer never runs with root's privileges, and it never runs in the tick.
+- **Rounds.** When a window holds ``min_window_accesses`` (or is full) and
+  ``interval_s`` has passed since the target's last round, the worker thread
+  snapshots the window and queues a job; a separate thread (``recmgd-learning``, one
+  job at a time) writes it to a job directory and starts ``python -m
+  recmg.training.learn`` confined (recmg.service.confine: as ``user``, SCHED_IDLE,
+  nice, its autogroup niced, the idle I/O class, CPU and address-space caps): the
+  window holds what an unprivileged client wrote, so the trainer never runs with
+  root's privileges, and it never runs in the tick.
 - **Judging.** recmgd copies the candidate's files out of the trainer's directory
   into its store (recmg.service.modelstore) before checking them (card, sha256, page
   granularity: recmg.config's model check; onnxruntime's probe in a process of its

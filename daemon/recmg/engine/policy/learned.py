@@ -136,8 +136,8 @@ class Learned(Cache):
         input window) and keep everything else: the resident set with its
         priorities, the features, the shadow S3-FIFO.  The online check and the
         fetch judge start over for the new model, which decides even where the shadow
-        decided for the old one.  False (nothing changed) for a model of another kind: the
-        caller builds a new cache then.  recmgd's learning loop swaps this way, so a
+        decided for the old one.  False (nothing changed) for a model of another
+        kind: the caller builds a new cache then.  recmgd's learning loop swaps this way, so a
         retrained model does not start from an empty fast tier."""
         new = model if isinstance(model, OnnxModel) else OnnxModel(model, "caching", threads)
         same = (new.card.get("label", {}).get("name") == "next_use") == self.next_use \
