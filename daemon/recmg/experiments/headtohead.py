@@ -629,8 +629,9 @@ def run_one(c: Contender, wl: Workload, budget_mib: int, tmp: Path, fast: int, s
     if manager.log.strip():
         row["recmgd_log"] = manager.log.splitlines()[-20:]
     if c.profile and not status:
+        # enough of its output for a crash's faulthandler dump (every thread's stack)
         raise BenchError(f"recmgd stopped answering during the run (its output: "
-                         f"{manager.log.strip()[-500:] or 'nothing'})")
+                         f"{manager.log.strip()[-8000:] or 'nothing'})")
     if status:
         t = status["totals"]
         tg = status["targets"][0] if status["targets"] else {}
