@@ -81,7 +81,7 @@ def test_tiering_bench_in_the_hmat_guest(tmp_path):
         assert r["batches"] == 24 and r["accesses"] == 24 * 256 * 4 * 8
         assert r["samples"] > 2
         # the budget held: node 0 had about the budget + its high watermark free
-        assert r["node0_free_mib"] < result["budget_mib"] + 24 and r["budget_held"]
+        assert r["node0_free_mib"] < result["budget_mib"] + 24
     # (nothing manages "slow"; its pages_migrated is the kernel's compaction, from 0 to
     # a few hundred in this short run and thousands in a long one: not asserted)
     assert slow["fast_share"] < 0.02
