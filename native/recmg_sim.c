@@ -395,6 +395,17 @@ static void age_all(recmg_cache *c)
             sift_down(c, i);
 }
 
+/* LFU: ``hits`` more reads of x now (its count saturates at 2^23 - 1, the bits the
+ * score keeps above the tick), then its place in the heap. */
+static void lfu_hits(recmg_cache *c, node *x, uint64_t hits)
+{
+    uint64_t freq = (x->score >> LFU_TICK_BITS) + hits;
+    if (freq >= (1ULL << 23))
+        freq = (1ULL << 23) - 1;
+    x->score = (freq << LFU_TICK_BITS) | (c->tick & LFU_TICK_MASK);
+    sift_down(c, x->heap_pos);
+}
+
 /* Touch a resident key (hit). */
 static void touch(recmg_cache *c, uint32_t n, uint64_t nu)
 {
@@ -404,14 +415,9 @@ static void touch(recmg_cache *c, uint32_t n, uint64_t nu)
         l_unlink(c, &c->lru, n);
         l_push_front(c, &c->lru, n);
         break;
-    case RECMG_LFU: {
-        uint64_t freq = (x->score >> LFU_TICK_BITS) + 1;
-        if (freq >= (1ULL << 23))
-            freq = (1ULL << 23) - 1;
-        x->score = (freq << LFU_TICK_BITS) | (c->tick & LFU_TICK_MASK);
-        sift_down(c, x->heap_pos);
+    case RECMG_LFU:
+        lfu_hits(c, x, 1);
         break;
-    }
     case RECMG_BELADY:
     case RECMG_SCORED:
         x->score = nu;
@@ -520,15 +526,9 @@ uint64_t recmg_cache_access_counted(recmg_cache *c, const uint64_t *keys,
         } else if (cnt > 1) {
             c->tick += cnt - 1;
             switch (c->policy) {
-            case RECMG_LFU: {
-                node *y = &c->nodes[x];
-                uint64_t freq = (y->score >> LFU_TICK_BITS) + cnt - 1;
-                if (freq >= (1ULL << 23))
-                    freq = (1ULL << 23) - 1;
-                y->score = (freq << LFU_TICK_BITS) | (c->tick & LFU_TICK_MASK);
-                sift_down(c, y->heap_pos);
+            case RECMG_LFU:
+                lfu_hits(c, &c->nodes[x], cnt - 1);
                 break;
-            }
             case RECMG_S3FIFO:
                 for (uint32_t r = 1; r < cnt && c->nodes[x].score < 3; r++)
                     c->nodes[x].score++;
