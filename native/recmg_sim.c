@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "recmg_index.h"
+#include "recmg_keys.h"
 
 #define NONE RECMG_NIL
 /* LFU's score: frequency << LFU_TICK_BITS | the tick of the last use (ties: older first) */
@@ -806,5 +807,23 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
         out[i] = v == NONE ? 0.0 : (double)rank[v];
     }
     free(rank);
+    return 0;
+}
+
+/* ---- the layout: vector keys to pages ---- */
+uint64_t recmg_pages_of_keys(const uint64_t *keys, uint64_t n, const uint64_t *base,
+                             const uint64_t *row_bytes, const uint64_t *first,
+                             const int64_t *offset, uint64_t n_tables, unsigned shift,
+                             uint64_t *out)
+{
+    if (shift > 63)
+        return n ? 1 : 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t t = RECMG_KEY_TABLE(keys[i]);
+        if (t >= n_tables)
+            return i + 1;
+        uint64_t page = ((base[t] + RECMG_KEY_ROW(keys[i]) * row_bytes[t]) >> shift) - first[t];
+        out[i] = offset ? (uint64_t)offset[t] + page : t << RECMG_TABLE_SHIFT | page;
+    }
     return 0;
 }

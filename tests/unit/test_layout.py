@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from recmg.engine.layout import PAGE_SIZE, Layout
 from recmg.sim.source import TraceSource, id_to_position, positional
@@ -38,3 +39,39 @@ def test_the_simulators_page_mode_uses_the_daemons_layout():
     assert np.array_equal(positional(keys, id_to_position(trace)), by_pos)
     assert lay.pages_per_table().tolist() == [-(-1000 * 200 // PAGE_SIZE),
                                              -(-77 * (3 * PAGE_SIZE + 5) // PAGE_SIZE)]
+
+
+def _pages_numpy(lay: Layout, keys: np.ndarray) -> np.ndarray:
+    """The layout's definition written out in numpy (the form the C pass replaced)."""
+    t = (keys >> np.uint64(tf.TABLE_SHIFT)).astype(np.intp)
+    addr = lay.base[t] + (keys & np.uint64(tf.ROW_MASK)) * lay.row_bytes[t]
+    return lay.offset[t] + ((addr >> np.uint64(lay.shift)) - lay.first[t]).astype(np.int64)
+
+
+def test_the_c_pass_gives_the_layouts_definition_for_every_key():
+    rng = np.random.default_rng(5)
+    for page in (4096, 65536):
+        n_tables = 7
+        rows = rng.integers(1, 50_000, n_tables)
+        row_bytes = rng.integers(1, 3 * page, n_tables)
+        bases = (1 << 32) + np.cumsum(rng.integers(0, 1 << 24, n_tables)) * 3  # unaligned
+        lay = Layout(bases, rows * row_bytes, row_bytes, page)
+        t = rng.integers(0, n_tables, 100_000)
+        keys = (t.astype(np.uint64) << np.uint64(tf.TABLE_SHIFT)) | \
+            (rng.random(len(t)) * rows[t]).astype(np.uint64)
+        want = _pages_numpy(lay, keys)
+        got = lay.pages_of_keys(keys)
+        assert got.dtype == np.int64 and np.array_equal(got, want)
+        per_table = lay.table_page_keys(keys)
+        assert np.array_equal(per_table >> np.uint64(tf.TABLE_SHIFT), t.astype(np.uint64))
+        assert np.array_equal((per_table & np.uint64(tf.ROW_MASK)).astype(np.int64),
+                              want - lay.offset[t])
+        assert lay.pages_of_keys(keys[:0]).tolist() == []
+
+
+def test_a_key_of_a_table_the_layout_lacks_is_an_index_error_naming_it():
+    lay = Layout([1 << 20], [4096 * 4], [64], 4096)
+    keys = np.concatenate([tf.make_keys(0, [1, 2]), tf.make_keys(3, [0])])
+    for f in (lay.pages_of_keys, lay.table_page_keys):
+        with pytest.raises(IndexError, match="names table 3; the layout has 1"):
+            f(keys)

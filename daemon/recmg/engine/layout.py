@@ -17,7 +17,9 @@ import os
 
 import numpy as np
 
-from recmg.trace.format import ROW_MASK, TABLE_SHIFT, TableInfo
+from recmg._simcore import ffi, lib
+from recmg.engine.policy.cache import _ptr
+from recmg.trace.format import TABLE_SHIFT, TableInfo
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 VIRTUAL_BASE = 1 << 32  # where Layout.virtual puts the first table
@@ -38,6 +40,8 @@ class Layout:
         last = (self.base + length - np.uint64(1)) >> np.uint64(self.shift)
         counts = (last - self.first + np.uint64(1)).astype(np.int64)
         self.offset = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        self.base, self.row_bytes = np.ascontiguousarray(self.base), np.ascontiguousarray(
+            self.row_bytes)  # (the C pass reads them)
         self.n_pages = int(self.offset[-1])
 
     @classmethod
@@ -63,19 +67,31 @@ class Layout:
                    [t.rows * t.row_bytes for t in tables],
                    [t.row_bytes for t in tables], page_size)
 
+    def _pages(self, keys: np.ndarray, offset) -> np.ndarray:
+        """One pass in C (recmg_pages_of_keys): every access of a tick goes through
+        here, and the numpy form (five gathers and ten passes) cost 46 ns a read, a
+        fifth of the default profile's tick (docs/results.md, "Keys to pages in C")."""
+        keys = np.ascontiguousarray(keys, np.uint64)
+        out = np.empty(len(keys), np.uint64)
+        bad = lib.recmg_pages_of_keys(
+            _ptr(keys, "uint64_t *"), len(keys), _ptr(self.base, "uint64_t *"),
+            _ptr(self.row_bytes, "uint64_t *"), _ptr(self.first, "uint64_t *"),
+            ffi.NULL if offset is None else _ptr(offset, "int64_t *"), len(self.base),
+            self.shift, _ptr(out, "uint64_t *"))
+        if bad:
+            raise IndexError(f"key {int(keys[bad - 1]):#x} names table "
+                             f"{int(keys[bad - 1]) >> TABLE_SHIFT}; the layout has "
+                             f"{len(self.base)}")
+        return out
+
     def pages_of_keys(self, keys: np.ndarray) -> np.ndarray:
-        """Global page index of each vector key (table << 40 | row) by table position."""
-        t = (keys >> np.uint64(TABLE_SHIFT)).astype(np.intp)
-        row = keys & np.uint64(ROW_MASK)
-        addr = self.base[t] + row * self.row_bytes[t]
-        return self.offset[t] + ((addr >> np.uint64(self.shift)) - self.first[t]).astype(
-            np.int64)
+        """Global page index (int64) of each vector key (table << 40 | row) by table
+        position.  IndexError for a key whose table the layout does not have."""
+        return self._pages(keys, self.offset).view(np.int64)
 
     def table_page_keys(self, keys: np.ndarray) -> np.ndarray:
         """Each key's page as a per-table key: table << 40 | page within the table."""
-        t = keys >> np.uint64(TABLE_SHIFT)
-        page = self.pages_of_keys(keys) - self.offset[t.astype(np.intp)]
-        return (t << np.uint64(TABLE_SHIFT)) | page.astype(np.uint64)
+        return self._pages(keys, None)
 
     def pages_per_table(self) -> np.ndarray:
         return np.diff(self.offset)
