@@ -651,7 +651,8 @@ static inline int out_eq(const void *ctx, uint32_t j, const void *key)
 }
 
 static uint64_t distinct_core(const uint64_t *keys, uint64_t n, const uint64_t *offs,
-                              uint64_t nb, uint64_t *out, uint32_t *counts, uint64_t *out_offs)
+                              uint64_t nb, uint64_t *out, uint32_t *counts, uint64_t *out_offs,
+                              uint64_t *inv)
 {
     uint64_t big = 0;
     for (uint64_t b = 0; b < nb; b++) {
@@ -693,6 +694,8 @@ static uint64_t distinct_core(const uint64_t *keys, uint64_t n, const uint64_t *
             }
             if (counts)
                 counts[first + slot[h]]++;
+            if (inv)
+                inv[i] = first + slot[h];
         }
         for (uint64_t j = k; j-- > first;) { /* undo, newest first */
             uint64_t h = mix(out[j]) & mask;
@@ -741,14 +744,20 @@ uint64_t recmg_distinct_in_batches(const uint64_t *keys, uint64_t n, const uint6
                                    uint64_t nb, uint64_t *out, uint32_t *counts,
                                    uint64_t *out_offs)
 {
-    return distinct_core(keys, n, offs, nb, out, counts, out_offs);
+    return distinct_core(keys, n, offs, nb, out, counts, out_offs, NULL);
 }
 
 uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
                               uint32_t *counts)
 {
     uint64_t offs[2] = {0, n};
-    return distinct_core(keys, n, offs, 1, out, counts, NULL);
+    return distinct_core(keys, n, offs, 1, out, counts, NULL, NULL);
+}
+
+uint64_t recmg_unique_inverse(const uint64_t *keys, uint64_t n, uint64_t *out, uint64_t *inv)
+{
+    uint64_t offs[2] = {0, n};
+    return distinct_core(keys, n, offs, 1, out, NULL, NULL, inv);
 }
 
 /* ---- scores: each key's value in fast memory, by the policy's own eviction order ----

@@ -98,6 +98,10 @@ int recmg_cache_scores(const recmg_cache *c, const uint64_t *keys, uint64_t n, d
 uint64_t recmg_unique_ordered(const uint64_t *keys, uint64_t n, uint64_t *out,
                               uint32_t *counts);
 
+/* As recmg_unique_ordered, and inv[i] = the index in out of keys[i] (out[inv[i]] ==
+ * keys[i]). */
+uint64_t recmg_unique_inverse(const uint64_t *keys, uint64_t n, uint64_t *out, uint64_t *inv);
+
 /* out[i] = the position of the next occurrence of keys[i] after i, UINT64_MAX if none
  * (what Belady needs), in one backward pass with a hash of the keys seen: O(n), 24
  * bytes of scratch per key.  Returns the number of distinct keys, UINT64_MAX when out

@@ -8,7 +8,7 @@ import pytest
 
 from recmg import registry
 from recmg.engine.policy import prefetch as pf
-from recmg.engine.policy.cache import Cache, next_use, unique_ordered
+from recmg.engine.policy.cache import Cache, next_use, unique_inverse, unique_ordered
 from recmg.trace.format import make_keys
 
 A, B, C, D, E = (int(k) for k in make_keys(0, [1, 2, 3, 4, 5]))
@@ -366,3 +366,14 @@ def test_vectorized_stride_proposes_what_the_python_model_did_on_strided_misses(
         assert got == old.observe(keys, misses).tolist(), w
         proposed += len(got)
     assert proposed > 1000
+
+
+def test_unique_inverse_gives_first_use_order_and_each_keys_index():
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 5000, 40_000).astype(np.uint64)
+    out, inv = unique_inverse(keys)
+    assert np.array_equal(out[inv], keys) and inv.dtype == np.intp
+    _, first = np.unique(keys, return_index=True)
+    assert np.array_equal(out, keys[np.sort(first)])  # first-occurrence order
+    empty, inv0 = unique_inverse(keys[:0])
+    assert len(empty) == 0 and len(inv0) == 0

@@ -249,6 +249,19 @@ def unique_ordered(keys, with_counts: bool = False):
     return (out[:n], counts[:n]) if with_counts else out[:n]
 
 
+def unique_inverse(keys) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys in first-occurrence order and, per key, its index among them
+    (intp: ``out[inv] == keys``); hash-based, one pass."""
+    keys = _u64(keys)
+    out = np.empty(len(keys), np.uint64)
+    inv = np.empty(len(keys), np.intp)
+    n = lib.recmg_unique_inverse(_ptr(keys, "uint64_t *"), len(keys), _ptr(out, "uint64_t *"),
+                                 _ptr(inv, "uint64_t *"))
+    if n == NEVER:
+        raise MemoryError("unique_inverse: out of memory")
+    return out[:n], inv
+
+
 def next_use(keys) -> np.ndarray:
     """For each position i, the position of the next occurrence of keys[i] (NEVER if
     none): what Belady needs.  One backward pass in C with a hash of the keys seen
