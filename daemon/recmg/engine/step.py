@@ -122,8 +122,9 @@ class Engine:
         keys = np.asarray(batch.keys, np.uint64)
         if not len(keys):
             return 0, 0
-        node = self.pages.node_of(self.layout.pages_of_keys(keys), -1)
-        return len(keys), int(np.count_nonzero(np.isin(node, self.fast)))
+        pages, of_page = unique_inverse(self.layout.pages_of_keys(keys))  # search each once
+        fast = np.isin(self.pages.node_of(pages.view(np.int64), -1), self.fast)
+        return len(keys), int(np.count_nonzero(fast[of_page]))
 
     def _sweep(self, tick: int) -> None:
         """Real moves: locate the next ``sweep_pages`` pages of the tables and hold those
