@@ -26,6 +26,19 @@ def test_meet_holds_new_pages_sorted_with_their_located_node():
     assert pm.node_of(np.array([50, 9]), default=1).tolist() == [0, 1]
 
 
+def test_meet_returns_each_pages_position_after_its_inserts():
+    """meet derives the positions after inserting new pages (not a second search):
+    they must be where positions() finds each page, repeats and all."""
+    rng = np.random.default_rng(2)
+    pm = PageMap(1 << 20)
+    for tick in range(30):
+        pages = rng.integers(0, rng.integers(10, 5000), rng.integers(0, 3000))
+        pos = pm.meet(pages, lambda p: np.zeros(len(p), np.int16), tick, 0)
+        assert np.array_equal(pos, pm.positions(pages)) and (pos >= 0).all()
+        assert np.array_equal(pm.page[pos], pages)
+        assert (np.diff(pm.page) > 0).all() and (pm.last_met[pos] == tick).all()
+
+
 def test_heat_stays_with_its_page_through_inserts_and_trims():
     pm = PageMap(3)
     pm.meet(np.array([10, 30]), lambda p: np.ones(len(p)), tick=0, unwanted=100)

@@ -380,9 +380,11 @@ class Engine:
         pb = self.pbuf.resident() if self.pbuf is not None else np.zeros(0, np.uint64)
         self._sweep(ctl.tick)
         g_res, g_pb = self._global(res), self._global(pb)
-        self._meet(np.concatenate((g_res, g_pb)), ctl.tick)  # (inserts move positions)
+        # (positions after the inserts, which move them: the resident set is searched
+        # once a tick, and it is the budget's size whatever the rate)
+        pos = self._meet(np.concatenate((g_res, g_pb)), ctl.tick)
         pm = self.pages
-        pos_res, pos_pb = pm.positions(g_res), pm.positions(g_pb)
+        pos_res, pos_pb = pos[:len(g_res)], pos[len(g_res):]
         scores = np.zeros(len(pm), np.float64)
         scores[pos_res] = self.cache.scores(res)
         if len(pb):
