@@ -118,11 +118,11 @@ uint64_t recmg_distinct_in_batches(const uint64_t *keys, uint64_t n, const uint6
 /* The page of each vector key (table << 40 | row) in a layout of n_tables tables (table
  * t at byte base[t], rows of row_bytes[t], its first page first[t] = base[t] >> shift,
  * numbered from offset[t] end to end), in one pass: with offset, out[i] is the global
- * page index offset[t] + ((base[t] + row * row_bytes[t]) >> shift) - first[t]; with
- * offset NULL, the per-table page key t << 40 | that page less offset[t].  Returns 0,
- * or the position + 1 of the first key whose table is not below n_tables (out is then
- * written up to it).  The arithmetic wraps as uint64 (numpy's), never reads outside
- * the arrays. */
+ * page index offset[t] + p, p = ((base[t] + row * row_bytes[t]) >> shift) - first[t]
+ * (the page within its table); with offset NULL, the per-table page key t << 40 | p.
+ * Returns 0, or the position + 1 of the first key whose table is not below n_tables
+ * (out is then written up to it).  The arithmetic wraps as uint64 (numpy's), never
+ * reads outside the arrays. */
 uint64_t recmg_pages_of_keys(const uint64_t *keys, uint64_t n, const uint64_t *base,
                              const uint64_t *row_bytes, const uint64_t *first,
                              const int64_t *offset, uint64_t n_tables, unsigned shift,

@@ -258,7 +258,7 @@ def unique_inverse(keys) -> tuple[np.ndarray, np.ndarray]:
     n = lib.recmg_unique_inverse(_ptr(keys, "uint64_t *"), len(keys), _ptr(out, "uint64_t *"),
                                  _ptr(inv, "uint64_t *"))
     if n == NEVER:
-        raise MemoryError("unique_inverse: out of memory")
+        raise MemoryError(f"unique_inverse: cannot index {len(keys)} keys")
     return out[:n], inv
 
 
