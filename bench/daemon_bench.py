@@ -122,8 +122,8 @@ def main() -> None:
     ap.add_argument("--sampled", action="store_true",
                     help="each profile's own sampling limit instead of the full ingest")
     a = ap.parse_args()
-    print("recmgd benchmarks (one run, one process per part"
-          f"{'; sampled to each profile' + chr(39) + 's limit' if a.sampled else ''})")
+    note = "; sampled to each profile's limit" if a.sampled else ""
+    print(f"recmgd benchmarks (one run, one process per part{note})")
     print("| profile | accesses/s (offered, measured) | keys/batch | accesses/tick | "
           "ingested/tick | tick p50 ms | tick p99 ms | p99 / 100 ms period | "
           "CPU s per M accesses offered |")

@@ -172,9 +172,9 @@ def pick_accel(requested: str) -> str:
 def qemu_command(kernel: Path, initrd: Path, accel: str, node_mib: int, hmat: bool,
                  append: str, out_dir: Path | None = None) -> list[str]:
     # TCG without AVX2: numpy 2.4's AVX2 sort (x86-simd-sort) segfaults under QEMU 7.2's
-    # TCG on an array that ends at a page followed by unmapped memory (its masked
-    # lanes past the end are touched), and did so in recmgd's worker; hardware does
-    # not fault there.  Without AVX2 numpy dispatches its SSE code.
+    # TCG on an array that ends at a page followed by unmapped memory (as
+    # tests/vm/test_guest.py shows), and did so in recmgd's worker; the same sort on
+    # hardware does not fault.  Without AVX2 numpy dispatches its SSE code.
     cpu = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else \
         ["-accel", "tcg", "-cpu", "max,avx2=off"]
     numa = ["-object", f"memory-backend-ram,id=m0,size={node_mib}M",
