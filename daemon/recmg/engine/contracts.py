@@ -135,6 +135,9 @@ class Controls:
     tick: int = 0  # the caller's tick number: hysteresis counts in it
     plan: bool = True  # False (paused): observe only, plan and move nothing
     allow_promote: bool = True  # False: a brake allows demotions only
+    # True: the fast pages held may not grow; promotions only into the room this step's
+    # own demotions free (a fast node answered ENOMEM: swaps keep the hot set current)
+    no_growth: bool = False
     allow_moves: bool = True  # False: a brake stops every move (the plan is still made)
     deadline: object = None  # () -> monotonic time at which moving must stop
 

@@ -391,6 +391,13 @@ class Engine:
             mine = scores[pos_pb] == 0
             m = int(mine.sum())
             scores[pos_pb[mine]] = m + self.pbuf.scores(pb[mine]) / (len(pb) + 1)
+        budget = cfg.budget
+        if ctl.no_growth:  # the fast node is full: the best of the wanted pages, at most
+            # as many as are fast now, take the places of the rest (swaps, no growth)
+            budget = min(budget, self.fast_pages())
+            wanted = np.flatnonzero(scores > 0)
+            if len(wanted) > budget:
+                scores[wanted[np.argsort(-scores[wanted], kind="stable")[budget:]]] = 0.0
         want = scores > 0
         # admission: a prefetched page passes the same test with its own past (an
         # exemption let STMS's prefetches displace hot pages: docs/results.md,
@@ -400,7 +407,7 @@ class Engine:
         pm.unwanted[want] = 0
         self.plan_steps += 1
         p = planner.plan(pm.node, scores, self.fast, self.slow,
-                         budget_pages=cfg.budget, rate_pages=max(cfg.rate_pages, 1),
+                         budget_pages=budget, rate_pages=max(cfg.rate_pages, 1),
                          last_moved=pm.last_moved, tick=ctl.tick,
                          min_residency_ticks=cfg.min_residency_ticks,
                          allow_promote=ctl.allow_promote, unwanted_ticks=pm.unwanted,

@@ -59,7 +59,7 @@ class TickDriver:
     def tick(self, source: Source, tick: int, *, max_batches: int | None = None,
              max_keys: int | None = None, want_keys: int | None = None, plan: bool = True,
              allow_promote: bool = True, allow_moves: bool = True,
-             deadline=None) -> Tick:
+             no_growth: bool = False, deadline=None) -> Tick:
         """Read, adapt, step.  ``want_keys``: the tick's work share in keys (the read
         stops there, and one larger batch is thinned to it); the rest are the
         caller's controls (pause, brakes, the move deadline)."""
@@ -75,7 +75,8 @@ class TickDriver:
         stepped, thinned = batch.thinned(want_keys) if want_keys else (batch, 0)
         probe = self.feedback.probe()
         ctl = Controls(tick=tick, plan=plan, allow_promote=allow_promote,
-                       allow_moves=allow_moves and not probe, deadline=deadline)
+                       allow_moves=allow_moves and not probe, no_growth=no_growth,
+                       deadline=deadline)
         r = self.engine.step(stepped, ctl)
         self.moved_last = bool(len(r.promoted) or len(r.demoted))
         return Tick(batch, stepped, thinned, r, new, verdict, probe)

@@ -42,7 +42,7 @@ MAX_REJECTED = 16384  # rejected segments remembered (a hostile user can create 
 MAX_QUARANTINE_S = 300.0
 INITIAL_NS_PER_KEY = 1000.0  # before a target's first measured step (a learned profile's)
 MIN_KEYS_PER_TICK = 4096  # a target's share never reads fewer (batches of more: thinned)
-FULL_MIN_TICKS, FULL_MAX_TICKS = 4, 256  # promotion pause after a fast node's ENOMEM
+FULL_MIN_TICKS, FULL_MAX_TICKS = 4, 256  # no growth after a fast node's ENOMEM
 HEALTHY_S = MAX_QUARANTINE_S  # attached this long without an error: the backoff starts over
 
 
@@ -468,8 +468,10 @@ class Pipeline:
         brake = self.brake
         tk = st.driver.tick(st.reader, self.tick_no, max_batches=t.max_batches_per_read,
                             max_keys=t.max_keys_per_read, want_keys=want,
-                            plan=not self.paused, allow_promote=brake is None,
+                            plan=not self.paused,
+                            allow_promote=brake is None or brake.stops == "growth",
                             allow_moves=brake is None or brake.stops != "all moves",
+                            no_growth=brake is not None and brake.stops == "growth",
                             deadline=self.move_deadline)
         batch, r = tk.batch, tk.result
         wall = time.perf_counter() - w0
@@ -554,13 +556,16 @@ class Pipeline:
 
     def _node_full(self, st: TargetState, pages: int) -> None:
         """A promotion found the fast node full (move_pages: ENOMEM).  That is the
-        host's state, not the target's fault: promotions stop for a while (demotions go
-        on and free memory), then are tried again."""
+        host's state, not the target's fault: for a while the fast pages each target
+        holds stop growing, then growth is tried again.  Swaps go on (a promotion into
+        the room the same step's demotion freed): a pause of every promotion, doubling
+        up to 256 ticks, left the fast tier serving a stale hot set (docs/results.md,
+        "The guest without AVX2")."""
         self._full_ticks = min(max(2 * self._full_ticks, FULL_MIN_TICKS), FULL_MAX_TICKS)
         self._full_until = self.tick_no + self._full_ticks
         self._full_detail = (f"move_pages found fast node {st.fast} full ({pages} pages of "
-                             f"{st.name} not promoted); promotions pause for "
-                             f"{self._full_ticks} ticks")
+                             f"{st.name} not promoted); the fast pages held stop "
+                             f"growing for {self._full_ticks} ticks (swaps only)")
 
     # ---------------------------------------------------------------------- status
     def status(self) -> Status:

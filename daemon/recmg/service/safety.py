@@ -33,7 +33,8 @@ from recmg.host import topology
 @dataclass(frozen=True)
 class Brake:
     """A brake that holds for this tick.  ``reason`` is a stable name (metrics label,
-    status), ``detail`` the numbers behind it, ``stops`` "all moves" or "promotions"."""
+    status), ``detail`` the numbers behind it, ``stops`` "all moves", "promotions" or
+    "growth" (of the fast pages held: promotions only where the same step demotes)."""
 
     reason: str
     detail: str
@@ -69,8 +70,10 @@ def check(cfg, fast_nodes: list[int], placed_mib: dict[int, float], max_node_sha
 
 def node_full(detail: str) -> Brake:
     """The brake after a promotion failed with ENOMEM: the node had less free memory
-    than the available estimate above says (page cache that reclaim had not freed)."""
-    return _brake("node_full", detail, "promotions")
+    than the available estimate above says (page cache that reclaim had not freed).
+    It stops growth, not promotions: a page may be promoted into the room a demotion
+    in the same step frees."""
+    return _brake("node_full", detail, "growth")
 
 
 def _brake(reason: str, detail: str, stops: str) -> Brake:
