@@ -465,13 +465,12 @@ class Pipeline:
         w0, c0 = time.perf_counter(), time.thread_time()
         want = int(min(t.max_keys_per_read, max(MIN_KEYS_PER_TICK,
                                                 share_s * 1e9 / st.ns_per_key)))
-        brake = self.brake
+        stops = self.brake.stops if self.brake is not None else None
         tk = st.driver.tick(st.reader, self.tick_no, max_batches=t.max_batches_per_read,
                             max_keys=t.max_keys_per_read, want_keys=want,
                             plan=not self.paused,
-                            allow_promote=brake is None or brake.stops == "growth",
-                            allow_moves=brake is None or brake.stops != "all moves",
-                            no_growth=brake is not None and brake.stops == "growth",
+                            allow_promote=stops in (None, "growth"),
+                            allow_moves=stops != "all moves", no_growth=stops == "growth",
                             deadline=self.move_deadline)
         batch, r = tk.batch, tk.result
         wall = time.perf_counter() - w0
