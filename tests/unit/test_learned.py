@@ -378,6 +378,26 @@ def test_the_fetch_judge_falls_back_where_the_model_loses_only(caplog):
             assert "loses on fetches" in caplog.text
 
 
+def test_the_fetch_judge_closes_a_window_every_check_window_reads_in_one_call(caplog):
+    """A 500 ms tick can bring 16 windows' reads in one call: the judge closes a window
+    every check_window reads inside it, so the moving hot set above makes the shadow
+    decide within the one call (judged as one window, the shift would run three such
+    calls first), and the log names the window's true length."""
+    from recmg.engine.policy.learned import Learned
+
+    rng = np.random.default_rng(0)
+    moving = np.concatenate([(rng.zipf(1.2, 2048) % 500 + 10**7 + 1000 * i).astype(np.uint64)
+                             for i in range(200)])
+    c = Learned(2000, model=ROOT / "policies/caching-vector-v1.onnx", check_window=8192,
+                accuracy_floor=0.0, fallback_windows=3, fetch_margin=0.02)
+    with caplog.at_level(logging.INFO, logger="recmgd"):
+        c.access(moving)
+    st = c.status()
+    assert st["serving"] == "s3fifo" and st["why"] == ["fetches"]
+    assert st["fetches"]["windows"] == len(moving) // 8192
+    assert "in the last window of 8192 accesses" in caplog.text
+
+
 def test_fall_back_hands_the_decisions_to_the_shadow_until_the_model_wins_again(caplog):
     """recmgd's learning round can find S3-FIFO ahead of the serving model; fall_back
     makes the shadow decide at once, as the fetch judge's own switch does, and the

@@ -198,7 +198,7 @@ class Learned(Cache):
         keys = np.ascontiguousarray(keys, np.uint64)
         mine = super().access(keys, self.priorities(keys))
         other = self.fallback.access(keys) if self.fallback is not None else mine
-        self._count(int(np.count_nonzero(~mine)), int(np.count_nonzero(~other)), len(keys))
+        self._count(~mine, ~other, None)
         self._maybe_check()
         return other if self.fallback_active else mine
 
@@ -210,7 +210,7 @@ class Learned(Cache):
         mine = super().access_counted(keys, counts, self.priorities(keys, counts))
         other = self.fallback.access_counted(keys, counts) if self.fallback is not None \
             else mine
-        self._count(int(mine.sum()), int(other.sum()), int(counts.sum()))
+        self._count(mine, other, counts)
         self._maybe_check()
         return other if self.fallback_active else mine
 
@@ -219,28 +219,40 @@ class Learned(Cache):
         prio = self.priorities(keys)
         if self.fallback_active:  # S3-FIFO decides; the model's cache still follows
             out = self.fallback.access_two(pf, keys)
-            mine = int(np.count_nonzero(~super().access(keys, prio)))
-            self._count(mine, int(np.count_nonzero(out == MISS)), len(keys))
+            self._count(~super().access(keys, prio), out == MISS, None)
         else:
             out = super().access_two(pf, keys, prio)
             if self.fallback is not None:
-                self._count(int(np.count_nonzero(out == MISS)),
-                            int(np.count_nonzero(~self.fallback.access(keys))), len(keys))
+                self._count(out == MISS, ~self.fallback.access(keys), None)
         self._maybe_check()
         return out
 
-    def _count(self, mine: int, other: int, accesses: int) -> None:
-        """The fetch judge's tally: the model's and the shadow's misses over
-        ``accesses`` reads."""
-        if self.fallback is None or self.fetch_margin < 0:
+    def _count(self, mine: np.ndarray, other: np.ndarray, reads: np.ndarray | None) -> None:
+        """The fetch judge's tally: the model's and the shadow's misses per unit (bools
+        or counts), over units read ``reads`` times each (None: once).  A window closes
+        at every ``check_window`` reads, however many a call brings: a 500 ms tick can
+        hold 16 windows, and judging it as one would let a shift run 3 ticks (1.5 M
+        reads at 1 M/s) before the fallback fires."""
+        if self.fallback is None or self.fetch_margin < 0 or not len(mine):
             return
-        self._misses[0] += mine
-        self._misses[1] += other
-        self._fetch_seen += accesses
-        if self._fetch_seen < self.check_window:
-            return
-        model, shadow = self._misses
-        self._misses, self._fetch_seen = [0, 0], 0
+        r = (np.arange(1, len(mine) + 1, dtype=np.int64) if reads is None
+             else np.cumsum(reads, dtype=np.int64)) + self._fetch_seen
+        w = self.check_window
+        # each window ends at the unit whose read reaches a multiple of w (a unit read
+        # more often than a window closes one window; its other reads start the next)
+        ends = np.unique(np.searchsorted(r, np.arange(w, int(r[-1]) + 1, w)))
+        cm = np.cumsum(mine, dtype=np.int64) + self._misses[0]
+        co = np.cumsum(other, dtype=np.int64) + self._misses[1]
+        lo = (0, 0, 0)  # reads, model misses, shadow misses before the window
+        for e in ends:  # a few windows a tick, not a loop per read
+            self._judge(int(cm[e]) - lo[1], int(co[e]) - lo[2], int(r[e]) - lo[0])
+            lo = (int(r[e]), int(cm[e]), int(co[e]))
+        self._fetch_seen = int(r[-1]) - lo[0]
+        self._misses = [int(cm[-1]) - lo[1], int(co[-1]) - lo[2]]
+
+    def _judge(self, model: int, shadow: int, reads: int) -> None:
+        """One closed window of ``reads`` reads: a lost or won one, and a switch after
+        ``fallback_windows`` in a row."""
         f = self.fetches
         f.update(windows=f["windows"] + 1, model_misses=model, shadow_misses=shadow)
         lost = model > (1 + self.fetch_margin) * shadow and \
@@ -252,9 +264,8 @@ class Learned(Cache):
             self._fetch_streak = 0
             self._switch("fetches", not judged_off,
                          f"{model} misses against {FALLBACKS[self.fallback_name]}'s {shadow} "
-                         f"in the last window of {self.check_window} accesses, "
-                         f"{self.fallback_windows} windows "
-                         "in a row")
+                         f"in the last window of {reads} accesses, "
+                         f"{self.fallback_windows} windows in a row")
 
     def fall_back(self, detail: str) -> bool:
         """Let the shadow decide now, as if the fetch judge had fired: recmgd's learning
