@@ -121,17 +121,21 @@ def main() -> None:
     ap.add_argument("--no-status", action="store_true", help="skip the status latency part")
     ap.add_argument("--sampled", action="store_true",
                     help="each profile's own sampling limit instead of the full ingest")
+    ap.add_argument("--keys", default="64,1024,65536", help="keys per batch, comma list")
+    ap.add_argument("--tick-ms", type=int, default=100,
+                    help="the tick period (recmgd's shipped tick_ms is 500)")
     a = ap.parse_args()
     note = "; sampled to each profile's limit" if a.sampled else ""
     print(f"recmgd benchmarks (one run, one process per part{note})")
     print("| profile | accesses/s (offered, measured) | keys/batch | accesses/tick | "
-          "ingested/tick | tick p50 ms | tick p99 ms | p99 / 100 ms period | "
+          f"ingested/tick | tick p50 ms | tick p99 ms | p99 / {a.tick_ms} ms period | "
           "CPU s per M accesses offered |")
     print("|---|---|---|---|---|---|---|---|---|")
     for profile in a.profiles.split(","):
         for rate in (float(x) * 1e6 for x in a.rates.split(",")):
-            for keys in (64, 1024, 65536):
-                r = tick_latency(rate, keys, profile=profile, sampled=a.sampled)
+            for keys in (int(k) for k in a.keys.split(",")):
+                r = tick_latency(rate, keys, tick_ms=a.tick_ms, profile=profile,
+                                 sampled=a.sampled)
                 print(f"| {profile} | {rate / 1e6:.0f} M ({r['offered_rate'] / 1e6:.1f} M) | "
                       f"{r['batch_keys']} | "
                       f"{r['accesses_per_tick']} | {r['ingested_per_tick']} | "
