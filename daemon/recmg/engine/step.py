@@ -320,7 +320,7 @@ class Engine:
             self._heat_scale = 2.0 ** grown
         # (ufunc.at is unbuffered, so repeated positions add up; numpy >= 1.25 runs it
         # without the old per-element overhead: 2-3 ns an access against 80 for a sort)
-        np.add.at(pm.heat, pos, (counts * self._heat_scale).astype(np.float32))
+        np.add.at(pm.heat, pos, (np.asarray(counts) * self._heat_scale).astype(np.float32))
 
     def _planned_step(self, keys, offsets, ctl: Controls) -> StepResult:
         """recmgd's step: measure against the page placement, observe, score every page,
@@ -331,11 +331,12 @@ class Engine:
         vk, counts, _ = distinct_in_batches(keys, offsets)
         # the page map is searched once per distinct page of the tick, not once per
         # distinct vector of each batch (6.6-30 reads a page a tick: docs/results.md)
+        # (and heat and placement are read once per page, then spread to its vectors)
         pages, of_page = unique_inverse(self.layout.pages_of_keys(vk))
-        pos = self._meet(pages.view(np.int64), ctl.tick)[of_page]
+        pos = self._meet(pages.view(np.int64), ctl.tick)
         if cfg.admission_half_life:
-            self._warm(pos, counts, len(keys))
-        fast = np.isin(self.pages.node[pos], self.fast)
+            self._warm(pos, np.bincount(of_page, counts, len(pages)), len(keys))
+        fast = np.isin(self.pages.node[pos], self.fast)[of_page]
         missed = vk[~fast]
         hits = int(counts[fast].sum())
         s.hits += hits
