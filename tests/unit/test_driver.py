@@ -78,6 +78,24 @@ def test_wild_call_numbers_sample_only_within_bounds():
     assert s.observe(ts + 10**6, offs, np.array([5, 4], np.uint64)) is None  # backwards
 
 
+def test_sampling_leaves_a_tick_at_least_two_of_the_batches_offered_in_it():
+    """100 batches of 100,000 keys a second against a limit of 100,000 keys a second
+    asks 1 in 100; a 500 ms tick is offered 50 batches, so sampling stops at 1 in 25
+    (under one recorded batch a tick, the presets lost up to 5.5 points of hit ratio,
+    docs/results.md).  Without a tick period there is no floor."""
+    from recmg.engine.sampling import MIN_BATCHES_PER_TICK
+
+    offs = np.arange(0, 11 * 100_000, 100_000, dtype=np.uint64)  # 10 batches a read
+    for tick_s, want in ((0.5, 50 // MIN_BATCHES_PER_TICK), (0.0, 100)):
+        s = Sampler(100_000.0, tick_s=tick_s)
+        asked = None
+        for r in range(5):
+            ids = np.arange(10 * r + 1, 10 * r + 11, dtype=np.uint64)
+            ts = (ids * 10**7).astype(np.uint64)  # 10 ms apart: 100 batches a second
+            asked = s.observe(ts, offs, ids) or asked
+        assert asked == want == s.one_in
+
+
 def test_key_sampling_keeps_every_access_of_a_kept_key_and_settles():
     """The simulator's other sampling mode, to compare with the client's batch
     sampling: every batch, the accesses of 1 key in N."""

@@ -105,7 +105,8 @@ class TargetState:
                                         migrator, fast, slow, self.pid)
         self.last_step = StepResult()
         # the code around each step (sampling, the closed loop), shared with the replay
-        self.driver = TickDriver(self.engine, Sampler(sampling_limit(cfg, profile)),
+        self.driver = TickDriver(self.engine, Sampler(sampling_limit(cfg, profile),
+                                                      tick_s=cfg.tick_ms / 1000),
                                  Feedback(cfg.migration.feedback_window_ticks,
                                           cfg.migration.feedback_slowdown, migrator.real))
         # `recmgctl record`: (keys, batch id, ts, tick) per batch read, and the perf
@@ -187,6 +188,7 @@ class TargetState:
     def set_policy(self, cfg: Config, profile: Profile) -> None:
         """Reload: learned state is kept where it still fits (recmg.runner.build)."""
         self.driver.sampler.limit = sampling_limit(cfg, profile)
+        self.driver.sampler.tick_s = cfg.tick_ms / 1000
         self._reconfigure(self.served(self.profile), cfg, profile)
 
     def _reconfigure(self, old: Profile, cfg: Config, profile: Profile) -> None:

@@ -72,7 +72,8 @@ def replay(trace: Trace, cfg: cfgmod.Config, profile: cfgmod.Profile,
     # sampling as recmgd asks the client for it (a recmgd recording holds the batches
     # its client recorded already, sampled as it was then): recmgd's own driver
     driver = TickDriver(eng, None if trace.meta.get("source") == "recmgd" else
-                        Sampler(cfgmod.sampling_limit(cfg, profile), sampling_mode),
+                        Sampler(cfgmod.sampling_limit(cfg, profile), sampling_mode,
+                                cfg.tick_ms / 1000),
                         Feedback(cfg.migration.feedback_window_ticks,
                                  cfg.migration.feedback_slowdown, judges_moves))
     ticks = []
