@@ -34,15 +34,24 @@ SLICES = 10  # each tick's batches are recorded in this many slices (paced when 
 
 
 def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 40,
-                 profile: str = "default", sampled: bool = False) -> dict:
-    tables, rows, dim = 8, 500_000, 32  # 512 MB of tables
+                 profile: str = "default", sampled: bool = False,
+                 preset: str | None = None) -> dict:
+    """``preset``: that preset's tables and batches (seed 11, never trained on) instead
+    of 8 tables of 500,000 rows read in ``batch_keys``-key batches."""
+    dim = 32  # 128-byte rows
     per_tick = int(rate * tick_ms / 1000)
-    # 8 tables x pooling 8 = 64 keys a sample
-    spec = synthetic.SyntheticSpec(rows=(rows,) * tables, pooling=(8,) * tables,
-                                   batch_size=max(1, batch_keys // 64), alpha=1.1, seed=1)
+    if preset:
+        spec = synthetic.preset(preset, seed=11)
+    else:  # 8 tables x pooling 8 = 64 keys a sample; 512 MB of tables
+        spec = synthetic.SyntheticSpec(rows=(500_000,) * 8, pooling=(8,) * 8,
+                                       batch_size=max(1, batch_keys // 64), alpha=1.1,
+                                       seed=1)
     batches_per_tick = max(1, per_tick // spec.lookups_per_batch)
     gen = synthetic.Generator(spec)
-    data = [gen.batch(b) for b in range(64)]
+    # batches cycle: at least 64 of them and 4 Mi keys (32 MB), so the stream's keys do
+    # not all fit the caches (64 batches of 1,024 keys did, which made the cores' hash
+    # lookups look 2x cheaper than with 65,536-key batches)
+    data = [gen.batch(b) for b in range(max(64, (1 << 22) // spec.lookups_per_batch))]
     # max_accesses_per_s = 0: measure the full ingest, no client-side sampling;
     # sampled: the profile's own limit, as recmgd runs it (the client records 1 batch
     # in N; CPU is then per offered access)
@@ -53,7 +62,7 @@ def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 
     prof = cfgmod.load_profile(profile)
     d = tempfile.mkdtemp()
     lat, cpu, n = [], 0.0, 0
-    with Client("bench", [(f"t{i}", rows, dim) for i in range(tables)], shm_dir=d,
+    with Client("bench", [(f"t{i}", rows, dim) for i, rows in enumerate(spec.rows)], shm_dir=d,
                 key_capacity=1 << 24, batch_capacity=1 << 16) as c:
         p = Pipeline(cfg, prof, [0], [1])
         p.attach(Path(c.path))
@@ -122,6 +131,9 @@ def main() -> None:
     ap.add_argument("--sampled", action="store_true",
                     help="each profile's own sampling limit instead of the full ingest")
     ap.add_argument("--keys", default="64,1024,65536", help="keys per batch, comma list")
+    ap.add_argument("--preset", help="a synthetic preset's tables and batches (e.g. "
+                    "meta2021-small, seed 11) instead of the 8-table stream; --keys is then "
+                    "the preset's")
     ap.add_argument("--tick-ms", type=int, default=100,
                     help="the tick period (recmgd's shipped tick_ms is 500)")
     a = ap.parse_args()
@@ -133,9 +145,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for profile in a.profiles.split(","):
         for rate in (float(x) * 1e6 for x in a.rates.split(",")):
-            for keys in (int(k) for k in a.keys.split(",")):
+            for keys in ([0] if a.preset else (int(k) for k in a.keys.split(","))):
                 r = tick_latency(rate, keys, tick_ms=a.tick_ms, profile=profile,
-                                 sampled=a.sampled)
+                                 sampled=a.sampled, preset=a.preset)
                 print(f"| {profile} | {rate / 1e6:.0f} M ({r['offered_rate'] / 1e6:.1f} M) | "
                       f"{r['batch_keys']} | "
                       f"{r['accesses_per_tick']} | {r['ingested_per_tick']} | "

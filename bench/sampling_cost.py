@@ -3,12 +3,13 @@ replay unsampled (docs/results.md, "What sampling costs").  Prints Markdown.
 
     python bench/sampling_cost.py [--batches 400] [--shared ../shared]
                                   [--profiles default,frequency,learned,recmg]
-                                  [--factors 2,5,10]
+                                  [--factors 2,5,10] [--batches-per-tick 10]
 
 Each trace gets batch timestamps for a steady offered rate R (accesses per second) at
-which a 500 ms tick reads about 10 batches; `recmg sim --config`'s replay
-(recmg.sim.replay, the engine and the tick driver recmgd runs, sampling as the client
-records) is run with the profile's sampling limit at R (no sampling), R / 2, R / 5 and
+which a 500 ms tick reads about 10 batches (--batches-per-tick); `recmg sim --config`'s
+replay (recmg.sim.replay, the engine and the tick driver recmgd runs, sampling as the
+client records, with its floor of two batches a tick) is run unsampled (no limit),
+then with the profile's sampling limit at R / 2, R / 5 and
 R / 10 (or R / each of --factors), so the client records 1 batch in about 2, 5 and 10.  The hit ratio is over
 every access of the trace, those sampling left out included (the replay measures each
 whole read against the placement before the step sees the sampled part), so batch and
@@ -79,6 +80,8 @@ def main() -> None:
                     "simulated only), or both: batch,key")
     ap.add_argument("--factors", default=",".join(map(str, FACTORS[1:])),
                     help="limits R / k for each k (the first column is always R)")
+    ap.add_argument("--batches-per-tick", type=int, default=10,
+                    help="batches offered in a 500 ms tick at the rate R")
     a = ap.parse_args()
     factors = (1, *(int(k) for k in a.factors.split(",")))
     profiles = [cfgmod.load_profile(p, [ROOT / "policies"]) for p in a.profiles.split(",")]
@@ -88,15 +91,19 @@ def main() -> None:
         f"limit R/{k}: sampling, hit% (lost)" for k in factors[1:]) + " |")
     print("|---|---|---|" + "---|" * (len(factors) - 1))
     for name, tr in traces(a.shared, a.batches):
-        tr, rate = timed(tr)
+        tr, rate = timed(tr, a.batches_per_tick)
+        if len(tr.batch_offsets) - 1 < 8 * a.batches_per_tick:
+            print(f"| {name} | (under 8 ticks: left out) | | |")
+            continue
         pages = modes.distinct_units(tr, "page")
         mib = max(1, round(pages * 0.10 * PAGE / 2**20))
         cfg = cfgmod.parse(f"tick_ms = {TICK_MS}\n[budget]\nfast_mib_per_target = {mib}\n"
                            '[migration]\nbackend = "simulated"\n')
         for prof, mode in [(p, m) for p in profiles for m in a.modes.split(",")]:
             cells = []
-            for k in factors:
-                p = dataclasses.replace(prof, max_accesses_per_s=rate / k * 1.01)
+            for k in factors:  # (at R itself a tick above the mean rate was sampled)
+                p = dataclasses.replace(prof, max_accesses_per_s=rate / k * 1.01 if k > 1
+                                        else 0.0)
                 st, ticks = replay(tr, cfg, p, sampling_mode=mode)
                 n = max((t["sampling"] for t in ticks), default=1)
                 late, end = second_half(ticks), ticks[-1]
@@ -106,7 +113,8 @@ def main() -> None:
             print(f"| {name} | {prof.name}, {mode} | {base:.1f} ({whole:.1f}) | " + " | ".join(
                 f"1 in {n}, {h:.1f} (lost {base - h:.1f}; all: {whole - w:.1f})"
                 for n, h, w in cells[1:]) + " |", flush=True)
-    print(f"\nR: the offered rate at which a {TICK_MS} ms tick reads 10 batches; budget: "
+    print(f"\nR: the offered rate at which a {TICK_MS} ms tick reads {a.batches_per_tick} "
+          "batches; budget: "
           "10% of each trace's distinct pages.")
 
 
