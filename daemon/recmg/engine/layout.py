@@ -93,6 +93,13 @@ class Layout:
         """Each key's page as a per-table key: table << 40 | page within the table."""
         return self._pages(keys, None)
 
+    def page_keys_of_pages(self, pages: np.ndarray) -> np.ndarray:
+        """Global page indices -> per-table page keys (table_page_keys' numbering)."""
+        pages = np.asarray(pages, np.int64)
+        t = np.searchsorted(self.offset, pages, side="right") - 1
+        return (t.astype(np.uint64) << np.uint64(TABLE_SHIFT)) | \
+            (pages - self.offset[t]).astype(np.uint64)
+
     def pages_per_table(self) -> np.ndarray:
         return np.diff(self.offset)
 

@@ -359,8 +359,11 @@ class Engine:
         base = dict(accesses=len(keys), hits=hits, ondemand=len(missed))
         if self.pbuf is not None and len(seen):
             # a prefetched page read while fast was useful; read, it is the caching
-            # policy's now (the policy saw the access)
-            pb = unique_ordered(seen[self.pbuf.contains(seen)])
+            # policy's now (the policy saw the access).  Looked up once per distinct
+            # unit: at page granularity those are the tick's pages met above
+            distinct = (self.layout.page_keys_of_pages(pages.view(np.int64))
+                        if cfg.granularity == "page" else unique_ordered(seen))
+            pb = distinct[self.pbuf.contains(distinct)]
             s.prefetch_useful += int(np.count_nonzero(
                 np.isin(self.placement[self._global(pb)], self.fast)))
             self.pbuf.remove(pb)
