@@ -74,7 +74,12 @@ class PageMap:
             self.unwanted = np.insert(self.unwanted, at, min(unwanted, np.iinfo(np.int32).max))
             self.last_met = np.insert(self.last_met, at, tick)
             self.heat = np.insert(self.heat, at, 0.0)
-            pos = self.positions(pages)
+            # where the insert put each page, without searching the grown map again:
+            # new[i] landed at at[i] + i, and a held page moved up by the new pages
+            # below it (a search of the few new pages, not of the map)
+            held = pos >= 0
+            pos[held] += np.searchsorted(new, pages[held])
+            pos[~held] = (at + np.arange(len(new)))[np.searchsorted(new, pages[~held])]
         self.last_met[pos] = tick
         return pos
 
