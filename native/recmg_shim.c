@@ -187,6 +187,19 @@ long recmg_safe_copy(void *dst, const void *src, size_t n)
     return 0;
 }
 
+uint64_t recmg_keys_valid(const uint64_t *keys, uint64_t n, const uint64_t *upper,
+                          uint64_t ntables, uint8_t *ok)
+{
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t t = keys[i] >> 40;
+        uint8_t v = keys[i] < upper[t < ntables ? t : ntables];
+        ok[i] = v;
+        bad += !v;
+    }
+    return bad;
+}
+
 long recmg_safe_load_acquire_u64(const void *base, size_t offset, uint64_t *out)
 {
     RECMG_GUARDED(*out = __atomic_load_n((const uint64_t *)((const char *)base + offset),

@@ -147,6 +147,20 @@ def _buf(arr: np.ndarray, dtype, name: str, writable: bool = False):
     return ffi.from_buffer(arr, require_writable=writable)
 
 
+def keys_valid(keys: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, int]:
+    """(ok, how many are not) for keys (uint64, table << 40 | row) against ``upper``
+    (uint64, (t << 40) + rows per registered table t, then a 0 for unknown tables):
+    one pass in C (the numpy form took four, 10 ns a key of every tick)."""
+    ok = np.empty(len(keys), np.bool_)
+    bad = lib.recmg_keys_valid(ffi.cast("uint64_t *", _buf(keys, np.uint64, "keys")),
+                               len(keys),
+                               ffi.cast("uint64_t *", _buf(upper, np.uint64, "upper")),
+                               len(upper) - 1,
+                               ffi.cast("uint8_t *", ffi.from_buffer(ok,
+                                                                     require_writable=True)))
+    return ok, int(bad)
+
+
 def move_pages(pid: int, addrs: np.ndarray, nodes: np.ndarray | None,
                status: np.ndarray, flags: int = MPOL_MF_MOVE) -> int:
     """move_pages(2) for one batch.

@@ -293,3 +293,21 @@ def test_the_c_cores_pack_keys_as_python_does():
         n = lib.recmg_pf_regions(p, u64(table), u64(trigger), ffi.cast("uint8_t *",
                                  ffi.from_buffer(m)), u64(bits), 1, u64(out), len(out))
     assert out[:n].tolist() == tf.make_keys(3, np.array([128, 130])).tolist()
+
+
+def test_keys_valid_gives_the_readers_definition_for_every_key():
+    """The reader's key check in one C pass: a key is valid iff its table is registered
+    and its row below the table's rows; tables past the registered ones (up to the
+    largest a 64-bit key can name) never are."""
+    rng = np.random.default_rng(4)
+    rows = np.array([5, 1, 1 << 39, 300], np.uint64)
+    upper = np.concatenate([(np.arange(4, dtype=np.uint64) << np.uint64(40)) + rows,
+                            np.zeros(1, np.uint64)])
+    t = rng.integers(0, 8, 50_000).astype(np.uint64)
+    keys = (t << np.uint64(40)) | rng.integers(0, 1 << 40, 50_000).astype(np.uint64)
+    keys[:3] = [np.uint64(2**64 - 1), np.uint64(4 << 40), np.uint64((3 << 40) + 299)]
+    want = (t < 4) & ((keys & np.uint64((1 << 40) - 1)) < rows[np.minimum(t, 3)])
+    want[:3] = [False, False, True]
+    ok, bad = native.keys_valid(keys, upper)
+    assert np.array_equal(ok, want) and bad == int((~want).sum())
+    assert native.keys_valid(keys[:0], upper)[1] == 0
