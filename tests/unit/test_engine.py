@@ -147,9 +147,13 @@ assert not bad, bad
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_distinct_in_batches_is_each_batchs_distinct_keys_in_first_use_order():
+@pytest.mark.parametrize("sizes", [None, [3000, 0, 20_000, 1, 700, 9000]])
+def test_distinct_in_batches_is_each_batchs_distinct_keys_in_first_use_order(sizes):
+    """Small batches, and large ones of different sizes one after another in the same
+    call (each uses the front of one scratch table sized to the largest)."""
     rng = np.random.default_rng(0)
-    batches = [rng.integers(0, 20, int(n)) for n in rng.integers(0, 40, 30)]
+    batches = [rng.integers(0, 20, int(n)) for n in rng.integers(0, 40, 30)] if sizes is \
+        None else [rng.integers(0, 4 * n + 1, n) for n in sizes]
     keys = np.concatenate(batches).astype(np.uint64)
     offs = np.concatenate(([0], np.cumsum([len(b) for b in batches])))
     got, counts, starts = cache_mod.distinct_in_batches(keys, offs)
