@@ -4,7 +4,9 @@
    1,024 and 65,536 keys: an in-process pipeline (simulated backend, default profile:
    S3-FIFO + STMS) fed by a real client ring; each tick ingests rate x tick_ms worth
    of accesses.
-2. Daemon CPU seconds per million accesses (process CPU time of those ticks).
+2. Daemon CPU seconds per million accesses (process CPU time of those ticks, the
+   first three, and any more until the reader caught up with the writer, left out:
+   the sampler's first reads are unsampled).
 3. Control-socket `status` latency while a recmgd process manages a live workload.
 
     python bench/daemon_bench.py [--profiles default,learned] [--rates 1,10]
@@ -31,6 +33,12 @@ from recmg.trace import synthetic
 
 
 SLICES = 10  # each tick's batches are recorded in this many slices (paced when sampled)
+WARMUP = 3  # ticks left out of every figure (the sampler's first reads are unsampled)
+MAX_WARMUP = 60  # ... and until the reader has caught up with them, at most this many
+
+
+def ingested_so_far(p: Pipeline) -> int:
+    return sum(t.engine.stats.accesses for t in p.targets.values())
 
 
 def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 40,
@@ -67,7 +75,8 @@ def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 
         p = Pipeline(cfg, prof, [0], [1])
         p.attach(Path(c.path))
         start = time.monotonic()
-        for t in range(ticks):
+        t, warm = 0, True
+        while len(lat) < ticks - WARMUP:
             for part in range(SLICES):
                 for b in range(part * batches_per_tick // SLICES,
                                (part + 1) * batches_per_tick // SLICES):
@@ -78,16 +87,24 @@ def tick_latency(rate: float, batch_keys: int, tick_ms: int = 100, ticks: int = 
                                    - time.monotonic()))
             c0, w0 = time.process_time(), time.perf_counter()
             p.tick()
+            t += 1
+            if warm:  # the first reads are unsampled (no rate yet): not measured until
+                # the reader has caught up with that backlog
+                lag = sum(x.lag_batches for x in p.targets.values())
+                if t < WARMUP or (lag and t < MAX_WARMUP):
+                    continue
+                warm, before, warm_end = False, ingested_so_far(p), time.monotonic()
+                continue
             lat.append(time.perf_counter() - w0)
             cpu += time.process_time() - c0
             n += batches_per_tick * spec.lookups_per_batch
-        ingested = sum(t.engine.stats.accesses for t in p.targets.values())
-        offered_rate = n / (time.monotonic() - start)
+        ingested = ingested_so_far(p) - before
+        offered_rate = n / (time.monotonic() - warm_end)
         p.close()
-    lat = np.array(lat[3:]) * 1e3  # skip warm-up ticks
+    lat = np.array(lat) * 1e3  # (ticks - WARMUP measured ticks)
     return {"rate": rate, "batch_keys": spec.lookups_per_batch,
             "accesses_per_tick": batches_per_tick * spec.lookups_per_batch,
-            "ingested_per_tick": ingested // ticks, "offered_rate": offered_rate,
+            "ingested_per_tick": ingested // len(lat), "offered_rate": offered_rate,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "cpu_s_per_M": cpu / n * 1e6, "budget_ms": tick_ms}
 
