@@ -176,7 +176,7 @@ def test_a_profile_sets_its_own_sampling_limit_or_takes_the_targets(tmp_path):
     assert cfgmod.sampling_limit(cfg, cfgmod.load_profile("never", [tmp_path])) == 0
     # the shipped profiles sample below recmgd's default limit, the learned ones earlier
     base = cfgmod.parse("")
-    assert cfgmod.sampling_limit(base, cfgmod.load_profile("default")) == 2_000_000
-    assert cfgmod.sampling_limit(base, cfgmod.load_profile("learned")) == 1_000_000
+    assert cfgmod.sampling_limit(base, cfgmod.load_profile("default")) == 500_000
+    assert cfgmod.sampling_limit(base, cfgmod.load_profile("learned")) == 500_000
     with pytest.raises(cfgmod.ConfigError, match="max_accesses_per_s: must be in 0..1e12"):
         cfgmod.load_profile("bad", [tmp_path])
