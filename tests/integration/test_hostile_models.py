@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +144,11 @@ def test_a_model_that_loses_on_fetches_hands_over_in_recmgd_and_in_the_replay(tm
             metrics.exposition()
         assert st.stats.promoted > 0  # S3-FIFO places pages
         pipe.close()
+    # a tick of the replay reads one batch of 94,208 accesses: with windows of 65,536 the
+    # judge's second lost window closes in the second tick (windows of 1,024 would let
+    # it hand over inside the first, 92 windows a tick)
     trace = synthetic.trace(synthetic.preset("meta2021-small", 0.02, seed=1), 12)
-    _, ticks = replay(trace, cfg, prof, batches_per_tick=1)
+    _, ticks = replay(trace, cfg, replace(prof, model_check_window=65536), batches_per_tick=1)
     assert ticks[0]["model"]["serving"] == "model" and ticks[-1]["model"]["serving"] == "s3fifo"
     said = sim_cmd._serving(ticks)  # the `model` column of `recmg sim --config`
     assert said.startswith("model from tick 1; s3fifo from tick ") and said.endswith(
