@@ -75,6 +75,8 @@ void recmg_store_release_u64(void *base, size_t offset, uint64_t value);
 /* The same, and memcpy, on memory another process can truncate under us: a SIGBUS
  * during the access returns -EFAULT instead of killing the process.  0 on success. */
 long recmg_safe_copy(void *dst, const void *src, size_t n);
+long recmg_safe_load_acquire_u64(const void *base, size_t offset, uint64_t *out);
+long recmg_safe_store_release_u64(void *base, size_t offset, uint64_t value);
 
 /* Which keys (table << 40 | row, copied out of a ring) name a registered row: ok[i] =
  * keys[i] < upper[min(keys[i] >> 40, ntables)], where upper[t] = (t << 40) + rows of
@@ -82,7 +84,5 @@ long recmg_safe_copy(void *dst, const void *src, size_t n);
  * returns how many are not. */
 uint64_t recmg_keys_valid(const uint64_t *keys, uint64_t n, const uint64_t *upper,
                           uint64_t ntables, uint8_t *ok);
-long recmg_safe_load_acquire_u64(const void *base, size_t offset, uint64_t *out);
-long recmg_safe_store_release_u64(void *base, size_t offset, uint64_t value);
 
 #endif

@@ -6,13 +6,13 @@ trace source records as the client would), so a replay shows what sampling costs
 The offered rate comes from the client's own batch timestamps (CLOCK_MONOTONIC at
 record time), never from when they were read: at attach a ring holds a backlog recorded
 over seconds, read within a millisecond.  The batches offered come from the client's
-call numbers (batch ids), each with the recorded batches' mean keys.  State: four
+call numbers (batch ids), each with the recorded batches' mean keys.  State: five
 numbers.
 
 Sampling never leaves a tick fewer than ``MIN_BATCHES_PER_TICK`` of the batches offered
 in it, whatever the limit: where a tick got under one recorded batch on average (1 in
 12 to 1 in 20 with 10 offered a tick), the presets lost 2.4-5.5 points of hit ratio
-where their hot set drifts, while 1 in 10 to 1 in 40 with 40 offered a tick lost
+where their hot set drifts, while 1 in 10 and 1 in 20 with 40 offered a tick lost
 nothing (docs/results.md, "What sampling costs: batches a tick, not the ratio").
 """
 
