@@ -79,7 +79,7 @@ def main() -> None:
                     help="batch (what the client does), key (every access of 1 key in N: "
                     "simulated only), or both: batch,key")
     ap.add_argument("--factors", default=",".join(map(str, FACTORS[1:])),
-                    help="limits R / k for each k (the first column is always R)")
+                    help="limits R / k for each k (the first column is always unsampled)")
     ap.add_argument("--batches-per-tick", type=int, default=10,
                     help="batches offered in a 500 ms tick at the rate R")
     a = ap.parse_args()
