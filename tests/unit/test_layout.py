@@ -66,6 +66,7 @@ def test_the_c_pass_gives_the_layouts_definition_for_every_key():
         assert np.array_equal(per_table >> np.uint64(tf.TABLE_SHIFT), t.astype(np.uint64))
         assert np.array_equal((per_table & np.uint64(tf.ROW_MASK)).astype(np.int64),
                               want - lay.offset[t])
+        assert np.array_equal(lay.pages_of_page_keys(per_table), got)
         assert np.array_equal(lay.page_keys_of_pages(got), per_table)  # and back
         assert lay.pages_of_keys(keys[:0]).tolist() == []
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from recmg._simcore import ffi, lib
 from recmg.engine.policy.cache import _ptr
-from recmg.trace.format import TABLE_SHIFT, TableInfo
+from recmg.trace.format import ROW_MASK, TABLE_SHIFT, TableInfo
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 VIRTUAL_BASE = 1 << 32  # where Layout.virtual puts the first table
@@ -93,8 +93,15 @@ class Layout:
         """Each key's page as a per-table key: table << 40 | page within the table."""
         return self._pages(keys, None)
 
+    def pages_of_page_keys(self, page_keys: np.ndarray) -> np.ndarray:
+        """Per-table page keys (table_page_keys' numbering) -> global page indices (the
+        placement's index, pages_of_keys' numbering)."""
+        page_keys = np.asarray(page_keys, np.uint64)
+        t = (page_keys >> np.uint64(TABLE_SHIFT)).astype(np.intp)
+        return self.offset[t] + (page_keys & np.uint64(ROW_MASK)).astype(np.int64)
+
     def page_keys_of_pages(self, pages: np.ndarray) -> np.ndarray:
-        """Global page indices -> per-table page keys (table_page_keys' numbering)."""
+        """Global page indices -> per-table page keys (pages_of_page_keys' inverse)."""
         pages = np.asarray(pages, np.int64)
         t = np.searchsorted(self.offset, pages, side="right") - 1
         return (t.astype(np.uint64) << np.uint64(TABLE_SHIFT)) | \

@@ -30,7 +30,7 @@ from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, distinct_by_la
                                        distinct_in_batches, unique_inverse,
                                        unique_ordered)
 from recmg.engine.stats import Stats
-from recmg.trace.format import ROW_MASK, TABLE_SHIFT
+from recmg.trace.format import TABLE_SHIFT
 
 _SHIFT = np.uint64(TABLE_SHIFT)
 NO_LIMIT = 1 << 62
@@ -161,11 +161,6 @@ class Engine:
     def units(self, keys: np.ndarray) -> np.ndarray:
         """Vector keys -> this engine's units (per-table keys)."""
         return keys if self.cfg.granularity == "vector" else self.layout.table_page_keys(keys)
-
-    def _global(self, page_keys: np.ndarray) -> np.ndarray:
-        """Per-table page keys -> global page indices (the placement's index)."""
-        t = (page_keys >> _SHIFT).astype(np.intp)
-        return self.layout.offset[t] + (page_keys & np.uint64(ROW_MASK)).astype(np.int64)
 
     def reconfigure(self, cfg: EngineConfig, cache: CachePolicy | None = None,
                     prefetcher: Prefetcher | None = None, mover: Mover | None = None,
@@ -320,7 +315,7 @@ class Engine:
             self._heat_scale = 2.0 ** grown
         # (ufunc.at is unbuffered, so repeated positions add up; numpy >= 1.25 runs it
         # without the old per-element overhead: 2-3 ns an access against 80 for a sort)
-        np.add.at(pm.heat, pos, (np.asarray(counts) * self._heat_scale).astype(np.float32))
+        np.add.at(pm.heat, pos, (counts * self._heat_scale).astype(np.float32))
 
     def _planned_step(self, keys, offsets, ctl: Controls) -> StepResult:
         """recmgd's step: measure against the page placement, observe, score every page,
@@ -365,7 +360,7 @@ class Engine:
                         if cfg.granularity == "page" else unique_ordered(seen))
             pb = distinct[self.pbuf.contains(distinct)]
             s.prefetch_useful += int(np.count_nonzero(
-                np.isin(self.placement[self._global(pb)], self.fast)))
+                np.isin(self.placement[self.layout.pages_of_page_keys(pb)], self.fast)))
             self.pbuf.remove(pb)
             cand = self._candidates(seen, unique_ordered(self.units(missed)), None,
                                     lambda c: self.cache.contains(c) | self.pbuf.contains(c))
@@ -383,7 +378,7 @@ class Engine:
         res = self.cache.resident()
         pb = self.pbuf.resident() if self.pbuf is not None else np.zeros(0, np.uint64)
         self._sweep(ctl.tick)
-        g_res, g_pb = self._global(res), self._global(pb)
+        g_res, g_pb = (self.layout.pages_of_page_keys(x) for x in (res, pb))
         # (positions after the inserts, which move them: the resident set is searched
         # once a tick, and it is the budget's size whatever the rate)
         pos = self._meet(np.concatenate((g_res, g_pb)), ctl.tick)
