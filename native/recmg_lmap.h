@@ -1,10 +1,16 @@
 /* A bounded map in C for recmg's native cores (recmg_prefetch.c, recmg_features.c):
  * two-word keys -> a uint64 value, at most `cap` keys, the least recently stored key
  * out first (as an OrderedDict with move_to_end on every store and popitem(last=False)
- * beyond its capacity).  Entries are allocated once; the hash is linear probing with
- * backward-shift deletion; an entry's index in `e` is stable while its key is held,
- * so a caller can keep per-key state in a parallel array (lmap_slot).  The hash index
- * and the order list are recmg_index.h's (the cache core's too).
+ * beyond its capacity).  Entries are reserved once and handed out in index order as
+ * keys come; the hash is linear probing with backward-shift deletion; an entry's index
+ * in `e` is stable while its key is held, so a caller can keep per-key state in a
+ * parallel array (lmap_slot).  The hash index and the order list are recmg_index.h's
+ * (the cache core's too).
+ * The slot array starts small and doubles as keys come (kept at most half full), up
+ * to twice the capacity: a map sized for millions of keys that holds a hundred
+ * thousand probes a table of one megabyte, not of 32 (the learned features' map:
+ * 105 to 64 ns an access, docs/results.md).  Which keys are held, and the order they
+ * leave in, do not depend on the table's size.
  * Header-only (static inline functions). */
 #ifndef RECMG_LMAP_H
 #define RECMG_LMAP_H
@@ -37,10 +43,21 @@ typedef struct {
 typedef struct {
     entry *e;
     uint32_t *slot;
-    uint64_t cap, len, mask;
+    uint64_t cap, len, mask, max_mask;
+    uint64_t fresh;   /* entries [fresh, cap) were never used */
     recmg_list order; /* head: the newest, tail: the oldest */
-    uint32_t free_head;
+    uint32_t free_head; /* entries freed since (NIL: none) */
 } lmap;
+
+#define LMAP_MIN_SLOTS 1024
+
+static inline uint32_t *lmap_empty_slots(uint64_t size)
+{
+    uint32_t *s = malloc(size * sizeof(uint32_t));
+    if (s)
+        memset(s, 0xff, size * sizeof(uint32_t));
+    return s;
+}
 
 static inline int lmap_init(lmap *m, uint64_t cap)
 {
@@ -51,16 +68,51 @@ static inline int lmap_init(lmap *m, uint64_t cap)
     while (size < 2 * cap)
         size <<= 1;
     m->cap = cap;
-    m->mask = size - 1;
-    m->e = malloc(cap * sizeof(entry));
-    m->slot = malloc(size * sizeof(uint32_t));
+    m->max_mask = size - 1;
+    m->mask = (size < LMAP_MIN_SLOTS ? size : LMAP_MIN_SLOTS) - 1;
+    m->e = malloc(cap * sizeof(entry)); /* untouched until used: no RSS for the rest */
+    m->slot = lmap_empty_slots(m->mask + 1);
     if (!m->e || !m->slot)
         return -1;
-    memset(m->slot, 0xff, size * sizeof(uint32_t));
-    for (uint64_t i = 0; i < cap; i++)
-        m->e[i].next = i + 1 < cap ? (uint32_t)(i + 1) : NIL;
-    m->free_head = 0;
+    m->free_head = NIL;
     RECMG_LIST_INIT(&m->order);
+    return 0;
+}
+
+/* Double the slot array, re-placing every held entry; 0 when out of memory (the map
+ * keeps its table). */
+static inline int lmap_grow(lmap *m)
+{
+    uint64_t mask = 2 * m->mask + 1;
+    uint32_t *s = lmap_empty_slots(mask + 1);
+    if (!s)
+        return 0;
+    for (uint64_t j = 0; j <= m->mask; j++) {
+        uint32_t i = m->slot[j];
+        if (i == NIL)
+            continue;
+        uint64_t h = mix2(m->e[i].k0, m->e[i].k1) & mask;
+        while (s[h] != NIL)
+            h = (h + 1) & mask;
+        s[h] = i;
+        m->e[i].at = (uint32_t)h;
+    }
+    free(m->slot);
+    m->slot = s;
+    m->mask = mask;
+    return 1;
+}
+
+/* Whether one more key would have to evict the oldest: the map holds its capacity,
+ * or its table is half full and cannot grow (out of memory: it then holds fewer). */
+static inline int lmap_full(lmap *m)
+{
+    if (m->len >= m->cap)
+        return 1;
+    while (2 * (m->len + 1) > m->mask + 1) {
+        if (m->mask >= m->max_mask || !lmap_grow(m))
+            return m->len + 1 > m->mask; /* keep one slot empty: probes must end */
+    }
     return 0;
 }
 
@@ -72,7 +124,7 @@ static inline void lmap_free(lmap *m)
 
 static inline uint64_t lmap_bytes(const lmap *m)
 {
-    return m->cap * sizeof(entry) + (m->mask + 1) * sizeof(uint32_t);
+    return m->cap * sizeof(entry) + (m->max_mask + 1) * sizeof(uint32_t); /* at most */
 }
 
 static inline int lmap_eq(const void *ctx, uint32_t i, const void *key)
@@ -142,15 +194,21 @@ static inline int lmap_swap(lmap *m, uint64_t k0, uint64_t k1, uint64_t val, uin
         return 1;
     }
     int evicted = 0;
-    if (m->len == m->cap) {
+    uint64_t mask = m->mask;
+    if (lmap_full(m)) {
         uint32_t o = m->order.tail;
         ev[0] = m->e[o].k0, ev[1] = m->e[o].k1, ev[2] = m->e[o].val;
         remove_entry(m, o);
         evicted = 2;
-        h = lmap_pos(m, k0, k1); /* the deletion may have shifted the run */
     }
-    i = m->free_head;
-    m->free_head = m->e[i].next;
+    if (evicted || m->mask != mask) /* the deletion may have shifted the run, or the */
+        h = lmap_pos(m, k0, k1);    /* table grown */
+    if (m->free_head != NIL) {
+        i = m->free_head;
+        m->free_head = m->e[i].next;
+    } else {
+        i = (uint32_t)m->fresh++;
+    }
     m->e[i].k0 = k0, m->e[i].k1 = k1, m->e[i].val = val, m->e[i].at = (uint32_t)h;
     m->slot[h] = i;
     RECMG_LIST_PUSH(m->e, &m->order, i);

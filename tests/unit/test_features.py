@@ -3,20 +3,27 @@ tick by tick (serving), equal to a plain Python model of their definitions, and
 bounded state."""
 
 import math
+from collections import OrderedDict
 
 import numpy as np
+import pytest
 
 from recmg.engine.models import features as ft
 from recmg.trace import format as tf
 from recmg.trace import synthetic
 
 
-def reference(keys):
-    """The definitions (native/recmg_features.h), one access at a time."""
-    last, gaps, count, dec = {}, {}, {}, {}
+def reference(keys, max_keys=None):
+    """The definitions (native/recmg_features.h), one access at a time; beyond
+    ``max_keys`` keys the least recently accessed one is forgotten."""
+    last, gaps, count, dec = OrderedDict(), {}, {}, {}
     hl = (1024.0, 16384.0, 262144.0)
     out = []
     for t, k in enumerate(keys):
+        if k in last:
+            last.move_to_end(k)
+        elif max_keys is not None and len(last) == max_keys:
+            last.popitem(last=False)
         if k not in last:
             row = [0.0] * 8
             last[k], gaps[k], count[k], dec[k] = t, [0, 0, 0], 1, [1.0, 1.0, 1.0]
@@ -58,6 +65,18 @@ def test_training_and_serving_features_are_identical():
     assert np.array_equal(whole, np.concatenate(parts))
     assert live.clock == len(t.keys)
     assert ft.FEATURE_VERSION == 2 and len(ft.FEATURE_NAMES) == ft.N_FEATURES
+
+
+@pytest.mark.parametrize("max_keys", [700, 3000, 1 << 22])
+def test_features_follow_their_definitions_as_the_key_table_grows_and_forgets(max_keys):
+    """Thousands of keys: the map's slot table doubles from 1,024 slots as keys come
+    (native/recmg_lmap.h), and beyond ``max_keys`` the least recent key is forgotten,
+    after the table stopped growing (700, 3,000) or never (2^22)."""
+    rng = np.random.default_rng(5)
+    keys = tf.make_keys(rng.integers(0, 3, 20_000), rng.zipf(1.05, 20_000) % 5000).tolist()
+    assert len(set(keys)) > 3000
+    got = ft.OnlineFeatures(max_keys=max_keys).observe(np.array(keys, np.uint64))
+    np.testing.assert_allclose(got, reference(keys, max_keys), rtol=1e-5, atol=1e-5)
 
 
 def test_state_is_bounded_and_forgets_the_least_recent_key():
