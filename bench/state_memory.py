@@ -1,10 +1,10 @@
 """What one target costs recmgd in memory when its tables are huge and mostly untouched:
 a segment registering GIB GiB of PROT_NONE reservation as one table (what a hostile
 user can do for free), attached by recmgd's pipeline, then TICKS ticks of BATCH random
-rows.  Prints the RSS growth of this process (VmRSS, /proc/self/status) and what the
-engine says it may hold.  A table, never a pass or fail.
+rows, under the policy profile PROFILE.  Prints the RSS growth of this process (VmRSS,
+/proc/self/status) and what the engine says it may hold.  A table, never a pass or fail.
 
-    python bench/state_memory.py [--gib 200] [--ticks 5] [--batch 2000]
+    python bench/state_memory.py [--gib 200] [--ticks 5] [--batch 2000] [--profile lru]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--gib", type=int, default=200)
     ap.add_argument("--ticks", type=int, default=5)
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--profile", default="lru")
     a = ap.parse_args()
     res = mmap.mmap(-1, a.gib << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
                     prot=0)  # PROT_NONE: address space only, never touched
@@ -40,7 +41,7 @@ def main() -> None:
                        '[budget]\nfast_mib_per_target = 1\n')
     before = rss_mib()
     with tempfile.TemporaryDirectory() as d, Client("huge", [("big", table)], shm_dir=d) as c:
-        pipe = Pipeline(cfg, cfgmod.load_profile("lru"), [0], [1])
+        pipe = Pipeline(cfg, cfgmod.load_profile(a.profile), [0], [1])
         st = pipe.attach(Path(c.path))
         rng = np.random.default_rng(0)
         peak = 0.0
@@ -49,11 +50,11 @@ def main() -> None:
             pipe.tick()
             peak = max(peak, rss_mib() - before)
         engine = st.engine if st is not None else None
-        print("| tables | pages | ticks x rows read | RSS growth (peak) MiB | engine may hold MiB |"
-              "\n|---|---|---|---|---|")
+        print("| profile | tables | pages | ticks x rows read | RSS growth (peak) MiB | "
+              "engine may hold MiB |\n|---|---|---|---|---|---|")
         held = getattr(engine, "state_bytes", lambda: float("nan"))() / 2**20 \
             if engine is not None else float("nan")
-        print(f"| {a.gib} GiB untouched | {st.pages.n_pages if st else '-'} | "
+        print(f"| {a.profile} | {a.gib} GiB untouched | {st.pages.n_pages if st else '-'} | "
               f"{a.ticks} x {a.batch} | {peak:.0f} | {held:.0f} |")
         pipe.close()
 

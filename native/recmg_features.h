@@ -27,7 +27,8 @@ typedef struct recmg_feat recmg_feat;
 /* NULL with *err = -EINVAL for max_keys outside 1..2^32-2, -ENOMEM when out of
  * memory; else *err = 0. */
 recmg_feat *recmg_feat_new(uint64_t max_keys, int *err);
-/* Bytes of state (allocated at creation: it never grows). */
+/* Bytes of state it may hold (its bound, fixed at creation; memory is touched as keys
+ * come). */
 uint64_t recmg_feat_bytes(const recmg_feat *f);
 void recmg_feat_free(recmg_feat *f);
 

@@ -8,9 +8,10 @@
  * (the cache core's too).
  * The slot array starts small and doubles as keys come (kept at most half full), up
  * to twice the capacity: a map sized for millions of keys that holds a hundred
- * thousand probes a table of one megabyte, not of 32 (the learned features' map:
- * 105 to 64 ns an access, docs/results.md).  Which keys are held, and the order they
- * leave in, do not depend on the table's size.
+ * thousand probes a table of one megabyte, not of 32, and a new map touches no memory
+ * for keys it does not hold yet (a learned target's features and prefetcher had
+ * touched 190 MiB at attach: docs/results.md, "Memory a learned target touches").
+ * Which keys are held, and the order they leave in, do not depend on the table's size.
  * Header-only (static inline functions). */
 #ifndef RECMG_LMAP_H
 #define RECMG_LMAP_H

@@ -3,7 +3,9 @@ tick by tick (serving), equal to a plain Python model of their definitions, and
 bounded state."""
 
 import math
+import re
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +87,20 @@ def test_state_is_bounded_and_forgets_the_least_recent_key():
     # 1 was forgotten when 3 arrived: its second access looks like a first one
     assert out[4, :8].tolist() == [0.0] * 8
     assert out[3, 0] == np.float32(math.log2(1 + 2))  # 2 was kept: gap 2
+
+
+def test_a_new_state_touches_no_memory_for_keys_it_does_not_hold():
+    """A learned target's features are sized for 2^22 keys; creating them must not
+    touch that bound (the map's entries and slot table are touched as keys come: the
+    old free list and 32 MiB slot table made 192 MiB resident per instance)."""
+    def rss_mib():
+        text = Path("/proc/self/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
+    before = rss_mib()
+    held = [ft.OnlineFeatures(1 << 22) for _ in range(4)]
+    assert rss_mib() - before < 32
+    assert all(f.state_bytes() > 300 << 20 for f in held)  # the bound is still the bound
+    keys = np.arange(10_000, dtype=np.uint64)
+    held[0].observe(keys)
+    assert (held[0].observe(keys)[:, 0] == np.float32(math.log2(1 + 10_000))).all()

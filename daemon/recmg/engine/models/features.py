@@ -56,7 +56,7 @@ class OnlineFeatures:
         return int(lib.recmg_feat_clock(self._c))
 
     def state_bytes(self) -> int:
-        """Bytes of state in the C core (fixed at creation)."""
+        """Bytes of state the C core may hold (its bound, fixed at creation)."""
         return int(lib.recmg_feat_bytes(self._c))
 
     def observe(self, keys: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
