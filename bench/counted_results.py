@@ -4,7 +4,7 @@ pages once, with their reads, against every read in order (docs/results.md,
 
     python bench/counted_results.py [--batches 60] [--seed 11] [--shared ../shared]
                                     [--profiles default,learned-counted,frequency:counted]
-                                    [--fallback lfu]
+                                    [--fallback lfu] [--traces guest,criteo]
 
 Each cell is `recmg sim --config`'s replay (recmg.sim.replay) of recmgd's engine at 1
 and at 10 batches per tick, unsampled, with a fast tier of 10% of the trace's distinct
@@ -70,12 +70,17 @@ def main() -> None:
                     help="NAME or NAME:counted, comma-separated")
     ap.add_argument("--fallback", choices=("s3fifo", "lfu", "lru"),
                     help="the learned profiles' fallback (default: their own, S3-FIFO)")
+    ap.add_argument("--traces", help="only the traces whose names contain one of these "
+                    "(comma-separated, e.g. guest,criteo,avazu)")
     a = ap.parse_args()
     profs = profiles(a.profiles, a.fallback)
+    only = a.traces.split(",") if a.traces else None
     print("Fast share of reads over the second half of the ticks; CPU ns per read:\n")
     print("| trace | batches a tick | " + " | ".join(profs) + " |")
     print("|---|---:|" + "---:|" * len(profs))
     for name, tr in traces(a.shared, a.batches, a.seed):
+        if only and not any(w in name for w in only):
+            continue
         for bpt in (1, 10):
             timed, _ = sc.timed(tr, bpt)
             mib = max(1, round(modes.distinct_units(timed, "page") * 0.10 * sc.PAGE / 2**20))

@@ -229,3 +229,58 @@ def test_the_shipped_counted_profile_serves_its_model_in_a_live_pipeline(tmp_pat
         segment="cnt", model=m, perf=None, feedback=None, layout=None, learning=None,
         prefetch=None))[0]
     assert line.startswith("  cnt: model caching-page-v2 (counted per page) sha256 ")
+
+
+def _small_batches(n_batches=2048, pages=256, per_batch=64):
+    """64-key batches, each reading 64 distinct pages of 256 (128-byte rows, 32 a
+    page): per batch, counted observation would see every read as its own row."""
+    rng = np.random.default_rng(4)
+    rows = np.concatenate([rng.choice(pages, per_batch, replace=False) * 32
+                           for _ in range(n_batches)])
+    return tf.Trace([tf.TableInfo(0, "t", pages * 32, 128)],
+                    tf.make_keys(np.zeros(len(rows), np.int64), rows),
+                    np.arange(n_batches + 1, dtype=np.uint64) * np.uint64(per_batch))
+
+
+def test_counted_steps_join_small_batches_and_leave_large_ones():
+    from recmg.engine.policy.cache import COUNTED_STEP_READS as W, counted_steps
+
+    big = np.array([0, W, 3 * W, 3 * W + W + 5], np.uint64)
+    assert counted_steps(big).tolist() == big.tolist()  # each batch its own step
+    small_offs = np.arange(0, 4 * W + 1, 64, dtype=np.uint64)  # 4,096 batches of 64
+    assert counted_steps(small_offs).tolist() == [0, W, 2 * W, 3 * W, 4 * W]
+    mixed = np.array([0, 10, W - 1, W + 3, W + 9, 3 * W, 3 * W + 1], np.uint64)
+    assert counted_steps(mixed).tolist() == [0, W + 3, 3 * W, 3 * W + 1]
+    assert counted_steps(np.array([0, 7], np.uint64)).tolist() == [0, 7]
+
+
+def test_small_batches_are_joined_into_steps_in_serving_and_in_training():
+    """64-key batches of distinct pages: recmgd's engine (the replay, 1,024 batches a
+    tick) and the trainer's rows come per distinct page of a step of 2^16 reads, not
+    one per read as they did per batch."""
+    from recmg.sim.replay import replay
+    from recmg.training import train
+
+    trace = _small_batches()
+    prof = dataclasses.replace(cfgmod.load_profile("default", [ROOT / "policies"]),
+                               observe="counted", max_accesses_per_s=-1.0)
+    cfg = cfgmod.parse('[budget]\nfast_mib_per_target = 1\n[migration]\nbackend = '
+                       '"simulated"\n[target]\nmax_accesses_per_s = 0\n')
+    seen = {"rows": 0, "reads": 0}
+
+    def count_rows(tick, eng):
+        if "hooked" not in seen:
+            seen["hooked"] = True
+            access_counted = eng.cache.access_counted
+
+            def counting(keys, counts, *a, **k):
+                seen["rows"] += len(keys)
+                seen["reads"] += int(np.sum(counts))
+                return access_counted(keys, counts, *a, **k)
+            eng.cache.access_counted = counting
+
+    replay(trace, cfg, prof, batches_per_tick=1024, on_tick=count_rows)
+    assert seen["reads"] == 65_536  # the second tick's, after the hook
+    assert seen["rows"] <= 256
+    x, y, _, meta, _ = train.dataset(trace, 0.1, 0.7, granularity="page", observe="counted")
+    assert len(x) <= 256  # the last of the two steps has no future: left out
