@@ -182,6 +182,12 @@ class Profile:
     # at most this many missed pages per tick reach the prefetcher: the temporal
     # prefetchers index misses in Python, so this bounds their cost per tick
     prefetch_observe_max: int = 4096
+    # prefetcher = "learned": at most this many candidates a tick are scored (the
+    # most recently missed first; 0: the model card's max_candidates, 32,768 for the
+    # shipped models).  The budget is 256 pages; scoring 32,768 cost recmg 6-29% of
+    # its CPU on the guest's workload for no fetch measured (docs/results.md,
+    # "The learned prefetcher's candidates, bounded per tick")
+    prefetch_candidates: int = 0
     # lfu: frequencies halve after this many page accesses (0: 8 x capacity, the
     # simulator's default); the daemon sees every access, so a long half-life keeps
     # the hot set stable across ticks
@@ -517,6 +523,8 @@ def load_profile(name: str, dirs: list[Path] | None = None) -> Profile:
         problems.append(("prefetch_observe_max", "must be at most 2^24"))
     if prof.prefetch_observe_max < 1:
         problems.append(("prefetch_observe_max", "must be >= 1"))
+    if not 0 <= prof.prefetch_candidates <= 1 << 24:
+        problems.append(("prefetch_candidates", "must be in 0..2^24 (0: the model's)"))
     if not 1 <= prof.model_threads <= 64:
         problems.append(("model_threads", "must be in 1..64"))
     if not 1024 <= prof.model_check_window <= 1 << 24:

@@ -157,6 +157,17 @@ def test_a_profile_cannot_rename_itself(tmp_path):
     assert "name" in [k for k, _ in ei.value.problems]
 
 
+def test_prefetch_candidates_must_be_0_to_2_24(tmp_path):
+    (tmp_path / "neg.toml").write_text('schema = 1\nprefetch_candidates = -1\n')
+    (tmp_path / "big.toml").write_text('schema = 1\nprefetch_candidates = 16777217\n')
+    (tmp_path / "ok.toml").write_text('schema = 1\nprefetch_candidates = 64\n')
+    for bad in ("neg", "big"):
+        with pytest.raises(c.ConfigError) as ei:
+            c.load_profile(bad, [tmp_path])
+        assert "prefetch_candidates" in [k for k, _ in ei.value.problems]
+    assert c.load_profile("ok", [tmp_path]).prefetch_candidates == 64
+
+
 def test_a_profile_sets_its_own_sampling_limit_or_takes_the_targets(tmp_path):
     from recmg import config as cfgmod
 

@@ -201,16 +201,24 @@ def test_recmgd_runs_the_shipped_recmg_profile(tmp_path):
     with Client("rmg", [("a", 50_000, 64)], shm_dir=str(tmp_path)) as c:
         pipe = Pipeline(cfg, prof, [0], [1])
         st = pipe.attach(Path(c.path))
+        # the profile scores at most prefetch_candidates (1,024) a tick, not the
+        # card's 32,768
+        scored, predict = [], st.engine.prefetcher.model.predict
+        st.engine.prefetcher.model.predict = lambda x: scored.append(len(x)) or predict(x)
         for i in range(16):
-            c.record([(rng.zipf(1.2, 500) + 997 * (i // 4)) % 50_000])
+            c.record([(rng.zipf(1.2, 3000) + 997 * (i // 4)) % 50_000])
             pipe.tick()
+        assert prof.prefetch_candidates == 1024 and max(scored) == 1024
         full = pipe.status()
         status = full.to_dict()["targets"][0]
         # one set of online features for both models (computed once per access) ...
         assert st.engine.prefetcher.candidates.features is st.engine.cache.features
-        # ... and the prefetcher's own again when the caching policy is not learned
-        pipe.reconfigure(cfg, dataclasses.replace(prof, caching="s3fifo", model=""))
+        # ... and the prefetcher's own again when the caching policy is not learned;
+        # a reload that changes prefetch_candidates rebuilds the prefetcher (0: the card's)
+        pipe.reconfigure(cfg, dataclasses.replace(prof, caching="s3fifo", model="",
+                                                  prefetch_candidates=0))
         assert st.engine.prefetcher.candidates.owns_features
+        assert st.engine.prefetcher.candidates.max_candidates == 1 << 15
         c.record([np.arange(100)])
         pipe.tick()
         pipe.close()

@@ -65,7 +65,7 @@ def make_prefetcher(profile: Profile, layout: Layout, budget: int) -> pf_mod.Pre
     if registry.needs_model("prefetcher", profile.prefetcher):
         kw = {"model": profile.prefetch_model, "threads": profile.model_threads,
               "max_feature_keys": min(1 << 22, max(1024, layout.n_pages)),
-              "capacity": budget}
+              "capacity": budget, "max_candidates": profile.prefetch_candidates}
     return pf_mod.make(profile.prefetcher, layout.pages_per_table(),
                        budget=profile.prefetch_budget_pages, **kw)
 
@@ -120,8 +120,8 @@ def reconfigure(engine: Engine, old: Profile, cfg: Config, profile: Profile,
             hasattr(engine.cache, "use_model"):  # only the model changed: keep the cache
         same_cache = engine.cache.use_model(profile.model, profile.model_threads)
     cache = None if same_cache else make_cache(profile, ec.budget, engine.layout)
-    same_pre = (old.prefetcher, old.prefetch_model) == (profile.prefetcher,
-                                                         profile.prefetch_model)
+    same_pre = (old.prefetcher, old.prefetch_model, old.prefetch_candidates) == (
+        profile.prefetcher, profile.prefetch_model, profile.prefetch_candidates)
     pre = None if same_pre else make_prefetcher(profile, engine.layout, ec.budget)
     if cache is not None or pre is not None:  # (not `or`: an empty cache is falsy)
         _share(engine.cache if cache is None else cache,

@@ -29,8 +29,11 @@ class LearnedPrefetcher(Prefetcher):
 
     def __init__(self, table_rows, budget: int = 1024, degree: int = 4,
                  model: OnnxModel | str | Path | None = None, threads: int = 1,
-                 max_feature_keys: int = 1 << 22, capacity: int = 0):
-        """``capacity``: the fast tier's, in units (it sizes the miss ring)."""
+                 max_feature_keys: int = 1 << 22, capacity: int = 0,
+                 max_candidates: int = 0):
+        """``capacity``: the fast tier's, in units (it sizes the miss ring);
+        ``max_candidates``: at most this many scored a step, if below the card's (0:
+        the card's)."""
         if model is None:
             raise ValueError("the learned prefetcher needs a model (profile key "
                              "'prefetch_model'; recmg sim --prefetch-model FILE.onnx)")
@@ -40,8 +43,9 @@ class LearnedPrefetcher(Prefetcher):
         c = self.model.card.get("candidates", {})
         ring = ring_size(int(c.get("ring", 1 << 16)), capacity,
                          int(c.get("ring_per_capacity", 0)))
-        self.candidates = Candidates(ring, int(c.get("max_candidates", 1 << 15)),
-                                     max_feature_keys)
+        most = int(c.get("max_candidates", 1 << 15))
+        self.candidates = Candidates(ring, min(most, max_candidates) if max_candidates > 0
+                                     else most, max_feature_keys)
 
     def share_features(self, features) -> None:
         """Use the learned caching policy's features of the same stream (it observes
