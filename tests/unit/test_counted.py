@@ -282,5 +282,5 @@ def test_small_batches_are_joined_into_steps_in_serving_and_in_training():
     replay(trace, cfg, prof, batches_per_tick=1024, on_tick=count_rows)
     assert seen["reads"] == 65_536  # the second tick's, after the hook
     assert seen["rows"] <= 256
-    x, y, _, meta, _ = train.dataset(trace, 0.1, 0.7, granularity="page", observe="counted")
+    x = train.dataset(trace, 0.1, 0.7, granularity="page", observe="counted")[0]
     assert len(x) <= 256  # the last of the two steps has no future: left out

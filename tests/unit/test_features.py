@@ -72,8 +72,8 @@ def test_training_and_serving_features_are_identical():
 @pytest.mark.parametrize("max_keys", [700, 3000, 1 << 22])
 def test_features_follow_their_definitions_as_the_key_table_grows_and_forgets(max_keys):
     """Thousands of keys: the map's slot table doubles from 1,024 slots as keys come
-    (native/recmg_lmap.h), and beyond ``max_keys`` the least recent key is forgotten,
-    after the table stopped growing (700, 3,000) or never (2^22)."""
+    (native/recmg_lmap.h), and beyond ``max_keys`` the least recent key is forgotten:
+    once the table stopped growing (700, 3,000), or never (2^22)."""
     rng = np.random.default_rng(5)
     keys = tf.make_keys(rng.integers(0, 3, 20_000), rng.zipf(1.05, 20_000) % 5000).tolist()
     assert len(set(keys)) > 3000

@@ -412,9 +412,10 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
         "input": {"recent_accesses": window},
     }
     if observe == "counted":
-        card["input"].update(observe="counted", rows="one per distinct unit of a batch (batches of "
-                             "under 2^16 reads joined), in the order of their last "
-                             "reads, with its reads")
+        card["input"].update(observe="counted",
+                             rows="one per distinct unit of a batch (batches of under "
+                             "2^16 reads joined), in the order of their last reads, "
+                             "with its reads")
     cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
     ckpt.unlink(missing_ok=True)
     return card
