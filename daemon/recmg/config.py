@@ -224,10 +224,9 @@ class Profile:
     # every tick (recmg.engine.planner; docs/results.md, "Placement stability").
     admission_half_life_accesses: int = 0
     # what the caching policy sees: "access" (every page read, in order) or "counted"
-    # (each batch's distinct pages once, batches of under 2^16 reads joined, in the
-    # order of their last reads, with how often the batch read each: the policy's
-    # work per distinct page, not per access; a learned model must have been trained
-    # so: its card says observe "counted").
+    # (each batch's distinct pages once, in the order of their last reads, with how
+    # often the batch read each: the policy's work per distinct page, not per access;
+    # a learned model must have been trained so: its card says observe "counted").
     # The prefetcher sees every read either way.
     observe: str = "access"
     description: str = ""

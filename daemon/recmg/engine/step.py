@@ -26,9 +26,9 @@ from recmg.engine import planner
 from recmg.engine.contracts import CachePolicy, Controls, Mover, Prefetcher, StepResult
 from recmg.engine.layout import Layout
 from recmg.engine.pagemap import PageMap, PlacementView
-from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, counted_steps,
-                                       distinct_by_last_use, distinct_in_batches,
-                                       unique_inverse, unique_ordered)
+from recmg.engine.policy.cache import (MISS, PREFETCH_HIT, Cache, distinct_by_last_use,
+                                       distinct_in_batches, unique_inverse,
+                                       unique_ordered)
 from recmg.engine.stats import Stats
 from recmg.trace.format import TABLE_SHIFT
 
@@ -44,9 +44,9 @@ class EngineConfig:
     granularity: str = "vector"  # the unit of placement: "vector" or "page"
     # what the caching policy and the prefetcher see: "access" (every access in order),
     # "batch" (each batch's distinct units, first-use order) or, planned placement
-    # only, "counted" (the caching policy sees each batch's distinct units once,
-    # batches of under 2^16 reads joined (counted_steps), in the order of their last
-    # reads, with how often the batch read each; the prefetcher every access)
+    # only, "counted" (the caching policy sees each batch's distinct units once, in
+    # the order of their last reads, with how often the batch read each; the
+    # prefetcher every access)
     observe: str = "batch"
     # prefetch buffer capacity (units), 0 = none: ideal placement's buffer, or the
     # planned placement's prefetched pages (they displace the policy's next victims)
@@ -339,12 +339,11 @@ class Engine:
         s.slow_reads += len(missed)  # vectors already: the same unit
         units = self.units(keys)
         if cfg.observe == "counted":
-            # the policy's work is per distinct unit of each step (2-22 reads per
-            # page on our traces: docs/results.md): a batch, or small batches joined
-            # up to 2^16 reads (counted_steps), so a model sees the same rows whatever
-            # the tick's length; the prefetcher still sees every read
+            # the policy's work is per distinct unit of each batch (2-22 reads per
+            # page on our traces: docs/results.md), by batch so a model sees the same
+            # rows whatever the tick's length; the prefetcher still sees every read
             seen = units
-            once, reads, _ = distinct_by_last_use(units, counted_steps(offsets))
+            once, reads, _ = distinct_by_last_use(units, offsets)
             if len(once):
                 self.cache.access_counted(once, reads)
         else:

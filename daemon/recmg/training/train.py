@@ -87,11 +87,10 @@ def dataset(trace, size: float, train_frac: float, granularity: str = "vector",
             observe: str = "access"):
     """(features, keep labels, the held-out start row, the labels' meta, the Stream).
     ``observe``: "access", a row per access; "counted", a row per distinct unit of
-    each step (a batch, or batches of under 2^16 reads joined: recmgd's
-    ``counted_steps``) in the order of their last reads, with their reads (recmgd's
-    ``observe = "counted"``): labelled by OPT over the step's reads regrouped by
+    each batch in the order of their last reads, with their reads (recmgd's
+    ``observe = "counted"``): labelled by OPT over the batch's reads regrouped by
     unit (what the counted policy sees), at the unit's last read.  The trace's last
-    step has no future to label it by (every unit would be "not kept"), so its rows
+    batch has no future to label it by (every unit would be "not kept"), so its rows
     are left out of the features and labels (the Stream keeps them)."""
     keys = units(trace, granularity)
     cut = time_cut(trace, train_frac)
@@ -99,10 +98,10 @@ def dataset(trace, size: float, train_frac: float, granularity: str = "vector",
         labels = lab.label(trace, size, granularity)
         x = ft.OnlineFeatures().observe(keys)
         return x, np.asarray(labels.keep, np.float32), cut, labels.meta, Stream(keys)
-    from recmg.engine.policy.cache import counted_steps, distinct_by_last_use, opt_keep
+    from recmg.engine.policy.cache import distinct_by_last_use, opt_keep
 
-    steps = counted_steps(np.unique(np.concatenate((
-        np.asarray(trace.batch_offsets, np.int64), [0, len(keys)]))))
+    steps = np.unique(np.concatenate((np.asarray(trace.batch_offsets, np.int64),
+                                      [0, len(keys)])))
     u, reads, uoffs = distinct_by_last_use(keys, steps)
     cap = lab.capacity_of(size, len(np.unique(keys)))
     ends = np.cumsum(reads, dtype=np.int64) - 1
@@ -412,10 +411,8 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
         "input": {"recent_accesses": window},
     }
     if observe == "counted":
-        card["input"].update(observe="counted",
-                             rows="one per distinct unit of a batch (batches of under "
-                             "2^16 reads joined), in the order of their last reads, "
-                             "with its reads")
+        card["input"].update(observe="counted", rows="one per distinct unit of a batch, "
+                             "in the order of their last reads, with its reads")
     cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
     ckpt.unlink(missing_ok=True)
     return card

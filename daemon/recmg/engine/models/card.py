@@ -58,8 +58,7 @@ OBSERVE_MODES = ("access", "counted")
 def observe_of(card: dict) -> str:
     """How a caching model's features were observed (card ``features.observe``):
     "access" (a row per access: every card before counted observation) or "counted"
-    (a row per distinct unit of a batch, small batches joined, with its reads:
-    features.observe_counted)."""
+    (a row per distinct unit of a batch, with its reads: features.observe_counted)."""
     return (card.get("features") or {}).get("observe", "access")
 
 

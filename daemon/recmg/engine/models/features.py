@@ -72,9 +72,9 @@ class OnlineFeatures:
     def observe_counted(self, keys: np.ndarray, counts: np.ndarray,
                         out: np.ndarray | None = None) -> np.ndarray:
         """Counted observation (native/recmg_features.h): one row per unit, read
-        ``counts[i]`` times in a row (recmgd: each batch's distinct units, batches
-        of under 2^16 reads joined); the row describes the unit after these reads
-        (gaps between its appearances, counts including these).  The clock advances by ``counts.sum()``.  Models trained on
+        ``counts[i]`` times in a row (recmgd: each batch's distinct units); the row
+        describes the unit after these reads (gaps between its appearances, counts
+        including these).  The clock advances by ``counts.sum()``.  Models trained on
         these rows say ``observe: counted`` on their card."""
         keys = np.ascontiguousarray(keys, np.uint64)
         counts = np.ascontiguousarray(counts, np.uint32)

@@ -237,28 +237,6 @@ def distinct_by_last_use(keys, batch_offsets=None
     return rev[::-1].copy(), counts[::-1].copy(), np.uint64(len(rev)) - roffs[::-1]
 
 
-# Counted observation's steps hold at least this many reads where the batches allow:
-# smaller batches are joined (a 64-key batch's pages are nearly all distinct, so per
-# batch the policy's work was per read again: 244,061 rows for 256,000 reads on
-# daemon_bench's stream, 92,317 in steps of 2^16).  The presets' batches are larger,
-# so the shipped counted model's rows are unchanged.
-COUNTED_STEP_READS = 1 << 16
-
-
-def counted_steps(batch_offsets, min_reads: int = COUNTED_STEP_READS) -> np.ndarray:
-    """The steps counted observation regroups by (offsets, uint64): a step ends at
-    every batch boundary that crosses a multiple of ``min_reads``, so a batch of at
-    least ``min_reads`` reads is a step of its own and smaller ones are joined into
-    steps of about ``min_reads``; the last offset always ends one."""
-    offs = _u64(batch_offsets)
-    if len(offs) <= 2:
-        return offs
-    w = offs // np.uint64(min_reads)
-    keep = np.ones(len(offs), bool)
-    keep[1:-1] = w[1:-1] != w[:-2]
-    return offs[keep]
-
-
 def unique_ordered(keys, with_counts: bool = False):
     """Distinct keys in first-occurrence order (hash-based, one pass)."""
     keys = _u64(keys)

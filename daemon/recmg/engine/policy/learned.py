@@ -35,11 +35,10 @@ above it.  Accuracy is not what the operator pays for: on a log where the shippe
 model lost 5-29% of fetches to S3-FIFO it stayed at 0.85-0.98, hence the fetch judge.
 
 **Counted observation** (a model whose card says ``features.observe: counted``,
-served with the profile's ``observe = "counted"``): each batch's distinct units
-(batches of under 2^16 reads joined: ``counted_steps``), in the order of their last
-reads, with how many times the batch read each (``access_counted``): one feature
-row and one model row per unit, not per access; the unit keeps its priority from its
-last read.  The C core, the shadow S3-FIFO and
+served with the profile's ``observe = "counted"``): each batch's distinct units, in
+the order of their last reads, with how many times the batch read each
+(``access_counted``): one feature row and one model row per unit, not per access;
+the unit keeps its priority from its last read.  The C core, the shadow S3-FIFO and
 the fetch judge see exactly the batch's reads regrouped by unit (native/recmg_sim.h),
 and the online check labels each unit by OPT's decision at its last read.  A model is
 served only in the mode it was trained in.
