@@ -13,10 +13,12 @@ caches (docs/results.md, "Memory a learned target touches").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 
+from recmg.engine.layout import Layout
 from recmg.engine.models.features import OnlineFeatures
 from recmg.trace import synthetic
 
@@ -26,9 +28,9 @@ CALL = 250_000  # accesses a call, about a 500 ms tick's at recmgd's sampling li
 def stream_pages() -> np.ndarray:
     spec = synthetic.SyntheticSpec(rows=(500_000,) * 8, pooling=(8,) * 8, batch_size=16,
                                    alpha=1.1, seed=1)
-    keys = np.asarray(synthetic.trace(spec, 2000).keys)
-    table, row = keys >> np.uint64(40), keys & np.uint64((1 << 40) - 1)
-    return (table << np.uint64(40)) | (row >> np.uint64(5))
+    t = synthetic.trace(spec, 2000)
+    tables = [dataclasses.replace(x, row_bytes=128) for x in t.tables]  # daemon_bench's
+    return Layout.virtual(tables).table_page_keys(np.asarray(t.keys))
 
 
 def zipf_pages(n: int = 2_000_000, pages: int = 125_000) -> np.ndarray:
