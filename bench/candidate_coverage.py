@@ -12,9 +12,9 @@ granularity, over every step, as recmg.training.train_prefetch builds its exampl
   history-based candidate can name them);
 - of the others, the share among the candidates: the ring as shipped (ring 65,536 or
   4 x the fast tier, 32,768 candidates); with STMS-style successors added (each of
-  this step's misses names the miss that followed its last miss, a direct-mapped
-  table of 2^20 entries), and their successors too; and the ring with ring and cap
-  raised to 2^18.
+  this step's misses names the miss that followed its last miss:
+  recmg.engine.models.candidates.Successors, a table of 2^20 slots), and their
+  successors too; and the ring with ring and cap raised to 2^18.
 
 Traces: the presets at seed 11 (--batches each) and the Criteo and Avazu excerpts in
 ../shared/real_traces when present (read there, never committed).
@@ -26,7 +26,7 @@ import argparse
 
 import numpy as np
 
-from recmg.engine.models.candidates import Candidates, ring_size
+from recmg.engine.models.candidates import Candidates, Successors, ring_size
 from recmg.engine.policy.cache import Cache, next_use, unique_ordered
 from recmg.sim import matrix
 from recmg.training import labels as lab
@@ -36,32 +36,6 @@ import extra_logs
 import sampling_cost as sc
 
 TABLE_BITS = 20
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-class Successors:
-    """STMS-style: each missed key -> the miss that followed its last miss (direct
-    mapped, the newest wins a slot)."""
-
-    def __init__(self):
-        self.keys = np.full(1 << TABLE_BITS, np.uint64(2**64 - 1), np.uint64)
-        self.next = np.zeros(1 << TABLE_BITS, np.uint64)
-        self.last: np.uint64 | None = None
-
-    def _slot(self, keys):
-        return (keys * GOLDEN) >> np.uint64(64 - TABLE_BITS)
-
-    def observe(self, misses: np.ndarray) -> None:
-        stream = misses if self.last is None else np.concatenate([[self.last], misses])
-        if len(stream) > 1:
-            slot = self._slot(stream[:-1])
-            self.keys[slot], self.next[slot] = stream[:-1], stream[1:]
-        if len(misses):
-            self.last = misses[-1]
-
-    def of(self, keys: np.ndarray) -> np.ndarray:
-        slot = self._slot(keys)
-        return self.next[slot[self.keys[slot] == keys]]
 
 
 def coverage(trace, gran: str, size: float = 0.1) -> dict:
@@ -73,7 +47,7 @@ def coverage(trace, gran: str, size: float = 0.1) -> dict:
     shipped = Candidates(ring_size(1 << 16, cap), 1 << 15)
     wide = Candidates(ring_size(1 << 18, cap), 1 << 18)
     opt, nu = Cache("belady", cap), next_use(units)
-    succ = Successors()
+    succ = Successors(TABLE_BITS)
     seen = np.zeros(0, np.uint64)  # every unit read so far (sorted)
     n = {"targets": 0, "compulsory": 0, "ring": 0, "s1": 0, "s2": 0, "wide": 0}
     for b in range(len(offs) - 2):

@@ -18,7 +18,7 @@ from recmg.engine import contracts  # noqa: E402
 from recmg.engine.policy import prefetch as pf_mod  # noqa: E402
 from recmg.engine.models import card as cardmod  # noqa: E402
 from recmg.training import train_prefetch as tp  # noqa: E402
-from recmg.engine.models.candidates import N_CANDIDATE_FEATURES, Candidates  # noqa: E402
+from recmg.engine.models.candidates import N_CANDIDATE_FEATURES, Candidates, Successors  # noqa: E402
 from recmg.engine.models.features import OnlineFeatures  # noqa: E402
 from recmg.sim import modes  # noqa: E402
 from small_traces import ROOT, small  # noqa: E402
@@ -102,6 +102,65 @@ def test_candidates_come_from_the_recent_misses_with_the_features_of_a_read_now(
         h.observe(stream)
         np.testing.assert_array_equal(peeked[i], h.observe(np.array([k], np.uint64))[0])
     np.testing.assert_array_equal(f.observe(stream), g.observe(stream))
+
+
+def test_successors_name_what_followed_a_keys_last_miss():
+    """STMS-style table: the newest pair wins, within a step and across steps."""
+    t = Successors(12)
+    t.observe(np.array([1, 2, 3, 1, 4], np.uint64))
+    assert t.of(np.array([1, 2, 3, 4, 9], np.uint64)).tolist() == [4, 3, 1]  # 4, 9: none yet
+    t.observe(np.array([5], np.uint64))  # follows the previous step's last miss
+    t.observe(np.array([2, 7], np.uint64))
+    assert t.of(np.array([4, 5, 2], np.uint64)).tolist() == [5, 2, 7]
+    # keys that share a slot: the newest holds it, the other has no successor
+    one = Successors(1)
+    one.observe(np.arange(1, 40, dtype=np.uint64))
+    held = one.of(np.arange(1, 39, dtype=np.uint64))
+    assert 1 <= len(held) <= 2 and held.tolist() == sorted(held.tolist())
+    assert one.state_bytes() == 2 * 16
+    with pytest.raises(ValueError, match="table bits must be 1..22, not 23"):
+        Successors(23)
+
+
+def test_successor_candidates_come_after_the_rings_and_are_marked():
+    """A key that left the ring comes back as the successor of a miss; its row has no
+    misses in the ring and the next rank; resident keys and the cap are respected."""
+    c = Candidates(ring=2, max_candidates=4, successors=10)
+    c.step(np.array([1, 2], np.uint64), np.array([1, 2], np.uint64))
+    c.step(np.array([3, 4], np.uint64), np.array([3, 4], np.uint64))
+    cand, x = c.step(np.array([1], np.uint64), np.array([1], np.uint64))
+    # the ring holds 4, 1; 1 was followed by 2 last time
+    assert cand.tolist() == [1, 4, 2]
+    np.testing.assert_allclose(x[:, -1], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(x[:, -2], np.log2([1.0, 2.0, 3.0]))
+    cand, _ = c.step(np.array([3], np.uint64), np.array([3], np.uint64),
+                     resident=lambda k: k == 4)
+    assert cand.tolist() == [3, 1]  # 3 was followed by 4, which fast memory holds
+    plain = Candidates(ring=2, max_candidates=4)
+    for keys in ([1, 2], [3, 4], [1]):
+        got, _ = plain.step(np.array(keys, np.uint64), np.array(keys, np.uint64))
+    assert got.tolist() == [1, 4] and plain.state_bytes() == 16
+    assert c.state_bytes() == 16 + (1 << 10) * 16
+
+
+def test_a_model_trained_with_successors_serves_with_them(tmp_path):
+    """The card carries the table's bits to serving; training stays deterministic."""
+    kw = dict(epochs=1, hidden=4, seed=1, ring=1 << 12, max_candidates=1024,
+              successors=14, k=64, show_progress=False, command="test")
+    card = tp.train_prefetch([("a", small(1), None)], str(tmp_path), "s", **kw)
+    assert card["candidates"]["successors"] == 14
+    assert tp.train_prefetch([("a", small(1), None)], str(tmp_path / "again"), "s",
+                             **kw)["onnx_sha256"] == card["onnx_sha256"]
+    t = small(7, 6)
+    p = pf_mod.make("learned", [tb.rows for tb in t.tables], budget=50,
+                    model=str(tmp_path / "s.onnx"))
+    assert p.candidates.successors.bits == 14
+    p.share_features(OnlineFeatures())
+    assert p.candidates.successors.bits == 14
+    keys = np.asarray(t.keys, np.uint64)
+    for lo in range(0, 20000, 5000):
+        got = p.observe(keys[lo:lo + 5000], keys[lo:lo + 3000])
+    assert len(got) == len(set(got.tolist())) and np.isin(got, keys[:20000]).all()
 
 
 def test_the_card_and_the_held_out_report(model):

@@ -67,7 +67,7 @@ class Sample:
 
 
 def samples(trace, size: float, granularity: str, train_frac: float, ring: int,
-            max_candidates: int) -> list[Sample]:
+            max_candidates: int, successors: int = 0) -> list[Sample]:
     """The examples of one trace, in step order."""
     labels = lab.label(trace, size, granularity)
     units = train.units(trace, granularity)
@@ -76,7 +76,7 @@ def samples(trace, size: float, granularity: str, train_frac: float, ring: int,
     nb = len(offs) - 1
     cut = max(1, int(round(nb * train_frac)))  # target steps before this train
     cap = labels.meta["capacity"]
-    cands = Candidates(ring_size(ring, cap), max_candidates)
+    cands = Candidates(ring_size(ring, cap), max_candidates, successors=successors)
     # OPT's cache, replayed step by step: what it holds is not a candidate (serving
     # leaves out what the fast tier holds)
     opt, nu = Cache("belady", cap), next_use(units)
@@ -139,10 +139,11 @@ def train_prefetch(traces: list, out_dir: str, name: str = "prefetch", size: flo
                    train_frac: float = 0.7, epochs: int = 20, hidden: int = 32,
                    seed: int = 0, lr: float = 3e-3, granularity: str = "vector",
                    loss: str = "chamfer", alpha: float = 0.5, ring: int = 1 << 16,
-                   max_candidates: int = 1 << 15, k: int = 1024,
+                   max_candidates: int = 1 << 15, successors: int = 0, k: int = 1024,
                    show_progress: bool = True, command: str = "") -> dict:
     """Train, export and write the card; returns the card.  ``traces``: (name, Trace,
-    sha256 or None) triples; ``k``: the budget the held-out metrics assume."""
+    sha256 or None) triples; ``k``: the budget the held-out metrics assume;
+    ``successors``: bits of the candidates' successor table (0: none)."""
     import torch
 
     if loss not in LOSSES:
@@ -155,7 +156,8 @@ def train_prefetch(traces: list, out_dir: str, name: str = "prefetch", size: flo
     out.mkdir(parents=True, exist_ok=True)
     tr_s, held, sources = [], [], []
     for tname, trace, digest in traces:
-        ss = samples(trace, size, granularity, train_frac, ring, max_candidates)
+        ss = samples(trace, size, granularity, train_frac, ring, max_candidates,
+                     successors)
         tr_s += [s for s in ss if not s.held_out]
         held += [s for s in ss if s.held_out]
         sources.append({"name": tname, "sha256": digest, "steps": len(ss) + 1,
@@ -171,7 +173,8 @@ def train_prefetch(traces: list, out_dir: str, name: str = "prefetch", size: flo
     run = json.dumps({"traces": [(s["name"], s["sha256"], s["steps"]) for s in sources],
                       "size": size, "train_frac": train_frac, "hidden": hidden, "seed": seed,
                       "lr": lr, "granularity": granularity, "loss": loss, "alpha": alpha,
-                      "ring": ring, "max_candidates": max_candidates}, sort_keys=True)
+                      "ring": ring, "max_candidates": max_candidates,
+                      **({"successors": successors} if successors else {})}, sort_keys=True)
     xs = [torch.from_numpy(s.x) for s in tr_s]
     ys = [torch.from_numpy(s.y) for s in tr_s]
     bce = torch.nn.BCELoss()
@@ -196,7 +199,8 @@ def train_prefetch(traces: list, out_dir: str, name: str = "prefetch", size: flo
                   "label_version": lab.LABEL_VERSION, "size": size,
                   "granularity": granularity},
         "candidates": {"ring": ring, "ring_per_capacity": RING_PER_CAPACITY,
-                       "max_candidates": max_candidates},
+                       "max_candidates": max_candidates,
+                       **({"successors": successors} if successors else {})},
         "loss": {"name": loss, "alpha": alpha if loss == "chamfer" else None},
         "model": {"family": "mlp", "hidden": [hidden, hidden],
                   "parameters": int(sum(p.numel() for p in model.parameters()))},

@@ -62,6 +62,9 @@ def add(sub) -> None:
                     help="recent misses remembered (at least; 4 x the fast tier's units)")
     tp.add_argument("--candidates", type=int, default=1 << 15,
                     help="at most this many candidates per step")
+    tp.add_argument("--successors", type=int, default=0, metavar="BITS",
+                    help="also the successors of each step's misses (what followed "
+                    "their last miss), from a table of 2^BITS slots (1..22; 0: none)")
     tp.add_argument("--budget", type=int, default=1024,
                     help="prefetches per step the held-out metrics assume")
 
@@ -99,7 +102,8 @@ def run(args) -> int:
             traces, args.output, args.name, args.size, args.train_frac, args.epochs or 20,
             args.hidden or 32, args.seed, granularity=args.granularity, loss=args.loss,
             alpha=args.alpha, ring=args.ring, max_candidates=args.candidates,
-            k=args.budget, show_progress=not args.quiet, command=command)
+            successors=args.successors, k=args.budget, show_progress=not args.quiet,
+            command=command)
         h = card["held_out"]
         print(f"{args.output}/{card['onnx']}: {card['model']['parameters']} parameters; held "
               f"out ({h['steps']} steps, {h['k']} prefetches each): precision "

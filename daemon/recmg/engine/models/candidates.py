@@ -14,11 +14,17 @@ construction.  Per step (a batch, or a tick of recmgd), after the step's accesse
   ``max_candidates``.  The ring is sized to the fast tier (``RING_PER_CAPACITY`` x its
   capacity, at least ``ring``): the keys worth prefetching are the ones evicted, and
   the most recent misses are mostly still resident;
+- with ``successors`` (table bits, 0: off; the card's ``candidates.successors``), the
+  STMS-style successors of the step's distinct misses are added after them: for
+  each, the miss that followed its previous miss (``Successors``), if it is not a
+  candidate already and not in fast memory, at most ``max_candidates`` of them;
 - each candidate's features: its online features as if it were read now
   (``OnlineFeatures.peek``: idle time, previous gaps, decayed counts, count, table),
-  then log2(1 + its rank among the candidates) and log2(1 + its misses in the ring).
+  then log2(1 + its rank among the candidates) and log2(1 + its misses in the ring)
+  (0 for a successor: it marks the row as one, whatever the ring holds).
 
-Everything is bounded: the ring, the candidates, and the features' key state.
+Everything is bounded: the ring, the candidates, the successor table (16 bytes a
+slot) and the features' key state.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ CANDIDATE_FEATURE_NAMES = FEATURE_NAMES + ("log2_miss_rank", "log2_misses_in_rin
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURE_NAMES)
 RING_PER_CAPACITY = 4
 MAX_RING = 1 << 22  # 32 MiB of keys
+MAX_CANDIDATES = 1 << 24  # rows of features a step: 704 MiB at most
+MAX_SUCCESSOR_BITS = 22  # 64 MiB of successor table
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of key x this
+_NO_KEY = np.uint64(2**64 - 1)
 
 
 def ring_size(ring: int, capacity: int, per_capacity: int = RING_PER_CAPACITY) -> int:
@@ -40,16 +50,59 @@ def ring_size(ring: int, capacity: int, per_capacity: int = RING_PER_CAPACITY) -
     return int(min(max(ring, per_capacity * capacity), MAX_RING))
 
 
+class Successors:
+    """STMS-style successors (Wenisch et al., ISCA 2005: a miss is often followed by
+    what followed it last time): a direct-mapped table from a missed key to the miss
+    that came right after its last miss.  2^bits slots of 16 bytes; a slot holds the
+    newest key that hashes to it.  Vectorized: one update and one lookup per step."""
+
+    def __init__(self, bits: int):
+        if not 1 <= bits <= MAX_SUCCESSOR_BITS:
+            raise ValueError(f"successors: table bits must be 1..{MAX_SUCCESSOR_BITS}, "
+                             f"not {bits}")
+        self.bits = int(bits)
+        self._keys = np.full(1 << self.bits, _NO_KEY, np.uint64)
+        self._next = np.zeros(1 << self.bits, np.uint64)
+        self._last: np.ndarray = np.zeros(0, np.uint64)  # the previous step's last miss
+
+    def _slot(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * _GOLDEN) >> np.uint64(64 - self.bits)).astype(np.intp)
+
+    def of(self, keys: np.ndarray) -> np.ndarray:
+        """The successors of ``keys`` that the table holds, in the keys' order."""
+        slot = self._slot(keys)
+        return self._next[slot[self._keys[slot] == keys]]
+
+    def observe(self, misses: np.ndarray) -> None:
+        """Record a step's misses, in access order, after the previous step's."""
+        stream = np.concatenate([self._last, misses])
+        if len(stream) > 1:
+            keys, nxt = stream[:-1], stream[1:]
+            slot = self._slot(keys)
+            # the newest pair wins a slot, explicitly: numpy leaves the order of
+            # repeated indices in one assignment unspecified
+            _, last = np.unique(slot[::-1], return_index=True)
+            pick = len(slot) - 1 - last
+            self._keys[slot[pick]], self._next[slot[pick]] = keys[pick], nxt[pick]
+        if len(misses):
+            self._last = misses[-1:].copy()
+
+    def state_bytes(self) -> int:
+        return self._keys.nbytes + self._next.nbytes
+
+
 class Candidates:
     """Ring of recent misses plus the online features of one stream of keys."""
 
     def __init__(self, ring: int = 1 << 16, max_candidates: int = 1 << 15,
-                 max_feature_keys: int = 1 << 22, features: OnlineFeatures | None = None):
+                 max_feature_keys: int = 1 << 22, features: OnlineFeatures | None = None,
+                 successors: int = 0):
         """``features``: another component's features of the same stream (recmgd's
         learned caching policy observes every access too): used as they are, not
-        observed again."""
+        observed again.  ``successors``: bits of the successor table (0: none)."""
         if ring < 1 or max_candidates < 1:
             raise ValueError("candidates: ring and max_candidates must be at least 1")
+        self.successors = Successors(successors) if successors else None
         self.owns_features = features is None
         self.features = OnlineFeatures(max_feature_keys) if features is None else features
         self.max_candidates = int(max_candidates)
@@ -79,8 +132,30 @@ class Candidates:
             out = ~np.asarray(resident(cand), bool)
             cand, counts = cand[out], counts[out]
         cand, counts = cand[:self.max_candidates], counts[:self.max_candidates]
+        if self.successors is not None:
+            cand, counts = self._with_successors(misses, cand, counts, resident)
         x = np.empty((len(cand), N_CANDIDATE_FEATURES), np.float32)
         x[:, :len(FEATURE_NAMES)] = self.features.peek(cand)
         x[:, -2] = np.log2(1.0 + np.arange(len(cand), dtype=np.float32))
         x[:, -1] = np.log2(1.0 + counts.astype(np.float32))
         return cand, x
+
+    def _with_successors(self, misses, cand, counts, resident):
+        """The candidates with the successors of the step's distinct misses after them
+        (looked up before this step's misses update the table), then the update."""
+        succ = self.successors
+        extra = unique_ordered(succ.of(unique_ordered(misses))) if len(misses) else misses
+        succ.observe(misses)
+        if len(extra):
+            extra = extra[~np.isin(extra, cand)]
+        if resident is not None and len(extra):
+            extra = extra[~np.asarray(resident(extra), bool)]
+        extra = extra[:self.max_candidates]
+        if not len(extra):
+            return cand, counts
+        return (np.concatenate([cand, extra]),
+                np.concatenate([counts, np.zeros(len(extra), counts.dtype)]))
+
+    def state_bytes(self) -> int:
+        """Bytes of the ring and the successor table (the features count their own)."""
+        return self._ring.nbytes + (self.successors.state_bytes() if self.successors else 0)

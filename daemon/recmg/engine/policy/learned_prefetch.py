@@ -43,9 +43,10 @@ class LearnedPrefetcher(Prefetcher):
         c = self.model.card.get("candidates", {})
         ring = ring_size(int(c.get("ring", 1 << 16)), capacity,
                          int(c.get("ring_per_capacity", 0)))
-        most = int(c.get("max_candidates", 1 << 15))
+        most = int(c.get("max_candidates", 1 << 15))  # the card's: checked on load
         self.candidates = Candidates(ring, min(most, max_candidates) if max_candidates > 0
-                                     else most, max_feature_keys)
+                                     else most, max_feature_keys,
+                                     successors=int(c.get("successors", 0)))
 
     def share_features(self, features) -> None:
         """Use the learned caching policy's features of the same stream (it observes
@@ -54,8 +55,9 @@ class LearnedPrefetcher(Prefetcher):
         c = self.candidates
         if features is c.features or (features is None and c.owns_features):
             return
-        self.candidates = Candidates(c.ring, c.max_candidates,
-                                     c.features.max_keys, features=features)
+        self.candidates = Candidates(
+            c.ring, c.max_candidates, c.features.max_keys, features=features,
+            successors=c.successors.bits if c.successors else 0)
 
     def observe(self, keys, misses, future=None, resident=None) -> np.ndarray:
         cand, x = self.candidates.step(np.asarray(keys, np.uint64),
@@ -66,10 +68,10 @@ class LearnedPrefetcher(Prefetcher):
         return cand[np.argsort(-self.model.predict(x), kind="stable")[:self.budget]]
 
     def state_bytes(self) -> int:
-        """The online features' bytes when it computes its own (shared: the caching
-        policy counts them)."""
+        """The miss ring, the successor table, and the online features' bytes when it
+        computes its own (shared: the caching policy counts them)."""
         c = self.candidates
-        return c.features.state_bytes() if c.owns_features else 0
+        return c.state_bytes() + (c.features.state_bytes() if c.owns_features else 0)
 
     def status(self) -> dict:
         return {"name": self.model.name, "sha256": self.model.sha256}
