@@ -5,6 +5,7 @@ policy without a model instead of rejected."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from recmg import config as cfgmod
@@ -208,3 +211,84 @@ def test_a_card_whose_section_is_not_an_object_is_refused_by_name(tmp_path, sect
         if kind == "prefetch" else 'schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n')
     with pytest.raises(cfgmod.ConfigError, match=f"{key}.*its '{section}' is not an object"):
         cfgmod.load_profile("p", [tmp_path])
+
+
+def _with_card(tmp_path, name: str, edit) -> Path:
+    """A shipped model beside its card as ``edit`` changed it; the model's path."""
+    root = Path(__file__).resolve().parents[2] / "policies"
+    shutil.copy(root / f"{name}.onnx", tmp_path / "m.onnx")
+    card = json.loads((root / f"{name}.card.json").read_text())
+    edit(card)
+    (tmp_path / "m.card.json").write_text(json.dumps(card))
+    return tmp_path / "m.onnx"
+
+
+@pytest.mark.parametrize("name,field,value,want", [
+    ("caching-page-v1", "serving.window_factor", 1e300, "a number in (0, 1024]"),
+    ("caching-page-v1", "serving.window_factor", "4", "a number in (0, 1024]"),
+    ("caching-page-v1", "serving.window_factor", float("nan"), "a number in (0, 1024]"),
+    ("prefetch-page-v1", "candidates.successors", 23, "an integer in 0..22"),
+    ("prefetch-page-v1", "candidates.ring", 0, "an integer in 1..4194304"),
+    ("prefetch-page-v1", "candidates.max_candidates", True, "an integer in 1..16777216"),
+    ("prefetch-page-v1", "candidates.ring_per_capacity", -1, "an integer in 0..64"),
+    ("prefetch-page-v1", "vocabulary", [3, 2], "at most 1048576 increasing integers"),
+    ("prefetch-page-v1", "vocabulary", [1, "2"], "at most 1048576 increasing integers"),
+])
+def test_a_card_that_would_size_serving_wrong_is_refused_by_name(tmp_path, name, field,
+                                                                 value, want):
+    """A card (the learning loop's unprivileged trainer writes them) whose numbers size
+    a target's state or its keep window: refused when loaded, naming the field.  A
+    window factor of 1e300 overflowed the keep clocks, NaN raised ValueError and a
+    string or a ring of 0 raised out of the policy's constructor, at each target's
+    attach, after the profile check had passed."""
+    section, _, key = field.rpartition(".")
+
+    def edit(card):
+        (card.setdefault(section, {}) if section else card)[key] = value
+
+    path = _with_card(tmp_path, name, edit)
+    kind = "caching" if name.startswith("caching") else "prefetch"
+    with pytest.raises(cardmod.ModelError, match=f"its {field} is .*, not {re.escape(want)}"):
+        cardmod.load_card(path, kind)
+    (tmp_path / "p.toml").write_text(
+        'schema = 1\ncaching = "s3fifo"\nprefetcher = "learned"\nprefetch_model = "m.onnx"\n'
+        if kind == "prefetch" else 'schema = 1\ncaching = "learned"\nmodel = "m.onnx"\n')
+    with pytest.raises(cfgmod.ConfigError, match=f"its {field} is"):
+        cfgmod.load_profile("p", [tmp_path])
+
+
+JSONISH = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | \
+    st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=4) | \
+    st.lists(st.integers(-2 ** 63, 2 ** 63), max_size=4)
+
+
+@settings(max_examples=int(os.environ.get("RECMG_FUZZ_EXAMPLES", "60")), derandomize=True,
+          deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(fields=st.dictionaries(st.sampled_from(["window_factor", "ring", "ring_per_capacity",
+                                               "max_candidates", "successors", "vocabulary"]),
+                              JSONISH, min_size=1))
+def test_any_card_serving_numbers_load_in_range_or_are_refused(tmp_path, fields):
+    """Generated values for every field a card sizes serving with: the card loads, with
+    values the policies can build from, or ModelError; nothing else escapes."""
+    from recmg.engine.models.candidates import MAX_SUCCESSOR_BITS
+
+    for name, kind in (("caching-page-v1", "caching"), ("prefetch-page-v1", "prefetch")):
+        def edit(card):
+            for k, v in fields.items():
+                section = "serving" if k == "window_factor" else \
+                    "" if k == "vocabulary" else "candidates"
+                (card.setdefault(section, {}) if section else card)[k] = v
+
+        try:
+            card = cardmod.load_card(_with_card(tmp_path, name, edit), kind)
+        except cardmod.ModelError:
+            continue
+        if kind == "caching":
+            assert 0 < card["serving"]["window_factor"] <= cardmod.MAX_WINDOW_FACTOR
+            continue
+        c = card["candidates"]
+        assert all(type(c[k]) is int and c[k] >= 0 for k in c)
+        assert c.get("successors", 0) <= MAX_SUCCESSOR_BITS and c.get("ring", 1) >= 1
+        vocab = card.get("vocabulary", [])
+        assert len(vocab) <= cardmod.MAX_VOCABULARY and vocab == sorted(set(vocab))

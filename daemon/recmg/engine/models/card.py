@@ -65,6 +65,37 @@ def observe_of(card: dict) -> str:
 # the card's sections recmg reads; each, where present, must be a JSON object
 SECTIONS = ("features", "label", "model", "serving", "input", "candidates", "training",
             "held_out")
+MAX_WINDOW_FACTOR = 1024.0  # a caching model's keep window, in fast tiers of accesses
+MAX_VOCABULARY = 1 << 20  # a sequence prefetcher's classes
+
+
+def _check_serving(card: dict, cp: Path, kind: str) -> None:
+    """What the card tells serving to size or compute with, in range (a card may come
+    from the learning loop's unprivileged trainer): ModelError naming the field."""
+    from recmg.engine.models import candidates as c
+
+    def bad(field, v, want):
+        raise ModelError(f"{cp}: its {field} is {str(v)[:60]!r}, not {want}")
+
+    if kind == "caching":
+        f = (card.get("serving") or {}).get("window_factor", 1.0)
+        if type(f) not in (int, float) or not 0 < f <= MAX_WINDOW_FACTOR:
+            bad("serving.window_factor", f, f"a number in (0, {MAX_WINDOW_FACTOR:g}]")
+        return
+    ranges = {"ring": (1, c.MAX_RING), "ring_per_capacity": (0, 64),
+              "max_candidates": (1, c.MAX_CANDIDATES),
+              "successors": (0, c.MAX_SUCCESSOR_BITS)}
+    for field, (lo, hi) in ranges.items():  # each bounds memory a target holds
+        v = (card.get("candidates") or {}).get(field, lo)
+        if type(v) is not int or not lo <= v <= hi:
+            bad(f"candidates.{field}", v, f"an integer in {lo}..{hi}")
+    vocab = card.get("vocabulary", [])
+    if not isinstance(vocab, list) or len(vocab) > MAX_VOCABULARY or \
+            any(type(v) is not int or abs(v) >= 1 << 62 for v in vocab) or \
+            any(a >= b for a, b in zip(vocab, vocab[1:])):
+        bad("vocabulary", vocab, f"at most {MAX_VOCABULARY} increasing integers")
+
+
 MAX_MODEL_BYTES = 256 << 20
 MAX_CARD_BYTES = 1 << 20
 
@@ -101,6 +132,7 @@ def load_model(onnx_path: str | Path, kind: str) -> tuple[dict, bytes]:
         raise ModelError(f"{cp}: trained on features version {feats.get('version')} "
                          f"{feats.get('names')}; this recmg computes version "
                          f"{ft.FEATURE_VERSION} {list(names)}")
+    _check_serving(card, cp, kind)
     if observe_of(card) not in OBSERVE_MODES:
         raise ModelError(f"{cp}: features observed {observe_of(card)!r}; this recmg knows "
                          f"{', '.join(OBSERVE_MODES)}")
