@@ -321,27 +321,42 @@ def test_the_lrb_style_next_use_baseline_trains_and_serves_with_sampled_eviction
     assert int((~hits).sum()) < int((~lru.access(keys)).sum())
 
 
-def test_training_in_two_processes_makes_the_same_bytes(tmp_path):
-    """The shipped models are remade byte for byte by the commands in docs/models.md:
-    two processes running the same `recmg train` command write identical ONNX files
-    (the in-process determinism test above cannot see process-level state such as
-    thread pools or hash seeds)."""
+def test_training_makes_the_same_bytes_in_two_processes_on_any_x86_vector_width(tmp_path):
+    """The shipped models are remade byte for byte by the commands in docs/models.md,
+    on other CPUs too: two processes running the same `recmg train` commands write
+    identical ONNX files, the second with other hash seeds and with MKL and numpy held
+    to SSE4.2 (as on a CPU without AVX2 or AVX-512).  Before recmg.training.portable
+    pinned MKL and ATen to one code path, and the candidates' log2 stopped using
+    numpy's SIMD loops, the AVX-512 machine and its SSE4.2 self wrote other bytes."""
     import hashlib
     import os
     import subprocess
     import sys
 
-    digests = []
-    for run in (1, 2):  # different hash seeds too
-        out = tmp_path / str(run)
-        res = subprocess.run([sys.executable, "-m", "recmg.cli.recmg", "train", "cache",
-                              "preset:meta2021-small:0.25:1", "--batches", "4", "--epochs", "1",
-                              "--hidden", "8", "--seed", "0", "-o", str(out), "--name", "tiny",
-                              "--quiet"], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "PYTHONHASHSEED": str(run)})
-        assert res.returncode == 0, res.stderr[-2000:]
-        digests.append(hashlib.sha256((out / "tiny.onnx").read_bytes()).hexdigest())
-    assert digests[0] == digests[1]
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    narrow = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+              "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__)}
+    commands = {"cache": ["cache", "--epochs", "1", "--hidden", "8"],
+                "prefetch": ["prefetch", "--epochs", "2", "--hidden", "8", "--ring", "4096",
+                             "--candidates", "2048"]}
+    digests = {}
+    for run, env in ((1, {}), (2, narrow)):
+        for what, args in commands.items():
+            out = tmp_path / f"{what}{run}"
+            res = subprocess.run(
+                [sys.executable, "-m", "recmg.cli.recmg", "train", args[0],
+                 "preset:meta2021-small:0.25:1", "--batches", "4", *args[1:], "--seed", "0",
+                 "-o", str(out), "--name", "tiny", "--quiet"],
+                capture_output=True, text=True, timeout=600,
+                env={**os.environ, **env, "PYTHONHASHSEED": str(run)})
+            assert res.returncode == 0, res.stderr[-2000:]
+            digests.setdefault(what, []).append(
+                hashlib.sha256((out / "tiny.onnx").read_bytes()).hexdigest())
+            card = json.loads((out / "tiny.card.json").read_text())
+            assert card["training"]["math"].startswith("portable: MKL_CBWR=COMPATIBLE")
+    assert digests["cache"][0] == digests["cache"][1]
+    assert digests["prefetch"][0] == digests["prefetch"][1]
 
 
 def test_the_fetch_judge_falls_back_where_the_model_loses_only(caplog):

@@ -28,6 +28,7 @@ from recmg.safefile import atomic_output
 from recmg.engine.models import card as cardmod
 from recmg.engine.models import features as ft
 from recmg.training import labels as lab
+from recmg.training import portable
 
 MAX_TRAIN_ROWS = 4_000_000  # sampled (seeded) above this, to bound memory and time
 WINDOW_FACTORS = (1.0, 4.0, 16.0, 64.0, 256.0)  # the serving window, x capacity
@@ -168,7 +169,7 @@ def next_use_log2(units: np.ndarray, capacity: int) -> np.ndarray:
     bound = float(NEXT_USE_BOUNDARY * capacity)
     d = np.where(nu == NEVER, bound,
                  np.minimum(nu.astype(np.float64) - np.arange(len(nu)), bound))
-    return np.log2(d).astype(np.float32)
+    return ft.log2_1p(d - 1.0)
 
 
 def choose_threshold(d_log2: np.ndarray, keep: np.ndarray, capacity_of: np.ndarray) -> dict:
@@ -404,7 +405,7 @@ def train_cache(traces: list, out_dir: str, name: str = "caching", size: float =
                      "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr,
                      "rows": int(len(data.y_train)), "command": command,
                      "date": datetime.date.today().isoformat(),
-                     "torch": torch.__version__},
+                     **portable.versions(), "math": portable.mode()},
         "held_out": held,
         "serving": {"window_factor": serving_window["best"],
                     "window_selection": serving_window},

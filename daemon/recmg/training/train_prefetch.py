@@ -47,7 +47,7 @@ import numpy as np
 from recmg.engine.policy.cache import Cache, next_use, unique_ordered
 from recmg.engine.models import card as cardmod
 from recmg.training import labels as lab
-from recmg.training import train
+from recmg.training import portable, train
 from recmg.engine.models.candidates import N_CANDIDATE_FEATURES, RING_PER_CAPACITY, Candidates, ring_size
 
 LOSSES = ("chamfer", "bce")
@@ -209,7 +209,8 @@ def train_prefetch(traces: list, out_dir: str, name: str = "prefetch", size: flo
                      "train_fraction of each trace's steps train; the rest are held out",
                      "epochs": epochs, "seed": seed, "lr": lr,
                      "steps": len(tr_s), "command": command,
-                     "date": datetime.date.today().isoformat(), "torch": torch.__version__},
+                     "date": datetime.date.today().isoformat(),
+                     **portable.versions(), "math": portable.mode()},
         "held_out": evaluate(held, scores, k),
     }
     cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")

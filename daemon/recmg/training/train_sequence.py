@@ -27,7 +27,7 @@ import numpy as np
 from recmg.engine.models import card as cardmod
 from recmg.training import labels as lab
 from recmg.engine.models import sequence as sq
-from recmg.training import train
+from recmg.training import portable, train
 
 MAX_ROWS = 200_000  # windows per trace and part, sampled (seeded)
 
@@ -254,7 +254,8 @@ def train_sequence(traces: list, out_dir: str, name: str, family: str, size: flo
         "training": {"traces": [{"name": n, "sha256": d} for n, _, d in traces],
                      "train_fraction": train_frac, "epochs": epochs, "seed": seed, "lr": lr,
                      "examples": int(len(xt)), "command": command,
-                     "date": datetime.date.today().isoformat(), "torch": torch.__version__},
+                     "date": datetime.date.today().isoformat(),
+                     **portable.versions(), "math": portable.mode()},
         "held_out": _held_out(family, model, xh, yh, vocab),
     }
     cardmod.card_path(onnx_path).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")

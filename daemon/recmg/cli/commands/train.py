@@ -70,6 +70,9 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    from recmg.training import portable
+
+    portable.pin_math()  # before torch loads: the same bytes on every x86-64 CPU
     try:
         import torch  # noqa: F401
     except ImportError:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from recmg.engine.policy.cache import unique_ordered
-from recmg.engine.models.features import FEATURE_NAMES, OnlineFeatures
+from recmg.engine.models.features import FEATURE_NAMES, OnlineFeatures, log2_1p
 
 CANDIDATE_FEATURE_NAMES = FEATURE_NAMES + ("log2_miss_rank", "log2_misses_in_ring")
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURE_NAMES)
@@ -136,8 +136,8 @@ class Candidates:
             cand, counts = self._with_successors(misses, cand, counts, resident)
         x = np.empty((len(cand), N_CANDIDATE_FEATURES), np.float32)
         x[:, :len(FEATURE_NAMES)] = self.features.peek(cand)
-        x[:, -2] = np.log2(1.0 + np.arange(len(cand), dtype=np.float32))
-        x[:, -1] = np.log2(1.0 + counts.astype(np.float32))
+        x[:, -2] = log2_1p(np.arange(len(cand)))
+        x[:, -1] = log2_1p(counts)
         return cand, x
 
     def _with_successors(self, misses, cand, counts, resident):

@@ -26,6 +26,28 @@ N_FEATURES = len(FEATURE_NAMES)
 assert lib.RECMG_FEAT_FEATURES == N_FEATURES
 
 
+_INV_LN2 = 1.0 / np.log(2.0)  # a Python float: the same on every machine
+# ln m = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...), s = (m - 1) / (m + 1); with m in
+# [sqrt(1/2), sqrt(2)), |s| < 0.1716 and 12 terms leave under 2^-60
+_ATANH = tuple(1.0 / (2 * k + 1) for k in range(12))
+
+
+def log2_1p(n: np.ndarray) -> np.ndarray:
+    """log2(1 + n) for counts n >= 0 (below 2^53), float32, with the same bits on every
+    CPU: frexp and IEEE basic operations in float64 only.  numpy's own float32 log2
+    differs by an ulp between its AVX2 and AVX-512 loops, which made the prefetch
+    model's training data, and so its bytes, depend on the machine."""
+    m, e = np.frexp(1.0 + np.asarray(n, np.float64))  # 1 + n = m 2^e, m in [1/2, 1)
+    low = m < 0.7071067811865476
+    m = np.where(low, m * 2.0, m)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    acc = np.full_like(s, _ATANH[-1])
+    for c in _ATANH[-2::-1]:  # Horner over the 12 coefficients, not over the keys
+        acc = acc * s2 + c
+    return ((e - low) + 2.0 * s * acc * _INV_LN2).astype(np.float32)
+
+
 def _rows(n: int, out: np.ndarray | None) -> np.ndarray:
     """n rows of features: the first n of ``out`` (a caller's reused buffer) if it has
     them, else a new array."""
