@@ -104,3 +104,23 @@ def test_a_new_state_touches_no_memory_for_keys_it_does_not_hold():
     keys = np.arange(10_000, dtype=np.uint64)
     held[0].observe(keys)
     assert (held[0].observe(keys)[:, 0] == np.float32(math.log2(1 + 10_000))).all()
+
+
+def test_log2_1p_is_log2_rounded_once_from_the_table_and_the_series_alike():
+    """The candidates' log2 features: float64 log2(1 + n) rounded to float32, for every
+    count below 2^21 and random ones up to 2^52, by the table (below 2^16) and by the
+    series; exact at powers of two; empty in, empty out."""
+    rng = np.random.default_rng(3)
+    n = np.concatenate([np.arange(1 << 21), rng.integers(0, 1 << 52, 200_000)])
+    want = np.log2(1.0 + n.astype(np.float64)).astype(np.float32)
+    got = ft.log2_1p(n)
+    # numpy's float64 log2 is itself only within an ulp of log2, so the reference may
+    # round the other way where log2 lies within 2^-52 of a float32 rounding boundary
+    np.testing.assert_array_max_ulp(got, want, maxulp=1)
+    assert np.count_nonzero(got != want) <= 8
+    np.testing.assert_array_equal(ft._log2_1p(n[:1 << 16]), got[:1 << 16])
+    np.testing.assert_array_equal(ft.log2_1p(np.arange(1 << 16, dtype=np.uint32)),
+                                  got[:1 << 16])
+    powers = 2 ** np.arange(53, dtype=np.int64) - 1
+    np.testing.assert_array_equal(ft.log2_1p(powers), np.arange(53, dtype=np.float32))
+    assert ft.log2_1p(np.zeros(0, np.int64)).shape == (0,)

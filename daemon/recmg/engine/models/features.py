@@ -36,7 +36,16 @@ def log2_1p(n: np.ndarray) -> np.ndarray:
     """log2(1 + n) for counts n >= 0 (below 2^53), float32, with the same bits on every
     CPU: frexp and IEEE basic operations in float64 only.  numpy's own float32 log2
     differs by an ulp between its AVX2 and AVX-512 loops, which made the prefetch
-    model's training data, and so its bytes, depend on the machine."""
+    model's training data, and so its bytes, depend on the machine.  Counts below
+    2^16 (ranks and ring counts, nearly always) are looked up in a table of the same
+    values: about a tenth of the time."""
+    n = np.asarray(n)
+    if n.size and n.dtype.kind in "iu" and 0 <= n.min() and n.max() < len(_LOG2_1P):
+        return _LOG2_1P[n]
+    return _log2_1p(n)
+
+
+def _log2_1p(n: np.ndarray) -> np.ndarray:
     m, e = np.frexp(1.0 + np.asarray(n, np.float64))  # 1 + n = m 2^e, m in [1/2, 1)
     low = m < 0.7071067811865476
     m = np.where(low, m * 2.0, m)
@@ -46,6 +55,9 @@ def log2_1p(n: np.ndarray) -> np.ndarray:
     for c in _ATANH[-2::-1]:  # Horner over the 12 coefficients, not over the keys
         acc = acc * s2 + c
     return ((e - low) + 2.0 * s * acc * _INV_LN2).astype(np.float32)
+
+
+_LOG2_1P = _log2_1p(np.arange(1 << 16))
 
 
 def _rows(n: int, out: np.ndarray | None) -> np.ndarray:
