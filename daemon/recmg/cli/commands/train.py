@@ -72,7 +72,7 @@ def add(sub) -> None:
 def run(args) -> int:
     from recmg.training import portable
 
-    portable.pin_math()  # before torch loads: the same bytes on every x86-64 CPU
+    portable.pin_math()  # before torch loads: one code path on every x86-64 CPU
     try:
         import torch  # noqa: F401
     except ImportError:
