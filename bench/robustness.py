@@ -13,8 +13,11 @@ and after table.  Inputs are seeded: the same --n gives the same inputs.
 Classes: trace files (byte mutations of a valid file of each format), control
 requests (random JSON, nesting, wrong types, random bytes) sent to a running recmgd,
 config files (mutations of packaging/recmgd.toml) given to `recmgd --check-config`,
-and capture segments (random words written over a live segment's header, cursors and
-descriptors, and truncations) read by recmgd's pipeline.
+capture segments (random words written over a live segment's header, cursors and
+descriptors, and truncations) read by recmgd's pipeline, and model cards (1-3 values
+of a shipped page model's card replaced by hostile ones, or removed: the learning
+loop's unprivileged trainer writes cards) loaded by the learned policies and run for
+a step; a card refused with ModelError is handled, any other exception a traceback.
 """
 
 from __future__ import annotations
@@ -135,6 +138,56 @@ elif kind == "segment":
         pipe.close()
         try: os.unlink(c.path)
         except FileNotFoundError: pass
+elif kind.startswith("card:"):
+    import math
+    import numpy as np
+    from recmg.engine.models import card as cardmod
+    what = kind[5:]
+    name = {"caching": "caching-page-v1", "prefetch": "prefetch-page-v1"}[what]
+    base = json.loads((seed_dir / f"{name}.card.json").read_text())
+    hostile = ["x", "", 1e300, -1e300, 1e-300, -1, 0, 2**70, -(2**70), None, True, [], {},
+               [1, 2, 3], [3, 2, 1], {"a": 1}, math.nan, math.inf, 0.5, 2**22, 2**40]
+    def leaves(node, path=()):
+        if isinstance(node, dict) and node:
+            for k, v in node.items(): yield from leaves(v, path + (k,))
+        elif isinstance(node, list) and node:
+            for i, v in enumerate(node[:8]): yield from leaves(v, path + (i,))
+        else:
+            yield path
+    paths = list(leaves(base))
+    model = seed_dir / f"fuzz-{what}.onnx"
+    model.write_bytes((seed_dir / f"{name}.onnx").read_bytes())
+    keys = np.arange(5000, dtype=np.uint64) * np.uint64(7919) % np.uint64(3000)
+    for i in range(start, n):
+        Path(progress).write_text(str(i))
+        rnd = random.Random(i)
+        card = json.loads(json.dumps(base))
+        for _ in range(rnd.randint(1, 3)):
+            path = rnd.choice(paths)
+            node = card
+            try:
+                for k in path[:-1]: node = node[k]
+                if rnd.random() < 0.15 and isinstance(node, dict): node.pop(path[-1], None)
+                else: node[path[-1]] = rnd.choice(hostile)
+            except (KeyError, IndexError, TypeError):
+                pass  # an earlier mutation changed the path's shape
+        cardmod.card_path(model).write_text(json.dumps(card))
+        signal.alarm(10)
+        try:
+            try:
+                if what == "caching":
+                    from recmg.engine.policy.learned import Learned
+                    pol = Learned(1000, model=str(model))
+                    pol.access(keys)
+                else:
+                    from recmg.engine.policy.learned_prefetch import LearnedPrefetcher
+                    pf = LearnedPrefetcher([3000], budget=64, model=str(model), capacity=1000)
+                    pf.observe(keys, keys[::3])
+            finally: signal.alarm(0)
+            counts["handled"] += 1
+        except cardmod.ModelError: counts["handled"] += 1  # refused, naming the problem
+        except Hang: counts["hang"] += 1
+        except BaseException: counts["traceback"] += 1
 print(json.dumps(counts))
 '''
 
@@ -191,6 +244,9 @@ def write_seeds(d: Path) -> None:
         "ip,app,device,os,channel,click_time,attributed_time,is_attributed\n"
         "87540,12,1,13,497,2017-11-07 09:30:38,,0\n105560,25,1,17,259,2017-11-07 13:40:27,,0\n")
     (d / "seed.recmg-text").write_text("720 8626720\n721 5721\n720 720\n")
+    for name in ("caching-page-v1", "prefetch-page-v1"):  # the shipped models, cards mutated
+        for suffix in (".onnx", ".card.json"):
+            shutil.copy(ROOT / "policies" / f"{name}{suffix}", d / f"{name}{suffix}")
 
 
 # --------------------------------------------------------------- control requests
@@ -304,7 +360,7 @@ def run_configs(n: int, env: dict, work: Path) -> dict:
 
 
 # ------------------------------------------------------------------------ driver
-CLASSES = ("trace", "segment", "control", "config")
+CLASSES = ("trace", "segment", "control", "config", "card")
 
 
 def campaign(n: int, env: dict, work: Path, classes=CLASSES, inject: str = "") -> dict:
@@ -319,6 +375,9 @@ def campaign(n: int, env: dict, work: Path, classes=CLASSES, inject: str = "") -
         out["control request"] = run_control(n, env, work)
     if "config" in classes:
         out["config file"] = run_configs(max(n // 5, 1), env, work)
+    if "card" in classes:
+        for what in ("caching", "prefetch"):
+            out[f"model card: {what}"] = run_class(f"card:{what}", work, n, env)
     return out
 
 

@@ -233,6 +233,8 @@ def _with_card(tmp_path, name: str, edit) -> Path:
     ("prefetch-page-v1", "candidates.ring_per_capacity", -1, "an integer in 0..64"),
     ("prefetch-page-v1", "vocabulary", [3, 2], "at most 1048576 increasing integers"),
     ("prefetch-page-v1", "vocabulary", [1, "2"], "at most 1048576 increasing integers"),
+    ("prefetch-page-v1", "model.family", {"a": 1}, "a name"),
+    ("caching-page-v1", "label.granularity", ["page"], "a name"),
 ])
 def test_a_card_that_would_size_serving_wrong_is_refused_by_name(tmp_path, name, field,
                                                                  value, want):
@@ -240,7 +242,8 @@ def test_a_card_that_would_size_serving_wrong_is_refused_by_name(tmp_path, name,
     a target's state or its keep window: refused when loaded, naming the field.  A
     window factor of 1e300 overflowed the keep clocks, NaN raised ValueError and a
     string or a ring of 0 raised out of the policy's constructor, at each target's
-    attach, after the profile check had passed."""
+    attach, after the profile check had passed; a family that is not a name raised
+    TypeError out of the check itself (found by bench/robustness.py's card class)."""
     section, _, key = field.rpartition(".")
 
     def edit(card):
@@ -266,18 +269,21 @@ JSONISH = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | \
           deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(fields=st.dictionaries(st.sampled_from(["window_factor", "ring", "ring_per_capacity",
-                                               "max_candidates", "successors", "vocabulary"]),
-                              JSONISH, min_size=1))
+                                               "max_candidates", "successors", "vocabulary",
+                                               "family"]),
+                              JSONISH | st.dictionaries(st.text(max_size=2), st.integers(),
+                                                        max_size=2), min_size=1))
 def test_any_card_serving_numbers_load_in_range_or_are_refused(tmp_path, fields):
-    """Generated values for every field a card sizes serving with: the card loads, with
-    values the policies can build from, or ModelError; nothing else escapes."""
+    """Generated values for every field a card sizes serving with, and its family: the
+    card loads, with values the policies can build from, or ModelError; nothing else
+    escapes."""
     from recmg.engine.models.candidates import MAX_SUCCESSOR_BITS
 
     for name, kind in (("caching-page-v1", "caching"), ("prefetch-page-v1", "prefetch")):
         def edit(card):
             for k, v in fields.items():
-                section = "serving" if k == "window_factor" else \
-                    "" if k == "vocabulary" else "candidates"
+                section = {"window_factor": "serving", "vocabulary": "",
+                           "family": "model"}.get(k, "candidates")
                 (card.setdefault(section, {}) if section else card)[k] = v
 
         try:

@@ -65,6 +65,9 @@ def observe_of(card: dict) -> str:
 # the card's sections recmg reads; each, where present, must be a JSON object
 SECTIONS = ("features", "label", "model", "serving", "input", "candidates", "training",
             "held_out")
+# the card's fields recmg looks up or compares as names: strings where present
+NAMES = (("model", "family"), ("label", "name"), ("label", "granularity"),
+         ("features", "observe"))
 MAX_WINDOW_FACTOR = 1024.0  # a caching model's keep window, in fast tiers of accesses
 MAX_VOCABULARY = 1 << 20  # a sequence prefetcher's classes
 
@@ -125,6 +128,10 @@ def load_model(onnx_path: str | Path, kind: str) -> tuple[dict, bytes]:
     for section in SECTIONS:  # read as objects by the checks and the policies
         if not isinstance(card.get(section) or {}, dict):
             raise ModelError(f"{cp}: its {section!r} is not an object")
+    for section, field in NAMES:  # looked up and compared as names
+        v = (card.get(section) or {}).get(field)
+        if v is not None and not isinstance(v, str):
+            raise ModelError(f"{cp}: its {section}.{field} is {str(v)[:60]!r}, not a name")
     feats = card.get("features") or {}
     names = feature_names(kind, (card.get("model") or {}).get("family"))
     if feats.get("version") != ft.FEATURE_VERSION or \
