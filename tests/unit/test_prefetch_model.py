@@ -141,6 +141,10 @@ def test_successor_candidates_come_after_the_rings_and_are_marked():
         got, _ = plain.step(np.array(keys, np.uint64), np.array(keys, np.uint64))
     assert got.tolist() == [1, 4] and plain.state_bytes() == 16
     assert c.state_bytes() == 16 + (1 << 10) * 16
+    capped = Candidates(ring=1, max_candidates=1, successors=10)
+    capped.step(np.arange(1, 5, dtype=np.uint64), np.arange(1, 5, dtype=np.uint64))
+    cand, _ = capped.step(np.arange(1, 4, dtype=np.uint64), np.arange(1, 4, dtype=np.uint64))
+    assert cand.tolist() == [3, 2]  # the ring's one, then one of the successors 2 and 4
 
 
 def test_a_model_trained_with_successors_serves_with_them(tmp_path):

@@ -121,10 +121,11 @@ class Candidates:
         ``resident``: a predicate on keys; those it holds are not candidates."""
         if self.owns_features:
             self.features.observe(np.asarray(keys, np.uint64))
-        misses = np.asarray(misses, np.uint64)[-len(self._ring):]
-        at = (self._n + np.arange(len(misses))) % len(self._ring)
-        self._ring[at] = misses
-        self._n += len(misses)
+        misses = np.asarray(misses, np.uint64)
+        kept = misses[-len(self._ring):]  # the ring's share; the successors see them all
+        at = (self._n + np.arange(len(kept))) % len(self._ring)
+        self._ring[at] = kept
+        self._n += len(kept)
         held = min(self._n, len(self._ring))
         newest_first = self._ring[(self._n - 1 - np.arange(held)) % len(self._ring)]
         cand, counts = unique_ordered(newest_first, with_counts=True)
