@@ -3,6 +3,7 @@ docs/results.md, "Learning from the host's traffic").  Prints Markdown.
 
     python bench/learning_results.py [--shared ../shared] [--sizes 0.05,0.1]
                                      [--round-every 5] [--window 20] [--delay-ticks 0]
+                                     [--check-window N]
 
 The trace: a synthetic preset (meta2021-small at seed 11, samples cut so a batch
 holds about as many accesses as the second phase's), then, from the shift on, the
@@ -147,13 +148,19 @@ def main() -> None:
     ap.add_argument("--delay-ticks", type=int, default=0,
                     help="ticks between a round and its swap")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--check-window", type=int, default=0,
+                    help="accesses per window of the fetch judge (0: the learned "
+                    "profile's, 65,536: 5 ticks of this trace)")
     a = ap.parse_args()
     name, tr, shift_batch = shift_trace(a.shared)
     shift_tick = shift_batch // BATCHES_PER_TICK
     learned = cfgmod.load_profile("learned", [sc.ROOT / "policies"])
+    if a.check_window:
+        learned = dataclasses.replace(learned, model_check_window=a.check_window)
     print(f"Trace: {name}; {tr.n_batches} batches, {len(tr.keys):,} accesses; the shift "
           f"after tick {shift_tick}; a round every {a.round_every} ticks on the newest "
-          f"{a.window} batches; swap {a.delay_ticks} ticks after its round.\n")
+          f"{a.window} batches; swap {a.delay_ticks} ticks after its round; the fetch "
+          f"judge's windows {learned.model_check_window:,} accesses.\n")
     for size in (float(s) for s in a.sizes.split(",")):
         mib = max(1, round(modes.distinct_units(tr, "page") * size * sc.PAGE / 2**20))
         cfg = cfgmod.parse(f"tick_ms = {sc.TICK_MS}\n[budget]\nfast_mib_per_target = {mib}\n"
