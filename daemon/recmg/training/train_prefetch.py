@@ -170,11 +170,14 @@ def train_prefetch(traces: list, out_dir: str, name: str = "prefetch", size: flo
     del flat
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ckpt = out / f"{name}.checkpoint.pt"
+    # what the candidates are (successors named only where on: older cards and
+    # checkpoints stay as they were)
+    cands = {"ring": ring, "max_candidates": max_candidates,
+             **({"successors": successors} if successors else {})}
     run = json.dumps({"traces": [(s["name"], s["sha256"], s["steps"]) for s in sources],
                       "size": size, "train_frac": train_frac, "hidden": hidden, "seed": seed,
                       "lr": lr, "granularity": granularity, "loss": loss, "alpha": alpha,
-                      "ring": ring, "max_candidates": max_candidates,
-                      **({"successors": successors} if successors else {})}, sort_keys=True)
+                      **cands}, sort_keys=True)
     xs = [torch.from_numpy(s.x) for s in tr_s]
     ys = [torch.from_numpy(s.y) for s in tr_s]
     bce = torch.nn.BCELoss()
@@ -198,9 +201,7 @@ def train_prefetch(traces: list, out_dir: str, name: str = "prefetch", size: flo
         "label": {"name": "opt_miss_next_step", "definition": TARGET_DEFINITION,
                   "label_version": lab.LABEL_VERSION, "size": size,
                   "granularity": granularity},
-        "candidates": {"ring": ring, "ring_per_capacity": RING_PER_CAPACITY,
-                       "max_candidates": max_candidates,
-                       **({"successors": successors} if successors else {})},
+        "candidates": {**cands, "ring_per_capacity": RING_PER_CAPACITY},
         "loss": {"name": loss, "alpha": alpha if loss == "chamfer" else None},
         "model": {"family": "mlp", "hidden": [hidden, hidden],
                   "parameters": int(sum(p.numel() for p in model.parameters()))},
