@@ -273,7 +273,7 @@ JSONISH = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | \
                                                "family"]),
                               JSONISH | st.dictionaries(st.text(max_size=2), st.integers(),
                                                         max_size=2), min_size=1))
-def test_any_card_serving_numbers_load_in_range_or_are_refused(tmp_path, fields):
+def test_fuzz_any_card_serving_numbers_load_in_range_or_are_refused(tmp_path, fields):
     """Generated values for every field a card sizes serving with, and its family: the
     card loads, with values the policies can build from, or ModelError; nothing else
     escapes."""
