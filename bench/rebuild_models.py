@@ -14,7 +14,6 @@ any model's bytes differ.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import subprocess
@@ -23,12 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from recmg.engine.models.card import sha256_file
+
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def cpu() -> str:
@@ -85,7 +82,7 @@ def main() -> int:
                 print(f"| {name} | | | training failed: {res.stderr.strip()[-200:]} | "
                       f"{took:.0f} | {made} |")
                 continue
-            old, new = sha256(POLICIES / f"{name}.onnx"), sha256(out / f"{name}.onnx")
+            old, new = sha256_file(POLICIES / f"{name}.onnx"), sha256_file(out / f"{name}.onnx")
             differ += old != new
             print(f"| {name} | {old[:12]} | {new[:12]} | {'yes' if old == new else 'NO'} | "
                   f"{took:.0f} | {made} |", flush=True)

@@ -230,6 +230,11 @@ def test_train_prefetch_cli(tmp_path, capsys):
                      "--candidates", "512", "--quiet"]) == 0
     assert "precision" in capsys.readouterr().out
     assert (tmp_path / "prefetch.onnx").exists() and (tmp_path / "prefetch.card.json").exists()
+    # torch was loaded in this process before the CLI could pin its math: the card must
+    # not claim the portable bytes (recmg.training.portable; a fresh `recmg train`
+    # process pins them: test_learned's two-process test)
+    card = json.loads((tmp_path / "prefetch.card.json").read_text())
+    assert card["training"]["math"] == "native"
 
 
 def test_a_profile_with_a_prefetch_model_is_checked(model, tmp_path):
